@@ -1,0 +1,192 @@
+//! The entries inside a (decompressed) block.
+//!
+//! An entry is `varint shared · varint suffix_len · varint value_len · suffix · value`, where the
+//! key is the first `shared` bytes of the previous key in the block followed by `suffix`. The
+//! first entry of a block has `shared = 0`. Entries are in strictly increasing key order.
+
+use crate::error::{Error, Result};
+
+/// Appends `v` as a LEB128 varint.
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Reads a LEB128 varint of at most 5 bytes (all lengths in a block fit in 32 bits).
+#[inline]
+fn get_varint(buf: &[u8], pos: &mut usize) -> Option<usize> {
+    let mut v: u64 = 0;
+    for shift in (0..35).step_by(7) {
+        let b = *buf.get(*pos)?;
+        *pos += 1;
+        v |= u64::from(b & 0x7f) << shift;
+        if b < 0x80 {
+            return usize::try_from(v).ok();
+        }
+    }
+    None
+}
+
+pub(crate) fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// Appends one entry to `buf`, given the previous key of the block (empty for the first).
+pub(crate) fn put_entry(buf: &mut Vec<u8>, prev: &[u8], key: &[u8], value: &[u8]) {
+    let shared = common_prefix(prev, key);
+    put_varint(buf, shared as u64);
+    put_varint(buf, (key.len() - shared) as u64);
+    put_varint(buf, value.len() as u64);
+    buf.extend_from_slice(&key[shared..]);
+    buf.extend_from_slice(value);
+}
+
+/// The encoded size of an entry, at most (as if nothing were shared).
+pub(crate) fn entry_len_bound(key: &[u8], value: &[u8]) -> usize {
+    let v = |n: usize| (usize::BITS - n.leading_zeros()).div_ceil(7).max(1) as usize;
+    v(0) + v(key.len()) + v(value.len()) + key.len() + value.len()
+}
+
+/// One decoded entry header: where its key suffix and value lie in the block.
+struct Head {
+    shared: usize,
+    suffix: std::ops::Range<usize>,
+    value: std::ops::Range<usize>,
+}
+
+#[inline]
+fn read_head(buf: &[u8], pos: &mut usize, block: u32) -> Result<Head> {
+    let corrupt = |detail| Error::CorruptBlock { block, detail };
+    let shared = get_varint(buf, pos).ok_or(corrupt("bad entry header"))?;
+    let suffix_len = get_varint(buf, pos).ok_or(corrupt("bad entry header"))?;
+    let value_len = get_varint(buf, pos).ok_or(corrupt("bad entry header"))?;
+    let suffix_end = pos
+        .checked_add(suffix_len)
+        .filter(|e| *e <= buf.len())
+        .ok_or(corrupt("key runs past the end of the block"))?;
+    let value_end = suffix_end
+        .checked_add(value_len)
+        .filter(|e| *e <= buf.len())
+        .ok_or(corrupt("value runs past the end of the block"))?;
+    let head = Head {
+        shared,
+        suffix: *pos..suffix_end,
+        value: suffix_end..value_end,
+    };
+    *pos = value_end;
+    Ok(head)
+}
+
+/// Finds `key` in a block; returns the range of its value.
+///
+/// Keys are never rebuilt: `matched` tracks how many leading bytes of `key` the previous entry's
+/// key shares, which with each entry's `shared` count decides the comparison (see FORMAT.md).
+pub(crate) fn find(buf: &[u8], key: &[u8], block: u32) -> Result<Option<std::ops::Range<usize>>> {
+    let mut pos = 0;
+    let mut matched = 0usize;
+    let mut first = true;
+    while pos < buf.len() {
+        let head = read_head(buf, &mut pos, block)?;
+        if first {
+            if head.shared != 0 {
+                return Err(Error::CorruptBlock {
+                    block,
+                    detail: "first entry shares a prefix",
+                });
+            }
+            first = false;
+        }
+        if head.shared > matched {
+            // The entry's key agrees with the previous key past the point where that key was
+            // already smaller than `key`: still smaller.
+            continue;
+        }
+        if head.shared < matched {
+            // The entry's key differs from the previous key (and so from `key`) at byte
+            // `shared`, upwards: it is larger than `key`.
+            return Ok(None);
+        }
+        let suffix = &buf[head.suffix];
+        let rest = &key[matched.min(key.len())..];
+        let c = common_prefix(suffix, rest);
+        match (c == suffix.len(), c == rest.len()) {
+            (true, true) => return Ok(Some(head.value)),
+            // The entry's key is a proper prefix of `key`: smaller.
+            (true, false) => matched += c,
+            // `key` is a proper prefix of the entry's key: larger.
+            (false, true) => return Ok(None),
+            (false, false) => {
+                if suffix[c] > rest[c] {
+                    return Ok(None);
+                }
+                matched += c;
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Walks the entries of one block in order, rebuilding keys.
+pub(crate) struct Cursor {
+    pos: usize,
+    key: Vec<u8>,
+    block: u32,
+}
+
+impl Cursor {
+    pub fn new(block: u32) -> Cursor {
+        Cursor {
+            pos: 0,
+            key: Vec::new(),
+            block,
+        }
+    }
+
+    /// The key of the entry last returned by [`Cursor::next`].
+    pub fn key(&self) -> &[u8] {
+        &self.key
+    }
+
+    /// Advances to the next entry; returns the range of its value, or `None` at the end.
+    pub fn next(&mut self, buf: &[u8]) -> Result<Option<std::ops::Range<usize>>> {
+        if self.pos >= buf.len() {
+            return Ok(None);
+        }
+        let first = self.pos == 0;
+        let head = read_head(buf, &mut self.pos, self.block)?;
+        if head.shared > self.key.len() || (first && head.shared != 0) {
+            return Err(Error::CorruptBlock {
+                block: self.block,
+                detail: "shared prefix longer than the previous key",
+            });
+        }
+        // Strict order within the block: after the shared prefix the new key must continue
+        // upwards from the previous key, or extend it.
+        let prev_byte = self.key.get(head.shared).copied();
+        let suffix = &buf[head.suffix];
+        let ordered = match (first, suffix.first(), prev_byte) {
+            (_, None, _) => false,
+            (true, Some(_), _) => true,
+            (false, Some(_), None) => true,
+            (false, Some(b), Some(p)) => *b > p,
+        };
+        if !ordered {
+            return Err(Error::CorruptBlock {
+                block: self.block,
+                detail: "keys out of order or empty",
+            });
+        }
+        self.key.truncate(head.shared);
+        self.key.extend_from_slice(suffix);
+        if self.key.len() > crate::MAX_KEY_LEN {
+            return Err(Error::CorruptBlock {
+                block: self.block,
+                detail: "key longer than the format allows",
+            });
+        }
+        Ok(Some(head.value))
+    }
+}

@@ -1,0 +1,192 @@
+//! Errors of the writer (misuse, I/O) and of the reader (untrusted bytes).
+
+use std::fmt;
+
+/// A part of a snapshot file, named in corruption errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Section {
+    /// The 16-byte header at offset 0.
+    Header,
+    /// The value blocks.
+    Data,
+    /// The zstd dictionary.
+    Dictionary,
+    /// The fixed-width block table.
+    BlockTable,
+    /// The FST over block separators.
+    Index,
+    /// The key filter (blocked Bloom filter).
+    Filter,
+    /// The JSON metadata.
+    Metadata,
+    /// The fixed-size footer at the end of the file.
+    Footer,
+    /// The whole file (the whole-file checksum).
+    File,
+}
+
+impl fmt::Display for Section {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Section::Header => "header",
+            Section::Data => "data",
+            Section::Dictionary => "dictionary",
+            Section::BlockTable => "block table",
+            Section::Index => "index",
+            Section::Filter => "filter",
+            Section::Metadata => "metadata",
+            Section::Footer => "footer",
+            Section::File => "file",
+        })
+    }
+}
+
+/// Everything that can go wrong writing or reading a snapshot.
+///
+/// Writer misuse (`OutOfOrder`, `DuplicateKey`, `KeyTooLong`, ...) leaves the writer unusable: the
+/// caller drops it and discards the partial output. Reader errors describe untrusted bytes; they
+/// never come with a panic, and they name the section (and block) where the problem is.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Keys must be inserted in strictly increasing bytewise order.
+    #[error(
+        "key {} was inserted after the larger key {}",
+        Printable(got),
+        Printable(previous)
+    )]
+    OutOfOrder {
+        /// The key inserted before.
+        previous: Vec<u8>,
+        /// The key that broke the order.
+        got: Vec<u8>,
+    },
+    /// The same key was inserted twice in a row.
+    #[error("duplicate key {}", Printable(key))]
+    DuplicateKey {
+        /// The repeated key.
+        key: Vec<u8>,
+    },
+    /// Keys must have at least one byte.
+    #[error("empty key: keys must be at least one byte long")]
+    EmptyKey,
+    /// A key exceeds [`MAX_KEY_LEN`](crate::MAX_KEY_LEN).
+    #[error("key of {len} bytes exceeds the limit of {max} bytes")]
+    KeyTooLong {
+        /// The key's length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A value exceeds [`MAX_VALUE_LEN`](crate::MAX_VALUE_LEN).
+    #[error("value of {len} bytes exceeds the limit of {max} bytes")]
+    ValueTooLarge {
+        /// The value's length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The snapshot would need more blocks than the block table can address.
+    #[error("too many blocks: the format addresses at most {max}")]
+    TooManyBlocks {
+        /// The limit.
+        max: u64,
+    },
+    /// A writer option is out of range.
+    #[error("invalid writer option: {0}")]
+    InvalidOption(String),
+    /// zstd failed while compressing or training a dictionary.
+    #[error("zstd failed: {0}")]
+    Compression(&'static str),
+    /// The output could not be written.
+    #[error("I/O error writing the snapshot")]
+    Io(#[from] std::io::Error),
+
+    /// The bytes are too short to hold a snapshot.
+    #[error("{len} bytes is too short for a snapshot (at least {min} bytes)")]
+    TooShort {
+        /// The input length.
+        len: u64,
+        /// The smallest possible snapshot.
+        min: u64,
+    },
+    /// The input does not start with the snapshot magic.
+    #[error("not a snapshot: bad magic at offset 0")]
+    BadMagic,
+    /// The input does not end with the footer magic: truncated, or not a snapshot.
+    #[error("no footer magic at the end of {len} bytes: the file is truncated or not a snapshot")]
+    MissingFooter {
+        /// The input length.
+        len: u64,
+    },
+    /// The file was written in a format version this reader does not know.
+    #[error("unsupported format version {got} (this reader supports {supported})")]
+    UnsupportedVersion {
+        /// The version this reader reads.
+        supported: u32,
+        /// The version in the file.
+        got: u32,
+    },
+    /// A checksum does not match.
+    #[error("{section} checksum mismatch: stored {expected:#018x}, computed {got:#018x}")]
+    Checksum {
+        /// The section whose checksum failed.
+        section: Section,
+        /// The checksum stored in the file.
+        expected: u64,
+        /// The checksum of the bytes.
+        got: u64,
+    },
+    /// A data block's checksum does not match.
+    #[error("block {block} checksum mismatch: stored {expected:#018x}, computed {got:#018x}")]
+    BlockChecksum {
+        /// The block number.
+        block: u32,
+        /// The checksum stored in the block table.
+        expected: u64,
+        /// The checksum of the block's bytes.
+        got: u64,
+    },
+    /// A structure is inconsistent.
+    #[error("corrupt {section} at offset {offset}: {detail}")]
+    Corrupt {
+        /// The section.
+        section: Section,
+        /// The file offset of the inconsistent field or structure.
+        offset: u64,
+        /// What is wrong.
+        detail: &'static str,
+    },
+    /// A data block's content is inconsistent.
+    #[error("corrupt block {block}: {detail}")]
+    CorruptBlock {
+        /// The block number.
+        block: u32,
+        /// What is wrong.
+        detail: &'static str,
+    },
+}
+
+/// Shows a key as text when it is printable ASCII, as hex otherwise.
+struct Printable<'a>(&'a [u8]);
+
+impl fmt::Display for Printable<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const SHOWN: usize = 64;
+        let shown = &self.0[..self.0.len().min(SHOWN)];
+        let more = if self.0.len() > SHOWN { "…" } else { "" };
+        if shown.iter().all(|b| b.is_ascii_graphic() || *b == b' ') {
+            write!(f, "{:?}{more}", String::from_utf8_lossy(shown))
+        } else {
+            f.write_str("0x")?;
+            for b in shown {
+                write!(f, "{b:02x}")?;
+            }
+            f.write_str(more)
+        }
+    }
+}
+
+/// The result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

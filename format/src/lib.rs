@@ -1,0 +1,59 @@
+//! The snapkv snapshot file format: an immutable, sorted key-value file with an FST index, zstd
+//! value blocks, a key filter and checksums. `spec/FORMAT.md` is the byte-level specification.
+//!
+//! - [`SnapshotWriter`] streams a snapshot to any [`std::io::Write`] from keys in increasing order.
+//! - [`Snapshot`] reads one from [`bytes::Bytes`] (a `Vec<u8>`, or a memory mapping wrapped with
+//!   `Bytes::from_owner`): point lookups, ordered range and prefix scans, metadata, verification.
+//!
+//! This crate does no file or network I/O of its own and contains no `unsafe` code; every
+//! failure on untrusted bytes is a typed [`Error`].
+//!
+//! ```
+//! use snapkv_format::{Metadata, Snapshot, SnapshotWriter, WriterOptions};
+//!
+//! let mut writer = SnapshotWriter::new(Vec::new(), WriterOptions::default(), Metadata::default())?;
+//! writer.insert(b"apple", b"{\"color\":\"red\"}")?;
+//! writer.insert(b"banana", b"{\"color\":\"yellow\"}")?;
+//! let (file, summary) = writer.finish()?;
+//! assert_eq!(summary.key_count, 2);
+//!
+//! let snapshot = Snapshot::open(file)?;
+//! snapshot.verify()?;
+//! assert_eq!(snapshot.get(b"banana")?.as_deref(), Some(&b"{\"color\":\"yellow\"}"[..]));
+//! assert_eq!(snapshot.get(b"cherry")?, None);
+//! let keys: Vec<_> = snapshot.prefix(b"ap").map(|kv| kv.map(|(k, _)| k)).collect::<Result<_, _>>()?;
+//! assert_eq!(keys, [&b"apple"[..]]);
+//! # Ok::<(), snapkv_format::Error>(())
+//! ```
+#![forbid(unsafe_code)]
+
+mod block;
+mod cache;
+mod codec;
+mod error;
+mod filter;
+mod layout;
+mod metadata;
+mod snapshot;
+mod writer;
+
+pub use cache::CacheStats;
+pub use error::{Error, Result, Section};
+pub use metadata::{FormatInfo, Metadata, ValueEncoding};
+pub use snapshot::{Iter, OpenOptions, Snapshot, Stats};
+pub use writer::{Compression, Dictionary, SnapshotWriter, WriteSummary, WriterOptions};
+
+/// Longest key, in bytes.
+pub const MAX_KEY_LEN: usize = 4096;
+/// Largest value, in bytes.
+pub const MAX_VALUE_LEN: usize = 64 << 20;
+/// Smallest target block size.
+pub const MIN_BLOCK_SIZE: u32 = 64;
+/// Largest target block size.
+pub const MAX_BLOCK_SIZE: u32 = 4 << 20;
+/// Largest uncompressed block: a block holds either entries up to twice the target block size,
+/// or a single entry of the largest key and value with its three length varints.
+pub(crate) const MAX_BLOCK_LEN: usize = MAX_VALUE_LEN + MAX_KEY_LEN + 15;
+
+/// The format version this crate writes and reads.
+pub const FORMAT_VERSION: u32 = layout::FORMAT_VERSION;

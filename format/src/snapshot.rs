@@ -1,0 +1,542 @@
+//! The reader: a snapshot over bytes in memory (or a mapping), shared across threads.
+
+use crate::block::{self, Cursor};
+use crate::cache::{BlockCache, CacheStats};
+use crate::codec;
+use crate::error::{Error, Result, Section};
+use crate::filter::Filter;
+use crate::layout::{self, BlockEntry, Codec, Footer, FOOTER_LEN, HEADER_LEN};
+use crate::metadata::Metadata;
+use crate::MAX_KEY_LEN;
+use bytes::Bytes;
+use fst::{IntoStreamer, Streamer};
+use std::ops::{Bound, Range};
+use std::sync::Arc;
+use xxhash_rust::xxh3::xxh3_64;
+use zstd::zstd_safe::DDict;
+
+/// Reader settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OpenOptions {
+    /// Bound of the block cache, in bytes of decompressed blocks; 0 disables it. Default: 64 MiB.
+    pub cache_bytes: usize,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            cache_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Sizes and counts of an open snapshot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// File size.
+    pub file_bytes: u64,
+    /// Keys.
+    pub key_count: u64,
+    /// Blocks.
+    pub block_count: u64,
+    /// Blocks stored raw (served without copying).
+    pub raw_blocks: u64,
+    /// Blocks as stored in the file.
+    pub block_bytes_stored: u64,
+    /// Blocks once decompressed.
+    pub block_bytes_raw: u64,
+    /// FST index.
+    pub index_bytes: u64,
+    /// Key filter.
+    pub filter_bytes: u64,
+    /// zstd dictionary.
+    pub dictionary_bytes: u64,
+    /// Block table.
+    pub block_table_bytes: u64,
+    /// Metadata JSON.
+    pub metadata_bytes: u64,
+    /// The block cache.
+    pub cache: CacheStats,
+}
+
+struct Inner {
+    data: Bytes,
+    footer: Footer,
+    /// End of the data region (start of the dictionary section).
+    data_end: u64,
+    table: Range<usize>,
+    index: fst::Map<Bytes>,
+    filter: Option<(Filter, Range<usize>)>,
+    dict: Option<DDict<'static>>,
+    metadata: Metadata,
+    cache: BlockCache,
+}
+
+/// An open snapshot. Cloning is cheap (a reference count); all methods take `&self` and the
+/// snapshot is `Send + Sync`: share one between threads.
+///
+/// Values from raw blocks are slices of the input [`Bytes`] (no copy). Values from compressed
+/// blocks are slices of the decompressed block, which the block cache keeps for the next lookup.
+#[derive(Clone)]
+pub struct Snapshot {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("bytes", &self.inner.data.len())
+            .field("keys", &self.inner.footer.key_count)
+            .field("blocks", &self.inner.footer.block_count)
+            .finish()
+    }
+}
+
+fn range_of(r: layout::SectionRef) -> Range<usize> {
+    // Bounds were checked against the input length in `Footer::decode`.
+    r.offset as usize..(r.offset + r.len) as usize
+}
+
+impl Snapshot {
+    /// Opens a snapshot with default [`OpenOptions`].
+    pub fn open(data: impl Into<Bytes>) -> Result<Snapshot> {
+        Snapshot::open_with(data, &OpenOptions::default())
+    }
+
+    /// Opens a snapshot: checks the header and footer, the bounds of every section and the
+    /// checksums of every section but the data blocks (those are checked when a compressed block
+    /// is first read, and all of them by [`Snapshot::verify`]). Cost: proportional to the index,
+    /// filter and block table, not to the values.
+    pub fn open_with(data: impl Into<Bytes>, options: &OpenOptions) -> Result<Snapshot> {
+        let data: Bytes = data.into();
+        let min = (HEADER_LEN + FOOTER_LEN) as u64;
+        if (data.len() as u64) < min {
+            return Err(Error::TooShort {
+                len: data.len() as u64,
+                min,
+            });
+        }
+        layout::check_header(&data)?;
+        let footer = Footer::decode(&data)?;
+        for (i, section) in layout::SECTIONS.iter().enumerate() {
+            let r = footer.sections[i];
+            let got = xxh3_64(&data[range_of(r)]);
+            if got != r.checksum {
+                return Err(Error::Checksum {
+                    section: *section,
+                    expected: r.checksum,
+                    got,
+                });
+            }
+        }
+        let dict_ref = footer.section(Section::Dictionary);
+        let dict = if dict_ref.len == 0 {
+            None
+        } else {
+            Some(
+                DDict::try_create(&data[range_of(dict_ref)]).ok_or(Error::Corrupt {
+                    section: Section::Dictionary,
+                    offset: dict_ref.offset,
+                    detail: "zstd rejected the dictionary",
+                })?,
+            )
+        };
+        let index_ref = footer.section(Section::Index);
+        let index = fst::Map::new(data.slice(range_of(index_ref))).map_err(|_| Error::Corrupt {
+            section: Section::Index,
+            offset: index_ref.offset,
+            detail: "not a valid FST",
+        })?;
+        if index.len() as u64 != footer.block_count {
+            return Err(Error::Corrupt {
+                section: Section::Index,
+                offset: index_ref.offset,
+                detail: "index entry count differs from the block count",
+            });
+        }
+        let filter_ref = footer.section(Section::Filter);
+        let filter = Filter::parse(&data[range_of(filter_ref)], filter_ref.offset)?
+            .map(|f| (f, range_of(filter_ref)));
+        let meta_ref = footer.section(Section::Metadata);
+        let metadata: Metadata =
+            serde_json::from_slice(&data[range_of(meta_ref)]).map_err(|_| Error::Corrupt {
+                section: Section::Metadata,
+                offset: meta_ref.offset,
+                detail: "metadata is not the expected JSON object",
+            })?;
+        Ok(Snapshot {
+            inner: Arc::new(Inner {
+                data_end: dict_ref.offset,
+                table: range_of(footer.section(Section::BlockTable)),
+                footer,
+                index,
+                filter,
+                dict,
+                metadata,
+                cache: BlockCache::new(options.cache_bytes),
+                data,
+            }),
+        })
+    }
+
+    /// The value of `key`, if present.
+    ///
+    /// A miss usually stops at the key filter. A hit walks the index to the key's block and
+    /// searches it; errors mean the block is corrupt.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
+        let inner = &*self.inner;
+        if key.is_empty() || key.len() > MAX_KEY_LEN {
+            return Ok(None);
+        }
+        if let Some((filter, range)) = &inner.filter {
+            if !filter.may_contain(&inner.data[range.clone()], key) {
+                return Ok(None);
+            }
+        }
+        let Some(block) = self.block_for(key)? else {
+            return Ok(None);
+        };
+        let buf = self.block(block, true)?;
+        Ok(block::find(&buf, key, block)?.map(|r| buf.slice(r)))
+    }
+
+    /// The block that holds `key` if any does: the first whose separator is `>= key`.
+    fn block_for(&self, key: &[u8]) -> Result<Option<u32>> {
+        let mut stream = self.inner.index.range().ge(key).into_stream();
+        match stream.next() {
+            None => Ok(None),
+            Some((_, block)) => match u32::try_from(block) {
+                Ok(b) if u64::from(b) < self.inner.footer.block_count => Ok(Some(b)),
+                _ => Err(Error::Corrupt {
+                    section: Section::Index,
+                    offset: self.inner.footer.section(Section::Index).offset,
+                    detail: "index points past the block table",
+                }),
+            },
+        }
+    }
+
+    fn entry(&self, block: u32) -> Result<BlockEntry> {
+        let inner = &*self.inner;
+        let table = &inner.data[inner.table.clone()];
+        BlockEntry::decode(table, inner.table.start as u64, block, inner.data_end)
+    }
+
+    /// A block's entries: a slice of the input for raw blocks, else decompressed (through the
+    /// cache; `fill` says whether a miss is added to it).
+    fn block(&self, block: u32, fill: bool) -> Result<Bytes> {
+        let inner = &*self.inner;
+        let e = self.entry(block)?;
+        let stored = e.offset as usize..e.offset as usize + e.stored_len as usize;
+        if e.codec == Codec::Raw {
+            return Ok(inner.data.slice(stored));
+        }
+        if let Some(b) = inner.cache.get(block) {
+            return Ok(b);
+        }
+        let stored = &inner.data[stored];
+        let got = xxh3_64(stored);
+        if got != e.checksum {
+            return Err(Error::BlockChecksum {
+                block,
+                expected: e.checksum,
+                got,
+            });
+        }
+        let raw = codec::decompress(
+            e.codec,
+            stored,
+            e.raw_len as usize,
+            inner.dict.as_ref(),
+            block,
+        )?;
+        let raw = Bytes::from(raw);
+        if fill {
+            inner.cache.insert(block, raw.clone());
+        }
+        Ok(raw)
+    }
+
+    /// Entries with keys in `(start, end)` bounds, in key order. A scan reads blocks through the
+    /// cache but does not fill it, so a long scan does not evict the hot blocks of lookups.
+    pub fn range(&self, start: Bound<&[u8]>, end: Bound<&[u8]>) -> Iter {
+        let first = match start {
+            Bound::Unbounded => Ok(Some(0)),
+            Bound::Included(k) | Bound::Excluded(k) => self.block_for(k),
+        };
+        let (block, error) = match first {
+            Ok(Some(b)) => (Some(b), None),
+            Ok(None) => (None, None),
+            Err(e) => (None, Some(e)),
+        };
+        let block = block.filter(|_| self.inner.footer.block_count > 0);
+        Iter {
+            snapshot: self.clone(),
+            block: block.unwrap_or(0),
+            buf: Bytes::new(),
+            cursor: Cursor::new(block.unwrap_or(0)),
+            start: start.map(<[u8]>::to_vec),
+            end: end.map(<[u8]>::to_vec),
+            loaded: false,
+            done: block.is_none() && error.is_none(),
+            error,
+        }
+    }
+
+    /// Entries whose keys start with `prefix`, in key order.
+    pub fn prefix(&self, prefix: &[u8]) -> Iter {
+        match prefix_successor(prefix) {
+            Some(end) => self.range(Bound::Included(prefix), Bound::Excluded(&end)),
+            None => self.range(Bound::Included(prefix), Bound::Unbounded),
+        }
+    }
+
+    /// Every entry, in key order.
+    pub fn iter(&self) -> Iter {
+        self.range(Bound::Unbounded, Bound::Unbounded)
+    }
+
+    /// The metadata section.
+    pub fn metadata(&self) -> &Metadata {
+        &self.inner.metadata
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> u64 {
+        self.inner.footer.key_count
+    }
+
+    /// True when the snapshot holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The block cache's counters.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.inner.cache.stats()
+    }
+
+    /// Sizes and counts. Walks the block table (a few milliseconds for millions of keys).
+    pub fn stats(&self) -> Result<Stats> {
+        let inner = &*self.inner;
+        let f = &inner.footer;
+        let mut s = Stats {
+            file_bytes: inner.data.len() as u64,
+            key_count: f.key_count,
+            block_count: f.block_count,
+            index_bytes: f.section(Section::Index).len,
+            filter_bytes: f.section(Section::Filter).len,
+            dictionary_bytes: f.section(Section::Dictionary).len,
+            block_table_bytes: f.section(Section::BlockTable).len,
+            metadata_bytes: f.section(Section::Metadata).len,
+            cache: inner.cache.stats(),
+            ..Stats::default()
+        };
+        for b in 0..f.block_count as u32 {
+            let e = self.entry(b)?;
+            s.block_bytes_stored += u64::from(e.stored_len);
+            s.block_bytes_raw += u64::from(e.raw_len);
+            s.raw_blocks += u64::from(e.codec == Codec::Raw);
+        }
+        Ok(s)
+    }
+
+    /// Checks everything: the whole-file checksum, every block's checksum and contents (key
+    /// order within and across blocks, entry counts), that the index separates the blocks, that
+    /// the filter admits every key and that the key count matches. Reads the whole file.
+    pub fn verify(&self) -> Result<()> {
+        let inner = &*self.inner;
+        let data = &inner.data[..];
+        let (expected, covered) = layout::file_checksum_field(data);
+        let got = xxh3_64(&data[..covered]);
+        if got != expected {
+            return Err(Error::Checksum {
+                section: Section::File,
+                expected,
+                got,
+            });
+        }
+        let index_offset = inner.footer.section(Section::Index).offset;
+        let bad_index = |detail| Error::Corrupt {
+            section: Section::Index,
+            offset: index_offset,
+            detail,
+        };
+        let mut separators = inner.index.stream();
+        let mut next_offset = HEADER_LEN as u64;
+        let mut prev_last: Option<Vec<u8>> = None;
+        let mut prev_separator: Option<Vec<u8>> = None;
+        let mut keys = 0u64;
+        for b in 0..inner.footer.block_count as u32 {
+            let e = self.entry(b)?;
+            if e.offset != next_offset {
+                return Err(Error::Corrupt {
+                    section: Section::BlockTable,
+                    offset: inner.table.start as u64 + u64::from(b) * 32,
+                    detail: "blocks are not contiguous",
+                });
+            }
+            next_offset = e.offset + u64::from(e.stored_len);
+            let stored = &data[e.offset as usize..next_offset as usize];
+            let got = xxh3_64(stored);
+            if got != e.checksum {
+                return Err(Error::BlockChecksum {
+                    block: b,
+                    expected: e.checksum,
+                    got,
+                });
+            }
+            let buf = self.block(b, false)?;
+            let mut cursor = Cursor::new(b);
+            let mut entries = 0u32;
+            while cursor.next(&buf)?.is_some() {
+                if entries == 0 {
+                    let first = cursor.key();
+                    if prev_last.as_deref().is_some_and(|p| p >= first)
+                        || prev_separator.as_deref().is_some_and(|s| s >= first)
+                    {
+                        return Err(Error::CorruptBlock {
+                            block: b,
+                            detail: "first key not above the previous block",
+                        });
+                    }
+                }
+                entries += 1;
+                if let Some((filter, range)) = &inner.filter {
+                    if !filter.may_contain(&data[range.clone()], cursor.key()) {
+                        return Err(Error::Corrupt {
+                            section: Section::Filter,
+                            offset: range.start as u64,
+                            detail: "the filter rejects a stored key",
+                        });
+                    }
+                }
+            }
+            if entries == 0 || entries != e.entries {
+                return Err(Error::CorruptBlock {
+                    block: b,
+                    detail: "entry count differs from the block table",
+                });
+            }
+            keys += u64::from(entries);
+            let last = cursor.key().to_vec();
+            let Some((sep, value)) = separators.next() else {
+                return Err(bad_index("fewer separators than blocks"));
+            };
+            if value != u64::from(b) || sep < &last[..] {
+                return Err(bad_index("separator does not bound its block"));
+            }
+            prev_separator = Some(sep.to_vec());
+            prev_last = Some(last);
+        }
+        if next_offset + layout::padding(next_offset) as u64 != inner.data_end {
+            return Err(Error::Corrupt {
+                section: Section::Data,
+                offset: next_offset,
+                detail: "bytes between the last block and the dictionary",
+            });
+        }
+        if keys != inner.footer.key_count || inner.metadata.key_count != keys {
+            return Err(Error::Corrupt {
+                section: Section::Footer,
+                offset: (data.len() - FOOTER_LEN) as u64,
+                detail: "key count differs from the blocks",
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The smallest key larger than every key starting with `prefix` (`None`: no such key).
+fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// An iterator over entries in key order, from [`Snapshot::range`], [`Snapshot::prefix`] or
+/// [`Snapshot::iter`]. Yields `(key, value)`; after an error it ends.
+pub struct Iter {
+    snapshot: Snapshot,
+    block: u32,
+    buf: Bytes,
+    cursor: Cursor,
+    start: Bound<Vec<u8>>,
+    end: Bound<Vec<u8>>,
+    loaded: bool,
+    done: bool,
+    error: Option<Error>,
+}
+
+impl Iter {
+    fn step(&mut self) -> Result<Option<(Bytes, Bytes)>> {
+        loop {
+            if !self.loaded {
+                self.buf = self.snapshot.block(self.block, false)?;
+                self.cursor = Cursor::new(self.block);
+                self.loaded = true;
+            }
+            let Some(value) = self.cursor.next(&self.buf)? else {
+                self.block += 1;
+                if u64::from(self.block) >= self.snapshot.inner.footer.block_count {
+                    return Ok(None);
+                }
+                self.loaded = false;
+                continue;
+            };
+            let key = self.cursor.key();
+            let before_start = match &self.start {
+                Bound::Unbounded => false,
+                Bound::Included(s) => key < &s[..],
+                Bound::Excluded(s) => key <= &s[..],
+            };
+            if before_start {
+                continue;
+            }
+            self.start = Bound::Unbounded;
+            let past_end = match &self.end {
+                Bound::Unbounded => false,
+                Bound::Included(e) => key > &e[..],
+                Bound::Excluded(e) => key >= &e[..],
+            };
+            if past_end {
+                return Ok(None);
+            }
+            return Ok(Some((Bytes::copy_from_slice(key), self.buf.slice(value))));
+        }
+    }
+}
+
+impl Iterator for Iter {
+    type Item = Result<(Bytes, Bytes)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some(e) = self.error.take() {
+            self.done = true;
+            return Some(Err(e));
+        }
+        if self.done {
+            return None;
+        }
+        match self.step() {
+            Ok(Some(kv)) => Some(Ok(kv)),
+            Ok(None) => {
+                self.done = true;
+                None
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+impl std::iter::FusedIterator for Iter {}

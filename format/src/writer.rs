@@ -1,0 +1,651 @@
+//! The streaming writer.
+
+use crate::block::{self, common_prefix};
+use crate::codec::{CompressionSpec, Compressor};
+use crate::error::{Error, Result};
+use crate::layout::{self, BlockEntry, Codec, Footer, SectionRef};
+use crate::metadata::{FormatInfo, Metadata};
+use crate::{filter, MAX_BLOCK_SIZE, MAX_KEY_LEN, MAX_VALUE_LEN, MIN_BLOCK_SIZE};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed, Xxh3};
+
+/// How value blocks are compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Compression {
+    /// Every block stored raw: values are served straight from the file.
+    None,
+    /// zstd at the given level (1 to 22, or negative for the fast levels down to -7).
+    Zstd {
+        /// The zstd level.
+        level: i32,
+    },
+}
+
+/// Whether blocks are compressed with a shared zstd dictionary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Dictionary {
+    /// No dictionary.
+    Off,
+    /// Train a dictionary of at most `max_bytes` on the first `sample_bytes` of values (in key
+    /// order). Blocks are held back (up to about `sample_bytes`) until training is done. If zstd
+    /// cannot train one (too few or too uniform samples), blocks are compressed without.
+    Train {
+        /// Upper bound of the dictionary size.
+        max_bytes: usize,
+        /// How many bytes of values to train on.
+        sample_bytes: usize,
+    },
+    /// Use this dictionary (for example the previous version's, so unchanged blocks stay
+    /// byte-identical across versions).
+    Use(Vec<u8>),
+}
+
+/// Writer settings. `WriterOptions::default()` is what `snapkv build` uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WriterOptions {
+    /// Block compression. Default: zstd level 3.
+    pub compression: Compression,
+    /// Target uncompressed block size in bytes. Blocks end at content-defined points between
+    /// half and twice this size (a single large entry may exceed it). Default: 4096.
+    pub block_size: u32,
+    /// Dictionary mode. Default: train a dictionary of up to 64 KiB on 4 MiB of values.
+    pub dictionary: Dictionary,
+    /// Bits per key of the key filter; 0 writes no filter. Default: 10 (about 1% of misses pass
+    /// the filter and cost a block search).
+    pub filter_bits_per_key: u32,
+    /// Threads compressing blocks; 0 means one per core. Output does not depend on it.
+    pub threads: usize,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        WriterOptions {
+            compression: Compression::Zstd { level: 3 },
+            block_size: 4096,
+            dictionary: Dictionary::Train {
+                max_bytes: 64 * 1024,
+                sample_bytes: 4 << 20,
+            },
+            filter_bits_per_key: 10,
+            threads: 0,
+        }
+    }
+}
+
+impl WriterOptions {
+    fn check(&self) -> Result<()> {
+        if !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&self.block_size) {
+            return Err(Error::InvalidOption(format!(
+                "block size {} is outside {MIN_BLOCK_SIZE}..={MAX_BLOCK_SIZE}",
+                self.block_size
+            )));
+        }
+        if let Compression::Zstd { level } = self.compression {
+            if !(-7..=22).contains(&level) || level == 0 {
+                return Err(Error::InvalidOption(format!(
+                    "zstd level {level} is outside -7..=-1 and 1..=22"
+                )));
+            }
+        }
+        if self.filter_bits_per_key > 64 {
+            return Err(Error::InvalidOption(format!(
+                "{} filter bits per key is more than 64",
+                self.filter_bits_per_key
+            )));
+        }
+        if let Dictionary::Train { max_bytes, .. } = self.dictionary {
+            if !(256..=(1 << 20)).contains(&max_bytes) {
+                return Err(Error::InvalidOption(format!(
+                    "dictionary size {max_bytes} is outside 256..=1048576"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a finished snapshot contains, in bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WriteSummary {
+    /// Keys written.
+    pub key_count: u64,
+    /// Blocks written.
+    pub block_count: u64,
+    /// Blocks stored raw (compression did not pay, or was off).
+    pub raw_blocks: u64,
+    /// Total file size.
+    pub file_bytes: u64,
+    /// Blocks before compression (entries: prefix-compressed keys and values).
+    pub block_bytes_raw: u64,
+    /// Blocks as stored.
+    pub block_bytes_stored: u64,
+    /// The FST index.
+    pub index_bytes: u64,
+    /// The key filter.
+    pub filter_bytes: u64,
+    /// The dictionary.
+    pub dictionary_bytes: u64,
+    /// The block table.
+    pub block_table_bytes: u64,
+    /// The metadata JSON.
+    pub metadata_bytes: u64,
+}
+
+/// Writes to the underlying output while counting bytes and hashing them for the whole-file
+/// checksum.
+struct Output<W> {
+    inner: W,
+    pos: u64,
+    hasher: Xxh3,
+}
+
+impl<W: Write> Output<W> {
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.inner.write_all(bytes)?;
+        self.hasher.update(bytes);
+        self.pos += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn pad(&mut self) -> Result<()> {
+        let n = layout::padding(self.pos);
+        self.write(&[0u8; 8][..n])
+    }
+
+    /// Pads to alignment, then writes a section and returns its reference.
+    fn section(&mut self, bytes: &[u8]) -> Result<SectionRef> {
+        self.pad()?;
+        let r = SectionRef::of(self.pos, bytes);
+        self.write(bytes)?;
+        Ok(r)
+    }
+}
+
+type Job = (u32, Vec<u8>);
+/// A block's stored bytes and codec.
+type Stored = Result<(Vec<u8>, Codec)>;
+/// A compressed block: number, uncompressed length, stored bytes and codec.
+type Done = (u32, u32, Stored);
+
+/// Compression worker threads; dropping them closes the queue and joins them.
+struct Workers {
+    jobs: Option<mpsc::SyncSender<Job>>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.jobs.take();
+        for h in self.handles.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Compresses blocks, on worker threads or inline, and hands them back in block order.
+enum Pipeline {
+    Inline(Compressor),
+    Threads {
+        workers: Workers,
+        done: mpsc::Receiver<Done>,
+        in_flight: usize,
+        max_in_flight: usize,
+        /// Finished blocks waiting for an earlier one.
+        ready: BTreeMap<u32, (u32, Stored)>,
+    },
+}
+
+impl Pipeline {
+    fn start(threads: usize, spec: &Arc<CompressionSpec>) -> Pipeline {
+        let level = spec.level.unwrap_or(0);
+        if threads <= 1 {
+            return Pipeline::Inline(Compressor::new(level));
+        }
+        let (jobs, job_rx) = mpsc::sync_channel::<Job>(threads * 2);
+        let (done_tx, done) = mpsc::channel::<Done>();
+        let job_rx = Arc::new(Mutex::new(job_rx));
+        let handles = (0..threads)
+            .map(|_| {
+                let job_rx = Arc::clone(&job_rx);
+                let done_tx = done_tx.clone();
+                let spec = Arc::clone(spec);
+                std::thread::spawn(move || {
+                    let mut c = Compressor::new(level);
+                    loop {
+                        let job = job_rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                        let Ok((seq, raw)) = job else { return };
+                        let raw_len = raw.len() as u32;
+                        if done_tx
+                            .send((seq, raw_len, c.compress(&spec, raw)))
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                })
+            })
+            .collect();
+        Pipeline::Threads {
+            workers: Workers {
+                jobs: Some(jobs),
+                handles,
+            },
+            done,
+            in_flight: 0,
+            max_in_flight: threads * 4,
+            ready: BTreeMap::new(),
+        }
+    }
+}
+
+/// Holds back blocks and collects value samples until a dictionary can be trained.
+struct Training {
+    max_bytes: usize,
+    sample_bytes: usize,
+    samples: Vec<u8>,
+    sizes: Vec<usize>,
+    blocks: Vec<Job>,
+}
+
+/// Streams a snapshot to any [`Write`].
+///
+/// Keys go in strictly increasing bytewise order. Misuse (`OutOfOrder`, `DuplicateKey`, `EmptyKey`,
+/// `KeyTooLong`, `ValueTooLarge`) is reported before anything changes, so the writer stays usable
+/// after such an error; after an I/O error the output is incomplete and must be discarded.
+/// Nothing is valid until [`SnapshotWriter::finish`] returns.
+pub struct SnapshotWriter<W: Write> {
+    out: Output<W>,
+    options: WriterOptions,
+    metadata: Metadata,
+    /// Entries of the block being filled.
+    block: Vec<u8>,
+    /// The last key inserted (the previous key for prefix compression and ordering).
+    last_key: Vec<u8>,
+    /// The last key of the previous block, while its separator waits for the next first key.
+    pending_separator: Option<Vec<u8>>,
+    index: fst::MapBuilder<Vec<u8>>,
+    key_hashes: Vec<u64>,
+    key_count: u64,
+    /// Blocks cut so far (the next block's number).
+    blocks_cut: u32,
+    /// Entry counts per cut block, until the block is written.
+    block_entries: Vec<u32>,
+    entries_in_block: u32,
+    training: Option<Training>,
+    spec: Arc<CompressionSpec>,
+    dictionary: Vec<u8>,
+    pipeline: Option<Pipeline>,
+    table: Vec<u8>,
+    summary: WriteSummary,
+}
+
+/// Seed of the hash that places content-defined block boundaries.
+const CUT_SEED: u64 = 0x736e_6170_6b76_6375;
+
+impl<W: Write> SnapshotWriter<W> {
+    /// Starts a snapshot: checks the options and writes the header.
+    pub fn new(out: W, options: WriterOptions, metadata: Metadata) -> Result<Self> {
+        options.check()?;
+        let level = match options.compression {
+            Compression::None => None,
+            Compression::Zstd { level } => Some(level),
+        };
+        let (training, dictionary) = match (&options.dictionary, level) {
+            (_, None) | (Dictionary::Off, _) => (None, Vec::new()),
+            (Dictionary::Use(d), _) => (None, d.clone()),
+            (
+                Dictionary::Train {
+                    max_bytes,
+                    sample_bytes,
+                },
+                _,
+            ) => (
+                Some(Training {
+                    max_bytes: *max_bytes,
+                    sample_bytes: *sample_bytes,
+                    samples: Vec::new(),
+                    sizes: Vec::new(),
+                    blocks: Vec::new(),
+                }),
+                Vec::new(),
+            ),
+        };
+        let spec = Arc::new(CompressionSpec {
+            level,
+            dict: match (level, dictionary.is_empty()) {
+                (Some(l), false) => Some(cdict(&dictionary, l)?),
+                _ => None,
+            },
+        });
+        let mut out = Output {
+            inner: out,
+            pos: 0,
+            hasher: Xxh3::new(),
+        };
+        out.write(&layout::encode_header())?;
+        Ok(SnapshotWriter {
+            out,
+            options,
+            metadata,
+            block: Vec::new(),
+            last_key: Vec::new(),
+            pending_separator: None,
+            index: fst::MapBuilder::memory(),
+            key_hashes: Vec::new(),
+            key_count: 0,
+            blocks_cut: 0,
+            block_entries: Vec::new(),
+            entries_in_block: 0,
+            training,
+            spec,
+            dictionary,
+            pipeline: None,
+            table: Vec::new(),
+            summary: WriteSummary::default(),
+        })
+    }
+
+    /// Adds one entry. `key` must be larger than every key added before.
+    pub fn insert(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        if key.is_empty() {
+            return Err(Error::EmptyKey);
+        }
+        if key.len() > MAX_KEY_LEN {
+            return Err(Error::KeyTooLong {
+                len: key.len(),
+                max: MAX_KEY_LEN,
+            });
+        }
+        if value.len() > MAX_VALUE_LEN {
+            return Err(Error::ValueTooLarge {
+                len: value.len(),
+                max: MAX_VALUE_LEN,
+            });
+        }
+        if self.key_count > 0 {
+            match key.cmp(&self.last_key) {
+                std::cmp::Ordering::Greater => {}
+                std::cmp::Ordering::Equal => return Err(Error::DuplicateKey { key: key.to_vec() }),
+                std::cmp::Ordering::Less => {
+                    return Err(Error::OutOfOrder {
+                        previous: self.last_key.clone(),
+                        got: key.to_vec(),
+                    })
+                }
+            }
+        }
+        let target = self.options.block_size as usize;
+        let bound = block::entry_len_bound(key, value);
+        if self.entries_in_block > 0 && self.block.len() + bound > 2 * target {
+            self.cut_block()?;
+        }
+        if self.entries_in_block == 0 {
+            if let Some(last) = self.pending_separator.take() {
+                let sep = separator(&last, key);
+                self.insert_separator(sep, self.blocks_cut - 1)?;
+            }
+            self.last_key.clear();
+        }
+        let before = self.block.len();
+        block::put_entry(&mut self.block, &self.last_key, key, value);
+        let entry_len = self.block.len() - before;
+        self.entries_in_block += 1;
+        self.last_key.clear();
+        self.last_key.extend_from_slice(key);
+        self.key_count += 1;
+        if self.options.filter_bits_per_key > 0 {
+            self.key_hashes.push(xxh3_64(key));
+        }
+        if let Some(t) = &mut self.training {
+            if t.samples.len() < t.sample_bytes && !value.is_empty() {
+                t.samples.extend_from_slice(value);
+                t.sizes.push(value.len());
+            }
+        }
+        // Content-defined boundary: past half the target, an entry ends its block with
+        // probability entry_len / (target / 2), decided by a hash of its key alone. Expected
+        // block size is about the target, and boundaries move only near changed keys.
+        let half = (target / 2) as u128;
+        if self.block.len() >= target / 2
+            && (u128::from(xxh3_64_with_seed(key, CUT_SEED)) * half) >> 64 < entry_len as u128
+        {
+            self.cut_block()?;
+        }
+        Ok(())
+    }
+
+    fn insert_separator(&mut self, separator: Vec<u8>, block: u32) -> Result<()> {
+        self.index
+            .insert(&separator, u64::from(block))
+            .map_err(|_| Error::InvalidOption("index separators out of order".into()))
+    }
+
+    /// Ends the current block and hands it to compression.
+    fn cut_block(&mut self) -> Result<()> {
+        if self.entries_in_block == 0 {
+            return Ok(());
+        }
+        if self.blocks_cut == u32::MAX {
+            return Err(Error::TooManyBlocks {
+                max: u64::from(u32::MAX),
+            });
+        }
+        let seq = self.blocks_cut;
+        self.blocks_cut += 1;
+        self.block_entries.push(self.entries_in_block);
+        self.entries_in_block = 0;
+        self.pending_separator = Some(self.last_key.clone());
+        let raw = std::mem::take(&mut self.block);
+        if let Some(t) = &mut self.training {
+            t.blocks.push((seq, raw));
+            if t.samples.len() >= t.sample_bytes {
+                self.end_training()?;
+            }
+            return Ok(());
+        }
+        self.submit((seq, raw))
+    }
+
+    /// Trains the dictionary on the samples so far and releases the held-back blocks.
+    fn end_training(&mut self) -> Result<()> {
+        let Some(t) = self.training.take() else {
+            return Ok(());
+        };
+        // zstd needs a fair number of samples; with fewer, or if training fails, go without.
+        if t.sizes.len() >= 64 && t.samples.len() >= 4 * t.max_bytes.min(16 * 1024) {
+            if let Ok(dict) = zstd::dict::from_continuous(&t.samples, &t.sizes, t.max_bytes) {
+                let level = self.spec.level.unwrap_or(3);
+                self.spec = Arc::new(CompressionSpec {
+                    level: self.spec.level,
+                    dict: Some(cdict(&dict, level)?),
+                });
+                self.dictionary = dict;
+            }
+        }
+        for job in t.blocks {
+            self.submit(job)?;
+        }
+        Ok(())
+    }
+
+    fn submit(&mut self, (seq, raw): Job) -> Result<()> {
+        if self.pipeline.is_none() {
+            let threads = match self.options.threads {
+                0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                n => n,
+            };
+            let threads = if self.spec.level.is_none() {
+                1
+            } else {
+                threads
+            };
+            self.pipeline = Some(Pipeline::start(threads, &self.spec));
+        }
+        let raw_len = raw.len() as u32;
+        let stopped = || Error::Compression("a compression thread stopped");
+        match self.pipeline.as_mut().expect("started above") {
+            Pipeline::Inline(c) => {
+                let block = c.compress(&self.spec, raw)?;
+                self.write_block(block, raw_len)
+            }
+            Pipeline::Threads {
+                workers,
+                done,
+                in_flight,
+                max_in_flight,
+                ready,
+            } => {
+                let sender = workers.jobs.as_ref().expect("open until finish");
+                sender.send((seq, raw)).map_err(|_| stopped())?;
+                *in_flight += 1;
+                // Bound the blocks in flight (and so the memory they hold).
+                while *in_flight > *max_in_flight {
+                    let (s, len, r) = done.recv().map_err(|_| stopped())?;
+                    *in_flight -= 1;
+                    ready.insert(s, (len, r));
+                }
+                self.write_ready(false)
+            }
+        }
+    }
+
+    /// Writes the finished blocks that are next in order; with `all`, waits for every block.
+    fn write_ready(&mut self, all: bool) -> Result<()> {
+        loop {
+            let next = self.summary.block_count as u32;
+            let Some(Pipeline::Threads {
+                done,
+                in_flight,
+                ready,
+                ..
+            }) = self.pipeline.as_mut()
+            else {
+                return Ok(());
+            };
+            let (raw_len, block) = match ready.remove(&next) {
+                Some(b) => b,
+                None if all && *in_flight > 0 => {
+                    let (s, len, r) = done
+                        .recv()
+                        .map_err(|_| Error::Compression("a compression thread stopped"))?;
+                    *in_flight -= 1;
+                    ready.insert(s, (len, r));
+                    continue;
+                }
+                None => return Ok(()),
+            };
+            self.write_block(block?, raw_len)?;
+        }
+    }
+
+    fn write_block(&mut self, (stored, codec): (Vec<u8>, Codec), raw_len: u32) -> Result<()> {
+        let block = self.summary.block_count as usize;
+        let entry = BlockEntry {
+            offset: self.out.pos,
+            stored_len: stored.len() as u32,
+            raw_len,
+            checksum: xxh3_64(&stored),
+            entries: self.block_entries[block],
+            codec,
+        };
+        self.out.write(&stored)?;
+        self.table.extend_from_slice(&entry.encode());
+        self.summary.block_count += 1;
+        self.summary.block_bytes_raw += u64::from(raw_len);
+        self.summary.block_bytes_stored += stored.len() as u64;
+        if codec == Codec::Raw {
+            self.summary.raw_blocks += 1;
+        }
+        Ok(())
+    }
+
+    /// Writes the last block and every section, and returns the output with a summary.
+    pub fn finish(mut self) -> Result<(W, WriteSummary)> {
+        self.cut_block()?;
+        self.end_training()?;
+        self.write_ready(true)?;
+        // Joins the compression threads.
+        self.pipeline = None;
+        if let Some(last) = self.pending_separator.take() {
+            self.insert_separator(last, self.blocks_cut - 1)?;
+        }
+        let index = std::mem::replace(&mut self.index, fst::MapBuilder::memory())
+            .into_inner()
+            .map_err(|_| Error::InvalidOption("index could not be built".into()))?;
+        let filter = filter::build(&self.key_hashes, self.options.filter_bits_per_key);
+        self.metadata.key_count = self.key_count;
+        self.metadata.format = FormatInfo {
+            compression: match self.options.compression {
+                Compression::None => "none".into(),
+                Compression::Zstd { .. } => "zstd".into(),
+            },
+            level: self.spec.level.unwrap_or(0),
+            block_size: self.options.block_size,
+            dictionary_bytes: self.dictionary.len() as u64,
+            filter_bits_per_key: if filter.is_empty() {
+                0
+            } else {
+                self.options.filter_bits_per_key
+            },
+        };
+        let metadata = serde_json::to_vec(&self.metadata)
+            .map_err(|_| Error::InvalidOption("metadata could not be serialized".into()))?;
+
+        let dictionary = std::mem::take(&mut self.dictionary);
+        let table = std::mem::take(&mut self.table);
+        let footer = Footer {
+            sections: [
+                self.out.section(&dictionary)?,
+                self.out.section(&table)?,
+                self.out.section(&index)?,
+                self.out.section(&filter)?,
+                self.out.section(&metadata)?,
+            ],
+            key_count: self.key_count,
+            block_count: self.summary.block_count,
+        };
+        self.out.pad()?;
+        let mut bytes = footer.encode();
+        let covered = bytes.len() - layout::FILE_CHECKSUM_TAIL;
+        self.out.write(&bytes[..covered])?;
+        let file_checksum = self.out.hasher.digest();
+        bytes[covered..covered + 8].copy_from_slice(&file_checksum.to_le_bytes());
+        self.out.inner.write_all(&bytes[covered..])?;
+        self.out.inner.flush()?;
+        self.out.pos += layout::FILE_CHECKSUM_TAIL as u64;
+
+        let s = &mut self.summary;
+        s.key_count = self.key_count;
+        s.file_bytes = self.out.pos;
+        s.index_bytes = index.len() as u64;
+        s.filter_bytes = filter.len() as u64;
+        s.dictionary_bytes = dictionary.len() as u64;
+        s.block_table_bytes = table.len() as u64;
+        s.metadata_bytes = metadata.len() as u64;
+        Ok((self.out.inner, *s))
+    }
+}
+
+fn cdict(dict: &[u8], level: i32) -> Result<zstd::zstd_safe::CDict<'static>> {
+    zstd::zstd_safe::CDict::try_create(dict, level)
+        .ok_or(Error::Compression("could not load the dictionary"))
+}
+
+/// A short key `s` with `last <= s < next`: the index only needs to tell blocks apart.
+pub(crate) fn separator(last: &[u8], next: &[u8]) -> Vec<u8> {
+    let p = common_prefix(last, next);
+    if p < last.len() && next.len() > p + 1 {
+        // next[p] > last[p], so next[..=p] > last, and it is a proper prefix of next.
+        next[..=p].to_vec()
+    } else {
+        last.to_vec()
+    }
+}

@@ -1,0 +1,308 @@
+//! Round trips against a `BTreeMap` model: whatever goes in comes back out, in order.
+
+use proptest::prelude::*;
+use snapkv_format::{
+    Compression, Dictionary, Error, Metadata, Snapshot, SnapshotWriter, WriterOptions,
+};
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+type Model = BTreeMap<Vec<u8>, Vec<u8>>;
+
+fn write(model: &Model, options: WriterOptions) -> Vec<u8> {
+    let mut w = SnapshotWriter::new(Vec::new(), options, Metadata::default()).unwrap();
+    for (k, v) in model {
+        w.insert(k, v).unwrap();
+    }
+    let (bytes, summary) = w.finish().unwrap();
+    assert_eq!(summary.key_count, model.len() as u64);
+    assert_eq!(summary.file_bytes, bytes.len() as u64);
+    bytes
+}
+
+fn options(compression: u8, block_size: u32, dict: bool, threads: usize) -> WriterOptions {
+    let mut o = WriterOptions::default();
+    o.compression = match compression {
+        0 => Compression::None,
+        _ => Compression::Zstd { level: 3 },
+    };
+    o.block_size = block_size;
+    o.dictionary = if dict {
+        Dictionary::Train {
+            max_bytes: 1024,
+            sample_bytes: 16 * 1024,
+        }
+    } else {
+        Dictionary::Off
+    };
+    o.threads = threads;
+    o
+}
+
+fn collect(it: snapkv_format::Iter) -> Vec<(Vec<u8>, Vec<u8>)> {
+    it.map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())))
+        .collect::<Result<_, Error>>()
+        .unwrap()
+}
+
+fn model_range(model: &Model, start: Bound<&[u8]>, end: Bound<&[u8]>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let owned = |b: Bound<&[u8]>| b.map(<[u8]>::to_vec);
+    if let (Bound::Included(s) | Bound::Excluded(s), Bound::Included(e) | Bound::Excluded(e)) =
+        (start, end)
+    {
+        // BTreeMap::range panics on inverted bounds; the snapshot answers nothing.
+        if s > e || (s == e && !matches!((start, end), (Bound::Included(_), Bound::Included(_)))) {
+            return Vec::new();
+        }
+    }
+    model
+        .range((owned(start), owned(end)))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+fn check(model: &Model, bytes: Vec<u8>, probes: &[Vec<u8>]) {
+    let snap = Snapshot::open(bytes).unwrap();
+    snap.verify().unwrap();
+    assert_eq!(snap.len(), model.len() as u64);
+    for (k, v) in model {
+        assert_eq!(snap.get(k).unwrap().as_deref(), Some(&v[..]), "key {k:?}");
+    }
+    for p in probes {
+        assert_eq!(
+            snap.get(p).unwrap().map(|b| b.to_vec()),
+            model.get(p).cloned()
+        );
+        let all: Vec<_> = model_range(model, Bound::Included(p), Bound::Unbounded);
+        assert_eq!(
+            collect(snap.range(Bound::Included(p), Bound::Unbounded)),
+            all
+        );
+        let pre: Vec<_> = model
+            .iter()
+            .filter(|(k, _)| k.starts_with(p))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        assert_eq!(collect(snap.prefix(p)), pre, "prefix {p:?}");
+    }
+    for w in probes.windows(2) {
+        let (a, b) = (&w[0][..], &w[1][..]);
+        for (s, e) in [
+            (Bound::Included(a), Bound::Excluded(b)),
+            (Bound::Excluded(a), Bound::Included(b)),
+            (Bound::Unbounded, Bound::Excluded(b)),
+        ] {
+            assert_eq!(collect(snap.range(s, e)), model_range(model, s, e));
+        }
+    }
+    assert_eq!(
+        collect(snap.iter()),
+        model
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<Vec<_>>()
+    );
+}
+
+fn key() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        // Binary keys over a small alphabet: long shared prefixes, 0x00 and 0xff edges.
+        proptest::collection::vec(
+            prop_oneof![Just(0u8), Just(1), Just(0x7f), Just(0xff)],
+            1..6
+        ),
+        proptest::collection::vec(any::<u8>(), 1..40),
+        "[a-c]{1,12}".prop_map(String::into_bytes),
+    ]
+}
+
+fn value() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        4 => proptest::collection::vec(any::<u8>(), 0..64),
+        4 => "[a-z\":{} ]{0,200}".prop_map(String::into_bytes),
+        1 => proptest::collection::vec(any::<u8>(), 1000..5000),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn matches_the_model(
+        model in proptest::collection::btree_map(key(), value(), 0..400),
+        probes in proptest::collection::vec(key(), 0..20),
+        compression in 0u8..2,
+        block_size in prop_oneof![Just(64u32), Just(256), Just(4096)],
+        dict in any::<bool>(),
+        threads in 1usize..3,
+    ) {
+        let mut probes = probes;
+        probes.sort();
+        let bytes = write(&model, options(compression, block_size, dict, threads));
+        check(&model, bytes, &probes);
+    }
+}
+
+#[test]
+fn empty_snapshot() {
+    let model = Model::new();
+    let bytes = write(&model, WriterOptions::default());
+    check(&model, bytes, &[b"a".to_vec(), vec![0xff]]);
+}
+
+#[test]
+fn single_key() {
+    let model: Model = [(b"only".to_vec(), b"one".to_vec())].into();
+    let bytes = write(&model, WriterOptions::default());
+    check(
+        &model,
+        bytes,
+        &[b"o".to_vec(), b"only".to_vec(), b"onlz".to_vec()],
+    );
+}
+
+#[test]
+fn huge_value_owns_a_block() {
+    let big: Vec<u8> = (0..9_000_000u32).map(|i| (i % 251) as u8).collect();
+    let model: Model = [
+        (b"a".to_vec(), b"small".to_vec()),
+        (b"b".to_vec(), big),
+        (b"c".to_vec(), b"after".to_vec()),
+    ]
+    .into();
+    let bytes = write(&model, WriterOptions::default());
+    check(&model, bytes, &[b"b".to_vec(), b"bb".to_vec()]);
+}
+
+#[test]
+fn many_keys_with_dictionary_and_threads() {
+    let model: Model = (0..50_000u32)
+        .map(|i| {
+            (
+                format!("user:{:08}", i.wrapping_mul(2_654_435_761) % 100_000_000).into_bytes(),
+                format!("{{\"id\":{i},\"score\":{},\"country\":\"SE\"}}", i % 97).into_bytes(),
+            )
+        })
+        .collect();
+    let mut o = WriterOptions::default();
+    o.threads = 2;
+    let bytes = write(&model, o);
+    let snap = Snapshot::open(bytes.clone()).unwrap();
+    assert!(
+        snap.metadata().format.dictionary_bytes > 0,
+        "a dictionary was trained"
+    );
+    check(
+        &model,
+        bytes,
+        &[b"user:0".to_vec(), b"user:5".to_vec(), b"zzz".to_vec()],
+    );
+}
+
+#[test]
+fn same_input_gives_identical_bytes() {
+    let model: Model = (0..20_000u32)
+        .map(|i| {
+            (
+                format!("k{i:06}").into_bytes(),
+                format!("value {i} {}", i * 7).into_bytes(),
+            )
+        })
+        .collect();
+    let mut meta = Metadata::default();
+    meta.dataset = Some("d".into());
+    meta.version = Some("20261127T000000Z".into());
+    let run = |threads| {
+        let mut o = WriterOptions::default();
+        o.threads = threads;
+        let mut w = SnapshotWriter::new(Vec::new(), o, meta.clone()).unwrap();
+        for (k, v) in &model {
+            w.insert(k, v).unwrap();
+        }
+        w.finish().unwrap().0
+    };
+    let a = run(1);
+    assert_eq!(a, run(1));
+    assert_eq!(a, run(2));
+    assert_eq!(a, run(4));
+}
+
+#[test]
+fn writer_misuse_is_a_typed_error_and_recoverable() {
+    let mut w =
+        SnapshotWriter::new(Vec::new(), WriterOptions::default(), Metadata::default()).unwrap();
+    w.insert(b"b", b"1").unwrap();
+    match w.insert(b"a", b"2") {
+        Err(Error::OutOfOrder { previous, got }) => {
+            assert_eq!((previous, got), (b"b".to_vec(), b"a".to_vec()))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(w.insert(b"b", b"3"), Err(Error::DuplicateKey { key }) if key == b"b"));
+    assert!(matches!(w.insert(b"", b"3"), Err(Error::EmptyKey)));
+    let long = vec![b'x'; snapkv_format::MAX_KEY_LEN + 1];
+    assert!(matches!(
+        w.insert(&long, b"3"),
+        Err(Error::KeyTooLong { .. })
+    ));
+    w.insert(b"c", b"3").unwrap();
+    let snap = Snapshot::open(w.finish().unwrap().0).unwrap();
+    snap.verify().unwrap();
+    assert_eq!(snap.len(), 2);
+    assert_eq!(snap.get(b"b").unwrap().as_deref(), Some(&b"1"[..]));
+}
+
+#[test]
+fn invalid_options_are_rejected() {
+    let mut o = WriterOptions::default();
+    o.block_size = 1;
+    assert!(matches!(
+        SnapshotWriter::new(Vec::new(), o, Metadata::default()),
+        Err(Error::InvalidOption(_))
+    ));
+    let mut o = WriterOptions::default();
+    o.compression = Compression::Zstd { level: 99 };
+    assert!(matches!(
+        SnapshotWriter::new(Vec::new(), o, Metadata::default()),
+        Err(Error::InvalidOption(_))
+    ));
+}
+
+#[test]
+fn raw_block_values_are_slices_of_the_input() {
+    let model: Model = (0..1000u32)
+        .map(|i| {
+            (
+                format!("k{i:04}").into_bytes(),
+                format!("v{i}").into_bytes(),
+            )
+        })
+        .collect();
+    let mut o = WriterOptions::default();
+    o.compression = Compression::None;
+    let bytes = bytes::Bytes::from(write(&model, o));
+    let snap = Snapshot::open(bytes.clone()).unwrap();
+    let v = snap.get(b"k0500").unwrap().unwrap();
+    let range = bytes.as_ptr() as usize..bytes.as_ptr() as usize + bytes.len();
+    assert!(range.contains(&(v.as_ptr() as usize)), "value was copied");
+    assert_eq!(snap.cache_stats().misses, 0, "raw blocks bypass the cache");
+}
+
+#[test]
+fn cache_serves_repeated_lookups() {
+    let model: Model = (0..5000u32)
+        .map(|i| {
+            (
+                format!("k{i:05}").into_bytes(),
+                format!("value number {i}").into_bytes(),
+            )
+        })
+        .collect();
+    let snap = Snapshot::open(write(&model, WriterOptions::default())).unwrap();
+    for _ in 0..3 {
+        assert!(snap.get(b"k02500").unwrap().is_some());
+    }
+    let s = snap.cache_stats();
+    assert_eq!((s.hits, s.misses), (2, 1), "{s:?}");
+    assert!(s.used > 0 && s.used <= s.capacity);
+}
