@@ -9,7 +9,7 @@ use crate::layout::{self, BlockEntry, Codec, Footer, FOOTER_LEN, HEADER_LEN};
 use crate::metadata::Metadata;
 use crate::MAX_KEY_LEN;
 use bytes::Bytes;
-use fst::{IntoStreamer, Streamer};
+use fst::Streamer;
 use std::ops::{Bound, Range};
 use std::sync::Arc;
 use xxhash_rust::xxh3::xxh3_64;
@@ -204,17 +204,14 @@ impl Snapshot {
 
     /// The block that holds `key` if any does: the first whose separator is `>= key`.
     fn block_for(&self, key: &[u8]) -> Result<Option<u32>> {
-        let mut stream = self.inner.index.range().ge(key).into_stream();
-        match stream.next() {
+        match lower_bound(self.inner.index.as_fst(), key).map(u32::try_from) {
             None => Ok(None),
-            Some((_, block)) => match u32::try_from(block) {
-                Ok(b) if u64::from(b) < self.inner.footer.block_count => Ok(Some(b)),
-                _ => Err(Error::Corrupt {
-                    section: Section::Index,
-                    offset: self.inner.footer.section(Section::Index).offset,
-                    detail: "index points past the block table",
-                }),
-            },
+            Some(Ok(b)) if u64::from(b) < self.inner.footer.block_count => Ok(Some(b)),
+            Some(_) => Err(Error::Corrupt {
+                section: Section::Index,
+                offset: self.inner.footer.section(Section::Index).offset,
+                detail: "index points past the block table",
+            }),
         }
     }
 
@@ -449,6 +446,66 @@ impl Snapshot {
     }
 }
 
+/// The value of the first key `>= key` in `fst`, found in one walk down the FST without
+/// allocating: follow `key`'s bytes, remembering the deepest node on the path that has a
+/// transition above the path's byte; if `key` leaves the FST, continue from the first transition
+/// above its byte there or, failing that, from the remembered one, down the smallest keys.
+fn lower_bound<D: AsRef<[u8]>>(fst: &fst::raw::Fst<D>, key: &[u8]) -> Option<u64> {
+    use fst::raw::{Fst, Node, Output};
+    /// The smallest key of the subtree at `node`.
+    fn leftmost<'f, D: AsRef<[u8]>>(
+        fst: &'f Fst<D>,
+        mut node: Node<'f>,
+        mut out: Output,
+    ) -> Option<u64> {
+        loop {
+            if node.is_final() {
+                return Some(out.cat(node.final_output()).value());
+            }
+            if node.is_empty() {
+                return None; // A non-final node without transitions: not a valid FST.
+            }
+            let t = node.transition(0);
+            out = out.cat(t.out);
+            node = fst.node(t.addr);
+        }
+    }
+    let mut node = fst.root();
+    let mut out = Output::zero();
+    // The deepest alternative seen: a transition above the path, and the output before it.
+    let mut above: Option<(Node<'_>, usize, Output)> = None;
+    for &b in key {
+        match node.find_input(b) {
+            Some(i) => {
+                if i + 1 < node.len() {
+                    above = Some((node, i + 1, out));
+                }
+                let t = node.transition(i);
+                out = out.cat(t.out);
+                node = fst.node(t.addr);
+            }
+            None => {
+                if let Some(i) = (0..node.len()).find(|&i| node.transition(i).inp > b) {
+                    above = Some((node, i, out));
+                }
+                let (n, i, o) = above?;
+                let t = n.transition(i);
+                return leftmost(fst, fst.node(t.addr), o.cat(t.out));
+            }
+        }
+    }
+    if node.is_final() {
+        return Some(out.cat(node.final_output()).value());
+    }
+    // Every key below `node` extends `key`, so is larger; without any, use the alternative.
+    if !node.is_empty() {
+        return leftmost(fst, node, out);
+    }
+    let (n, i, o) = above?;
+    let t = n.transition(i);
+    leftmost(fst, fst.node(t.addr), o.cat(t.out))
+}
+
 /// The smallest key larger than every key starting with `prefix` (`None`: no such key).
 fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
     let mut end = prefix.to_vec();
@@ -540,3 +597,25 @@ impl Iterator for Iter {
 }
 
 impl std::iter::FusedIterator for Iter {}
+
+#[cfg(test)]
+mod tests {
+    use super::lower_bound;
+    use fst::IntoStreamer;
+
+    #[test]
+    fn lower_bound_agrees_with_a_range_stream() {
+        let keys: Vec<&[u8]> = vec![b"a", b"ab", b"abc", b"abd", b"b", b"ba", b"bz", b"c\xff", b"d"];
+        let map = fst::Map::from_iter(keys.iter().enumerate().map(|(i, k)| (*k, i as u64))).unwrap();
+        let probes: Vec<&[u8]> = vec![
+            b"", b"a", b"aa", b"ab", b"abb", b"abc", b"abca", b"abe", b"b", b"b\x00", b"bb",
+            b"c", b"c\xff", b"c\xff\x00", b"d", b"d\x00", b"e", b"\x00", b"\xff",
+        ];
+        for p in probes {
+            let want = fst::Streamer::next(&mut map.range().ge(p).into_stream()).map(|(_, v)| v);
+            assert_eq!(lower_bound(map.as_fst(), p), want, "probe {p:?}");
+        }
+        let empty = fst::Map::default();
+        assert_eq!(lower_bound(empty.as_fst(), b"a"), None);
+    }
+}
