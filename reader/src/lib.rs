@@ -1,1 +1,63 @@
-//! placeholder
+//! The snapkv reader: memory-mapped snapshots.
+//!
+//! [`open_snapshot`] maps a snapshot file and opens it; values of raw blocks are slices of the
+//! mapping, handed out without copying.
+//!
+//! ```no_run
+//! let snapshot = snapkv_reader::open_snapshot(
+//!     std::path::Path::new("predictions.snapkv"),
+//!     &snapkv_format::OpenOptions::default(),
+//! )?;
+//! println!("{} keys", snapshot.len());
+//! # Ok::<(), snapkv_reader::OpenError>(())
+//! ```
+
+mod mmap;
+
+use snapkv_format::{OpenOptions, Snapshot};
+use std::path::{Path, PathBuf};
+
+/// Why a snapshot file could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The file could not be opened or mapped.
+    #[error("cannot read {}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a valid snapshot.
+    #[error("{} is not a valid snapshot", path.display())]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: snapkv_format::Error,
+    },
+}
+
+/// Maps the snapshot at `path` read-only and opens it (see [`Snapshot::open_with`]: structure
+/// and section checksums are checked, data blocks are not; call [`Snapshot::verify`] for that).
+///
+/// The file must not be modified or truncated while the snapshot (or any value from it) is alive:
+/// snapshot files are immutable once written, and replaced by renaming a new file over the name.
+pub fn open_snapshot(path: &Path, options: &OpenOptions) -> Result<Snapshot, OpenError> {
+    let io = |source| OpenError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    // SAFETY: snapshot files are immutable by contract (spec/FORMAT.md, "Assumptions"), which
+    // this function's documentation passes on to its caller.
+    #[allow(unsafe_code)]
+    let bytes = unsafe { mmap::map_read_only(&file) }.map_err(io)?;
+    Snapshot::open_with(bytes, options).map_err(|source| OpenError::Format {
+        path: path.to_owned(),
+        source,
+    })
+}

@@ -1,0 +1,42 @@
+//! One module per subcommand, each an `Args` and a `run`.
+
+pub mod get;
+pub mod inspect;
+pub mod scan;
+pub mod verify;
+
+use anyhow::Context;
+use snapkv_format::{OpenOptions, Snapshot};
+use std::path::Path;
+
+/// Exit code of a negative answer: a missing key, a corrupt file.
+pub const NEGATIVE: u8 = 1;
+
+/// Opens a local snapshot file (memory-mapped).
+pub fn open(path: &Path) -> anyhow::Result<Snapshot> {
+    snapkv_reader::open_snapshot(path, &OpenOptions::default())
+        .with_context(|| format!("cannot open {}", path.display()))
+}
+
+/// True when `e` is a write to a closed pipe (`snapkv scan ... | head`): not a failure.
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Text for a key or value: itself when UTF-8, else hex with a `0x` prefix.
+pub fn printable(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => s.to_owned(),
+        Err(_) => {
+            let mut s = String::with_capacity(2 + bytes.len() * 2);
+            s.push_str("0x");
+            for b in bytes {
+                s.push_str(&format!("{b:02x}"));
+            }
+            s
+        }
+    }
+}
