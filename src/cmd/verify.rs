@@ -19,9 +19,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     for path in &args.files {
         let started = std::time::Instant::now();
         let result = match snapkv_reader::open_snapshot(path, &Default::default()) {
-            // The file could not be read: that is an error, not a verdict.
-            Err(e @ OpenError::Io { .. }) => return Err(e.into()),
             Err(OpenError::Format { source, .. }) => Err(source),
+            // The file could not be read: that is an error, not a verdict.
+            Err(e) => return Err(e.into()),
             Ok(s) => s.verify().map(|()| s),
         };
         match result {
