@@ -1,1 +1,749 @@
-//! placeholder
+//! The snapkv builder: job output (Parquet files and Spark/Hive-style directories, Arrow IPC,
+//! CSV, NDJSON) to a snapshot file.
+//!
+//! [`build`] reads the inputs as Arrow record batches, makes a key and a value of every row,
+//! sorts the pairs within a memory budget (spilling sorted, compressed runs to a temporary
+//! directory and merging them), and streams them to a [`snapkv_format::SnapshotWriter`] writing
+//! a temporary file next to the output, renamed over the output only when complete.
+//!
+//! ```no_run
+//! use snapkv_builder::{build, BuildOptions, NoProgress};
+//!
+//! let mut options = BuildOptions::new(vec!["out/predictions/".into()], vec!["user_id".into()]);
+//! options.version = Some("20261127T031500Z".into());
+//! let summary = build(&options, "predictions.snapkv".as_ref(), &NoProgress)?;
+//! println!("{} keys, {} bytes", summary.keys, summary.bytes_out);
+//! # Ok::<(), snapkv_builder::Error>(())
+//! ```
+//!
+//! Same inputs, options and version give a byte-identical file, whatever the memory limit,
+//! thread count or temporary directory.
+#![forbid(unsafe_code)]
+
+mod error;
+mod extract;
+mod input;
+mod read;
+mod sort;
+
+pub use error::{ColumnRole, Error, Location, Result};
+
+use snapkv_format::{Metadata, SnapshotWriter, ValueEncoding, WriterOptions};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// An input format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InputFormat {
+    /// Apache Parquet (`.parquet`, `.parq`, `.pq`, or files starting with `PAR1`).
+    Parquet,
+    /// Arrow IPC, file or stream (`.arrow`, `.arrows`, `.ipc`, `.feather`).
+    Arrow,
+    /// CSV with a header row (`.csv`).
+    Csv,
+    /// Newline-delimited JSON objects (`.ndjson`, `.jsonl`, `.json`).
+    Ndjson,
+}
+
+impl InputFormat {
+    /// The format a lowercase file extension stands for.
+    pub fn from_extension(ext: &str) -> Option<InputFormat> {
+        Some(match ext {
+            "parquet" | "parq" | "pq" => InputFormat::Parquet,
+            "arrow" | "arrows" | "ipc" | "feather" => InputFormat::Arrow,
+            "csv" => InputFormat::Csv,
+            "ndjson" | "jsonl" | "json" => InputFormat::Ndjson,
+            _ => return None,
+        })
+    }
+
+    /// The format's name as `--format` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            InputFormat::Parquet => "parquet",
+            InputFormat::Arrow => "arrow",
+            InputFormat::Csv => "csv",
+            InputFormat::Ndjson => "ndjson",
+        }
+    }
+}
+
+impl std::str::FromStr for InputFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "parquet" => Ok(InputFormat::Parquet),
+            "arrow" | "ipc" => Ok(InputFormat::Arrow),
+            "csv" => Ok(InputFormat::Csv),
+            "ndjson" | "jsonl" | "json" => Ok(InputFormat::Ndjson),
+            _ => Err(format!(
+                "unknown format {s:?}: parquet, arrow, csv or ndjson"
+            )),
+        }
+    }
+}
+
+/// What the value of each key is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Values {
+    /// A JSON object of these columns (`None`: every column but the keys), written by Arrow's
+    /// JSON writer with nulls explicit. Content type `application/json`.
+    Json(Option<Vec<String>>),
+    /// The bytes of this string or binary column, as they are. Content type
+    /// `application/octet-stream`.
+    Raw(String),
+}
+
+/// What to do when two rows have the same key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OnDuplicate {
+    /// Fail, naming the key and both rows.
+    Error,
+    /// Keep the first row in input order (inputs in the order given, directory and glob
+    /// contents sorted by path, then rows in file order).
+    First,
+    /// Keep the last row in input order.
+    Last,
+}
+
+impl OnDuplicate {
+    /// The name as `--on-duplicate` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            OnDuplicate::Error => "error",
+            OnDuplicate::First => "first",
+            OnDuplicate::Last => "last",
+        }
+    }
+}
+
+/// What to build and how.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct BuildOptions {
+    /// Files, directories, globs, or `-` for stdin.
+    pub inputs: Vec<String>,
+    /// The input format; detected per file from its extension or first bytes when `None`.
+    pub format: Option<InputFormat>,
+    /// Key columns; several are joined with `/`.
+    pub key_columns: Vec<String>,
+    /// What the values are.
+    pub values: Values,
+    /// Duplicate key policy.
+    pub on_duplicate: OnDuplicate,
+    /// Memory for sorting, in bytes; beyond it sorted runs are spilled to disk. Default 1 GiB.
+    pub memory_limit: u64,
+    /// Where spilled runs go; default: the output's directory.
+    pub temp_dir: Option<PathBuf>,
+    /// Snapshot writer options (compression, block size, dictionary, threads).
+    pub writer: WriterOptions,
+    /// Dataset name; default: the output file's name without extension.
+    pub dataset: Option<String>,
+    /// Version label; default: the current UTC time as `YYYYMMDDTHHMMSSZ`.
+    pub version: Option<String>,
+    /// Free-form labels stored in the metadata.
+    pub user_metadata: BTreeMap<String, String>,
+    /// Set to true (from a signal handler) to stop the build; it then removes what it wrote and
+    /// returns [`Error::Interrupted`].
+    pub interrupt: Option<Arc<AtomicBool>>,
+}
+
+impl BuildOptions {
+    /// Options with defaults for everything but the inputs and key columns.
+    pub fn new(inputs: Vec<String>, key_columns: Vec<String>) -> BuildOptions {
+        BuildOptions {
+            inputs,
+            format: None,
+            key_columns,
+            values: Values::Json(None),
+            on_duplicate: OnDuplicate::Error,
+            memory_limit: 1 << 30,
+            temp_dir: None,
+            writer: WriterOptions::default(),
+            dataset: None,
+            version: None,
+            user_metadata: BTreeMap::new(),
+            interrupt: None,
+        }
+    }
+}
+
+/// The stages of a build, for progress display.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Phase {
+    /// Reading the inputs; counted in input bytes.
+    Read,
+    /// Sorting a run and writing it to the temporary directory; counted in runs.
+    Spill,
+    /// Merging and writing the snapshot; counted in rows.
+    Write,
+}
+
+/// Receives progress. Calls come from the building thread.
+pub trait Progress {
+    /// A phase starts; `total` is its size in its unit when known.
+    fn start(&self, phase: Phase, total: Option<u64>);
+    /// `done` units of the phase are complete; `message` says what is happening.
+    fn update(&self, phase: Phase, done: u64, message: &str);
+    /// The phase is over.
+    fn finish(&self, phase: Phase);
+}
+
+/// Progress that goes nowhere.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn start(&self, _: Phase, _: Option<u64>) {}
+    fn update(&self, _: Phase, _: u64, _: &str) {}
+    fn finish(&self, _: Phase) {}
+}
+
+/// What a build did.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct BuildSummary {
+    /// The output file.
+    pub output: PathBuf,
+    /// Dataset name written to the metadata.
+    pub dataset: String,
+    /// Version written to the metadata.
+    pub version: String,
+    /// Input files read.
+    pub files: usize,
+    /// Rows read.
+    pub rows: u64,
+    /// Keys written.
+    pub keys: u64,
+    /// Rows dropped as duplicates (`first`/`last`).
+    pub duplicates: u64,
+    /// Input bytes (file sizes; bytes read for stdin).
+    pub bytes_in: u64,
+    /// Output file size.
+    pub bytes_out: u64,
+    /// Bytes of the values and keys before compression.
+    pub block_bytes_raw: u64,
+    /// Runs spilled to disk (0: sorted in memory).
+    pub runs: usize,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+    /// The writer's account of the file.
+    pub file: snapkv_format::WriteSummary,
+}
+
+/// Checks the interrupt flag.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Interrupt(Option<Arc<AtomicBool>>);
+
+impl Interrupt {
+    pub(crate) fn check(&self) -> Result<()> {
+        match &self.0 {
+            Some(flag) if flag.load(Ordering::Relaxed) => Err(Error::Interrupted),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Memory held back from the sort buffer for everything else: the readers' batches, the JSON
+/// encoder, the writer's compression pipeline and dictionary samples.
+fn sort_budget(limit: u64) -> usize {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let reserve = (limit / 8).min(64 << 20) + (limit / 4).min(8 << 20);
+    limit.saturating_sub(reserve).max(1 << 20)
+}
+
+/// Smallest `memory_limit` accepted.
+pub const MIN_MEMORY_LIMIT: u64 = 4 << 20;
+
+/// A version or dataset name: letters, digits, `.`, `_`, `-`; not starting with `.`.
+fn check_label(what: &str, s: &str) -> Result<()> {
+    let ok = !s.is_empty()
+        && s.len() <= 128
+        && !s.starts_with('.')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidOption(format!(
+            "{what} {s:?} must be 1 to 128 letters, digits, '.', '_' or '-', not starting with '.'"
+        )))
+    }
+}
+
+/// `20261127T031500Z` for a time in seconds since the Unix epoch, and its RFC 3339 form.
+pub fn version_for(unix_seconds: i64) -> (String, String) {
+    let t = chrono_like::civil(unix_seconds);
+    (
+        format!(
+            "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+            t.0, t.1, t.2, t.3, t.4, t.5
+        ),
+        format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+            t.0, t.1, t.2, t.3, t.4, t.5
+        ),
+    )
+}
+
+/// The RFC 3339 time of a version written as `YYYYMMDDTHHMMSSZ`, if it is one.
+fn created_at_of(version: &str) -> Option<String> {
+    let b = version.as_bytes();
+    let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
+    if b.len() == 16 && b[8] == b'T' && b[15] == b'Z' && digits(0..8) && digits(9..15) {
+        let s = |r: std::ops::Range<usize>| &version[r];
+        Some(format!(
+            "{}-{}-{}T{}:{}:{}Z",
+            s(0..4),
+            s(4..6),
+            s(6..8),
+            s(9..11),
+            s(11..13),
+            s(13..15)
+        ))
+    } else {
+        None
+    }
+}
+
+mod chrono_like {
+    /// (year, month, day, hour, minute, second) of Unix seconds, proleptic Gregorian, UTC.
+    pub(super) fn civil(t: i64) -> (i64, u32, u32, u32, u32, u32) {
+        let days = t.div_euclid(86_400);
+        let secs = t.rem_euclid(86_400) as u32;
+        // Howard Hinnant's days-to-civil.
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+        let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+        let y = yoe + era * 400 + i64::from(m <= 2);
+        (y, m, d, secs / 3600, secs / 60 % 60, secs % 60)
+    }
+}
+
+/// The temporary output file; removed on drop unless renamed over the output.
+struct TempOutput {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+    kept: bool,
+}
+
+impl TempOutput {
+    fn create(output: &Path) -> Result<TempOutput> {
+        let out_err = |source| Error::Output {
+            path: output.to_owned(),
+            source,
+        };
+        if output.is_dir() {
+            return Err(out_err(std::io::Error::new(
+                std::io::ErrorKind::IsADirectory,
+                "it is a directory",
+            )));
+        }
+        let name = output
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| out_err(std::io::Error::other("the path has no UTF-8 file name")))?;
+        let dir = parent_dir(output);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let path = dir.join(format!(".{name}.{}.{nanos:09}.tmp", std::process::id()));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(out_err)?;
+        Ok(TempOutput {
+            path,
+            file: Some(file),
+            kept: false,
+        })
+    }
+}
+
+impl Drop for TempOutput {
+    fn drop(&mut self) {
+        if !self.kept {
+            self.file.take();
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Sequence numbers to (input, row): the first sequence number of each input.
+struct Inputs {
+    starts: Vec<(u64, String)>,
+}
+
+impl sort::Locate for Inputs {
+    fn locate(&self, seq: u64) -> Location {
+        let i = self
+            .starts
+            .partition_point(|(s, _)| *s <= seq)
+            .saturating_sub(1);
+        let (start, name) = &self.starts[i];
+        Location {
+            input: name.clone(),
+            row: seq - start + 1,
+        }
+    }
+}
+
+struct SpillReport<'a> {
+    progress: &'a dyn Progress,
+}
+
+impl sort::SpillProgress for SpillReport<'_> {
+    fn spilling(&self, run: usize, pairs: u64) {
+        if run == 1 {
+            self.progress.start(Phase::Spill, None);
+        }
+        self.progress.update(
+            Phase::Spill,
+            run as u64 - 1,
+            &format!("sorting and spilling run {run} ({pairs} rows)"),
+        );
+    }
+    fn spilled(&self) {}
+}
+
+/// Builds a snapshot at `output` from the inputs. On any error nothing is left behind: neither
+/// the output (an existing file there is untouched) nor temporary files.
+pub fn build(
+    options: &BuildOptions,
+    output: &Path,
+    progress: &dyn Progress,
+) -> Result<BuildSummary> {
+    let started = Instant::now();
+    let interrupt = Interrupt(options.interrupt.clone());
+    if options.key_columns.is_empty() {
+        return Err(Error::InvalidOption("no key column given".into()));
+    }
+    let mut seen = std::collections::HashSet::new();
+    if let Some(dup) = options.key_columns.iter().find(|k| !seen.insert(*k)) {
+        return Err(Error::InvalidOption(format!(
+            "key column {dup:?} is given twice"
+        )));
+    }
+    if let Values::Json(Some(cols)) = &options.values {
+        let mut seen = std::collections::HashSet::new();
+        if let Some(dup) = cols.iter().find(|c| !seen.insert(*c)) {
+            return Err(Error::InvalidOption(format!(
+                "value column {dup:?} is given twice"
+            )));
+        }
+        if cols.is_empty() {
+            return Err(Error::InvalidOption("--value-columns is empty".into()));
+        }
+    }
+    if options.memory_limit < MIN_MEMORY_LIMIT {
+        return Err(Error::InvalidOption(format!(
+            "memory limit {} is below the minimum of {} MiB",
+            options.memory_limit,
+            MIN_MEMORY_LIMIT >> 20
+        )));
+    }
+    let (version, created_at) = match &options.version {
+        Some(v) => (v.clone(), created_at_of(v)),
+        None => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            let (v, c) = version_for(now);
+            (v, Some(c))
+        }
+    };
+    check_label("version", &version)?;
+    let dataset = match &options.dataset {
+        Some(d) => d.clone(),
+        None => output
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("snapshot")
+            .to_owned(),
+    };
+    check_label("dataset name", &dataset)?;
+    // Probe that the writer accepts the options before reading anything.
+    SnapshotWriter::new(std::io::sink(), options.writer.clone(), Metadata::default())
+        .map_err(Error::Snapshot)?;
+
+    let sources = input::discover(&options.inputs, options.format)?;
+    let temp_out = TempOutput::create(output)?;
+    let temp_base = match &options.temp_dir {
+        Some(d) => d.clone(),
+        None => parent_dir(output),
+    };
+
+    let text_columns = &options.key_columns;
+    let first = read::open(&sources[0], text_columns)?;
+    let plan = extract::Plan::new(
+        &options.key_columns,
+        &options.values,
+        &sources[0],
+        &first.schema,
+        &sources,
+    )?;
+    let threads = match options.writer.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let mut sorter = sort::Sorter::new(
+        sort_budget(options.memory_limit),
+        threads,
+        options.on_duplicate,
+        temp_base,
+        interrupt.clone(),
+    );
+    let total_bytes: Option<u64> = sources.iter().map(|s| s.size).sum();
+    progress.start(Phase::Read, total_bytes);
+    let mut inputs = Inputs { starts: Vec::new() };
+    let mut seq = 0u64;
+    let mut bytes_done = 0u64;
+    let mut first = Some(first);
+    let spill_report = SpillReport { progress };
+    for source in &sources {
+        interrupt.check()?;
+        let opened = match first.take() {
+            Some(o) => o,
+            None => read::open(source, text_columns)?,
+        };
+        let file_plan = extract::FilePlan::new(&plan, source, &opened.schema)?;
+        let file_rows = opened.rows;
+        let consumed = opened.consumed.clone();
+        let mut batches = opened.batches(source, file_plan.projection.clone())?;
+        inputs.starts.push((seq, source.name.clone()));
+        let mut row = 0u64;
+        while let Some(batch) = batches.next_batch()? {
+            interrupt.check()?;
+            let base = seq;
+            file_plan.pairs(&batch, row, &mut |k, v, i| {
+                sorter.push(k, v, base + i as u64, &inputs, &spill_report)
+            })?;
+            row += batch.num_rows() as u64;
+            seq += batch.num_rows() as u64;
+            let in_file = match (file_rows, source.size) {
+                (Some(rows), Some(size)) if rows > 0 => size * row / rows,
+                _ => consumed.load(Ordering::Relaxed),
+            };
+            progress.update(
+                Phase::Read,
+                bytes_done + in_file,
+                &format!("{seq} rows from {}", source.name),
+            );
+        }
+        bytes_done += source
+            .size
+            .unwrap_or_else(|| consumed.load(Ordering::Relaxed));
+    }
+    progress.finish(Phase::Read);
+    if seq == 0 {
+        return Err(Error::NoRows {
+            files: sources.len(),
+        });
+    }
+    let runs_before_merge = sorter.runs();
+
+    let (value_encoding, content_type) = match &options.values {
+        Values::Json(_) => (ValueEncoding::Json, "application/json"),
+        Values::Raw(_) => (ValueEncoding::Raw, "application/octet-stream"),
+    };
+    let mut builder = BTreeMap::new();
+    builder.insert(
+        "tool".to_owned(),
+        serde_json::json!(concat!("snapkv-builder ", env!("CARGO_PKG_VERSION"))),
+    );
+    builder.insert(
+        "input_format".to_owned(),
+        serde_json::json!(sources[0].format.name()),
+    );
+    builder.insert(
+        "on_duplicate".to_owned(),
+        serde_json::json!(options.on_duplicate.name()),
+    );
+    builder.insert("rows".to_owned(), serde_json::json!(seq));
+    match &plan.values {
+        extract::ValuePlan::Json(cols) => {
+            builder.insert("value_columns".to_owned(), serde_json::json!(cols));
+        }
+        extract::ValuePlan::Raw(col) => {
+            builder.insert("raw_value_column".to_owned(), serde_json::json!(col));
+        }
+    }
+    if !plan.partitions.is_empty() {
+        let names: Vec<&str> = plan.partitions.iter().map(|(n, _)| n.as_str()).collect();
+        builder.insert("partition_columns".to_owned(), serde_json::json!(names));
+    }
+    let mut metadata = Metadata::default();
+    metadata.dataset = Some(dataset.clone());
+    metadata.version = Some(version.clone());
+    metadata.created_at = created_at;
+    metadata.value_encoding = value_encoding;
+    metadata.content_type = Some(content_type.to_owned());
+    metadata.key_columns = options.key_columns.clone();
+    metadata.schema = serde_json::to_value(&plan.schema).ok();
+    metadata.builder = builder;
+    metadata.user = options.user_metadata.clone();
+
+    let out_err = |source| Error::Output {
+        path: output.to_owned(),
+        source,
+    };
+    let file = temp_out.file.as_ref().expect("open until renamed");
+    let buffered = std::io::BufWriter::with_capacity(1 << 20, file);
+    let mut writer =
+        SnapshotWriter::new(buffered, options.writer.clone(), metadata).map_err(Error::Snapshot)?;
+    progress.start(Phase::Write, Some(seq));
+    let mut written = 0u64;
+    let duplicates = sorter.finish(&inputs, &spill_report, &mut |k, v| {
+        writer.insert(k, v).map_err(write_error(output))?;
+        written += 1;
+        if written % 16384 == 0 {
+            progress.update(Phase::Write, written, "writing");
+        }
+        Ok(())
+    })?;
+    if runs_before_merge > 0 {
+        progress.finish(Phase::Spill);
+    }
+    let (buffered, file_summary) = writer.finish().map_err(write_error(output))?;
+    let file = buffered.into_inner().map_err(|e| out_err(e.into_error()))?;
+    file.sync_all().map_err(out_err)?;
+    progress.finish(Phase::Write);
+    interrupt.check()?;
+    let mut temp_out = temp_out;
+    std::fs::rename(&temp_out.path, output).map_err(out_err)?;
+    temp_out.kept = true;
+    // The rename is durable once the directory is synced.
+    if let Ok(dir) = std::fs::File::open(parent_dir(output)) {
+        let _ = dir.sync_all();
+    }
+    let bytes_in = sources
+        .iter()
+        .map(|s| s.size.unwrap_or(0))
+        .sum::<u64>()
+        .max(bytes_done);
+    let _ = std::io::stderr().flush();
+    Ok(BuildSummary {
+        output: output.to_owned(),
+        dataset,
+        version,
+        files: sources.len(),
+        rows: seq,
+        keys: file_summary.key_count,
+        duplicates,
+        bytes_in,
+        bytes_out: file_summary.file_bytes,
+        block_bytes_raw: file_summary.block_bytes_raw,
+        runs: runs_before_merge,
+        seconds: started.elapsed().as_secs_f64(),
+        file: file_summary,
+    })
+}
+
+/// Maps a writer error: I/O errors are about the output, the rest about the snapshot.
+fn write_error(output: &Path) -> impl Fn(snapkv_format::Error) -> Error + '_ {
+    move |e| match e {
+        snapkv_format::Error::Io(source) => Error::Output {
+            path: output.to_owned(),
+            source,
+        },
+        e => Error::Snapshot(e),
+    }
+}
+
+/// Parses a size such as `1GiB`, `512MiB`, `256M`, `64k` or `1000000`. `K`, `M`, `G`, `T` (with
+/// or without `iB`) are powers of 1024; `KB`, `MB`, `GB`, `TB` are powers of 1000.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let num: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (examples: 1GiB, 512MiB, 4096)"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        _ => {
+            return Err(format!(
+                "{s:?}: unknown unit (use K, M, G, T, KiB, MB, ...)"
+            ))
+        }
+    };
+    let v = num * mult as f64;
+    if !(v.is_finite() && v >= 0.0 && v < u64::MAX as f64) || (mult == 1 && num.fract() != 0.0) {
+        return Err(format!("{s:?} is out of range"));
+    }
+    Ok(v as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("64k"), Ok(64 << 10));
+        assert_eq!(parse_size("1.5G"), Ok(3 << 29));
+        assert_eq!(parse_size("2MB"), Ok(2_000_000));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("12 parsecs").is_err());
+    }
+
+    #[test]
+    fn versions() {
+        assert_eq!(
+            version_for(1_795_749_300),
+            (
+                "20261127T031500Z".to_owned(),
+                "2026-11-27T03:15:00Z".to_owned()
+            )
+        );
+        assert_eq!(version_for(0).0, "19700101T000000Z");
+        assert_eq!(
+            created_at_of("20261127T031500Z").as_deref(),
+            Some("2026-11-27T03:15:00Z")
+        );
+        assert_eq!(created_at_of("v1"), None);
+        assert!(check_label("version", "20261127T031500Z").is_ok());
+        assert!(check_label("version", "a/b").is_err());
+        assert!(check_label("version", "").is_err());
+    }
+
+    #[test]
+    fn budgets() {
+        assert_eq!(sort_budget(1 << 30), (1 << 30) - (64 << 20) - (8 << 20));
+        assert!(sort_budget(MIN_MEMORY_LIMIT) >= 1 << 20);
+    }
+}

@@ -44,9 +44,10 @@ impl fmt::Display for Section {
 
 /// Everything that can go wrong writing or reading a snapshot.
 ///
-/// Writer misuse (`OutOfOrder`, `DuplicateKey`, `KeyTooLong`, ...) leaves the writer unusable: the
-/// caller drops it and discards the partial output. Reader errors describe untrusted bytes; they
-/// never come with a panic, and they name the section (and block) where the problem is.
+/// Writer misuse (`OutOfOrder`, `DuplicateKey`, `KeyTooLong`, ...) is detected before the writer
+/// changes, so the entry is simply not added; after an I/O or compression error the output is
+/// incomplete and must be discarded. Reader errors describe untrusted bytes; they never come
+/// with a panic, and they name the section (and block) where the problem is.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {

@@ -32,6 +32,7 @@ mod cache;
 mod codec;
 mod error;
 mod filter;
+mod fst_check;
 mod layout;
 mod metadata;
 mod snapshot;

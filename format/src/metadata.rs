@@ -59,6 +59,7 @@ pub struct Metadata {
 
 /// Writer settings recorded in the metadata (set by the writer).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 #[non_exhaustive]
 pub struct FormatInfo {
     /// `none` or `zstd`.

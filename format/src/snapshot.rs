@@ -144,18 +144,24 @@ impl Snapshot {
             )
         };
         let index_ref = footer.section(Section::Index);
+        let malformed = Error::Corrupt {
+            section: Section::Index,
+            offset: index_ref.offset,
+            detail: "malformed FST",
+        };
+        if !crate::fst_check::fst_is_sound(&data[range_of(index_ref)]) {
+            return Err(malformed);
+        }
         let index = fst::Map::new(data.slice(range_of(index_ref))).map_err(|_| Error::Corrupt {
             section: Section::Index,
             offset: index_ref.offset,
             detail: "not a valid FST",
         })?;
-        if index.len() as u64 != footer.block_count {
-            return Err(Error::Corrupt {
-                section: Section::Index,
-                offset: index_ref.offset,
-                detail: "index entry count differs from the block count",
-            });
-        }
+        check_index(&index, footer.block_count).map_err(|detail| Error::Corrupt {
+            section: Section::Index,
+            offset: index_ref.offset,
+            detail,
+        })?;
         let filter_ref = footer.section(Section::Filter);
         let filter = Filter::parse(&data[range_of(filter_ref)], filter_ref.offset)?
             .map(|f| (f, range_of(filter_ref)));
@@ -446,6 +452,27 @@ impl Snapshot {
     }
 }
 
+/// Checks that the index maps `block_count` increasing separators to the block numbers
+/// `0, 1, 2, ...` in order. The FST itself was checked by `fst_check` first, so walking it is
+/// safe.
+fn check_index(index: &fst::Map<Bytes>, block_count: u64) -> std::result::Result<(), &'static str> {
+    if index.len() as u64 != block_count {
+        return Err("index entry count differs from the block count");
+    }
+    let mut stream = index.stream();
+    let mut expected = 0u64;
+    while let Some((_, block)) = stream.next() {
+        if block != expected {
+            return Err("index does not map separators to blocks in order");
+        }
+        expected += 1;
+    }
+    if expected != block_count {
+        return Err("index entry count differs from the block count");
+    }
+    Ok(())
+}
+
 /// The value of the first key `>= key` in `fst`, found in one walk down the FST without
 /// allocating: follow `key`'s bytes, remembering the deepest node on the path that has a
 /// transition above the path's byte; if `key` leaves the FST, continue from the first transition
@@ -605,11 +632,31 @@ mod tests {
 
     #[test]
     fn lower_bound_agrees_with_a_range_stream() {
-        let keys: Vec<&[u8]> = vec![b"a", b"ab", b"abc", b"abd", b"b", b"ba", b"bz", b"c\xff", b"d"];
-        let map = fst::Map::from_iter(keys.iter().enumerate().map(|(i, k)| (*k, i as u64))).unwrap();
+        let keys: Vec<&[u8]> = vec![
+            b"a", b"ab", b"abc", b"abd", b"b", b"ba", b"bz", b"c\xff", b"d",
+        ];
+        let map =
+            fst::Map::from_iter(keys.iter().enumerate().map(|(i, k)| (*k, i as u64))).unwrap();
         let probes: Vec<&[u8]> = vec![
-            b"", b"a", b"aa", b"ab", b"abb", b"abc", b"abca", b"abe", b"b", b"b\x00", b"bb",
-            b"c", b"c\xff", b"c\xff\x00", b"d", b"d\x00", b"e", b"\x00", b"\xff",
+            b"",
+            b"a",
+            b"aa",
+            b"ab",
+            b"abb",
+            b"abc",
+            b"abca",
+            b"abe",
+            b"b",
+            b"b\x00",
+            b"bb",
+            b"c",
+            b"c\xff",
+            b"c\xff\x00",
+            b"d",
+            b"d\x00",
+            b"e",
+            b"\x00",
+            b"\xff",
         ];
         for p in probes {
             let want = fst::Streamer::next(&mut map.range().ge(p).into_stream()).map(|(_, v)| v);

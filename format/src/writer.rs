@@ -52,8 +52,9 @@ pub enum Dictionary {
 pub struct WriterOptions {
     /// Block compression. Default: zstd level 3.
     pub compression: Compression,
-    /// Target uncompressed block size in bytes. Blocks end at content-defined points between
-    /// half and twice this size (a single large entry may exceed it). Default: 4096.
+    /// Target uncompressed block size in bytes. Blocks end at content-defined points past half
+    /// this size, or earlier when the next entry would take the block over twice this size; a
+    /// single large entry may exceed it. Default: 4096.
     pub block_size: u32,
     /// Dictionary mode. Default: train a dictionary of up to 64 KiB on 4 MiB of values.
     pub dictionary: Dictionary,
@@ -253,6 +254,8 @@ struct Training {
     samples: Vec<u8>,
     sizes: Vec<usize>,
     blocks: Vec<Job>,
+    /// Bytes of the held-back blocks.
+    held_bytes: usize,
 }
 
 /// Streams a snapshot to any [`Write`].
@@ -314,6 +317,7 @@ impl<W: Write> SnapshotWriter<W> {
                     samples: Vec::new(),
                     sizes: Vec::new(),
                     blocks: Vec::new(),
+                    held_bytes: 0,
                 }),
                 Vec::new(),
             ),
@@ -445,8 +449,10 @@ impl<W: Write> SnapshotWriter<W> {
         self.pending_separator = Some(self.last_key.clone());
         let raw = std::mem::take(&mut self.block);
         if let Some(t) = &mut self.training {
+            t.held_bytes += raw.len();
             t.blocks.push((seq, raw));
-            if t.samples.len() >= t.sample_bytes {
+            // Small or empty values fill the sample slowly: bound what is held back anyway.
+            if t.samples.len() >= t.sample_bytes || t.held_bytes >= 4 * t.sample_bytes {
                 self.end_training()?;
             }
             return Ok(());

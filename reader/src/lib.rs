@@ -1,7 +1,8 @@
-//! The snapkv reader: memory-mapped snapshots.
+//! The snapkv reader: memory-mapped snapshots and the HTTP server that answers lookups from them.
 //!
 //! [`open_snapshot`] maps a snapshot file and opens it; values of raw blocks are slices of the
-//! mapping, handed out without copying.
+//! mapping, handed out without copying. [`run`] serves datasets over HTTP from a bound listener
+//! until a shutdown future completes, so tests bind `127.0.0.1:0`.
 //!
 //! ```no_run
 //! let snapshot = snapkv_reader::open_snapshot(
@@ -12,7 +13,14 @@
 //! # Ok::<(), snapkv_reader::OpenError>(())
 //! ```
 
+mod http;
+mod metrics;
 mod mmap;
+mod registry;
+mod server;
+mod time;
+
+pub use server::{run, Config, Limits, ServeError, Source};
 
 use snapkv_format::{OpenOptions, Snapshot};
 use std::path::{Path, PathBuf};

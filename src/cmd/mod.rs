@@ -1,9 +1,16 @@
 //! One module per subcommand, each an `Args` and a `run`.
 
+pub mod build;
+pub mod gc;
 pub mod get;
 pub mod inspect;
+pub mod publish;
+pub mod rollback;
 pub mod scan;
+pub mod serve;
+pub mod store_args;
 pub mod verify;
+pub mod versions;
 
 use anyhow::Context;
 use snapkv_format::{OpenOptions, Snapshot};
@@ -39,4 +46,14 @@ pub fn printable(bytes: &[u8]) -> String {
             s
         }
     }
+}
+
+/// Logs to stderr: human-readable, level from `SNAPKV_LOG` (default `info`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SNAPKV_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }

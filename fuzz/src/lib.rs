@@ -1,0 +1,125 @@
+//! Shared code of the fuzz targets: the operations run on a snapshot that opened, and the
+//! checksum patching of `snapshot_fixed_checksums`.
+
+use snapkv_format::Snapshot;
+use std::ops::Bound;
+use xxhash_rust::xxh3::xxh3_64;
+
+/// Footer layout (see `format/src/layout.rs`): five `(offset, len, checksum)` refs, key count,
+/// block count, version, footer length, footer checksum, file checksum, magic.
+pub const FOOTER_LEN: usize = 168;
+const HEADER_LEN: usize = 16;
+const REF_LEN: usize = 24;
+const FOOTER_CHECKSUM: usize = 144;
+const FILE_CHECKSUM: usize = 152;
+const BLOCK_ENTRY_LEN: usize = 32;
+/// Index of the block table among the footer's section refs.
+const BLOCK_TABLE: usize = 1;
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
+}
+
+fn put_u64(b: &mut [u8], at: usize, v: u64) {
+    b[at..at + 8].copy_from_slice(&v.to_le_bytes());
+}
+
+/// A section's byte range, if its footer ref lies inside `[0, limit)`.
+fn section(data: &[u8], footer: usize, i: usize, limit: usize) -> Option<(usize, usize)> {
+    let off = usize::try_from(u64_at(data, footer + i * REF_LEN)).ok()?;
+    let len = usize::try_from(u64_at(data, footer + i * REF_LEN + 8)).ok()?;
+    let end = off.checked_add(len)?;
+    (end <= limit).then_some((off, end))
+}
+
+/// Rewrites every checksum of a would-be snapshot so that it matches the bytes: each data block's
+/// (in the block table), each section's, the footer's and the whole file's. Structure is left
+/// alone: whatever is inconsistent stays so, for the reader to find past the checksums.
+pub fn fix_checksums(data: &mut [u8]) {
+    if data.len() < HEADER_LEN + FOOTER_LEN {
+        return;
+    }
+    let footer = data.len() - FOOTER_LEN;
+    if let Some((start, end)) = section(data, footer, BLOCK_TABLE, footer) {
+        let mut at = start;
+        while at + BLOCK_ENTRY_LEN <= end {
+            let off = usize::try_from(u64_at(data, at)).ok();
+            let len = u32_at(data, at + 8) as usize;
+            if let Some(block) = off.and_then(|o| Some(o..o.checked_add(len)?)) {
+                if block.end <= footer {
+                    let sum = xxh3_64(&data[block]);
+                    put_u64(data, at + 16, sum);
+                }
+            }
+            at += BLOCK_ENTRY_LEN;
+        }
+    }
+    for i in 0..5 {
+        if let Some((start, end)) = section(data, footer, i, footer) {
+            let sum = xxh3_64(&data[start..end]);
+            put_u64(data, footer + i * REF_LEN + 16, sum);
+        }
+    }
+    let sum = xxh3_64(&data[footer..footer + FOOTER_CHECKSUM]);
+    put_u64(data, footer + FOOTER_CHECKSUM, sum);
+    let covered = footer + FILE_CHECKSUM;
+    let sum = xxh3_64(&data[..covered]);
+    put_u64(data, covered, sum);
+}
+
+/// Keys to probe, taken from the input so the fuzzer can steer them.
+fn input_keys(data: &[u8]) -> Vec<Vec<u8>> {
+    let mut keys = vec![b"a".to_vec(), vec![0], vec![0xff; 3]];
+    for &(at, len) in &[
+        (0usize, 8usize),
+        (16, 4),
+        (data.len() / 2, 6),
+        (data.len() / 3, 1),
+    ] {
+        if let Some(k) = data.get(at..(at + len).min(data.len())) {
+            if !k.is_empty() {
+                keys.push(k.to_vec());
+            }
+        }
+    }
+    keys
+}
+
+/// Runs every read operation on a snapshot that opened. Work is bounded: scans stop after a
+/// fixed number of entries.
+pub fn exercise(snapshot: &Snapshot, data: &[u8]) {
+    const SCAN: usize = 4096;
+    let _ = snapshot.len();
+    let _ = snapshot.metadata();
+    let _ = snapshot.stats();
+    // Keys that are in the file (if blocks decode), to reach the hit path past the filter.
+    let mut keys: Vec<Vec<u8>> = snapshot
+        .iter()
+        .take(SCAN)
+        .filter_map(Result::ok)
+        .map(|(k, _)| k.to_vec())
+        .step_by(7)
+        .take(16)
+        .collect();
+    keys.extend(input_keys(data));
+    for k in &keys {
+        let _ = snapshot.get(k);
+        let _ = snapshot.prefix(&k[..k.len().min(2)]).take(SCAN).count();
+    }
+    for w in keys.windows(2) {
+        let (a, b) = (&w[0][..], &w[1][..]);
+        let _ = snapshot
+            .range(Bound::Included(a), Bound::Excluded(b))
+            .take(SCAN)
+            .count();
+        let _ = snapshot
+            .range(Bound::Excluded(b), Bound::Unbounded)
+            .take(64)
+            .count();
+    }
+    let _ = snapshot.verify();
+}

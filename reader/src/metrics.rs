@@ -1,0 +1,225 @@
+//! Prometheus metrics: request counters and latency histograms per route, lookups, and per
+//! dataset gauges refreshed at scrape time.
+
+use crate::registry::Dataset;
+use crate::time::parse_rfc3339;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct RouteStatus {
+    pub route: &'static str,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct Route {
+    pub route: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct Lookup {
+    pub dataset: String,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct Ds {
+    pub dataset: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct DsVersion {
+    pub dataset: String,
+    pub version: String,
+}
+
+type FGauge = Gauge<f64, AtomicU64>;
+
+fn latency_histogram() -> Histogram {
+    // 25 µs to about 1.6 s.
+    Histogram::new(exponential_buckets(25e-6, 2.0, 17))
+}
+
+pub(crate) struct Metrics {
+    registry: Registry,
+    pub requests: Family<RouteStatus, Counter>,
+    pub latency: Family<Route, Histogram, fn() -> Histogram>,
+    pub lookups: Family<Lookup, Counter>,
+    info: Family<DsVersion, Gauge>,
+    keys: Family<Ds, Gauge>,
+    build_age: Family<Ds, FGauge>,
+    loaded_at: Family<Ds, FGauge>,
+    sync_ok: Family<Ds, Gauge>,
+    sync_at: Family<Ds, FGauge>,
+    sync_failures: Family<Ds, Gauge>,
+    mapped: Family<Ds, Gauge>,
+    cache_ratio: Family<Ds, FGauge>,
+    cache_bytes: Family<Ds, Gauge>,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("snapkv");
+        let m = Metrics {
+            requests: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            lookups: Family::default(),
+            info: Family::default(),
+            keys: Family::default(),
+            build_age: Family::default(),
+            loaded_at: Family::default(),
+            sync_ok: Family::default(),
+            sync_at: Family::default(),
+            sync_failures: Family::default(),
+            mapped: Family::default(),
+            cache_ratio: Family::default(),
+            cache_bytes: Family::default(),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register(
+            "http_requests",
+            "HTTP requests by route and status",
+            m.requests.clone(),
+        );
+        r.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by route",
+            m.latency.clone(),
+        );
+        r.register(
+            "lookups",
+            "Key lookups by dataset and result (hit or miss)",
+            m.lookups.clone(),
+        );
+        r.register(
+            "snapshot_info",
+            "The version each dataset serves (value 1)",
+            m.info.clone(),
+        );
+        r.register(
+            "snapshot_keys",
+            "Keys in the served snapshot",
+            m.keys.clone(),
+        );
+        r.register(
+            "snapshot_build_age_seconds",
+            "Seconds since the served snapshot was built",
+            m.build_age.clone(),
+        );
+        r.register(
+            "snapshot_loaded_timestamp_seconds",
+            "When the served snapshot was loaded",
+            m.loaded_at.clone(),
+        );
+        r.register(
+            "sync_last_success",
+            "Whether the last sync attempt succeeded (1) or failed (0)",
+            m.sync_ok.clone(),
+        );
+        r.register(
+            "sync_last_attempt_timestamp_seconds",
+            "When the last sync attempt ended",
+            m.sync_at.clone(),
+        );
+        r.register(
+            "sync_failures",
+            "Failed sync attempts since start",
+            m.sync_failures.clone(),
+        );
+        r.register(
+            "mapped_bytes",
+            "Bytes of snapshot files mapped (current and previous version)",
+            m.mapped.clone(),
+        );
+        r.register(
+            "block_cache_hit_ratio",
+            "Block cache hits / lookups of the served snapshot",
+            m.cache_ratio.clone(),
+        );
+        r.register(
+            "block_cache_bytes",
+            "Decompressed bytes held by the block cache",
+            m.cache_bytes.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    pub fn observe(&self, route: &'static str, status: u16, elapsed: Duration) {
+        self.requests
+            .get_or_create(&RouteStatus { route, status })
+            .inc();
+        self.latency
+            .get_or_create(&Route { route })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Prometheus text exposition, with the dataset gauges refreshed first.
+    pub fn render<'a>(&self, datasets: impl Iterator<Item = &'a Dataset>) -> String {
+        let secs = |t: SystemTime| {
+            t.duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64())
+        };
+        self.info.clear();
+        for d in datasets {
+            let ds = Ds {
+                dataset: d.name.clone(),
+            };
+            let status = d.status();
+            self.sync_ok.get_or_create(&ds).set(i64::from(
+                status.last_attempt.is_some() && status.last_error.is_none(),
+            ));
+            if let Some(t) = status.last_attempt {
+                self.sync_at.get_or_create(&ds).set(secs(t));
+            }
+            self.sync_failures
+                .get_or_create(&ds)
+                .set(status.failures as i64);
+            let previous_bytes = d.previous.load().as_ref().map_or(0, |p| p.file_bytes);
+            let Some(c) = d.current.load_full() else {
+                self.mapped.get_or_create(&ds).set(previous_bytes as i64);
+                continue;
+            };
+            self.info
+                .get_or_create(&DsVersion {
+                    dataset: d.name.clone(),
+                    version: c.version.clone(),
+                })
+                .set(1);
+            self.keys.get_or_create(&ds).set(c.snapshot.len() as i64);
+            self.mapped
+                .get_or_create(&ds)
+                .set((c.file_bytes + previous_bytes) as i64);
+            self.loaded_at.get_or_create(&ds).set(secs(c.loaded_at));
+            let built = c
+                .snapshot
+                .metadata()
+                .created_at
+                .as_deref()
+                .and_then(parse_rfc3339);
+            if let Some(built) = built {
+                let age = SystemTime::now().duration_since(built).unwrap_or_default();
+                self.build_age.get_or_create(&ds).set(age.as_secs_f64());
+            }
+            let cache = c.snapshot.cache_stats();
+            let lookups = cache.hits + cache.misses;
+            if lookups > 0 {
+                self.cache_ratio
+                    .get_or_create(&ds)
+                    .set(cache.hits as f64 / lookups as f64);
+            }
+            self.cache_bytes.get_or_create(&ds).set(cache.used as i64);
+        }
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,331 @@
+//! `snapkv build`: job output to a snapshot file.
+
+use anyhow::Context;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use snapkv_builder::{BuildOptions, BuildSummary, InputFormat, OnDuplicate, Phase, Values};
+use snapkv_format::{Compression, Dictionary, WriterOptions};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const EXAMPLES: &str = "\
+Examples:
+  # A Spark/Hive output directory (part-*.parquet under col=value/ folders), keyed by user_id
+  snapkv build --input s3-export/predictions/ --key user_id --output predictions.snapkv
+
+  # Several inputs and globs, a composite key (\"US/42\"), reproducible with --version
+  snapkv build -i 'day=*/part-*.parquet' -i extra.parquet --key country,user_id \\
+      --version 20261127T031500Z -o predictions.snapkv
+
+  # CSV from stdin, two columns as the JSON value, the last row of a repeated key wins
+  zcat users.csv.gz | snapkv build -i - --format csv --key id --value-columns name,email \\
+      --on-duplicate last -o users.snapkv
+
+  # Values stored as they are (a binary column), within 256 MiB of memory
+  snapkv build -i embeddings.arrow --key id --raw-value vector --memory-limit 256MiB -o emb.snapkv
+
+Values are a JSON object of the non-key columns (or --value-columns) unless --raw-value is given.
+The output is written to a temporary file next to it and renamed when complete.
+Exit codes: 0 built; 2 an error (the message says what and where); 130 interrupted.";
+
+/// Build a snapshot file from Parquet, Arrow IPC, CSV or NDJSON.
+#[derive(clap::Args)]
+#[command(after_help = EXAMPLES)]
+pub struct Args {
+    /// Input file, directory (Spark/Hive/DuckDB/pandas layout) or glob; `-` reads stdin.
+    /// Repeatable.
+    #[arg(long, short = 'i', value_name = "PATH", required = true, num_args = 1..)]
+    input: Vec<String>,
+    /// Key column(s); several are joined with `/` (integers in decimal).
+    #[arg(
+        long,
+        short = 'k',
+        value_name = "COL[,COL...]",
+        required = true,
+        value_delimiter = ','
+    )]
+    key: Vec<String>,
+    /// The snapshot file to write.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    output: PathBuf,
+    /// Input format, instead of detecting it from file names and contents.
+    #[arg(long, value_name = "parquet|arrow|csv|ndjson")]
+    format: Option<InputFormat>,
+    /// Columns of the JSON value, in this order (default: every column but the keys).
+    #[arg(
+        long,
+        value_name = "C,...",
+        value_delimiter = ',',
+        conflicts_with = "raw_value"
+    )]
+    value_columns: Option<Vec<String>>,
+    /// Store this string/binary column's bytes as the value, as they are.
+    #[arg(long, value_name = "COL")]
+    raw_value: Option<String>,
+    /// Dataset name (default: the output file name without extension).
+    #[arg(long, value_name = "NAME")]
+    dataset: Option<String>,
+    /// Version label (default: the current UTC time, like 20261127T031500Z). Same input, flags
+    /// and version give a byte-identical file.
+    #[arg(long, value_name = "V")]
+    version: Option<String>,
+    /// Block compression.
+    #[arg(long, value_name = "zstd[:LEVEL]|none", default_value = "zstd:3", value_parser = parse_compression)]
+    compression: Compression,
+    /// Target uncompressed block size.
+    #[arg(long, value_name = "BYTES", default_value = "4KiB", value_parser = parse_block_size)]
+    block_size: u32,
+    /// Train a zstd dictionary on the values (auto) or not (off).
+    #[arg(long, value_name = "auto|off", default_value = "auto", value_parser = ["auto", "off"])]
+    dict: String,
+    /// Memory for sorting; beyond it sorted runs are spilled to --temp-dir.
+    #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = snapkv_builder::parse_size)]
+    memory_limit: u64,
+    /// What to do when two rows have the same key.
+    #[arg(long, value_name = "POLICY", default_value = "error", value_parser = parse_on_duplicate)]
+    on_duplicate: OnDuplicate,
+    /// Threads for sorting and compression (0: one per core).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    threads: usize,
+    /// Directory for spilled runs (default: the output's directory).
+    #[arg(long, value_name = "DIR")]
+    temp_dir: Option<PathBuf>,
+    /// A label stored in the metadata; repeatable.
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_label)]
+    label: Vec<(String, String)>,
+    /// No progress bars and no summary line.
+    #[arg(long, short = 'q')]
+    quiet: bool,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_compression(s: &str) -> Result<Compression, String> {
+    match s {
+        "none" => Ok(Compression::None),
+        "zstd" => Ok(Compression::Zstd { level: 3 }),
+        _ => match s.strip_prefix("zstd:").map(str::parse::<i32>) {
+            Some(Ok(level)) if (-7..=22).contains(&level) && level != 0 => {
+                Ok(Compression::Zstd { level })
+            }
+            _ => Err("expected none, zstd or zstd:LEVEL (LEVEL 1..=22, or -7..=-1)".into()),
+        },
+    }
+}
+
+fn parse_block_size(s: &str) -> Result<u32, String> {
+    let n = snapkv_builder::parse_size(s)?;
+    let (min, max) = (snapkv_format::MIN_BLOCK_SIZE, snapkv_format::MAX_BLOCK_SIZE);
+    u32::try_from(n)
+        .ok()
+        .filter(|n| (min..=max).contains(n))
+        .ok_or_else(|| format!("block size must be {min} to {max} bytes"))
+}
+
+fn parse_on_duplicate(s: &str) -> Result<OnDuplicate, String> {
+    match s {
+        "error" => Ok(OnDuplicate::Error),
+        "first" => Ok(OnDuplicate::First),
+        "last" => Ok(OnDuplicate::Last),
+        _ => Err("expected error, first or last".into()),
+    }
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| "expected KEY=VALUE".into())
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let interrupted = Arc::new(AtomicBool::new(false));
+    {
+        let flag = interrupted.clone();
+        // The first Ctrl-C asks the build to stop and clean up; a second one exits at once.
+        let _ = ctrlc::set_handler(move || {
+            if flag.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+        });
+    }
+    let mut options = BuildOptions::new(args.input, args.key);
+    options.format = args.format;
+    options.values = match args.raw_value {
+        Some(c) => Values::Raw(c),
+        None => Values::Json(args.value_columns),
+    };
+    options.on_duplicate = args.on_duplicate;
+    options.memory_limit = args.memory_limit;
+    options.temp_dir = args.temp_dir;
+    options.dataset = args.dataset;
+    options.version = args.version;
+    options.user_metadata = args.label.into_iter().collect::<BTreeMap<_, _>>();
+    options.interrupt = Some(interrupted);
+    let mut writer = WriterOptions::default();
+    writer.compression = args.compression;
+    writer.block_size = args.block_size;
+    if args.dict == "off" {
+        writer.dictionary = Dictionary::Off;
+    }
+    writer.threads = args.threads;
+    options.writer = writer;
+
+    let bars = Bars::new(args.quiet);
+    let summary = match snapkv_builder::build(&options, &args.output, &bars) {
+        Ok(s) => s,
+        Err(snapkv_builder::Error::Interrupted) => {
+            bars.clear();
+            eprintln!("interrupted: nothing was written");
+            return Ok(ExitCode::from(130));
+        }
+        Err(e) => {
+            bars.clear();
+            return Err(e).with_context(|| format!("cannot build {}", args.output.display()));
+        }
+    };
+    bars.clear();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary_json(&summary))?);
+    } else if !args.quiet {
+        eprintln!("{}", summary_line(&summary));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn mb(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+fn summary_line(s: &BuildSummary) -> String {
+    let secs = s.seconds.max(1e-9);
+    let dups = if s.duplicates > 0 {
+        format!(" ({} duplicate rows dropped)", s.duplicates)
+    } else {
+        String::new()
+    };
+    format!(
+        "built {} ({} {}): {} rows, {} keys{dups}; {} in, {} out (ratio {:.2}); {:.2}s, {:.0} rows/s{}",
+        s.output.display(),
+        s.dataset,
+        s.version,
+        s.rows,
+        s.keys,
+        mb(s.bytes_in),
+        mb(s.bytes_out),
+        s.bytes_in as f64 / s.bytes_out.max(1) as f64,
+        s.seconds,
+        s.rows as f64 / secs,
+        if s.runs > 0 {
+            format!(", {} runs spilled", s.runs)
+        } else {
+            String::new()
+        }
+    )
+}
+
+fn summary_json(s: &BuildSummary) -> serde_json::Value {
+    let secs = s.seconds.max(1e-9);
+    serde_json::json!({
+        "output": s.output,
+        "dataset": s.dataset,
+        "version": s.version,
+        "files": s.files,
+        "rows": s.rows,
+        "keys": s.keys,
+        "duplicates_dropped": s.duplicates,
+        "bytes_in": s.bytes_in,
+        "bytes_out": s.bytes_out,
+        "ratio": s.bytes_in as f64 / s.bytes_out.max(1) as f64,
+        "value_bytes_raw": s.block_bytes_raw,
+        "blocks": s.file.block_count,
+        "dictionary_bytes": s.file.dictionary_bytes,
+        "index_bytes": s.file.index_bytes,
+        "filter_bytes": s.file.filter_bytes,
+        "runs_spilled": s.runs,
+        "seconds": s.seconds,
+        "rows_per_second": s.rows as f64 / secs,
+    })
+}
+
+/// Progress bars on stderr (hidden when stderr is not a terminal, or with --quiet).
+struct Bars {
+    multi: MultiProgress,
+    bars: Mutex<Vec<(Phase, ProgressBar)>>,
+}
+
+impl Bars {
+    fn new(quiet: bool) -> Bars {
+        let target = if quiet {
+            ProgressDrawTarget::hidden()
+        } else {
+            ProgressDrawTarget::stderr()
+        };
+        Bars {
+            multi: MultiProgress::with_draw_target(target),
+            bars: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn bar(&self, phase: Phase) -> Option<ProgressBar> {
+        let bars = self.bars.lock().unwrap_or_else(|e| e.into_inner());
+        bars.iter()
+            .find(|(p, _)| *p == phase)
+            .map(|(_, b)| b.clone())
+    }
+
+    fn clear(&self) {
+        let bars = self.bars.lock().unwrap_or_else(|e| e.into_inner());
+        for (_, b) in bars.iter() {
+            b.finish_and_clear();
+        }
+        let _ = self.multi.clear();
+    }
+}
+
+impl snapkv_builder::Progress for Bars {
+    fn start(&self, phase: Phase, total: Option<u64>) {
+        let (name, unit) = match phase {
+            Phase::Read => ("read ", "{bytes}/{total_bytes} {bytes_per_sec}"),
+            Phase::Spill => ("sort ", "{pos} runs"),
+            Phase::Write => ("write", "{human_pos}/{human_len} rows {per_sec}"),
+            _ => ("     ", "{pos}"),
+        };
+        let bar = match total {
+            Some(t) => {
+                let style =
+                    ProgressStyle::with_template(&format!("{name} [{{bar:30}}] {unit} {{msg}}"))
+                        .unwrap_or_else(|_| ProgressStyle::default_bar())
+                        .progress_chars("=> ");
+                ProgressBar::new(t).with_style(style)
+            }
+            None => {
+                let style = ProgressStyle::with_template(&format!("{name} {{spinner}} {{msg}}"))
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner());
+                ProgressBar::new_spinner().with_style(style)
+            }
+        };
+        let bar = self.multi.add(bar);
+        bar.enable_steady_tick(Duration::from_millis(200));
+        self.bars
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((phase, bar));
+    }
+
+    fn update(&self, phase: Phase, done: u64, message: &str) {
+        if let Some(b) = self.bar(phase) {
+            b.set_position(done);
+            b.set_message(message.to_owned());
+        }
+    }
+
+    fn finish(&self, phase: Phase) {
+        if let Some(b) = self.bar(phase) {
+            b.finish();
+        }
+    }
+}

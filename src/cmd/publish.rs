@@ -1,0 +1,85 @@
+//! `snapkv publish`: upload snapshot files as a new version and make it current.
+
+use super::store_args::{mapped, runtime, StoreArgs};
+use indicatif::{ProgressBar, ProgressStyle};
+use snapkv_store::PublishOptions;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+const EXAMPLES: &str = "\
+Examples:
+  snapkv publish predictions.snapkv --store ./snapkv-store --dataset predictions
+  snapkv publish part-0.snapkv part-1.snapkv --store s3://my-bucket/snapkv --dataset predictions \\
+      --version 20261127T031500Z
+  snapkv publish predictions.snapkv --store s3://bucket/prefix --dataset predictions \\
+      --store-option endpoint=http://127.0.0.1:9000 --store-option region=us-east-1
+
+Each file is verified, uploaded into <store>/<dataset>/versions/<version>/, checked, listed in the
+version's MANIFEST.json, and only then is CURRENT moved to the version by compare-and-swap. A
+version not newer than CURRENT is refused (use `snapkv rollback`), and so is an existing one. If
+another publisher moves CURRENT first, this one fails and names the winner.";
+
+/// Upload snapshot files as a new version of a dataset, then make it current.
+#[derive(clap::Args)]
+#[command(after_help = EXAMPLES)]
+pub struct Args {
+    /// Snapshot files: together, one version.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Version label [default: the version in the files' metadata, else the UTC time as
+    /// YYYYMMDDTHHMMSSZ]. Versions sort as strings: a new one must sort after CURRENT.
+    #[arg(long, value_name = "V")]
+    version: Option<String>,
+    /// Upload bandwidth bound, bytes per second (suffixes k, M, G, KiB, MiB, GiB).
+    #[arg(long, value_name = "RATE", value_parser = snapkv_builder::parse_size)]
+    max_rate: Option<u64>,
+    /// Multipart part size (at least 5MiB).
+    #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = snapkv_builder::parse_size)]
+    part_size: u64,
+    /// Parts of a file uploaded at once.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    concurrency: usize,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let store = args.store.open()?;
+    let total: u64 = args
+        .files
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
+    let bar = ProgressBar::new(total).with_style(
+        ProgressStyle::with_template(
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+        )?
+        .progress_chars("=> "),
+    );
+    bar.set_message("uploading");
+    let mut options = PublishOptions::default();
+    options.version = args.version;
+    options.max_bytes_per_sec = args.max_rate;
+    options.part_size = usize::try_from(args.part_size)?;
+    options.concurrency = args.concurrency.max(1);
+    options.open = mapped();
+    let progress = bar.clone();
+    options.progress = Some(Arc::new(move |n| progress.inc(n)));
+    let published = runtime()?.block_on(store.publish(&args.store.dataset, &args.files, &options));
+    bar.finish_and_clear();
+    let published = published?;
+    let m = &published.manifest;
+    println!(
+        "published {} version {}: {} file(s), {} bytes, {} keys; CURRENT {} -> {}",
+        m.dataset,
+        m.version,
+        m.files.len(),
+        m.total_bytes(),
+        m.total_keys(),
+        published.previous.as_deref().unwrap_or("(none)"),
+        m.version
+    );
+    Ok(ExitCode::SUCCESS)
+}

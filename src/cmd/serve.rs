@@ -1,0 +1,156 @@
+//! `snapkv serve`: the HTTP reader.
+
+use anyhow::Context;
+use snapkv_reader::{Config, Limits, Source};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+const EXAMPLES: &str = "\
+Examples:
+  snapkv serve --file predictions=predictions.snapkv
+  curl localhost:8080/v1/datasets/predictions/keys/user:42
+  curl -X POST localhost:8080/v1/datasets/predictions/mget -d '{\"keys\": [\"user:42\", \"user:43\"]}'
+  curl 'localhost:8080/v1/datasets/predictions/scan?prefix=user:&limit=10'
+
+The API is specified in spec/openapi.yaml. SIGTERM or Ctrl-C stops accepting connections, lets
+in-flight requests finish and exits 0.";
+
+/// Serve datasets over HTTP from memory-mapped snapshots, swapping in new versions live.
+#[derive(clap::Args)]
+#[command(after_help = EXAMPLES)]
+pub struct Args {
+    /// Serve a local snapshot file as dataset NAME; reloaded when the path is replaced by a new
+    /// file (write elsewhere, then rename over it). Repeatable.
+    #[arg(long = "file", value_name = "NAME=PATH", value_parser = parse_file_source)]
+    files: Vec<(String, PathBuf)>,
+    /// Address to listen on.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:8080",
+        env = "SNAPKV_LISTEN"
+    )]
+    listen: SocketAddr,
+    /// How often sources are checked for a new version.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration, env = "SNAPKV_POLL_INTERVAL")]
+    poll_interval: Duration,
+    /// Block cache bound per dataset (decompressed blocks kept for the next lookup).
+    #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = snapkv_builder::parse_size, env = "SNAPKV_CACHE_BYTES")]
+    cache_bytes: u64,
+    /// Longest key accepted.
+    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_key_bytes)]
+    max_key_bytes: usize,
+    /// Largest request body.
+    #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = snapkv_builder::parse_size)]
+    max_body_bytes: u64,
+    /// Most keys in one mget request.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_mget_keys)]
+    max_mget_keys: usize,
+    /// Largest scan page.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_scan_limit)]
+    max_scan_limit: usize,
+    /// Time a client has to send request headers.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    header_read_timeout: Duration,
+    /// Most connections at once; further clients wait to be accepted.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_connections)]
+    max_connections: usize,
+    /// How long in-flight requests may take to finish on shutdown.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    drain_timeout: Duration,
+}
+
+fn parse_file_source(s: &str) -> Result<(String, PathBuf), String> {
+    match s.split_once('=') {
+        Some((name, path)) if !name.is_empty() && !path.is_empty() => {
+            Ok((name.to_owned(), PathBuf::from(path)))
+        }
+        _ => Err(format!("expected NAME=PATH, got {s:?}")),
+    }
+}
+
+/// `250ms`, `10s`, `5m`, `1h`; a bare number is seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: f64 = n
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 500ms, 10s, 5m or 1h"))?;
+    let secs = match unit.trim() {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown duration unit {other:?}: use ms, s, m or h"
+            ))
+        }
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?} is out of range"))
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    super::init_logging();
+    let sources: Vec<Source> = args
+        .files
+        .into_iter()
+        .map(|(name, path)| Source::File { name, path })
+        .collect();
+    if sources.is_empty() {
+        anyhow::bail!("nothing to serve: give --file NAME=PATH (see --help)");
+    }
+    let mut config = Config::new(sources);
+    config.poll_interval = args.poll_interval;
+    config.cache_bytes = args.cache_bytes as usize;
+    config.drain_timeout = args.drain_timeout;
+    let limits = &mut config.limits;
+    limits.max_key_bytes = args.max_key_bytes;
+    limits.max_body_bytes = args.max_body_bytes as usize;
+    limits.max_mget_keys = args.max_mget_keys;
+    limits.max_scan_limit = args.max_scan_limit;
+    limits.default_scan_limit = limits.default_scan_limit.min(args.max_scan_limit);
+    limits.header_read_timeout = args.header_read_timeout;
+    limits.max_connections = args.max_connections;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let addr = listener.local_addr()?;
+        // Tests and scripts read this line to find the port when listening on port 0.
+        println!("listening on http://{addr}");
+        use std::io::Write;
+        std::io::stdout().flush()?;
+        tracing::info!(%addr, "listening");
+        snapkv_reader::run(listener, config, shutdown_signal()).await?;
+        tracing::info!("stopped");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Completes on SIGTERM or Ctrl-C (SIGINT).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGTERM");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: shutting down"),
+    }
+}

@@ -1,0 +1,52 @@
+//! What the store commands (`publish`, `versions`, `rollback`, `gc`) share: where the store
+//! is, which dataset, and how to run the asynchronous store client.
+
+use anyhow::Context;
+use snapkv_store::{OpenSnapshot, Store};
+use std::sync::Arc;
+
+/// The store and dataset a command works on.
+#[derive(clap::Args)]
+pub struct StoreArgs {
+    /// Store: s3://BUCKET/PREFIX, gs://BUCKET/PREFIX, az://CONTAINER/PREFIX, file:///DIR, or a
+    /// local directory path.
+    #[arg(long, value_name = "URL")]
+    pub store: String,
+    /// Dataset name (letters, digits, '.', '_', '-').
+    #[arg(long, value_name = "NAME")]
+    pub dataset: String,
+    /// Store option KEY=VALUE, repeatable: endpoint, region, access_key_id, allow_http,
+    /// connect_timeout, max_retries, retry_timeout, … (AWS_*, GOOGLE_* and AZURE_* environment
+    /// variables are read too; options win).
+    #[arg(long = "store-option", value_name = "KEY=VALUE", value_parser = parse_option)]
+    pub options: Vec<(String, String)>,
+}
+
+impl StoreArgs {
+    /// Opens the store.
+    pub fn open(&self) -> anyhow::Result<Store> {
+        Store::open(&self.store, &self.options)
+            .with_context(|| format!("cannot open store {}", self.store))
+    }
+}
+
+fn parse_option(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
+}
+
+/// A runtime for one command: a single thread for the requests, Tokio's blocking pool for
+/// file reads, hashing and verification.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Verification opens files memory-mapped: a large snapshot is not read into memory.
+pub fn mapped() -> OpenSnapshot {
+    Arc::new(|path| Ok(snapkv_reader::open_snapshot(path, &Default::default())?))
+}

@@ -1,0 +1,330 @@
+//! Listing versions, rolling back, and collecting garbage.
+
+use crate::current::Swap;
+use crate::error::{Error, Result};
+use crate::files::blocking;
+use crate::layout::{check_name, DatasetPaths, CLAIM, MANIFEST};
+use crate::manifest::{Manifest, Pointer};
+use crate::Store;
+use futures_util::{StreamExt, TryStreamExt};
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectMeta, ObjectStoreExt, PutPayload};
+use std::time::Duration;
+
+/// One version folder of a dataset.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct VersionInfo {
+    /// The version.
+    pub version: String,
+    /// Whether `CURRENT` names it.
+    pub current: bool,
+    /// Its manifest; `None` for an incomplete version (an upload under way or abandoned).
+    pub manifest: Option<Manifest>,
+}
+
+/// What [`Store::gc`] keeps and deletes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GcOptions {
+    /// How many complete versions to keep (at least 1). Kept are the `keep` newest complete
+    /// versions, the current one, and the `keep - 1` complete versions just older than the
+    /// current one (the versions a rollback would go to). Default: 5.
+    pub keep: usize,
+    /// Incomplete versions whose newest object is younger than this are left alone (they may
+    /// be uploads under way; a live publisher refreshes its claim every minute). Default: 1h.
+    pub grace: Duration,
+    /// Only report what would be deleted. Default: false.
+    pub dry_run: bool,
+}
+
+impl Default for GcOptions {
+    fn default() -> Self {
+        GcOptions {
+            keep: 5,
+            grace: Duration::from_secs(3600),
+            dry_run: false,
+        }
+    }
+}
+
+/// What [`Store::gc`] did (or, with `dry_run`, would do).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GcReport {
+    /// Complete versions deleted.
+    pub deleted: Vec<String>,
+    /// Incomplete versions deleted as abandoned.
+    pub abandoned: Vec<String>,
+    /// Complete versions kept.
+    pub kept: Vec<String>,
+    /// Incomplete versions left alone: younger than the grace period.
+    pub in_progress: Vec<String>,
+}
+
+impl Store {
+    /// Lists the version folders of `dataset`, oldest first, with their manifests.
+    pub async fn versions(&self, dataset: &str) -> Result<Vec<VersionInfo>> {
+        let paths = DatasetPaths::new(&self.root, dataset)?;
+        let current = self.current(dataset).await?.map(|c| c.pointer.version);
+        let folder = paths.versions();
+        let listing = self
+            .objects
+            .list_with_delimiter(Some(&folder))
+            .await
+            .map_err(|e| self.err("LIST", &folder, e))?;
+        let mut names: Vec<String> = listing
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(str::to_owned))
+            .filter(|v| check_name("version", v).is_ok())
+            .collect();
+        names.sort();
+        let manifests: Vec<Option<Manifest>> = futures_util::stream::iter(names.iter())
+            .map(|v| async move {
+                match self.manifest(dataset, v).await {
+                    Ok(m) => Ok(Some(m)),
+                    Err(Error::NotFound { .. }) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            })
+            .buffered(8)
+            .try_collect()
+            .await?;
+        Ok(names
+            .into_iter()
+            .zip(manifests)
+            .map(|(version, manifest)| VersionInfo {
+                current: current.as_deref() == Some(version.as_str()),
+                version,
+                manifest,
+            })
+            .collect())
+    }
+
+    /// Moves `CURRENT` of `dataset` to the complete version `to` (older or newer), by
+    /// compare-and-swap. Returns the new pointer, or the unchanged one if `to` is already
+    /// current.
+    pub async fn rollback(&self, dataset: &str, to: &str) -> Result<Pointer> {
+        let paths = DatasetPaths::new(&self.root, dataset)?;
+        check_name("version", to)?;
+        let Some(current) = self.current(dataset).await? else {
+            return Err(Error::NotFound {
+                what: format!("CURRENT of {dataset} (nothing was published)"),
+            });
+        };
+        if let Err(e) = self.manifest(dataset, to).await {
+            if !e.is_not_found() {
+                return Err(e);
+            }
+            let objects = self.list_version(&paths, to).await?;
+            return Err(if objects.is_empty() {
+                Error::NotFound {
+                    what: format!("version {to} of {dataset}"),
+                }
+            } else {
+                Error::Refused {
+                    reason: format!(
+                        "version {to} of {dataset} is incomplete (it has no manifest): only \
+                         complete versions can be made current"
+                    ),
+                }
+            });
+        }
+        if current.pointer.version == to {
+            return Ok(current.pointer);
+        }
+        let pointer = Pointer::new(to, Some(&current.pointer.version), "rollback");
+        if let Swap::Lost = self
+            .swap_current(&paths, dataset, &pointer, Some(&current.tag))
+            .await?
+        {
+            let now = self.current(dataset).await?;
+            return Err(Error::Conflict {
+                reason: format!(
+                    "CURRENT of {dataset} moved to {} while rolling back from {}: nothing was \
+                     changed; check the versions and try again",
+                    now.as_ref()
+                        .map_or("nothing", |c| c.pointer.version.as_str()),
+                    current.pointer.version
+                ),
+                current: now.map(|c| Box::new(c.pointer)),
+            });
+        }
+        // gc deletes a manifest first and then checks CURRENT; rollback moves CURRENT first
+        // and then checks the manifest: one of the two sees the other.
+        if !self.exists(&paths.manifest(to)).await? {
+            if let Some(now) = self.current(dataset).await? {
+                if now.pointer.nonce == pointer.nonce {
+                    let back = Pointer::new(&current.pointer.version, Some(to), "rollback");
+                    self.swap_current(&paths, dataset, &back, Some(&now.tag))
+                        .await?;
+                }
+            }
+            return Err(Error::Conflict {
+                reason: format!(
+                    "version {to} of {dataset} was deleted while rolling back to it; CURRENT \
+                     was put back to {}",
+                    current.pointer.version
+                ),
+                current: Some(Box::new(current.pointer)),
+            });
+        }
+        Ok(pointer)
+    }
+
+    /// Deletes old complete versions of `dataset` and abandoned incomplete ones (see
+    /// [`GcOptions`]). Never deletes the version `CURRENT` names. A complete version loses its
+    /// manifest first, so an interrupted gc leaves an incomplete version, never a manifest
+    /// naming missing files.
+    pub async fn gc(&self, dataset: &str, options: &GcOptions) -> Result<GcReport> {
+        if options.keep == 0 {
+            return Err(Error::invalid("keep", "gc keeps at least 1 version"));
+        }
+        let paths = DatasetPaths::new(&self.root, dataset)?;
+        let versions = self.versions(dataset).await?;
+        let current = versions
+            .iter()
+            .find(|v| v.current)
+            .map(|v| v.version.clone());
+        let complete: Vec<&str> = versions
+            .iter()
+            .filter(|v| v.manifest.is_some())
+            .map(|v| v.version.as_str())
+            .collect();
+        let mut keep: Vec<&str> = complete.iter().rev().take(options.keep).copied().collect();
+        if let Some(c) = current.as_deref() {
+            keep.push(c);
+            keep.extend(
+                complete
+                    .iter()
+                    .rev()
+                    .filter(|v| **v < c)
+                    .take(options.keep - 1)
+                    .copied(),
+            );
+        }
+        let mut report = GcReport::default();
+        let now = chrono::Utc::now();
+        for info in &versions {
+            let v = info.version.as_str();
+            if info.manifest.is_some() {
+                if keep.contains(&v) {
+                    report.kept.push(v.to_owned());
+                    continue;
+                }
+                if !options.dry_run && !self.delete_complete(&paths, dataset, v).await? {
+                    report.kept.push(v.to_owned());
+                    continue;
+                }
+                report.deleted.push(v.to_owned());
+            } else {
+                if Some(v) == current.as_deref() {
+                    continue;
+                }
+                let objects = self.list_version(&paths, v).await?;
+                let newest = objects.iter().map(|o| o.last_modified).max();
+                let age = newest.map_or(Duration::MAX, |t| (now - t).to_std().unwrap_or_default());
+                if age < options.grace {
+                    report.in_progress.push(v.to_owned());
+                    continue;
+                }
+                if !options.dry_run {
+                    self.delete_objects(&paths, v, objects).await?;
+                }
+                report.abandoned.push(v.to_owned());
+            }
+        }
+        Ok(report)
+    }
+
+    pub(crate) async fn list_version(
+        &self,
+        paths: &DatasetPaths,
+        version: &str,
+    ) -> Result<Vec<ObjectMeta>> {
+        let folder = paths.version(version);
+        self.objects
+            .list(Some(&folder))
+            .try_collect()
+            .await
+            .map_err(|e| self.err("LIST", &folder, e))
+    }
+
+    /// Deletes a complete version unless `CURRENT` comes to name it meanwhile; returns whether
+    /// it was deleted.
+    async fn delete_complete(
+        &self,
+        paths: &DatasetPaths,
+        dataset: &str,
+        version: &str,
+    ) -> Result<bool> {
+        let manifest_path = paths.manifest(version);
+        let manifest = self
+            .objects
+            .get(&manifest_path)
+            .await
+            .map_err(|e| self.err("GET", &manifest_path, e))?
+            .bytes()
+            .await
+            .map_err(|e| self.err("GET", &manifest_path, e))?;
+        self.delete(&manifest_path).await?;
+        if self
+            .current(dataset)
+            .await?
+            .is_some_and(|c| c.pointer.version == version)
+        {
+            // A rollback to this version raced with us: put the manifest back.
+            self.objects
+                .put(&manifest_path, PutPayload::from(manifest))
+                .await
+                .map_err(|e| self.err("PUT", &manifest_path, e))?;
+            return Ok(false);
+        }
+        let objects = self.list_version(paths, version).await?;
+        self.delete_objects(paths, version, objects).await?;
+        Ok(true)
+    }
+
+    /// Deletes a version folder's objects, the claim last (so no new publisher can claim the
+    /// version while its old files are still being deleted).
+    pub(crate) async fn delete_objects(
+        &self,
+        paths: &DatasetPaths,
+        version: &str,
+        objects: Vec<ObjectMeta>,
+    ) -> Result<()> {
+        let (claims, files): (Vec<_>, Vec<_>) = objects
+            .into_iter()
+            .map(|o| o.location)
+            .partition(|p| p.filename() == Some(CLAIM));
+        for path in files.iter().filter(|p| p.filename() == Some(MANIFEST)) {
+            self.delete(path).await?;
+        }
+        for path in files.iter().filter(|p| p.filename() != Some(MANIFEST)) {
+            self.delete(path).await?;
+        }
+        for path in &claims {
+            self.delete(path).await?;
+        }
+        if let Some(dir) = &self.local_dir {
+            // Staging files of interrupted local uploads are invisible to listings.
+            let folder = dir.join(paths.version(version).as_ref());
+            blocking(move || match std::fs::remove_dir_all(&folder) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(Error::io("remove", folder, e))
+                }
+                _ => Ok(()),
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, path: &ObjectPath) -> Result<()> {
+        match self.objects.delete(path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.err("DELETE", path, e)),
+        }
+    }
+}

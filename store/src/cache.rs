@@ -1,0 +1,491 @@
+//! The fetch side: downloading a version into a local cache directory, verified.
+
+use crate::error::{Error, Result};
+use crate::files::{self, blocking, report, OpenSnapshot, Progress, RateLimit};
+use crate::layout::{check_name, DatasetPaths, MANIFEST};
+use crate::manifest::{parse_xxh3, Manifest, ManifestFile};
+use crate::Store;
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
+use object_store::{GetOptions, GetRange};
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use xxhash_rust::xxh3::Xxh3;
+
+/// A local directory of downloaded versions:
+///
+/// ```text
+/// <dir>/<dataset>/<version>/<file>             complete files: verified, read-only
+/// <dir>/<dataset>/<version>/.<file>.partial    a download under way or interrupted
+/// <dir>/<dataset>/<version>/MANIFEST.json      written last: every file is complete
+/// ```
+///
+/// A file gets its final name only after it was fsynced and verified (size and XXH3 against
+/// the manifest, then the snapshot's own full verification) and made read-only; it is never
+/// modified afterwards. Whoever maps a file may rely on that.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cache {
+    dir: PathBuf,
+}
+
+/// A complete version in a [`Cache`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct CachedVersion {
+    /// The dataset.
+    pub dataset: String,
+    /// The version.
+    pub version: String,
+    /// Its directory.
+    pub dir: PathBuf,
+    /// Its manifest, as fetched from the store.
+    pub manifest: Manifest,
+}
+
+impl CachedVersion {
+    /// Path of the file called `name`.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Paths of every file, in manifest order.
+    pub fn paths(&self) -> Vec<PathBuf> {
+        self.manifest
+            .files
+            .iter()
+            .map(|f| self.path(&f.name))
+            .collect()
+    }
+}
+
+/// How to fetch.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct FetchOptions {
+    /// Bandwidth bound for the download, in bytes per second. Default: none.
+    pub max_bytes_per_sec: Option<u64>,
+    /// Files downloaded at once. Default: 2.
+    pub concurrency: usize,
+    /// Told about bytes downloaded.
+    pub progress: Option<Progress>,
+    /// Opens each downloaded file for the snapshot's full verification.
+    /// Default: [`crate::read_snapshot`].
+    pub open: OpenSnapshot,
+}
+
+impl Default for FetchOptions {
+    fn default() -> Self {
+        FetchOptions {
+            max_bytes_per_sec: None,
+            concurrency: 2,
+            progress: None,
+            open: files::default_open(),
+        }
+    }
+}
+
+impl std::fmt::Debug for FetchOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FetchOptions")
+            .field("max_bytes_per_sec", &self.max_bytes_per_sec)
+            .field("concurrency", &self.concurrency)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cache {
+    /// A cache in `dir` (created when something is fetched into it).
+    pub fn new(dir: impl Into<PathBuf>) -> Cache {
+        Cache { dir: dir.into() }
+    }
+
+    /// The cache's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn version_dir(&self, dataset: &str, version: &str) -> PathBuf {
+        self.dir.join(dataset).join(version)
+    }
+
+    /// The complete version `version` of `dataset`, if the cache has it: its marker manifest
+    /// is there and every file has the manifest's size (files were verified before they got
+    /// their names; this does not read them). Blocking file I/O.
+    pub fn get(&self, dataset: &str, version: &str) -> Result<Option<CachedVersion>> {
+        check_name("dataset name", dataset)?;
+        check_name("version", version)?;
+        let dir = self.version_dir(dataset, version);
+        let marker = dir.join(MANIFEST);
+        let bytes = match std::fs::read(&marker) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("read", marker, e)),
+        };
+        let Ok(manifest) = Manifest::parse(&bytes, &marker.display().to_string(), dataset, version)
+        else {
+            return Ok(None);
+        };
+        for f in &manifest.files {
+            match std::fs::metadata(dir.join(&f.name)) {
+                Ok(m) if m.is_file() && m.len() == f.bytes => {}
+                _ => return Ok(None),
+            }
+        }
+        Ok(Some(CachedVersion {
+            dataset: dataset.to_owned(),
+            version: version.to_owned(),
+            dir,
+            manifest,
+        }))
+    }
+
+    /// The complete versions of `dataset` in the cache, oldest first: what a reader can serve
+    /// at start-up without asking storage. Blocking file I/O.
+    pub fn versions(&self, dataset: &str) -> Result<Vec<CachedVersion>> {
+        check_name("dataset name", dataset)?;
+        let dir = self.dir.join(dataset);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io("list", dir, e)),
+        };
+        let mut found = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io("list", &dir, e))?;
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            if check_name("version", &name).is_err() {
+                continue;
+            }
+            if let Some(v) = self.get(dataset, &name)? {
+                found.push(v);
+            }
+        }
+        found.sort_by(|a, b| a.version.cmp(&b.version));
+        Ok(found)
+    }
+
+    /// Removes a version from the cache (its marker first, so a crash midway leaves an
+    /// incomplete version, never a marker without files). Files that are mapped stay
+    /// readable through their mappings. Blocking file I/O.
+    pub fn remove(&self, dataset: &str, version: &str) -> Result<()> {
+        check_name("dataset name", dataset)?;
+        check_name("version", version)?;
+        let dir = self.version_dir(dataset, version);
+        remove_if_exists(&dir.join(MANIFEST))?;
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io("remove", dir, e)),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Store {
+    /// Downloads `version` of `dataset` into `cache`, or returns it at once if the cache
+    /// already has it with the same manifest.
+    ///
+    /// Each file is downloaded to `.<name>.partial`, fsynced, checked against the manifest
+    /// (size, XXH3), verified as a snapshot ([`snapkv_format::Snapshot::verify`], through
+    /// `options.open`), made read-only and renamed to `<name>`; the version's `MANIFEST.json`
+    /// is written last. An interrupted download resumes from its partial file on the next
+    /// call (a partial whose bytes turn out wrong is discarded and fetched again once). A file
+    /// that fails a check is deleted and reported as [`Error::Corrupt`]; nothing corrupt ever
+    /// gets a final name.
+    pub async fn fetch(
+        &self,
+        dataset: &str,
+        version: &str,
+        cache: &Cache,
+        options: &FetchOptions,
+    ) -> Result<CachedVersion> {
+        let manifest = self.manifest(dataset, version).await?;
+        let paths = DatasetPaths::new(&self.root, dataset)?;
+        let dir = cache.version_dir(dataset, version);
+        let marker = dir.join(MANIFEST);
+        {
+            let (cache, d, v) = (cache.clone(), dataset.to_owned(), version.to_owned());
+            if let Some(cached) = blocking(move || cache.get(&d, &v)).await? {
+                if cached.manifest == manifest {
+                    return Ok(cached);
+                }
+            }
+        }
+        {
+            // A marker that differs from storage (the version was deleted and published
+            // again): drop it; each file is re-checked against the new manifest below.
+            let (dir, marker) = (dir.clone(), marker.clone());
+            blocking(move || {
+                remove_if_exists(&marker)?;
+                std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", dir, e))
+            })
+            .await?;
+        }
+        let limit = RateLimit::new(options.max_bytes_per_sec);
+        futures_util::stream::iter(manifest.files.iter())
+            .map(|f| self.fetch_file(&paths, version, &dir, f, options, &limit))
+            .buffer_unordered(options.concurrency.max(1))
+            .try_collect::<()>()
+            .await?;
+        let body = serde_json::to_vec_pretty(&manifest).expect("serializable");
+        let (d, m) = (dir.clone(), marker.clone());
+        blocking(move || write_durably(&d, &m, &body)).await?;
+        Ok(CachedVersion {
+            dataset: dataset.to_owned(),
+            version: version.to_owned(),
+            dir,
+            manifest,
+        })
+    }
+
+    async fn fetch_file(
+        &self,
+        paths: &DatasetPaths,
+        version: &str,
+        dir: &Path,
+        file: &ManifestFile,
+        options: &FetchOptions,
+        limit: &Option<Arc<RateLimit>>,
+    ) -> Result<()> {
+        let expected = (
+            file.bytes,
+            parse_xxh3(&file.xxh3).expect("checked when the manifest was parsed"),
+        );
+        let target = dir.join(&file.name);
+        let partial = dir.join(format!(".{}.partial", file.name));
+        {
+            let target = target.clone();
+            let kept = blocking(move || -> Result<bool> {
+                match File::open(&target) {
+                    Ok(mut f) => {
+                        let found = files::hash_reader(&mut f, Xxh3::new())
+                            .map_err(|e| Error::io("read", &target, e))?;
+                        if found == expected {
+                            return Ok(true);
+                        }
+                        remove_if_exists(&target)?;
+                        Ok(false)
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+                    Err(e) => Err(Error::io("open", target, e)),
+                }
+            })
+            .await?;
+            if kept {
+                return Ok(());
+            }
+        }
+        let what = format!("{}/{}", version, file.name);
+        let mut resume = true;
+        loop {
+            match self
+                .download(
+                    paths, version, file, &partial, expected, resume, options, limit,
+                )
+                .await
+            {
+                Ok(()) => break,
+                Err(DownloadError::Resumed(_)) if resume => resume = false,
+                Err(DownloadError::Resumed(e) | DownloadError::Other(e)) => return Err(e),
+            }
+        }
+        let open = options.open.clone();
+        blocking(move || {
+            let verified = open(&partial).and_then(|s| s.verify().map_err(Into::into));
+            if let Err(source) = verified {
+                remove_if_exists(&partial)?;
+                return Err(Error::Corrupt {
+                    what: format!("downloaded {what}"),
+                    detail: "not a valid snapshot".into(),
+                    source: Some(source),
+                });
+            }
+            let mut permissions = std::fs::metadata(&partial)
+                .map_err(|e| Error::io("stat", &partial, e))?
+                .permissions();
+            permissions.set_readonly(true);
+            std::fs::set_permissions(&partial, permissions)
+                .map_err(|e| Error::io("make read-only", &partial, e))?;
+            std::fs::rename(&partial, &target).map_err(|e| Error::io("rename", &partial, e))?;
+            sync_dir(target.parent().expect("a file in a directory"))
+        })
+        .await
+    }
+
+    /// Downloads one object into `partial` (continuing it if `resume`), fsyncs it and checks
+    /// size and XXH3.
+    #[allow(clippy::too_many_arguments)]
+    async fn download(
+        &self,
+        paths: &DatasetPaths,
+        version: &str,
+        file: &ManifestFile,
+        partial: &Path,
+        expected: (u64, u64),
+        resume: bool,
+        options: &FetchOptions,
+        limit: &Option<Arc<RateLimit>>,
+    ) -> Result<(), DownloadError> {
+        let path = paths.file(version, &file.name);
+        let size = file.bytes;
+        let target = partial.to_owned();
+        let offset = blocking(move || -> Result<u64> {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&target)
+                .map_err(|e| Error::io("open", &target, e))?;
+            let len = f
+                .metadata()
+                .map_err(|e| Error::io("stat", &target, e))?
+                .len();
+            let keep = if resume && len <= size { len } else { 0 };
+            f.set_len(keep)
+                .map_err(|e| Error::io("truncate", &target, e))?;
+            Ok(keep)
+        })
+        .await
+        .map_err(DownloadError::Other)?;
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+        let target = partial.to_owned();
+        // The writer owns the file on the blocking pool; chunks reach it through a channel.
+        // It hashes the kept prefix first, so the digest covers the whole file.
+        let writer = tokio::task::spawn_blocking(move || -> Result<(u64, u64)> {
+            let io = |action, e| Error::io(action, &target, e);
+            let mut f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&target)
+                .map_err(|e| io("open", e))?;
+            let mut hasher = Xxh3::new();
+            let mut buf = vec![0u8; 1 << 20];
+            let mut left = offset;
+            while left > 0 {
+                let n = left.min(buf.len() as u64) as usize;
+                f.read_exact(&mut buf[..n]).map_err(|e| io("read", e))?;
+                hasher.update(&buf[..n]);
+                left -= n as u64;
+            }
+            f.seek(SeekFrom::Start(offset)).map_err(|e| io("seek", e))?;
+            let mut total = offset;
+            while let Some(chunk) = rx.blocking_recv() {
+                f.write_all(&chunk).map_err(|e| io("write", e))?;
+                hasher.update(&chunk);
+                total += chunk.len() as u64;
+            }
+            f.sync_all().map_err(|e| io("fsync", e))?;
+            Ok((total, hasher.digest()))
+        });
+        let streamed = self
+            .stream_into(&path, offset, size, tx, options, limit)
+            .await;
+        let found = match writer.await {
+            Ok(r) => r.map_err(DownloadError::Other)?,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        };
+        streamed.map_err(DownloadError::Other)?;
+        if found != expected {
+            let what = format!("downloaded {version}/{}", file.name);
+            let e = Error::corrupt(
+                what,
+                format!(
+                    "{} bytes with XXH3 {:016x}, where the manifest says {} bytes with {}",
+                    found.0, found.1, file.bytes, file.xxh3
+                ),
+            );
+            let p = partial.to_owned();
+            blocking(move || remove_if_exists(&p))
+                .await
+                .map_err(DownloadError::Other)?;
+            return Err(if offset > 0 {
+                DownloadError::Resumed(e)
+            } else {
+                DownloadError::Other(e)
+            });
+        }
+        Ok(())
+    }
+
+    /// Streams the object from `offset` on into the writer's channel.
+    async fn stream_into(
+        &self,
+        path: &object_store::path::Path,
+        offset: u64,
+        size: u64,
+        tx: tokio::sync::mpsc::Sender<Bytes>,
+        options: &FetchOptions,
+        limit: &Option<Arc<RateLimit>>,
+    ) -> Result<()> {
+        if offset == size {
+            return Ok(());
+        }
+        let get = GetOptions {
+            range: (offset > 0).then_some(GetRange::Offset(offset)),
+            ..Default::default()
+        };
+        let result = self
+            .objects
+            .get_opts(path, get)
+            .await
+            .map_err(|e| self.err("GET", path, e))?;
+        if result.meta.size != size {
+            return Err(Error::corrupt(
+                format!("stored object {path}"),
+                format!("{} bytes, where the manifest says {size}", result.meta.size),
+            ));
+        }
+        let mut stream = result.into_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| self.err("GET", path, e))?;
+            if let Some(limit) = limit {
+                limit.take(chunk.len() as u64).await;
+            }
+            report(&options.progress, chunk.len() as u64);
+            if tx.send(chunk).await.is_err() {
+                // The writer stopped: its error is the one to report.
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+enum DownloadError {
+    /// Bad bytes in a download that continued an earlier partial file: worth one fresh try.
+    Resumed(Error),
+    Other(Error),
+}
+
+fn remove_if_exists(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io("remove", path, e)),
+        _ => Ok(()),
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    #[cfg(unix)]
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("fsync", dir, e))?;
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
+/// Writes `path` as temp file → fsync → rename → fsync of the directory.
+fn write_durably(dir: &Path, path: &Path, body: &[u8]) -> Result<()> {
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
+    ));
+    let mut f = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+    f.write_all(body).map_err(|e| Error::io("write", &tmp, e))?;
+    f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(|e| Error::io("rename", &tmp, e))?;
+    sync_dir(dir)
+}

@@ -1,0 +1,186 @@
+//! The public error, grouped by what the caller can do about it. Backend errors stay private:
+//! they are mapped once, in [`Error::storage`], and kept only as a `source()`.
+
+use crate::manifest::Pointer;
+use std::path::PathBuf;
+
+/// A boxed error from a layer below (object store, file system, snapshot format).
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Result of this crate's operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a store operation failed. Variants say what the caller can do; `source()` says why.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A URL, option, name or argument is not acceptable: fix the invocation.
+    #[error("invalid {what}: {detail}")]
+    Invalid {
+        /// What was rejected (`store URL`, `dataset name`, `version`, …).
+        what: &'static str,
+        /// Why.
+        detail: String,
+    },
+    /// A named thing (dataset, version, object) does not exist.
+    #[error("{what} not found")]
+    NotFound {
+        /// What was looked for.
+        what: String,
+    },
+    /// The request contradicts the store's state (a version that is not newer than
+    /// `CURRENT`, a version that already exists, an incomplete rollback target): choose
+    /// another version, or use `rollback`.
+    #[error("{reason}")]
+    Refused {
+        /// What is in the way, and what to do instead.
+        reason: String,
+    },
+    /// Another writer got there first: `CURRENT` moved, or the version was claimed, while
+    /// this operation was under way. Nothing this operation wrote is visible in `CURRENT`.
+    #[error("{reason}")]
+    Conflict {
+        /// Who won, and what is left behind.
+        reason: String,
+        /// `CURRENT` as read after losing, if it exists.
+        current: Option<Box<Pointer>>,
+    },
+    /// Bytes failed a check: a local file before upload, a stored object or manifest after
+    /// download. Corrupt data is never renamed into a cache or made current.
+    #[error("{what} is corrupt: {detail}")]
+    Corrupt {
+        /// The file or object.
+        what: String,
+        /// What does not match.
+        detail: String,
+        /// The format error, when the snapshot format found the fault.
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// Storage could not be reached, or kept failing, after bounded retries: try again later
+    /// (readers keep serving what they have).
+    #[error("storage at {url} is unavailable ({op} {path})")]
+    Unavailable {
+        /// The store's URL.
+        url: String,
+        /// The operation (`GET`, `PUT`, `LIST`, …).
+        op: &'static str,
+        /// The object.
+        path: String,
+        /// The transport error.
+        #[source]
+        source: BoxError,
+    },
+    /// A local file or directory could not be read or written.
+    #[error("cannot {action} {}", path.display())]
+    Io {
+        /// What was being done (`read`, `create`, `rename`, …).
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Any other storage failure (permission denied, an unsupported operation, a malformed
+    /// answer): usually needs an operator.
+    #[error("storage at {url} failed ({op} {path})")]
+    Storage {
+        /// The store's URL.
+        url: String,
+        /// The operation.
+        op: &'static str,
+        /// The object.
+        path: String,
+        /// The cause.
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl Error {
+    /// Maps an object-store error: the one place backend errors are classified.
+    pub(crate) fn storage(
+        url: &str,
+        op: &'static str,
+        path: &str,
+        e: object_store::Error,
+    ) -> Error {
+        match e {
+            object_store::Error::NotFound { .. } => Error::NotFound {
+                what: format!("object {path}"),
+            },
+            e if is_transport(&e) => Error::Unavailable {
+                url: url.to_owned(),
+                op,
+                path: path.to_owned(),
+                source: Box::new(e),
+            },
+            object_store::Error::NotImplemented { .. }
+            | object_store::Error::NotSupported { .. } => Error::Storage {
+                url: url.to_owned(),
+                op,
+                path: path.to_owned(),
+                source: format!(
+                    "{e}; snapkv needs conditional writes (S3: If-None-Match and If-Match, \
+                         the default `conditional_put=etag`)"
+                )
+                .into(),
+            },
+            e => Error::Storage {
+                url: url.to_owned(),
+                op,
+                path: path.to_owned(),
+                source: Box::new(e),
+            },
+        }
+    }
+
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Error {
+        Error::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn invalid(what: &'static str, detail: impl Into<String>) -> Error {
+        Error::Invalid {
+            what,
+            detail: detail.into(),
+        }
+    }
+
+    pub(crate) fn corrupt(what: impl Into<String>, detail: impl Into<String>) -> Error {
+        Error::Corrupt {
+            what: what.into(),
+            detail: detail.into(),
+            source: None,
+        }
+    }
+
+    /// True for [`Error::NotFound`].
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::NotFound { .. })
+    }
+}
+
+/// True when the request never got an answer: connection refused, DNS failure, timeouts
+/// (after the client's bounded retries).
+fn is_transport(e: &object_store::Error) -> bool {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        if err
+            .downcast_ref::<object_store::client::HttpError>()
+            .is_some()
+        {
+            return true;
+        }
+        next = err.source();
+    }
+    false
+}

@@ -1,0 +1,153 @@
+//! Where things live in the store, and which names are acceptable.
+
+use crate::error::{Error, Result};
+use object_store::path::Path as ObjectPath;
+
+/// The pointer object, per dataset.
+pub(crate) const CURRENT: &str = "CURRENT";
+/// The lock file of compare-and-swap on local directories, per dataset.
+pub(crate) const CURRENT_LOCK: &str = "CURRENT.lock";
+/// The folder of versions, per dataset.
+pub(crate) const VERSIONS: &str = "versions";
+/// Written last into a version folder: its presence makes the version complete.
+pub(crate) const MANIFEST: &str = "MANIFEST.json";
+/// Written first into a version folder (create-if-absent): the publisher's claim.
+pub(crate) const CLAIM: &str = "PUBLISHING.json";
+
+/// Longest dataset, version or file name.
+pub(crate) const MAX_NAME_LEN: usize = 128;
+
+/// Checks a dataset, version or file name: 1 to 128 of `[A-Za-z0-9._-]`, starting with a
+/// letter or digit. Such names are safe as object keys and file names everywhere, and sort
+/// bytewise the way they read.
+pub(crate) fn check_name(what: &'static str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            what,
+            format!(
+                "{name:?}: use 1 to {MAX_NAME_LEN} letters, digits, '.', '_' or '-', starting \
+                 with a letter or digit"
+            ),
+        ))
+    }
+}
+
+/// Checks a snapshot file name inside a version: a name, and not one the layout reserves.
+pub(crate) fn check_file_name(name: &str) -> Result<()> {
+    check_name("file name", name)?;
+    if name == MANIFEST || name == CLAIM {
+        return Err(Error::invalid(
+            "file name",
+            format!("{name:?} is reserved by the store layout"),
+        ));
+    }
+    Ok(())
+}
+
+/// Paths of one dataset under a store's root.
+#[derive(Debug, Clone)]
+pub(crate) struct DatasetPaths {
+    dataset: ObjectPath,
+}
+
+impl DatasetPaths {
+    pub(crate) fn new(root: &ObjectPath, dataset: &str) -> Result<DatasetPaths> {
+        check_name("dataset name", dataset)?;
+        Ok(DatasetPaths {
+            dataset: root.clone().join(dataset),
+        })
+    }
+
+    pub(crate) fn current(&self) -> ObjectPath {
+        self.dataset.clone().join(CURRENT)
+    }
+
+    pub(crate) fn versions(&self) -> ObjectPath {
+        self.dataset.clone().join(VERSIONS)
+    }
+
+    pub(crate) fn version(&self, version: &str) -> ObjectPath {
+        self.versions().join(version)
+    }
+
+    pub(crate) fn manifest(&self, version: &str) -> ObjectPath {
+        self.version(version).join(MANIFEST)
+    }
+
+    pub(crate) fn claim(&self, version: &str) -> ObjectPath {
+        self.version(version).join(CLAIM)
+    }
+
+    pub(crate) fn file(&self, version: &str, name: &str) -> ObjectPath {
+        self.version(version).join(name)
+    }
+}
+
+/// The default version: the current UTC time as `YYYYMMDDTHHMMSSZ`.
+pub(crate) fn default_version() -> String {
+    chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string()
+}
+
+/// The current UTC time, RFC 3339 with milliseconds.
+pub(crate) fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for ok in ["a", "20261127T031500Z", "v1.2-rc_3", &"x".repeat(128)] {
+            check_name("version", ok).unwrap();
+        }
+        for bad in [
+            "",
+            ".hidden",
+            "-x",
+            "a/b",
+            "a b",
+            "é",
+            &"x".repeat(129),
+            "..",
+            "_x",
+        ] {
+            assert!(check_name("version", bad).is_err(), "{bad:?}");
+        }
+        assert!(check_file_name("MANIFEST.json").is_err());
+        assert!(check_file_name("PUBLISHING.json").is_err());
+        check_file_name("part-0.snapkv").unwrap();
+    }
+
+    #[test]
+    fn default_version_sorts_by_time() {
+        let v = default_version();
+        assert_eq!(v.len(), 16, "{v}");
+        assert!(v.ends_with('Z') && v.as_bytes()[8] == b'T', "{v}");
+        check_name("version", &v).unwrap();
+    }
+
+    #[test]
+    fn paths() {
+        let p = DatasetPaths::new(&ObjectPath::from("root/prefix"), "scores").unwrap();
+        assert_eq!(p.current().as_ref(), "root/prefix/scores/CURRENT");
+        assert_eq!(
+            p.manifest("v1").as_ref(),
+            "root/prefix/scores/versions/v1/MANIFEST.json"
+        );
+        let p = DatasetPaths::new(&ObjectPath::default(), "scores").unwrap();
+        assert_eq!(
+            p.file("v1", "a.snapkv").as_ref(),
+            "scores/versions/v1/a.snapkv"
+        );
+    }
+}

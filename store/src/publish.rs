@@ -1,0 +1,554 @@
+//! Publishing a version: verify, claim, upload, check, manifest, compare-and-swap `CURRENT`.
+
+use crate::current::Swap;
+use crate::error::{Error, Result};
+use crate::files::{
+    self, blocking, read_chunk, report, LocalSnapshot, OpenSnapshot, Progress, RateLimit,
+};
+use crate::layout::{check_file_name, check_name, default_version, now_rfc3339, DatasetPaths};
+use crate::manifest::{
+    format_xxh3, identity, nonce, Claim, Manifest, ManifestFile, Pointer, MANIFEST_VERSION,
+};
+use crate::Store;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use xxhash_rust::xxh3::Xxh3;
+
+/// Smallest multipart part S3 accepts (all parts but the last).
+const MIN_PART_SIZE: usize = 5 << 20;
+/// S3 takes at most 10,000 parts; part sizes grow for files that would need more.
+const MAX_PARTS: u64 = 9_000;
+/// How often a publisher refreshes its claim while uploading. `gc` treats an incomplete
+/// version as abandoned only after its newest object is older than the grace period, which
+/// must be much longer than this.
+pub(crate) const HEARTBEAT: Duration = Duration::from_secs(60);
+
+/// How to publish.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct PublishOptions {
+    /// The version. Default: the version recorded in the files' metadata if they name one,
+    /// else the current UTC time as `YYYYMMDDTHHMMSSZ`.
+    pub version: Option<String>,
+    /// Multipart part size in bytes (at least 5 MiB; grows for files over ~9,000 parts).
+    /// Default: 16 MiB.
+    pub part_size: usize,
+    /// Parts in flight at once, per file. Default: 8.
+    pub concurrency: usize,
+    /// Bandwidth bound for the upload, in bytes per second. Default: none.
+    pub max_bytes_per_sec: Option<u64>,
+    /// Told about bytes uploaded.
+    pub progress: Option<Progress>,
+    /// Opens each local file for the verification pass before upload.
+    /// Default: [`crate::read_snapshot`].
+    pub open: OpenSnapshot,
+}
+
+impl Default for PublishOptions {
+    fn default() -> Self {
+        PublishOptions {
+            version: None,
+            part_size: 16 << 20,
+            concurrency: 8,
+            max_bytes_per_sec: None,
+            progress: None,
+            open: files::default_open(),
+        }
+    }
+}
+
+impl std::fmt::Debug for PublishOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PublishOptions")
+            .field("version", &self.version)
+            .field("part_size", &self.part_size)
+            .field("concurrency", &self.concurrency)
+            .field("max_bytes_per_sec", &self.max_bytes_per_sec)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What [`Store::publish`] did.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Published {
+    /// The manifest written.
+    pub manifest: Manifest,
+    /// The version `CURRENT` named before, if any.
+    pub previous: Option<String>,
+}
+
+/// Aborts a spawned task when dropped (also when the owning future is dropped midway).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Store {
+    /// Publishes snapshot `files` as a new version of `dataset` and makes it current.
+    ///
+    /// In order: verify every file (full checksum pass) and hash it; refuse a version that is
+    /// not newer than `CURRENT` or that already exists; claim the version folder
+    /// (`PUBLISHING.json`, create-if-absent); upload each file (multipart, bounded
+    /// concurrency), checking that the bytes sent hash to what was verified; check every
+    /// object's size; write `MANIFEST.json` (create-if-absent); then compare-and-swap `CURRENT`
+    /// from what was read at the start.
+    ///
+    /// `CURRENT` only ever names versions whose manifest was written after all their files.
+    /// If another publisher moved `CURRENT` meanwhile, this fails with [`Error::Conflict`]
+    /// naming the winner; the version stays complete but not current.
+    pub async fn publish<P: AsRef<Path>>(
+        &self,
+        dataset: &str,
+        files: &[P],
+        options: &PublishOptions,
+    ) -> Result<Published> {
+        let files: Vec<PathBuf> = files.iter().map(|f| f.as_ref().to_owned()).collect();
+        let files = &files[..];
+        let paths = DatasetPaths::new(&self.root, dataset)?;
+        let names = file_names(files)?;
+        let mut locals = Vec::with_capacity(files.len());
+        for file in files {
+            locals.push(files::verify_local(file.clone(), options.open.clone()).await?);
+        }
+        let version = choose_version(dataset, files, &locals, options.version.as_deref())?;
+
+        let current = self.current(dataset).await?;
+        if let Some(c) = &current {
+            if version <= c.pointer.version {
+                return Err(Error::Refused {
+                    reason: format!(
+                        "version {version} of {dataset} is not newer than the current version \
+                         {}: publish a later version, or use rollback to return to an existing one",
+                        c.pointer.version
+                    ),
+                });
+            }
+        }
+        if self.exists(&paths.manifest(&version)).await? {
+            return Err(already_exists(dataset, &version));
+        }
+        self.claim(&paths, dataset, &version, current.as_ref())
+            .await?;
+        if self.exists(&paths.manifest(&version)).await? {
+            return Err(already_exists(dataset, &version));
+        }
+        let heartbeat = AbortOnDrop(tokio::spawn(
+            self.clone().heartbeat(paths.clone(), version.clone()),
+        ));
+
+        let uploaded = self
+            .upload_all(&paths, &version, files, &names, &locals, options)
+            .await;
+        if let Err(e) = uploaded {
+            // A failure we live to see (not a kill): remove what this attempt wrote, so the
+            // version can be published again at once. Best effort; gc covers what remains.
+            drop(heartbeat);
+            if let Err(cleanup) = self.abandon(&paths, &version).await {
+                tracing::warn!(%version, error = %cleanup, "cannot remove an interrupted upload");
+            }
+            return Err(e);
+        }
+
+        let manifest = Manifest {
+            manifest_version: MANIFEST_VERSION,
+            dataset: dataset.to_owned(),
+            version: version.clone(),
+            created_at: now_rfc3339(),
+            format_version: snapkv_format::FORMAT_VERSION,
+            published_by: identity(),
+            files: names
+                .iter()
+                .zip(&locals)
+                .map(|(name, l)| ManifestFile {
+                    name: name.clone(),
+                    bytes: l.bytes,
+                    xxh3: format_xxh3(l.xxh3),
+                    keys: l.keys,
+                    built_at: l.metadata.created_at.clone(),
+                    builder: l.metadata.builder.clone(),
+                })
+                .collect(),
+        };
+        self.write_manifest(&paths, &manifest).await?;
+        drop(heartbeat);
+
+        let previous = current.as_ref().map(|c| c.pointer.version.clone());
+        let pointer = Pointer::new(&version, previous.as_deref(), "publish");
+        match self
+            .swap_current(&paths, dataset, &pointer, current.as_ref().map(|c| &c.tag))
+            .await?
+        {
+            Swap::Done => Ok(Published { manifest, previous }),
+            Swap::Lost => {
+                let now = self.current(dataset).await?;
+                let winner = match &now {
+                    Some(c) => format!(
+                        "{} was made current by {} at {}",
+                        c.pointer.version, c.pointer.updated_by, c.pointer.updated_at
+                    ),
+                    None => "CURRENT was removed".into(),
+                };
+                Err(Error::Conflict {
+                    reason: format!(
+                        "lost the race for CURRENT of {dataset}: {winner} while {version} was \
+                         being published. {version} is complete but not current: roll back to it \
+                         to make it current, or let gc remove it"
+                    ),
+                    current: now.map(|c| Box::new(c.pointer)),
+                })
+            }
+        }
+    }
+
+    /// Uploads every file and checks what is stored (steps 4 and 5 of the protocol).
+    async fn upload_all(
+        &self,
+        paths: &DatasetPaths,
+        version: &str,
+        files: &[PathBuf],
+        names: &[String],
+        locals: &[LocalSnapshot],
+        options: &PublishOptions,
+    ) -> Result<()> {
+        let limit = RateLimit::new(options.max_bytes_per_sec);
+        for ((file, name), local) in files.iter().zip(names).zip(locals) {
+            let path = paths.file(version, name);
+            let (bytes, xxh3) = self
+                .upload(&path, file, local.bytes, options, &limit)
+                .await?;
+            if (bytes, xxh3) != (local.bytes, local.xxh3) {
+                return Err(Error::corrupt(
+                    file.display().to_string(),
+                    format!(
+                        "the file changed while it was published ({bytes} bytes with XXH3 {} \
+                         uploaded, {} bytes with {} verified)",
+                        format_xxh3(xxh3),
+                        local.bytes,
+                        format_xxh3(local.xxh3)
+                    ),
+                ));
+            }
+        }
+        for (name, local) in names.iter().zip(locals) {
+            let path = paths.file(version, name);
+            let meta = self
+                .objects
+                .head(&path)
+                .await
+                .map_err(|e| self.err("HEAD", &path, e))?;
+            if meta.size != local.bytes {
+                return Err(Error::corrupt(
+                    format!("stored object {path}"),
+                    format!("{} bytes stored, {} uploaded", meta.size, local.bytes),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the objects of an incomplete version this process claimed, the claim last.
+    async fn abandon(&self, paths: &DatasetPaths, version: &str) -> Result<()> {
+        let objects = self.list_version(paths, version).await?;
+        self.delete_objects(paths, version, objects).await
+    }
+
+    pub(crate) async fn exists(&self, path: &ObjectPath) -> Result<bool> {
+        match self.objects.head(path).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.err("HEAD", path, e)),
+        }
+    }
+
+    /// Creates the claim on a version folder, or says who holds it.
+    async fn claim(
+        &self,
+        paths: &DatasetPaths,
+        dataset: &str,
+        version: &str,
+        current: Option<&crate::Current>,
+    ) -> Result<()> {
+        let now = now_rfc3339();
+        let claim = Claim {
+            version: version.to_owned(),
+            started_at: now.clone(),
+            heartbeat_at: now,
+            by: identity(),
+            nonce: nonce(),
+        };
+        let path = paths.claim(version);
+        let body = PutPayload::from(serde_json::to_vec_pretty(&claim).expect("serializable"));
+        match self
+            .objects
+            .put_opts(&path, body, PutOptions::from(PutMode::Create))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(
+                object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. },
+            ) => {
+                let held = self.read_claim(&path).await?;
+                if held.as_ref().is_some_and(|h| h.nonce == claim.nonce) {
+                    // Our own create, retried after a lost answer.
+                    return Ok(());
+                }
+                let holder = match held {
+                    Some(h) => format!(
+                        "{} (started {}, last seen {})",
+                        h.by, h.started_at, h.heartbeat_at
+                    ),
+                    None => "another publisher".into(),
+                };
+                Err(Error::Conflict {
+                    reason: format!(
+                        "version {version} of {dataset} is already being published by {holder}: \
+                         choose another version, or, if that attempt was abandoned, let gc \
+                         remove it"
+                    ),
+                    current: current.map(|c| Box::new(c.pointer.clone())),
+                })
+            }
+            Err(e) => Err(self.err("PUT", &path, e)),
+        }
+    }
+
+    pub(crate) async fn read_claim(&self, path: &ObjectPath) -> Result<Option<Claim>> {
+        match self.objects.get(path).await {
+            Ok(r) => {
+                let bytes = r.bytes().await.map_err(|e| self.err("GET", path, e))?;
+                Ok(serde_json::from_slice(&bytes).ok())
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.err("GET", path, e)),
+        }
+    }
+
+    /// Refreshes the claim's `heartbeat_at` every [`HEARTBEAT`] until aborted, so that `gc`
+    /// does not mistake a long upload for an abandoned one.
+    async fn heartbeat(self, paths: DatasetPaths, version: String) {
+        let path = paths.claim(&version);
+        loop {
+            tokio::time::sleep(HEARTBEAT).await;
+            let Ok(Some(mut claim)) = self.read_claim(&path).await else {
+                continue;
+            };
+            claim.heartbeat_at = now_rfc3339();
+            let body = PutPayload::from(serde_json::to_vec_pretty(&claim).expect("serializable"));
+            if let Err(e) = self.objects.put(&path, body).await {
+                tracing::warn!(%path, error = %e, "cannot refresh the publishing claim");
+            }
+        }
+    }
+
+    /// Uploads one local file; returns the bytes sent and their XXH3.
+    async fn upload(
+        &self,
+        path: &ObjectPath,
+        local: &Path,
+        size: u64,
+        options: &PublishOptions,
+        limit: &Option<Arc<RateLimit>>,
+    ) -> Result<(u64, u64)> {
+        let io = |e| Error::io("read", local, e);
+        let open_path = local.to_owned();
+        let mut file = blocking(move || std::fs::File::open(open_path))
+            .await
+            .map_err(io)?;
+        let mut hasher = Box::new(Xxh3::new());
+        let part_size = options
+            .part_size
+            .max(MIN_PART_SIZE)
+            .max(size.div_ceil(MAX_PARTS) as usize);
+        let mut sent = 0u64;
+        if size < part_size as u64 {
+            // One request: read one byte past the expected end, to notice a file that grew.
+            let (_, hasher, bytes) = read_chunk(file, hasher, size as usize + 1)
+                .await
+                .map_err(io)?;
+            if let Some(limit) = limit {
+                limit.take(bytes.len() as u64).await;
+            }
+            let n = bytes.len() as u64;
+            self.objects
+                .put(path, PutPayload::from(bytes))
+                .await
+                .map_err(|e| self.err("PUT", path, e))?;
+            report(&options.progress, n);
+            return Ok((n, hasher.digest()));
+        }
+        let upload = self
+            .objects
+            .put_multipart(path)
+            .await
+            .map_err(|e| self.err("PUT", path, e))?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, part_size);
+        loop {
+            let chunk = read_chunk(file, hasher, part_size).await;
+            let bytes;
+            (file, hasher, bytes) = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = writer.abort().await;
+                    return Err(io(e));
+                }
+            };
+            if bytes.is_empty() {
+                break;
+            }
+            if let Some(limit) = limit {
+                limit.take(bytes.len() as u64).await;
+            }
+            if let Err(e) = writer.wait_for_capacity(options.concurrency.max(1)).await {
+                let _ = writer.abort().await;
+                return Err(self.err("PUT", path, e));
+            }
+            let n = bytes.len() as u64;
+            writer.put(bytes);
+            sent += n;
+            report(&options.progress, n);
+        }
+        writer
+            .finish()
+            .await
+            .map_err(|e| self.err("PUT", path, e))?;
+        Ok((sent, hasher.digest()))
+    }
+
+    async fn write_manifest(&self, paths: &DatasetPaths, manifest: &Manifest) -> Result<()> {
+        let path = paths.manifest(&manifest.version);
+        let body = serde_json::to_vec_pretty(manifest).expect("serializable");
+        match self
+            .objects
+            .put_opts(
+                &path,
+                PutPayload::from(body),
+                PutOptions::from(PutMode::Create),
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(
+                object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. },
+            ) => {
+                // Only the claim holder writes here: an existing manifest is our own create,
+                // retried after a lost answer, unless it says otherwise.
+                let stored = self.manifest(&manifest.dataset, &manifest.version).await?;
+                if stored == *manifest {
+                    Ok(())
+                } else {
+                    Err(already_exists(&manifest.dataset, &manifest.version))
+                }
+            }
+            Err(e) => Err(self.err("PUT", &path, e)),
+        }
+    }
+
+    /// Reads and checks `MANIFEST.json` of a version. [`Error::NotFound`] if the version has
+    /// none (it does not exist, or is incomplete).
+    pub async fn manifest(&self, dataset: &str, version: &str) -> Result<Manifest> {
+        let paths = DatasetPaths::new(&self.root, dataset)?;
+        check_name("version", version)?;
+        let path = paths.manifest(version);
+        let bytes = match self.objects.get(&path).await {
+            Ok(r) => r.bytes().await.map_err(|e| self.err("GET", &path, e))?,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(Error::NotFound {
+                    what: format!("complete version {version} of {dataset}"),
+                })
+            }
+            Err(e) => return Err(self.err("GET", &path, e)),
+        };
+        Manifest::parse(
+            &bytes,
+            &format!("manifest of {dataset}/{version}"),
+            dataset,
+            version,
+        )
+    }
+}
+
+fn already_exists(dataset: &str, version: &str) -> Error {
+    Error::Refused {
+        reason: format!(
+            "version {version} of {dataset} already exists; versions are immutable: publish \
+             under another version"
+        ),
+    }
+}
+
+/// The names the files get in the version folder: their own, which must be unique.
+fn file_names(files: &[PathBuf]) -> Result<Vec<String>> {
+    if files.is_empty() {
+        return Err(Error::invalid("arguments", "no file to publish"));
+    }
+    let mut seen = BTreeSet::new();
+    files
+        .iter()
+        .map(|f| {
+            let name = f
+                .file_name()
+                .and_then(|n| n.to_str())
+                .ok_or_else(|| Error::invalid("file name", format!("{}", f.display())))?;
+            check_file_name(name)?;
+            if !seen.insert(name.to_owned()) {
+                return Err(Error::invalid(
+                    "file name",
+                    format!("{name:?} is given twice: file names must be unique in a version"),
+                ));
+            }
+            Ok(name.to_owned())
+        })
+        .collect()
+}
+
+/// The version to publish as: the one asked for, else the one the files' metadata names,
+/// else now. A file whose metadata names another dataset or version is refused.
+fn choose_version(
+    dataset: &str,
+    files: &[PathBuf],
+    locals: &[LocalSnapshot],
+    asked: Option<&str>,
+) -> Result<String> {
+    let mut recorded: Option<&str> = None;
+    for (file, local) in files.iter().zip(locals) {
+        if let Some(d) = local.metadata.dataset.as_deref() {
+            if d != dataset {
+                return Err(Error::invalid(
+                    "dataset",
+                    format!(
+                        "{} was built for dataset {d:?}, not {dataset:?}",
+                        file.display()
+                    ),
+                ));
+            }
+        }
+        if let Some(v) = local.metadata.version.as_deref() {
+            if let Some(other) = asked.or(recorded).filter(|o| *o != v) {
+                return Err(Error::invalid(
+                    "version",
+                    format!(
+                        "{} was built as version {v:?}, which differs from {other:?}",
+                        file.display()
+                    ),
+                ));
+            }
+            recorded = Some(v);
+        }
+    }
+    let version = asked
+        .or(recorded)
+        .map(str::to_owned)
+        .unwrap_or_else(default_version);
+    check_name("version", &version)?;
+    Ok(version)
+}

@@ -1,0 +1,785 @@
+//! One conformance suite, run against every backend: in memory, a local directory, and a real
+//! S3-compatible server over HTTP (started by `./scripts/test`; without it the S3 tests fail).
+
+mod common;
+
+use common::{Backend, Env};
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStoreExt, PutPayload};
+use snapkv_format::Metadata;
+use snapkv_store::{Cache, Error, FetchOptions, GcOptions, Poll, PublishOptions, Store};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+macro_rules! conformance {
+    ($($test:ident),* $(,)?) => {
+        mod memory {
+            $(#[tokio::test] async fn $test() { super::$test(super::Backend::Memory).await })*
+        }
+        mod local {
+            $(#[tokio::test] async fn $test() { super::$test(super::Backend::Local).await })*
+        }
+        mod s3 {
+            $(#[tokio::test] async fn $test() { super::$test(super::Backend::S3).await })*
+        }
+    };
+}
+
+conformance!(
+    publish_list_and_current,
+    multipart_upload_round_trip,
+    version_defaults_to_metadata_and_mismatches_are_refused,
+    refuses_versions_not_newer_and_existing,
+    refuses_corrupt_input,
+    file_changed_during_publish_is_refused_and_cleaned_up,
+    rollback_moves_current,
+    gc_keeps_window_and_current,
+    racing_publishers_of_different_versions,
+    racing_publishers_of_the_same_version,
+    interrupted_upload_leaves_current_and_gc_cleans_it,
+    poll_current_is_conditional,
+    fetch_verifies_and_caches,
+    fetch_refuses_corrupt_object,
+    fetch_refuses_invalid_snapshot_with_matching_manifest,
+    fetch_resumes_partial_download,
+    fetch_bandwidth_limit,
+);
+
+fn version(v: &str) -> PublishOptions {
+    let mut o = PublishOptions::default();
+    o.version = Some(v.to_owned());
+    o
+}
+
+async fn publish<P: AsRef<std::path::Path>>(
+    store: &Store,
+    files: &[P],
+    v: &str,
+) -> snapkv_store::Published {
+    store.publish("ds", files, &version(v)).await.unwrap()
+}
+
+async fn current_version(store: &Store) -> Option<String> {
+    store
+        .current("ds")
+        .await
+        .unwrap()
+        .map(|c| c.pointer.version)
+}
+
+/// Rewrites a stored object through the backend itself, as bit rot or a stray writer would.
+async fn tamper(store: &Store, key: &str, f: impl FnOnce(&mut Vec<u8>)) {
+    let (objects, root) = store.raw_objects();
+    let path = ObjectPath::from(format!("{}/{key}", root.as_ref()).trim_start_matches('/'));
+    let mut bytes = objects
+        .get(&path)
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+        .to_vec();
+    f(&mut bytes);
+    objects.put(&path, PutPayload::from(bytes)).await.unwrap();
+}
+
+async fn publish_list_and_current(backend: Backend) {
+    let env = Env::new(backend, "publish");
+    let store = env.store();
+    assert_eq!(store.current("ds").await.unwrap(), None);
+    assert!(store.versions("ds").await.unwrap().is_empty());
+
+    let a = env.snapshot("a.snapkv", 50_000, 1);
+    let b = env.snapshot("b.snapkv", 20_000, 2);
+    let published = publish(&store, &[&a, &b], "v1").await;
+    assert_eq!(published.previous, None);
+    let m = &published.manifest;
+    assert_eq!((m.dataset.as_str(), m.version.as_str()), ("ds", "v1"));
+    assert_eq!(m.files.len(), 2);
+    assert_eq!(m.files[0].name, "a.snapkv");
+    assert_eq!(m.files[0].bytes, std::fs::metadata(&a).unwrap().len());
+    assert_eq!(m.files[0].keys, 50);
+    assert_eq!(m.total_keys(), 70);
+    assert_eq!(m.format_version, snapkv_format::FORMAT_VERSION);
+    assert_eq!(store.manifest("ds", "v1").await.unwrap(), *m);
+
+    let current = store.current("ds").await.unwrap().unwrap();
+    assert_eq!(current.pointer.version, "v1");
+    assert_eq!(current.pointer.reason, "publish");
+    assert_eq!(current.pointer.previous, None);
+
+    let published = publish(&store, &[b], "v2").await;
+    assert_eq!(published.previous.as_deref(), Some("v1"));
+    let versions = store.versions("ds").await.unwrap();
+    let listed: Vec<_> = versions
+        .iter()
+        .map(|v| (v.version.as_str(), v.current, v.manifest.is_some()))
+        .collect();
+    assert_eq!(listed, [("v1", false, true), ("v2", true, true)]);
+    // Another handle sees the same state; other datasets are separate.
+    assert_eq!(current_version(&env.store()).await.as_deref(), Some("v2"));
+    assert_eq!(env.store().current("other").await.unwrap(), None);
+    assert!(matches!(
+        store.manifest("ds", "v9").await,
+        Err(Error::NotFound { .. })
+    ));
+}
+
+async fn multipart_upload_round_trip(backend: Backend) {
+    let env = Env::new(backend, "multipart");
+    let store = env.store();
+    let big = env.snapshot("big.snapkv", 12 << 20, 3);
+    let mut options = version("v1");
+    options.part_size = 5 << 20;
+    options.concurrency = 2;
+    let sent = Arc::new(AtomicU64::new(0));
+    let counter = sent.clone();
+    options.progress = Some(Arc::new(move |n| {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }));
+    let published = store.publish("ds", &[&big], &options).await.unwrap();
+    let size = std::fs::metadata(&big).unwrap().len();
+    assert_eq!(published.manifest.files[0].bytes, size);
+    assert_eq!(sent.load(Ordering::Relaxed), size);
+    let cache = Cache::new(env.path("cache"));
+    let local = store
+        .fetch("ds", "v1", &cache, &FetchOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read(local.path("big.snapkv")).unwrap(),
+        std::fs::read(&big).unwrap()
+    );
+}
+
+async fn version_defaults_to_metadata_and_mismatches_are_refused(backend: Backend) {
+    let env = Env::new(backend, "metadata");
+    let store = env.store();
+    let mut meta = Metadata::default();
+    meta.dataset = Some("ds".into());
+    meta.version = Some("20261127T031500Z".into());
+    let file = env.path("labelled.snapkv");
+    common::write_snapshot(&file, 10_000, 4, meta.clone());
+    let published = store
+        .publish("ds", &[&file], &PublishOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(published.manifest.version, "20261127T031500Z");
+
+    let e = store
+        .publish("other", &[&file], &version("20261128T000000Z"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Invalid { .. }), "{e}");
+    let e = store
+        .publish("ds", &[file], &version("20261128T000000Z"))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("built as version"), "{e}");
+
+    // Unlabelled files get the current UTC time.
+    let plain = env.snapshot("plain.snapkv", 10_000, 5);
+    let published = store
+        .publish("ds", &[plain], &PublishOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(published.manifest.version.len(), 16);
+    assert!(published.manifest.version.as_str() > "20261127T031500Z");
+}
+
+async fn refuses_versions_not_newer_and_existing(backend: Backend) {
+    let env = Env::new(backend, "refuse");
+    let store = env.store();
+    let f = env.snapshot("a.snapkv", 10_000, 1);
+    publish(&store, &[&f], "v2").await;
+    for stale in ["v1", "v2"] {
+        let e = store
+            .publish("ds", &[&f], &version(stale))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::Refused { .. }), "{e}");
+        assert!(
+            e.to_string()
+                .contains("not newer than the current version v2"),
+            "{e}"
+        );
+    }
+    publish(&store, &[&f], "v3").await;
+    store.rollback("ds", "v2").await.unwrap();
+    // v3 is newer than CURRENT (v2) but exists: versions are immutable.
+    let e = store
+        .publish("ds", &[&f], &version("v3"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Refused { .. }), "{e}");
+    assert!(e.to_string().contains("already exists"), "{e}");
+    assert_eq!(current_version(&store).await.as_deref(), Some("v2"));
+    // Bad names are refused before anything is written.
+    for bad in ["", "../x", "a/b", ".v"] {
+        let e = store.publish("ds", &[&f], &version(bad)).await.unwrap_err();
+        assert!(matches!(e, Error::Invalid { .. }), "{bad:?}: {e}");
+    }
+    let e = store
+        .publish("bad/ds", &[&f], &version("v9"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Invalid { .. }), "{e}");
+    let e = store
+        .publish("ds", &[f.clone(), f], &version("v9"))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("given twice"), "{e}");
+}
+
+async fn refuses_corrupt_input(backend: Backend) {
+    let env = Env::new(backend, "corrupt-input");
+    let store = env.store();
+    let f = env.snapshot("a.snapkv", 20_000, 1);
+    let mut bytes = std::fs::read(&f).unwrap();
+    bytes[100] ^= 0xff;
+    std::fs::write(&f, bytes).unwrap();
+    let e = store.publish("ds", &[f], &version("v1")).await.unwrap_err();
+    assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+    assert!(store.versions("ds").await.unwrap().is_empty());
+    let e = store
+        .publish("ds", &[env.path("missing.snapkv")], &version("v1"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Io { .. }), "{e}");
+}
+
+async fn file_changed_during_publish_is_refused_and_cleaned_up(backend: Backend) {
+    let env = Env::new(backend, "changed");
+    let store = env.store();
+    let a = env.snapshot("a.snapkv", 10_000, 1);
+    let b = env.snapshot("b.snapkv", 50_000, 2);
+    let replacement = env.snapshot("c.snapkv", 50_000, 3);
+    assert_eq!(
+        std::fs::metadata(&b).unwrap().len(),
+        std::fs::metadata(&replacement).unwrap().len()
+    );
+    // Once the first file is uploaded, the second is replaced by another valid snapshot of
+    // the same size: what would be uploaded is not what was verified.
+    let mut options = version("v1");
+    let (from, to) = (replacement.clone(), b.clone());
+    options.progress = Some(Arc::new(move |_| {
+        let _ = std::fs::copy(&from, &to);
+    }));
+    let e = store.publish("ds", &[&a, &b], &options).await.unwrap_err();
+    assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+    assert!(
+        e.to_string().contains("changed while it was published"),
+        "{e}"
+    );
+    // Nothing is left: the same version can be published at once.
+    assert!(store.versions("ds").await.unwrap().is_empty());
+    publish(&store, &[a, b], "v1").await;
+}
+
+async fn rollback_moves_current(backend: Backend) {
+    let env = Env::new(backend, "rollback");
+    let store = env.store();
+    let e = store.rollback("ds", "v1").await.unwrap_err();
+    assert!(matches!(e, Error::NotFound { .. }), "{e}");
+    let f = env.snapshot("a.snapkv", 10_000, 1);
+    for v in ["v1", "v2", "v3"] {
+        publish(&store, &[&f], v).await;
+    }
+    let p = store.rollback("ds", "v1").await.unwrap();
+    assert_eq!(
+        (p.version.as_str(), p.previous.as_deref()),
+        ("v1", Some("v3"))
+    );
+    assert_eq!(p.reason, "rollback");
+    assert_eq!(current_version(&store).await.as_deref(), Some("v1"));
+    // Forward again, to a newer complete version.
+    store.rollback("ds", "v2").await.unwrap();
+    assert_eq!(current_version(&store).await.as_deref(), Some("v2"));
+    // Already current: nothing changes.
+    let before = store.current("ds").await.unwrap().unwrap();
+    let p = store.rollback("ds", "v2").await.unwrap();
+    assert_eq!(p, before.pointer);
+    let e = store.rollback("ds", "v9").await.unwrap_err();
+    assert!(matches!(e, Error::NotFound { .. }), "{e}");
+    // An incomplete version (no manifest) cannot be made current.
+    let (objects, root) = store.raw_objects();
+    let manifest = ObjectPath::from(
+        format!("{}/ds/versions/v3/MANIFEST.json", root.as_ref()).trim_start_matches('/'),
+    );
+    objects.delete(&manifest).await.unwrap();
+    let e = store.rollback("ds", "v3").await.unwrap_err();
+    assert!(matches!(e, Error::Refused { .. }), "{e}");
+    assert!(e.to_string().contains("incomplete"), "{e}");
+    assert_eq!(current_version(&store).await.as_deref(), Some("v2"));
+}
+
+async fn gc_keeps_window_and_current(backend: Backend) {
+    let env = Env::new(backend, "gc");
+    let store = env.store();
+    let f = env.snapshot("a.snapkv", 10_000, 1);
+    for v in ["v1", "v2", "v3", "v4", "v5", "v6"] {
+        publish(&store, &[&f], v).await;
+    }
+    let mut options = GcOptions::default();
+    options.keep = 2;
+    options.dry_run = true;
+    let report = store.gc("ds", &options).await.unwrap();
+    assert_eq!(report.deleted, ["v1", "v2", "v3", "v4"]);
+    assert_eq!(
+        store.versions("ds").await.unwrap().len(),
+        6,
+        "dry run deletes nothing"
+    );
+
+    // Roll back to v3: kept are the 2 newest (v5, v6), CURRENT (v3) and the one before it (v2).
+    store.rollback("ds", "v3").await.unwrap();
+    options.dry_run = false;
+    let report = store.gc("ds", &options).await.unwrap();
+    assert_eq!(report.deleted, ["v1", "v4"]);
+    assert_eq!(report.kept, ["v2", "v3", "v5", "v6"]);
+    let left: Vec<_> = store
+        .versions("ds")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| v.version)
+        .collect();
+    assert_eq!(left, ["v2", "v3", "v5", "v6"]);
+    assert!(matches!(
+        store.rollback("ds", "v1").await,
+        Err(Error::NotFound { .. })
+    ));
+    if backend == Backend::Local {
+        assert!(!env.path("store/ds/versions/v1").exists());
+    }
+
+    options.keep = 1;
+    let report = store.gc("ds", &options).await.unwrap();
+    assert_eq!(report.deleted, ["v2", "v5"]);
+    assert_eq!(report.kept, ["v3", "v6"]);
+    assert_eq!(current_version(&store).await.as_deref(), Some("v3"));
+    options.keep = 0;
+    assert!(matches!(
+        store.gc("ds", &options).await,
+        Err(Error::Invalid { .. })
+    ));
+}
+
+async fn racing_publishers_of_different_versions(backend: Backend) {
+    let env = Env::new(backend, "race");
+    let f = env.snapshot("a.snapkv", 10_000, 1);
+    publish(&env.store(), &[&f], "v1").await;
+    // Both read CURRENT (v1) before either swaps it: their uploads take about a second.
+    let g = env.snapshot("b.snapkv", 400_000, 2);
+    let (a, b) = (env.store(), env.store());
+    let slow = |v: &str| {
+        let mut o = version(v);
+        o.max_bytes_per_sec = Some(400_000);
+        o
+    };
+    let (oa, ob) = (slow("v2"), slow("v3"));
+    let (ra, rb) = tokio::join!(
+        a.publish("ds", std::slice::from_ref(&g), &oa),
+        b.publish("ds", std::slice::from_ref(&g), &ob),
+    );
+    let (winner, loser_version, loser) = match (ra, rb) {
+        (Ok(_), Err(e)) => ("v2", "v3", e),
+        (Err(e), Ok(_)) => ("v3", "v2", e),
+        (ra, rb) => panic!("exactly one publisher must win: {ra:?} / {rb:?}"),
+    };
+    let Error::Conflict { reason, current } = &loser else {
+        panic!("the loser gets a conflict: {loser}");
+    };
+    assert!(
+        reason.contains(&format!("{winner} was made current by")),
+        "{reason}"
+    );
+    assert_eq!(current.as_ref().unwrap().version, winner);
+    let store = env.store();
+    let now = store.current("ds").await.unwrap().unwrap().pointer;
+    assert_eq!(
+        (now.version.as_str(), now.previous.as_deref()),
+        (winner, Some("v1"))
+    );
+    // The loser's version is complete but not current; it can be rolled back to.
+    let versions = store.versions("ds").await.unwrap();
+    let lost = versions
+        .iter()
+        .find(|v| v.version == loser_version)
+        .unwrap();
+    assert!(lost.manifest.is_some() && !lost.current);
+    store.rollback("ds", loser_version).await.unwrap();
+}
+
+async fn racing_publishers_of_the_same_version(backend: Backend) {
+    let env = Env::new(backend, "race-same");
+    let f = env.snapshot("a.snapkv", 200_000, 1);
+    let stores: Vec<Store> = (0..3).map(|_| env.store()).collect();
+    let mut options = version("v1");
+    options.max_bytes_per_sec = Some(1_000_000);
+    let results = futures_util::future::join_all(
+        stores
+            .iter()
+            .map(|s| s.publish("ds", std::slice::from_ref(&f), &options)),
+    )
+    .await;
+    let won = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(won, 1, "{results:?}");
+    for r in &results {
+        if let Err(e) = r {
+            assert!(matches!(e, Error::Conflict { .. }), "{e}");
+            assert!(
+                e.to_string()
+                    .contains("already being published by snapkv-store"),
+                "{e}"
+            );
+        }
+    }
+    assert_eq!(current_version(&env.store()).await.as_deref(), Some("v1"));
+}
+
+async fn interrupted_upload_leaves_current_and_gc_cleans_it(backend: Backend) {
+    let env = Env::new(backend, "interrupted");
+    let store = env.store();
+    let small = env.snapshot("a.snapkv", 10_000, 1);
+    publish(&store, &[&small], "v1").await;
+
+    // Publish a two-file version and drop it midway through the second (large) file, as a
+    // killed process would stop: no cleanup code runs.
+    let big = env.snapshot("big.snapkv", 12 << 20, 2);
+    let mut options = version("v2");
+    options.part_size = 5 << 20;
+    options.max_bytes_per_sec = Some(40 << 20);
+    let sent = Arc::new(AtomicU64::new(0));
+    let midway = Arc::new(tokio::sync::Notify::new());
+    let (counter, signal) = (sent.clone(), midway.clone());
+    options.progress = Some(Arc::new(move |n| {
+        if counter.fetch_add(n, Ordering::Relaxed) + n > 6 << 20 {
+            signal.notify_one();
+        }
+    }));
+    let both = [small.clone(), big.clone()];
+    tokio::select! {
+        r = store.publish("ds", &both, &options) => panic!("finished: {r:?}"),
+        () = midway.notified() => {}
+    }
+    assert_eq!(current_version(&store).await.as_deref(), Some("v1"));
+    let versions = store.versions("ds").await.unwrap();
+    let v2 = versions
+        .iter()
+        .find(|v| v.version == "v2")
+        .expect("an incomplete v2");
+    assert!(v2.manifest.is_none() && !v2.current);
+    // Readers never see it; rollback refuses it; a retry under the same version is refused
+    // while the claim is fresh.
+    assert!(matches!(
+        store.manifest("ds", "v2").await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        store.rollback("ds", "v2").await,
+        Err(Error::Refused { .. })
+    ));
+    let e = store
+        .publish("ds", &[&small], &version("v2"))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("already being published"), "{e}");
+
+    let mut gc = GcOptions::default();
+    gc.keep = 1;
+    let report = store.gc("ds", &gc).await.unwrap();
+    assert_eq!(report.in_progress, ["v2"], "younger than the grace period");
+    gc.grace = Duration::ZERO;
+    let report = store.gc("ds", &gc).await.unwrap();
+    assert_eq!(report.abandoned, ["v2"]);
+    assert_eq!(report.kept, ["v1"]);
+    let versions = store.versions("ds").await.unwrap();
+    assert_eq!(versions.len(), 1);
+    if backend == Backend::Local {
+        assert!(
+            !env.path("store/ds/versions/v2").exists(),
+            "staging files are gone too"
+        );
+    }
+    // The version can now be published for real.
+    publish(&store, &[small, big], "v2").await;
+    assert_eq!(current_version(&store).await.as_deref(), Some("v2"));
+}
+
+async fn poll_current_is_conditional(backend: Backend) {
+    let env = Env::new(backend, "poll");
+    let store = env.store();
+    assert_eq!(store.poll_current("ds", None).await.unwrap(), Poll::Missing);
+    let f = env.snapshot("a.snapkv", 10_000, 1);
+    publish(&store, &[&f], "v1").await;
+    let Poll::Changed(first) = store.poll_current("ds", None).await.unwrap() else {
+        panic!("CURRENT exists");
+    };
+    assert_eq!(first.pointer.version, "v1");
+    assert_eq!(
+        store.poll_current("ds", Some(&first.tag)).await.unwrap(),
+        Poll::Unchanged
+    );
+    publish(&store, &[f], "v2").await;
+    let Poll::Changed(second) = env
+        .store()
+        .poll_current("ds", Some(&first.tag))
+        .await
+        .unwrap()
+    else {
+        panic!("CURRENT changed");
+    };
+    assert_eq!(second.pointer.version, "v2");
+    assert_ne!(second.tag, first.tag);
+    // Rolling back to v1 writes new bytes: the old tag does not match it.
+    store.rollback("ds", "v1").await.unwrap();
+    let Poll::Changed(third) = store.poll_current("ds", Some(&first.tag)).await.unwrap() else {
+        panic!("CURRENT changed");
+    };
+    assert_eq!(third.pointer.version, "v1");
+}
+
+async fn fetch_verifies_and_caches(backend: Backend) {
+    let env = Env::new(backend, "fetch");
+    let store = env.store();
+    let a = env.snapshot("a.snapkv", 300_000, 1);
+    let b = env.snapshot("b.snapkv", 100_000, 2);
+    publish(&store, &[&a, &b], "v1").await;
+    let cache = Cache::new(env.path("cache"));
+    assert!(cache.versions("ds").unwrap().is_empty());
+
+    let got = Arc::new(AtomicU64::new(0));
+    let mut options = FetchOptions::default();
+    let counter = got.clone();
+    options.progress = Some(Arc::new(move |n| {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }));
+    let local = store.fetch("ds", "v1", &cache, &options).await.unwrap();
+    let size = |p: &PathBuf| std::fs::metadata(p).unwrap().len();
+    assert_eq!(got.load(Ordering::Relaxed), size(&a) + size(&b));
+    assert_eq!(
+        local.paths(),
+        [local.path("a.snapkv"), local.path("b.snapkv")]
+    );
+    for (cached, original) in local.paths().iter().zip([&a, &b]) {
+        assert_eq!(
+            std::fs::read(cached).unwrap(),
+            std::fs::read(original).unwrap()
+        );
+        assert!(std::fs::metadata(cached).unwrap().permissions().readonly());
+    }
+    let names: Vec<_> = std::fs::read_dir(&local.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(
+        names.len(),
+        3,
+        "two files and the marker, no leftovers: {names:?}"
+    );
+
+    // Cached: a second fetch transfers nothing; the cache lists it without storage.
+    let again = store.fetch("ds", "v1", &cache, &options).await.unwrap();
+    assert_eq!(again, local);
+    assert_eq!(got.load(Ordering::Relaxed), size(&a) + size(&b));
+    assert_eq!(cache.versions("ds").unwrap(), std::slice::from_ref(&local));
+    assert_eq!(cache.get("ds", "v1").unwrap(), Some(local.clone()));
+
+    // A file lost from the cache makes the version incomplete; fetch repairs it.
+    std::fs::remove_file(local.path("b.snapkv")).unwrap();
+    assert!(cache.versions("ds").unwrap().is_empty());
+    store.fetch("ds", "v1", &cache, &options).await.unwrap();
+    assert_eq!(got.load(Ordering::Relaxed), size(&a) + 2 * size(&b));
+    cache.remove("ds", "v1").unwrap();
+    assert!(!local.dir.exists());
+    assert!(matches!(
+        store.fetch("ds", "v9", &cache, &options).await,
+        Err(Error::NotFound { .. })
+    ));
+}
+
+async fn fetch_refuses_corrupt_object(backend: Backend) {
+    let env = Env::new(backend, "fetch-corrupt");
+    let store = env.store();
+    let a = env.snapshot("a.snapkv", 100_000, 1);
+    publish(&store, &[a], "v1").await;
+    tamper(&store, "ds/versions/v1/a.snapkv", |b| b[5000] ^= 1).await;
+    let cache = Cache::new(env.path("cache"));
+    let e = store
+        .fetch("ds", "v1", &cache, &FetchOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+    assert!(e.to_string().contains("where the manifest says"), "{e}");
+    assert!(cache.versions("ds").unwrap().is_empty());
+    let dir = env.path("cache/ds/v1");
+    assert_eq!(
+        std::fs::read_dir(dir).unwrap().count(),
+        0,
+        "nothing corrupt is kept"
+    );
+
+    // A truncated object is refused before its bytes are written.
+    tamper(&store, "ds/versions/v1/a.snapkv", |b| b.truncate(1000)).await;
+    let e = store
+        .fetch("ds", "v1", &cache, &FetchOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+    // A manifest that is not one is refused too.
+    tamper(&store, "ds/versions/v1/MANIFEST.json", |b| b.truncate(10)).await;
+    let e = store
+        .fetch("ds", "v1", &cache, &FetchOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+}
+
+async fn fetch_refuses_invalid_snapshot_with_matching_manifest(backend: Backend) {
+    let env = Env::new(backend, "fetch-invalid");
+    let store = env.store();
+    let a = env.snapshot("a.snapkv", 100_000, 1);
+    publish(&store, &[&a], "v1").await;
+    // Corrupt the object and make the manifest agree with the corrupt bytes: only the
+    // snapshot's own verification can tell.
+    let mut bad = std::fs::read(&a).unwrap();
+    bad[5000] ^= 1;
+    let sum = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&bad));
+    tamper(&store, "ds/versions/v1/a.snapkv", |b| *b = bad.clone()).await;
+    tamper(&store, "ds/versions/v1/MANIFEST.json", |b| {
+        let mut m: serde_json::Value = serde_json::from_slice(b).unwrap();
+        m["files"][0]["xxh3"] = sum.clone().into();
+        *b = serde_json::to_vec(&m).unwrap();
+    })
+    .await;
+    let cache = Cache::new(env.path("cache"));
+    let e = store
+        .fetch("ds", "v1", &cache, &FetchOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+    assert!(e.to_string().contains("not a valid snapshot"), "{e}");
+    assert!(std::error::Error::source(&e).is_some());
+    assert!(!env.path("cache/ds/v1/a.snapkv").exists());
+}
+
+async fn fetch_resumes_partial_download(backend: Backend) {
+    let env = Env::new(backend, "fetch-resume");
+    let store = env.store();
+    let a = env.snapshot("a.snapkv", 400_000, 1);
+    publish(&store, &[&a], "v1").await;
+    let original = std::fs::read(&a).unwrap();
+    let size = original.len() as u64;
+    let half = original.len() / 2;
+    let cache = Cache::new(env.path("cache"));
+    let partial = env.path("cache/ds/v1/.a.snapkv.partial");
+    std::fs::create_dir_all(partial.parent().unwrap()).unwrap();
+
+    let got = Arc::new(AtomicU64::new(0));
+    let mut options = FetchOptions::default();
+    let counter = got.clone();
+    options.progress = Some(Arc::new(move |n| {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }));
+    // An interrupted download: only the rest is transferred.
+    std::fs::write(&partial, &original[..half]).unwrap();
+    let local = store.fetch("ds", "v1", &cache, &options).await.unwrap();
+    assert_eq!(got.load(Ordering::Relaxed), size - half as u64);
+    assert_eq!(std::fs::read(local.path("a.snapkv")).unwrap(), original);
+    assert!(!partial.exists());
+
+    // A partial file with wrong bytes: the resumed file fails its checksum, and the download
+    // starts over once.
+    cache.remove("ds", "v1").unwrap();
+    std::fs::create_dir_all(partial.parent().unwrap()).unwrap();
+    std::fs::write(&partial, vec![7u8; half]).unwrap();
+    got.store(0, Ordering::Relaxed);
+    let local = store.fetch("ds", "v1", &cache, &options).await.unwrap();
+    assert_eq!(got.load(Ordering::Relaxed), size - half as u64 + size);
+    assert_eq!(std::fs::read(local.path("a.snapkv")).unwrap(), original);
+}
+
+async fn fetch_bandwidth_limit(backend: Backend) {
+    let env = Env::new(backend, "fetch-limit");
+    let store = env.store();
+    let a = env.snapshot("a.snapkv", 600_000, 1);
+    publish(&store, &[&a], "v1").await;
+    let size = std::fs::metadata(&a).unwrap().len();
+    let mut options = FetchOptions::default();
+    options.max_bytes_per_sec = Some(500_000);
+    let started = Instant::now();
+    store
+        .fetch("ds", "v1", &Cache::new(env.path("cache")), &options)
+        .await
+        .unwrap();
+    let least = Duration::from_secs_f64(size as f64 / 500_000.0 * 0.9);
+    assert!(
+        started.elapsed() >= least,
+        "{:?} < {least:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn unreachable_storage_fails_after_bounded_retries() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let options: Vec<(String, String)> = [
+        ("endpoint", endpoint.as_str()),
+        ("access_key_id", "x"),
+        ("secret_access_key", "x"),
+        ("region", "us-east-1"),
+        ("max_retries", "2"),
+        ("retry_timeout", "10s"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let store = Store::open("s3://nowhere/prefix", &options).unwrap();
+    let started = Instant::now();
+    let e = store.current("ds").await.unwrap_err();
+    assert!(matches!(e, Error::Unavailable { .. }), "{e:?}");
+    let text = format!("{e}");
+    assert!(
+        text.contains("s3://nowhere/prefix") && text.contains("unavailable"),
+        "{text}"
+    );
+    let chain = format!("{:?}", anyhow_like_chain(&e));
+    assert!(chain.contains("retries"), "{chain}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let env = Env::new(Backend::Memory, "unreachable");
+    let f = env.snapshot("a.snapkv", 10_000, 1);
+    let e = store.publish("ds", &[f], &version("v1")).await.unwrap_err();
+    assert!(matches!(e, Error::Unavailable { .. }), "{e:?}");
+    let e = store
+        .fetch(
+            "ds",
+            "v1",
+            &Cache::new(env.path("cache")),
+            &FetchOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Unavailable { .. }), "{e:?}");
+}
+
+fn anyhow_like_chain(e: &dyn std::error::Error) -> Vec<String> {
+    let mut out = vec![e.to_string()];
+    let mut next = e.source();
+    while let Some(s) = next {
+        out.push(s.to_string());
+        next = s.source();
+    }
+    out
+}

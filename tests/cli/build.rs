@@ -1,0 +1,779 @@
+//! `snapkv build` on every input format, checking every key's value against the source.
+
+use crate::util::*;
+use arrow_array::builder::{
+    Float64Builder, Int32Builder, ListBuilder, StringBuilder, StructBuilder,
+};
+use arrow_array::types::Int32Type;
+use arrow_array::{
+    ArrayRef, BinaryArray, Date32Array, Decimal128Array, DictionaryArray, Int32Array, Int64Array,
+    RecordBatch, StringArray, TimestampMillisecondArray, UInt32Array,
+};
+use arrow_schema::{DataType, Field, Fields};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::sync::Arc;
+
+/// A Spark-like batch: nested lists and structs, decimals, timestamps and nulls. Returns the
+/// batch and, per row, the key and the JSON the row's value must be (without partition columns).
+fn spark_batch(ids: std::ops::Range<i64>) -> (RecordBatch, Vec<(String, Value)>) {
+    let mut name = StringBuilder::new();
+    let mut scores = ListBuilder::new(Float64Builder::new());
+    let profile_fields = Fields::from(vec![
+        Field::new("age", DataType::Int32, true),
+        Field::new(
+            "tags",
+            DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+            true,
+        ),
+    ]);
+    let mut profile = StructBuilder::new(
+        profile_fields.clone(),
+        vec![
+            Box::new(Int32Builder::new()),
+            Box::new(ListBuilder::new(StringBuilder::new())),
+        ],
+    );
+    let mut expected = Vec::new();
+    for i in ids.clone() {
+        let mut obj = serde_json::Map::new();
+        if i % 7 == 0 {
+            name.append_null();
+            obj.insert("name".into(), Value::Null);
+        } else {
+            let n = format!("user-{i} \"é\" 日本 🎉");
+            name.append_value(&n);
+            obj.insert("name".into(), json!(n));
+        }
+        if i % 5 == 0 {
+            scores.append_null();
+            obj.insert("scores".into(), Value::Null);
+        } else {
+            scores.values().append_value(i as f64 * 0.5);
+            if i % 3 == 0 {
+                scores.values().append_null();
+            } else {
+                scores.values().append_value(1.25);
+            }
+            scores.append(true);
+            let second = if i % 3 == 0 { Value::Null } else { json!(1.25) };
+            obj.insert("scores".into(), json!([i as f64 * 0.5, second]));
+        }
+        let age = (i % 90) as i32;
+        let tags = [format!("t{}", i % 3), "x".to_owned()];
+        if i % 11 == 0 {
+            profile
+                .field_builder::<Int32Builder>(0)
+                .unwrap()
+                .append_null();
+            profile
+                .field_builder::<ListBuilder<StringBuilder>>(1)
+                .unwrap()
+                .append_null();
+            profile.append(false);
+            obj.insert("profile".into(), Value::Null);
+        } else {
+            profile
+                .field_builder::<Int32Builder>(0)
+                .unwrap()
+                .append_value(age);
+            let tb = profile
+                .field_builder::<ListBuilder<StringBuilder>>(1)
+                .unwrap();
+            for t in &tags {
+                tb.values().append_value(t);
+            }
+            tb.append(true);
+            profile.append(true);
+            obj.insert("profile".into(), json!({"age": age, "tags": tags}));
+        }
+        obj.insert("amount".into(), json!((i * 101) as f64 / 100.0));
+        obj.insert(
+            "seen".into(),
+            json!(format!("2023-11-14T22:13:{:02}", i % 60)),
+        );
+        expected.push((i.to_string(), Value::Object(obj)));
+    }
+    let amount = Decimal128Array::from_iter_values(ids.clone().map(|i| (i * 101) as i128))
+        .with_precision_and_scale(12, 2)
+        .unwrap();
+    let seen = TimestampMillisecondArray::from_iter_values(
+        ids.clone()
+            .map(|i| 1_700_000_000_000 - 20_000 + (i % 60) * 1000),
+    );
+    let columns: Vec<(&str, ArrayRef)> = vec![
+        ("user_id", Arc::new(Int64Array::from_iter_values(ids))),
+        ("name", Arc::new(name.finish())),
+        ("scores", Arc::new(scores.finish())),
+        ("profile", Arc::new(profile.finish())),
+        ("amount", Arc::new(amount)),
+        ("seen", Arc::new(seen)),
+    ];
+    (RecordBatch::try_from_iter(columns).unwrap(), expected)
+}
+
+/// Writes a Spark-style output directory and returns every row's key and expected value.
+fn spark_dir(root: &Path) -> Vec<(String, Value)> {
+    let layout = [
+        (
+            "country=FR/bucket=0/part-00000-c0ffee.c000.snappy.parquet",
+            0..300,
+        ),
+        (
+            "country=US/bucket=0/part-00001-c0ffee.c000.snappy.parquet",
+            300..1700,
+        ),
+        (
+            "country=US/bucket=1/part-00002-c0ffee.c000.snappy.parquet",
+            1700..2000,
+        ),
+        (
+            "country=US/bucket=1/part-00003-c0ffee.c000.snappy.parquet",
+            2000..2500,
+        ),
+    ];
+    let mut all = Vec::new();
+    for (path, ids) in layout {
+        let (batch, expected) = spark_batch(ids);
+        write_parquet(&root.join(path), &[batch]);
+        let country = path[8..10].to_owned();
+        let bucket: i64 = path[18..19].parse().unwrap();
+        for (k, mut v) in expected {
+            let obj = v.as_object_mut().unwrap();
+            obj.insert("country".into(), json!(country));
+            obj.insert("bucket".into(), json!(bucket));
+            all.push((k, v));
+        }
+    }
+    // What Spark and Hadoop leave beside the data: none of it is read.
+    std::fs::write(root.join("_SUCCESS"), b"").unwrap();
+    std::fs::write(
+        root.join(".part-00000-c0ffee.c000.snappy.parquet.crc"),
+        b"junk",
+    )
+    .unwrap();
+    std::fs::create_dir_all(root.join("_temporary/0")).unwrap();
+    std::fs::write(root.join("_temporary/0/garbage"), b"not data").unwrap();
+    all
+}
+
+#[test]
+fn spark_partitioned_parquet_every_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("job-output");
+    let expected = spark_dir(&input);
+    let out = dir.path().join("users.snapkv");
+    let run = snapkv(
+        &[
+            "build",
+            "--input",
+            input.to_str().unwrap(),
+            "--key",
+            "user_id",
+            "--output",
+            out.to_str().unwrap(),
+            "--version",
+            "20261127T031500Z",
+        ],
+        None,
+    )
+    .ok();
+    assert!(
+        run.stderr.contains("2500 rows, 2500 keys"),
+        "{}",
+        run.stderr
+    );
+    let s = open(&out);
+    assert_eq!(s.len(), expected.len() as u64);
+    for (key, want) in &expected {
+        assert_eq!(&json_value(&s, key), want, "key {key}");
+    }
+    // Field order follows the schema, partition columns last; nulls are explicit.
+    let raw = s.get(b"1").unwrap().unwrap();
+    assert_eq!(
+        std::str::from_utf8(&raw).unwrap(),
+        r#"{"name":"user-1 \"é\" 日本 🎉","scores":[0.5,1.25],"profile":{"age":1,"tags":["t1","x"]},"amount":1.01,"seen":"2023-11-14T22:13:01","country":"FR","bucket":0}"#
+    );
+    let m = s.metadata();
+    assert_eq!(m.dataset.as_deref(), Some("users"));
+    assert_eq!(m.version.as_deref(), Some("20261127T031500Z"));
+    assert_eq!(m.created_at.as_deref(), Some("2026-11-27T03:15:00Z"));
+    assert_eq!(m.key_columns, ["user_id"]);
+    assert_eq!(m.content_type.as_deref(), Some("application/json"));
+    assert_eq!(m.value_encoding, snapkv_format::ValueEncoding::Json);
+    let schema = m.schema.as_ref().unwrap().to_string();
+    for field in ["user_id", "profile", "amount", "country", "bucket"] {
+        assert!(schema.contains(&format!("\"{field}\"")), "{schema}");
+    }
+    assert_only(
+        dir.path(),
+        &[
+            "job-output",
+            "job-output/.part-00000-c0ffee.c000.snappy.parquet.crc",
+            "job-output/_SUCCESS",
+            "job-output/_temporary",
+            "job-output/_temporary/0",
+            "job-output/_temporary/0/garbage",
+            "job-output/country=FR",
+            "job-output/country=FR/bucket=0",
+            "job-output/country=FR/bucket=0/part-00000-c0ffee.c000.snappy.parquet",
+            "job-output/country=US",
+            "job-output/country=US/bucket=0",
+            "job-output/country=US/bucket=0/part-00001-c0ffee.c000.snappy.parquet",
+            "job-output/country=US/bucket=1",
+            "job-output/country=US/bucket=1/part-00002-c0ffee.c000.snappy.parquet",
+            "job-output/country=US/bucket=1/part-00003-c0ffee.c000.snappy.parquet",
+            "users.snapkv",
+        ],
+    );
+
+    // Globs read the partition folders below their literal part; a composite key joins the
+    // columns' text with '/'.
+    let out2 = dir.path().join("by-country.snapkv");
+    let pattern = format!("{}/country=*/bucket=*/*.parquet", input.display());
+    snapkv(
+        &[
+            "build",
+            "-i",
+            &pattern,
+            "-k",
+            "country,user_id",
+            "-o",
+            out2.to_str().unwrap(),
+            "--value-columns",
+            "name,bucket",
+            "--dataset",
+            "people",
+            "-q",
+        ],
+        None,
+    )
+    .ok();
+    let s = open(&out2);
+    assert_eq!(s.len(), 2500);
+    assert_eq!(s.metadata().dataset.as_deref(), Some("people"));
+    for (key, want) in &expected {
+        let country = want["country"].as_str().unwrap();
+        let got = json_value(&s, &format!("{country}/{key}"));
+        assert_eq!(got, json!({"name": want["name"], "bucket": want["bucket"]}));
+    }
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}
+
+#[test]
+fn csv_with_quotes_and_unicode() {
+    let dir = tempfile::tempdir().unwrap();
+    let names = [
+        "Smith, Jane",
+        "She said \"hi\"",
+        "multi\nline",
+        "Zoë 日本語 🎉",
+        "",
+    ];
+    // A byte order mark, as spreadsheet exports write it.
+    let mut csv = String::from("\u{feff}id,name,score,city\n");
+    let mut expected = Vec::new();
+    for i in 0..600u32 {
+        let id = format!("{i:05}");
+        let name = names[i as usize % names.len()];
+        let score = if i % 4 == 0 {
+            format!("{}", i / 4)
+        } else {
+            format!("{}", i as f64 * 0.25)
+        };
+        let city = if i % 9 == 0 { "" } else { "Zürich" };
+        csv.push_str(&format!(
+            "{},{},{},{}\n",
+            id,
+            csv_field(name),
+            score,
+            csv_field(city)
+        ));
+        let name_json = if name.is_empty() {
+            Value::Null
+        } else {
+            json!(name)
+        };
+        let city_json = if city.is_empty() {
+            Value::Null
+        } else {
+            json!(city)
+        };
+        expected.push((
+            id,
+            json!({"name": name_json, "score": i as f64 * 0.25, "city": city_json}),
+        ));
+    }
+    let path = dir.path().join("people.csv");
+    std::fs::write(&path, &csv).unwrap();
+    let out = dir.path().join("people.snapkv");
+    snapkv(
+        &[
+            "build",
+            "-i",
+            path.to_str().unwrap(),
+            "-k",
+            "id",
+            "-o",
+            out.to_str().unwrap(),
+        ],
+        None,
+    )
+    .ok();
+    let s = open(&out);
+    assert_eq!(s.len(), 600);
+    for (key, want) in &expected {
+        // Keys keep their text: "00042", not 42.
+        assert_eq!(&json_value(&s, key), want, "key {key}");
+    }
+
+    // The same from stdin.
+    let out2 = dir.path().join("stdin.snapkv");
+    snapkv(
+        &[
+            "build",
+            "-i",
+            "-",
+            "--format",
+            "csv",
+            "-k",
+            "id",
+            "-o",
+            out2.to_str().unwrap(),
+            "--dataset",
+            "people",
+        ],
+        Some(csv.as_bytes()),
+    )
+    .ok();
+    let s2 = open(&out2);
+    assert_eq!(s2.len(), 600);
+    for (key, want) in &expected {
+        assert_eq!(&json_value(&s2, key), want, "key {key}");
+    }
+}
+
+#[test]
+fn ndjson_nested_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::new();
+    let mut expected = Vec::new();
+    for i in 0..700i64 {
+        let mut row = json!({
+            "sku": format!("sku-{i}"),
+            "price": i * 3,
+            "tags": [format!("t{}", i % 4), "ü"],
+            "dims": {"w": i % 10, "h": i % 7},
+            "active": i % 2 == 0,
+            "note": if i % 5 == 0 { Value::Null } else { json!(format!("note \"{i}\"\t")) },
+        });
+        if i % 13 == 0 {
+            row.as_object_mut().unwrap().remove("tags");
+        }
+        text.push_str(&row.to_string());
+        text.push('\n');
+        if i % 50 == 0 {
+            text.push('\n');
+        }
+        let mut want = row.clone();
+        let obj = want.as_object_mut().unwrap();
+        obj.remove("sku");
+        obj.entry("tags").or_insert(Value::Null);
+        expected.push((format!("sku-{i}"), want));
+    }
+    let path = dir.path().join("items.jsonl");
+    std::fs::write(&path, &text).unwrap();
+    let out = dir.path().join("items.snapkv");
+    snapkv(
+        &[
+            "build",
+            "-i",
+            path.to_str().unwrap(),
+            "-k",
+            "sku",
+            "-o",
+            out.to_str().unwrap(),
+        ],
+        None,
+    )
+    .ok();
+    let s = open(&out);
+    assert_eq!(s.len(), 700);
+    for (key, want) in &expected {
+        assert_eq!(&json_value(&s, key), want, "key {key}");
+    }
+
+    let out2 = dir.path().join("stdin.snapkv");
+    snapkv(
+        &[
+            "build",
+            "-i",
+            "-",
+            "--format",
+            "ndjson",
+            "-k",
+            "sku",
+            "-o",
+            out2.to_str().unwrap(),
+        ],
+        Some(text.as_bytes()),
+    )
+    .ok();
+    assert_eq!(
+        std::fs::read(&out2).unwrap().len() as u64,
+        open(&out2).stats().unwrap().file_bytes
+    );
+    let s2 = open(&out2);
+    for (key, want) in &expected {
+        assert_eq!(&json_value(&s2, key), want, "key {key}");
+    }
+}
+
+#[test]
+fn arrow_ipc_file_raw_values_and_composite_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = 1000u32;
+    let regions = ["eu", "us", "ap"];
+    let payload = |i: u32| -> Vec<u8> { (0..(i % 50)).map(|j| (i * 31 + j) as u8).collect() };
+    let batch = RecordBatch::try_from_iter(vec![
+        (
+            "region",
+            Arc::new(StringArray::from_iter_values(
+                (0..n).map(|i| regions[i as usize % 3]),
+            )) as ArrayRef,
+        ),
+        ("id", Arc::new(UInt32Array::from_iter_values(0..n))),
+        (
+            "payload",
+            Arc::new(BinaryArray::from_iter_values((0..n).map(payload))),
+        ),
+    ])
+    .unwrap();
+    let path = dir.path().join("vectors.arrow");
+    write_ipc_file(&path, &[batch.slice(0, 400), batch.slice(400, 600)]);
+    let out = dir.path().join("vectors.snapkv");
+    snapkv(
+        &[
+            "build",
+            "-i",
+            path.to_str().unwrap(),
+            "-k",
+            "region,id",
+            "--raw-value",
+            "payload",
+            "-o",
+            out.to_str().unwrap(),
+        ],
+        None,
+    )
+    .ok();
+    let s = open(&out);
+    assert_eq!(s.len(), n as u64);
+    for i in 0..n {
+        let key = format!("{}/{i}", regions[i as usize % 3]);
+        assert_eq!(
+            s.get(key.as_bytes()).unwrap().as_deref(),
+            Some(&payload(i)[..]),
+            "key {key}"
+        );
+    }
+    let m = s.metadata();
+    assert_eq!(m.value_encoding, snapkv_format::ValueEncoding::Raw);
+    assert_eq!(m.content_type.as_deref(), Some("application/octet-stream"));
+    assert_eq!(m.key_columns, ["region", "id"]);
+}
+
+#[test]
+fn arrow_ipc_stream_date_keys_and_dictionaries() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = 365;
+    let labels: DictionaryArray<Int32Type> =
+        (0..n).map(|i| ["low", "mid", "high"][i % 3]).collect();
+    let batch = RecordBatch::try_from_iter(vec![
+        // 19783 days after the epoch is 2024-03-01.
+        (
+            "day",
+            Arc::new(Date32Array::from_iter_values(19783..19783 + n as i32)) as ArrayRef,
+        ),
+        ("n", Arc::new(Int32Array::from_iter_values(0..n as i32))),
+        ("label", Arc::new(labels)),
+    ])
+    .unwrap();
+    let path = dir.path().join("days.arrows");
+    write_ipc_stream(&path, &[batch]);
+    let out = dir.path().join("days.snapkv");
+    snapkv(
+        &[
+            "build",
+            "-i",
+            path.to_str().unwrap(),
+            "-k",
+            "day",
+            "-o",
+            out.to_str().unwrap(),
+        ],
+        None,
+    )
+    .ok();
+    let s = open(&out);
+    assert_eq!(s.len(), n as u64);
+    assert_eq!(
+        json_value(&s, "2024-03-01"),
+        json!({"n": 0, "label": "low"})
+    );
+    assert_eq!(
+        json_value(&s, "2024-03-02"),
+        json!({"n": 1, "label": "mid"})
+    );
+    assert_eq!(
+        json_value(&s, "2025-02-28"),
+        json!({"n": 364, "label": "mid"})
+    );
+    let keys: Vec<_> = s.iter().map(|kv| kv.unwrap().0).collect();
+    assert_eq!(keys.len(), n);
+    assert!(keys.windows(2).all(|w| w[0] < w[1]));
+}
+
+/// Rows with repeated keys spread over three Parquet files: row `i` has key
+/// `k{(i * 7919) % 60000}`, so rows `i` and `i + 60000` share a key.
+fn dup_dir(root: &Path) -> usize {
+    let rows = 90_000usize;
+    for (f, range) in [(0, 0..30_000), (1, 30_000..60_000), (2, 60_000..rows)] {
+        let keys = StringArray::from_iter_values(
+            range
+                .clone()
+                .map(|i| format!("k{:07}", (i * 7919) % 60_000)),
+        );
+        let values = StringArray::from_iter_values(range.clone().map(|i| {
+            format!(
+                "row {i} of the input, padded to about a hundred bytes: {:x}",
+                i * 2654435761
+            )
+        }));
+        let batch = RecordBatch::try_from_iter(vec![
+            ("key", Arc::new(keys) as ArrayRef),
+            ("v", Arc::new(values)),
+        ])
+        .unwrap();
+        write_parquet(&root.join(format!("part-{f:05}.parquet")), &[batch]);
+    }
+    rows
+}
+
+#[test]
+fn spilling_build_is_byte_identical_to_in_memory_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    dup_dir(&input);
+    let spill = dir.path().join("spill");
+    std::fs::create_dir(&spill).unwrap();
+    let build = |out: &str, extra: &[&str]| {
+        let out = dir.path().join(out);
+        let mut args = vec![
+            "build",
+            "-i",
+            input.to_str().unwrap(),
+            "-k",
+            "key",
+            "-o",
+            out.to_str().unwrap(),
+            "--version",
+            "v1",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let run = snapkv(&args, None).ok();
+        let summary: Value = serde_json::from_str(&run.stdout).unwrap();
+        (std::fs::read(&out).unwrap(), summary)
+    };
+    for policy in ["last", "first"] {
+        let (memory, s1) = build("memory.snapkv", &["--on-duplicate", policy]);
+        assert_eq!(s1["runs_spilled"], 0);
+        let (spilled, s2) = build(
+            "spilled.snapkv",
+            &[
+                "--on-duplicate",
+                policy,
+                "--memory-limit",
+                "4MiB",
+                "--temp-dir",
+                spill.to_str().unwrap(),
+            ],
+        );
+        assert!(s2["runs_spilled"].as_u64().unwrap() >= 3, "{s2}");
+        let (one_thread, _) = build(
+            "one-thread.snapkv",
+            &[
+                "--on-duplicate",
+                policy,
+                "--memory-limit",
+                "5MiB",
+                "--threads",
+                "1",
+            ],
+        );
+        assert!(memory == spilled, "the spilled build differs ({policy})");
+        assert!(
+            memory == one_thread,
+            "the single-threaded build differs ({policy})"
+        );
+        assert_eq!(s2["rows"], 90_000);
+        assert_eq!(s2["keys"], 60_000);
+        assert_eq!(s2["duplicates_dropped"], 30_000);
+
+        let s = open(&dir.path().join("spilled.snapkv"));
+        for i in 0..60_000usize {
+            let key = format!("k{:07}", (i * 7919) % 60_000);
+            let row = if i < 30_000 && policy == "last" {
+                i + 60_000
+            } else {
+                i
+            };
+            let want = format!(
+                "row {row} of the input, padded to about a hundred bytes: {:x}",
+                row * 2654435761
+            );
+            assert_eq!(json_value(&s, &key), json!({"v": want}), "{policy} {key}");
+        }
+        assert_only(&spill, &[]);
+    }
+    assert_only(
+        dir.path(),
+        &[
+            "in",
+            "in/part-00000.parquet",
+            "in/part-00001.parquet",
+            "in/part-00002.parquet",
+            "memory.snapkv",
+            "one-thread.snapkv",
+            "spill",
+            "spilled.snapkv",
+        ],
+    );
+}
+
+#[test]
+fn same_input_and_version_give_the_same_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("job");
+    spark_dir(&input);
+    let a = dir.path().join("a.snapkv");
+    let b = dir.path().join("b.snapkv");
+    for out in [&a, &b] {
+        snapkv(
+            &[
+                "build",
+                "-i",
+                input.to_str().unwrap(),
+                "-k",
+                "user_id",
+                "-o",
+                out.to_str().unwrap(),
+                "--version",
+                "20261127T031500Z",
+                "--dataset",
+                "users",
+            ],
+            None,
+        )
+        .ok();
+    }
+    assert!(std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap());
+
+    // Without --version the version is the build time.
+    let c = dir.path().join("c.snapkv");
+    snapkv(
+        &[
+            "build",
+            "-i",
+            input.to_str().unwrap(),
+            "-k",
+            "user_id",
+            "-o",
+            c.to_str().unwrap(),
+        ],
+        None,
+    )
+    .ok();
+    let s = open(&c);
+    let v = s.metadata().version.clone().unwrap();
+    assert!(
+        v.len() == 16 && v.starts_with("20") && v.as_bytes()[8] == b'T' && v.ends_with('Z'),
+        "{v}"
+    );
+    assert!(s.metadata().created_at.is_some());
+}
+
+#[test]
+fn json_summary_and_options_reach_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("job");
+    spark_dir(&input);
+    let out = dir.path().join("o.snapkv");
+    let run = snapkv(
+        &[
+            "build",
+            "-i",
+            input.to_str().unwrap(),
+            "-k",
+            "user_id",
+            "-o",
+            out.to_str().unwrap(),
+            "--compression",
+            "zstd:9",
+            "--block-size",
+            "16KiB",
+            "--dict",
+            "off",
+            "--json",
+            "--label",
+            "team=ranking",
+        ],
+        None,
+    )
+    .ok();
+    let summary: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(summary["rows"], 2500);
+    assert_eq!(summary["keys"], 2500);
+    assert_eq!(summary["files"], 4);
+    assert_eq!(summary["dictionary_bytes"], 0);
+    assert!(summary["bytes_in"].as_u64().unwrap() > 0);
+    assert_eq!(
+        summary["bytes_out"].as_u64().unwrap(),
+        std::fs::metadata(&out).unwrap().len()
+    );
+    let s = open(&out);
+    let m = s.metadata();
+    assert_eq!(m.format.level, 9);
+    assert_eq!(m.format.block_size, 16384);
+    assert_eq!(m.user.get("team").map(String::as_str), Some("ranking"));
+
+    let out2 = dir.path().join("raw.snapkv");
+    snapkv(
+        &[
+            "build",
+            "-i",
+            input.to_str().unwrap(),
+            "-k",
+            "user_id",
+            "-o",
+            out2.to_str().unwrap(),
+            "--compression",
+            "none",
+            "-q",
+        ],
+        None,
+    )
+    .ok();
+    let s = open(&out2);
+    assert_eq!(s.metadata().format.compression, "none");
+    let st = s.stats().unwrap();
+    assert_eq!(st.raw_blocks, st.block_count);
+}

@@ -1,0 +1,7 @@
+//! End-to-end tests of the `snapkv` binary: every test runs the real executable on files it
+//! generates in a temporary directory.
+
+mod build;
+mod build_errors;
+mod tools;
+mod util;

@@ -1,0 +1,185 @@
+//! `snapkv get`, `scan`, `inspect` and `verify` on a built snapshot.
+
+use crate::util::*;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+
+/// Builds a snapshot of 100 users (`user:000` to `user:099`) in `dir`.
+fn users(dir: &Path) -> PathBuf {
+    let mut text = String::new();
+    for i in 0..100 {
+        text.push_str(&format!(
+            "{{\"id\":\"user:{i:03}\",\"score\":{i},\"name\":\"n{i}\"}}\n"
+        ));
+    }
+    let input = dir.join("users.ndjson");
+    std::fs::write(&input, text).unwrap();
+    let out = dir.join("users.snapkv");
+    snapkv(
+        &[
+            "build",
+            "-i",
+            input.to_str().unwrap(),
+            "-k",
+            "id",
+            "-o",
+            out.to_str().unwrap(),
+            "--version",
+            "20261127T031500Z",
+            "-q",
+        ],
+        None,
+    )
+    .ok();
+    out
+}
+
+#[test]
+fn get_prints_values_and_exits_1_on_a_missing_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = users(dir.path());
+    let f = f.to_str().unwrap();
+    let run = snapkv(&["get", f, "user:007", "user:042"], None).ok();
+    assert_eq!(
+        run.stdout,
+        "{\"score\":7,\"name\":\"n7\"}\n{\"score\":42,\"name\":\"n42\"}\n"
+    );
+    let run = snapkv(&["get", f, "user:001", "user:999"], None);
+    assert_eq!(run.code, 1);
+    assert_eq!(run.stdout, "{\"score\":1,\"name\":\"n1\"}\n");
+    assert!(
+        run.stderr.contains("key not found: user:999"),
+        "{}",
+        run.stderr
+    );
+    let run = snapkv(&["get", "/nonexistent.snapkv", "k"], None);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("cannot open /nonexistent.snapkv"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn scan_prints_ndjson_in_key_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = users(dir.path());
+    let f = f.to_str().unwrap();
+    let lines = |run: Run| -> Vec<Value> {
+        run.stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let all = lines(snapkv(&["scan", f], None).ok());
+    assert_eq!(all.len(), 100);
+    assert_eq!(
+        all[0],
+        json!({"key": "user:000", "value": {"score": 0, "name": "n0"}})
+    );
+    let keys: Vec<&str> = all.iter().map(|v| v["key"].as_str().unwrap()).collect();
+    assert!(keys.windows(2).all(|w| w[0] < w[1]));
+
+    let prefix = lines(snapkv(&["scan", f, "--prefix", "user:05"], None).ok());
+    assert_eq!(prefix.len(), 10);
+    assert_eq!(prefix[9]["key"], "user:059");
+
+    let range = lines(
+        snapkv(
+            &[
+                "scan", f, "--start", "user:010", "--end", "user:020", "--limit", "4",
+            ],
+            None,
+        )
+        .ok(),
+    );
+    let keys: Vec<&str> = range.iter().map(|v| v["key"].as_str().unwrap()).collect();
+    assert_eq!(keys, ["user:010", "user:011", "user:012", "user:013"]);
+
+    let none = snapkv(&["scan", f, "--prefix", "nobody"], None).ok();
+    assert_eq!(none.stdout, "");
+}
+
+#[test]
+fn inspect_shows_metadata_and_sizes() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = users(dir.path());
+    let f = f.to_str().unwrap();
+    let run = snapkv(&["inspect", f, "--json"], None).ok();
+    let v: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(v["stats"]["keys"], 100);
+    assert_eq!(v["metadata"]["dataset"], "users");
+    assert_eq!(v["metadata"]["version"], "20261127T031500Z");
+    assert_eq!(v["metadata"]["key_columns"], json!(["id"]));
+    assert_eq!(v["metadata"]["value_encoding"], "json");
+    assert_eq!(v["metadata"]["content_type"], "application/json");
+    assert!(
+        v["metadata"]["schema"]["fields"].is_array(),
+        "{}",
+        v["metadata"]
+    );
+    assert!(v["stats"]["compression_ratio"].as_f64().unwrap() > 0.0);
+    assert_eq!(
+        v["stats"]["file_bytes"].as_u64().unwrap(),
+        std::fs::metadata(f).unwrap().len()
+    );
+    let text = snapkv(&["inspect", f], None).ok().stdout;
+    for part in [
+        "dataset       users",
+        "keys          100",
+        "key columns   id",
+        "schema",
+    ] {
+        assert!(text.contains(part), "{part:?} in {text}");
+    }
+}
+
+#[test]
+fn verify_exit_code_is_the_verdict() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = users(dir.path());
+    let run = snapkv(&["verify", f.to_str().unwrap()], None).ok();
+    assert!(run.stdout.contains(": ok (100 keys"), "{}", run.stdout);
+
+    // Flip one byte in the data blocks (just past the 16-byte header).
+    let mut bytes = std::fs::read(&f).unwrap();
+    bytes[20] ^= 0x55;
+    let bad = dir.path().join("bad.snapkv");
+    std::fs::write(&bad, &bytes).unwrap();
+    let run = snapkv(
+        &["verify", f.to_str().unwrap(), bad.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stdout.contains("bad.snapkv: CORRUPT"), "{}", run.stdout);
+
+    let truncated = dir.path().join("short.snapkv");
+    std::fs::write(&truncated, &bytes[..bytes.len() - 10]).unwrap();
+    assert_eq!(
+        snapkv(&["verify", truncated.to_str().unwrap()], None).code,
+        1
+    );
+
+    let run = snapkv(
+        &["verify", dir.path().join("missing").to_str().unwrap()],
+        None,
+    );
+    assert_eq!(run.code, 2);
+}
+
+#[test]
+fn help_has_examples() {
+    let run = snapkv(&["build", "--help"], None).ok();
+    for part in [
+        "--memory-limit",
+        "--on-duplicate",
+        "--raw-value",
+        "Examples:",
+        "snapkv build",
+    ] {
+        assert!(run.stdout.contains(part), "{part:?} in {}", run.stdout);
+    }
+    let run = snapkv(&["build"], None);
+    assert_eq!(run.code, 2);
+}

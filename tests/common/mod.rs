@@ -1,0 +1,112 @@
+//! Shared by the server tests: snapshot files and a running `snapkv serve`.
+#![allow(dead_code)]
+
+use snapkv_format::{Metadata, SnapshotWriter, ValueEncoding, WriterOptions};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// Writes a snapshot of sorted `rows` labelled `version`.
+pub fn write_snapshot(path: &Path, version: &str, rows: &[(String, String)], json: bool) {
+    let mut meta = Metadata::default();
+    meta.dataset = Some("d".into());
+    meta.version = Some(version.into());
+    meta.created_at = Some("2026-11-27T03:15:00Z".into());
+    if json {
+        meta.value_encoding = ValueEncoding::Json;
+        meta.content_type = Some("application/json".into());
+    }
+    let file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut w = SnapshotWriter::new(file, WriterOptions::default(), meta).unwrap();
+    for (k, v) in rows {
+        w.insert(k.as_bytes(), v.as_bytes()).unwrap();
+    }
+    w.finish().unwrap();
+}
+
+/// An HTTP client. TLS is never used here, but the TLS stack the workspace builds reqwest with
+/// wants a crypto provider installed before any client is built.
+pub fn client() -> reqwest::blocking::Client {
+    client_builder().build().unwrap()
+}
+
+/// A client builder, with the crypto provider installed.
+pub fn client_builder() -> reqwest::blocking::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::blocking::Client::builder()
+}
+
+/// A `snapkv serve` child process on 127.0.0.1:0; killed when dropped.
+pub struct Server {
+    pub url: String,
+    child: Child,
+}
+
+impl Server {
+    /// Starts `snapkv serve ARGS` and waits until `/readyz` says ready.
+    pub fn start(args: &[&str]) -> Server {
+        let s = Server::start_unready(args);
+        s.wait_ready();
+        s
+    }
+
+    /// Starts `snapkv serve ARGS` and waits only for the listening socket.
+    pub fn start_unready(args: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_snapkv"))
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("SNAPKV_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start snapkv serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        Server { url, child }
+    }
+
+    pub fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let c = client();
+        loop {
+            if let Ok(r) = c.get(format!("{}/readyz", self.url)).send() {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "server never became ready");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let pid = self.child.id().to_string();
+        let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(killed.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "server did not exit on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,474 @@
+//! `snapkv serve` end to end: the real binary on 127.0.0.1:0, a real HTTP client.
+
+mod common;
+
+use common::{client, client_builder, write_snapshot, Server};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+fn value_of(version: &str, key: &str) -> String {
+    format!("{{\"v\":\"{version}\",\"k\":\"{key}\"}}")
+}
+
+/// A dataset with keys k0000..k(n-1), some with `/` and spaces, values naming their version.
+fn dataset(version: &str, n: usize) -> Vec<(String, String)> {
+    let mut rows: Vec<(String, String)> = (0..n)
+        .map(|i| format!("k{i:04}"))
+        .chain([
+            "dir/a b".to_string(),
+            "dir/x%y".to_string(),
+            "ünï".to_string(),
+        ])
+        .map(|k| {
+            let v = value_of(version, &k);
+            (k, v)
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+fn error_code(resp: reqwest::blocking::Response) -> (StatusCode, String) {
+    let status = resp.status();
+    let body: Value = resp.json().expect("JSON error body");
+    (
+        status,
+        body["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    )
+}
+
+#[test]
+fn every_endpoint_and_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.snapkv");
+    write_snapshot(&path, "v1", &dataset("v1", 500), true);
+    let server = Server::start(&["--file", &format!("d={}", path.display())]);
+    let c = client();
+    let url = |p: &str| format!("{}{p}", server.url);
+
+    let r = c.get(url("/healthz")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c.get(url("/readyz")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().unwrap()["ready"], true);
+
+    // A key: the stored bytes, the version, an ETag.
+    let r = c.get(url("/v1/datasets/d/keys/k0042")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-snapkv-version"], "v1");
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let etag = r.headers()["etag"].to_str().unwrap().to_owned();
+    assert_eq!(r.text().unwrap(), value_of("v1", "k0042"));
+    let r = c
+        .get(url("/v1/datasets/d/keys/k0042"))
+        .header("if-none-match", &etag)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(r.headers()["x-snapkv-version"], "v1");
+
+    // Keys are percent-decoded and may contain `/`.
+    let r = c.get(url("/v1/datasets/d/keys/dir/a%20b")).send().unwrap();
+    assert_eq!(r.text().unwrap(), value_of("v1", "dir/a b"));
+    let r = c
+        .get(url("/v1/datasets/d/keys/dir%2Fx%25y"))
+        .send()
+        .unwrap();
+    assert_eq!(r.text().unwrap(), value_of("v1", "dir/x%y"));
+    let r = c
+        .get(url("/v1/datasets/d/keys/%C3%BCn%C3%AF"))
+        .send()
+        .unwrap();
+    assert_eq!(r.text().unwrap(), value_of("v1", "ünï"));
+
+    // Misses and errors.
+    let r = c.get(url("/v1/datasets/d/keys/nope")).send().unwrap();
+    assert_eq!(r.headers()["x-snapkv-version"], "v1");
+    assert_eq!(
+        error_code(r),
+        (StatusCode::NOT_FOUND, "key_not_found".into())
+    );
+    let r = c.get(url("/v1/datasets/zz/keys/k0001")).send().unwrap();
+    assert_eq!(
+        error_code(r),
+        (StatusCode::NOT_FOUND, "dataset_not_found".into())
+    );
+    let r = c.get(url("/v1/datasets/d/keys/bad%zz")).send().unwrap();
+    assert_eq!(
+        error_code(r),
+        (StatusCode::BAD_REQUEST, "bad_percent_encoding".into())
+    );
+    let long = "x".repeat(5000);
+    let r = c
+        .get(url(&format!("/v1/datasets/d/keys/{long}")))
+        .send()
+        .unwrap();
+    assert_eq!(
+        error_code(r),
+        (StatusCode::BAD_REQUEST, "key_too_long".into())
+    );
+    let r = c.delete(url("/v1/datasets/d/keys/k0001")).send().unwrap();
+    assert_eq!(r.headers()["allow"], "GET, HEAD");
+    assert_eq!(
+        error_code(r),
+        (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed".into())
+    );
+    let r = c.get(url("/nowhere")).send().unwrap();
+    assert_eq!(error_code(r), (StatusCode::NOT_FOUND, "no_route".into()));
+
+    // mget: one version, found values and missing keys.
+    let r = c
+        .post(url("/v1/datasets/d/mget"))
+        .body(json!({"keys": ["k0001", "k0499", "missing", "dir/a b"]}).to_string())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-snapkv-version"], "v1");
+    let body: Value = r.json().unwrap();
+    assert_eq!(body["version"], "v1");
+    assert_eq!(body["encoding"], "json");
+    assert_eq!(body["values"]["k0001"], json!({"v": "v1", "k": "k0001"}));
+    assert_eq!(
+        body["values"]["dir/a b"],
+        json!({"v": "v1", "k": "dir/a b"})
+    );
+    assert_eq!(body["missing"], json!(["missing"]));
+    for (body, code) in [
+        ("{\"keys\": [", "bad_json"),
+        ("{\"keys\": 3}", "bad_json"),
+        ("{\"nope\": []}", "bad_json"),
+    ] {
+        let r = c
+            .post(url("/v1/datasets/d/mget"))
+            .body(body)
+            .send()
+            .unwrap();
+        assert_eq!(
+            error_code(r),
+            (StatusCode::BAD_REQUEST, code.into()),
+            "{body}"
+        );
+    }
+    let many: Vec<String> = (0..1001).map(|i| format!("k{i}")).collect();
+    let r = c
+        .post(url("/v1/datasets/d/mget"))
+        .body(json!({ "keys": many }).to_string())
+        .send()
+        .unwrap();
+    assert_eq!(
+        error_code(r),
+        (StatusCode::BAD_REQUEST, "too_many_keys".into())
+    );
+    let r = c
+        .post(url("/v1/datasets/d/mget"))
+        .body(vec![b' '; 2 << 20])
+        .send()
+        .unwrap();
+    assert_eq!(
+        error_code(r),
+        (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large".into())
+    );
+    let r = c.get(url("/v1/datasets/d/mget")).send().unwrap();
+    assert_eq!(r.headers()["allow"], "POST");
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+
+    // scan: prefix pages joined by the cursor equal the whole prefix, in key order.
+    let mut keys = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let mut u = url("/v1/datasets/d/scan?prefix=k01&limit=7");
+        if let Some(a) = &after {
+            u.push_str(&format!("&after={a}"));
+        }
+        let body: Value = c.get(u).send().unwrap().json().unwrap();
+        assert_eq!(body["version"], "v1");
+        for item in body["items"].as_array().unwrap() {
+            let k = item["key"].as_str().unwrap().to_owned();
+            assert_eq!(item["value"], json!({"v": "v1", "k": k}));
+            keys.push(k);
+        }
+        match body["next"].as_str() {
+            Some(n) => after = Some(n.to_owned()),
+            None => break,
+        }
+    }
+    let want: Vec<String> = (100..200).map(|i| format!("k{i:04}")).collect();
+    assert_eq!(keys, want);
+    let body: Value = c
+        .get(url("/v1/datasets/d/scan?start=k0010&end=k0013"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let got: Vec<&str> = body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(got, ["k0010", "k0011", "k0012"]);
+    for (q, code) in [
+        ("limit=0", "bad_limit"),
+        ("limit=100000", "bad_limit"),
+        ("prefix=a&start=b", "bad_range"),
+        ("after=%%%", "bad_percent_encoding"),
+        ("after=!!", "bad_cursor"),
+        ("color=red", "unknown_parameter"),
+    ] {
+        let r = c
+            .get(url(&format!("/v1/datasets/d/scan?{q}")))
+            .send()
+            .unwrap();
+        assert_eq!(error_code(r), (StatusCode::BAD_REQUEST, code.into()), "{q}");
+    }
+
+    // Dataset list and info.
+    let body: Value = c.get(url("/v1/datasets")).send().unwrap().json().unwrap();
+    assert_eq!(body["datasets"][0]["name"], "d");
+    assert_eq!(body["datasets"][0]["version"], "v1");
+    assert_eq!(body["datasets"][0]["keys"], 503);
+    let body: Value = c.get(url("/v1/datasets/d")).send().unwrap().json().unwrap();
+    assert_eq!(body["version"], "v1");
+    assert_eq!(body["metadata"]["value_encoding"], "json");
+    assert!(body["loaded_at"].as_str().unwrap().ends_with('Z'));
+
+    // Metrics saw the traffic.
+    let text = c.get(url("/metrics")).send().unwrap().text().unwrap();
+    for needle in [
+        "snapkv_http_requests_total{route=\"key\",status=\"200\"}",
+        "snapkv_http_request_duration_seconds_bucket{le=",
+        "snapkv_lookups_total{dataset=\"d\",result=\"miss\"}",
+        "snapkv_snapshot_info{dataset=\"d\",version=\"v1\"} 1",
+        "snapkv_snapshot_keys{dataset=\"d\"} 503",
+        "snapkv_mapped_bytes{dataset=\"d\"}",
+        "snapkv_sync_last_success{dataset=\"d\"} 1",
+    ] {
+        assert!(text.contains(needle), "metrics lack {needle}:\n{text}");
+    }
+}
+
+#[test]
+fn http2_prior_knowledge_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.snapkv");
+    write_snapshot(&path, "v1", &dataset("v1", 10), true);
+    let server = Server::start(&["--file", &format!("d={}", path.display())]);
+    let c = client_builder().http2_prior_knowledge().build().unwrap();
+    let r = c
+        .get(format!("{}/v1/datasets/d/keys/k0003", server.url))
+        .send()
+        .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.text().unwrap(), value_of("v1", "k0003"));
+}
+
+/// A client hammers GET, mget and scan while the file is replaced twice: no request fails and
+/// every answer is consistent with the version it names. Then a corrupt replacement is refused
+/// and the last good version stays served, and the error is visible.
+#[test]
+fn swaps_under_load_without_failed_or_mixed_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.snapkv");
+    write_snapshot(&path, "v1", &dataset("v1", 2000), true);
+    let server = Server::start(&[
+        "--file",
+        &format!("d={}", path.display()),
+        "--poll-interval",
+        "50ms",
+    ]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = (0..3)
+        .map(|w| {
+            let url = server.url.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let c = client();
+                let mut seen = std::collections::BTreeSet::new();
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let k = format!("k{:04}", (n * 7 + w) % 2000);
+                    n += 1;
+                    match n % 3 {
+                        0 => {
+                            let r = c
+                                .get(format!("{url}/v1/datasets/d/keys/{k}"))
+                                .send()
+                                .unwrap();
+                            assert_eq!(r.status(), 200);
+                            let v = r.headers()["x-snapkv-version"].to_str().unwrap().to_owned();
+                            assert_eq!(r.text().unwrap(), value_of(&v, &k));
+                            seen.insert(v);
+                        }
+                        1 => {
+                            let keys = [k.clone(), format!("k{:04}", (n * 13) % 2000)];
+                            let r = c
+                                .post(format!("{url}/v1/datasets/d/mget"))
+                                .body(json!({ "keys": keys }).to_string())
+                                .send()
+                                .unwrap();
+                            assert_eq!(r.status(), 200);
+                            let body: Value = r.json().unwrap();
+                            let v = body["version"].as_str().unwrap();
+                            for key in &keys {
+                                assert_eq!(body["values"][key], json!({"v": v, "k": key}));
+                            }
+                        }
+                        _ => {
+                            let r = c
+                                .get(format!("{url}/v1/datasets/d/scan?start={k}&limit=20"))
+                                .send()
+                                .unwrap();
+                            assert_eq!(r.status(), 200);
+                            let body: Value = r.json().unwrap();
+                            let v = body["version"].as_str().unwrap();
+                            for item in body["items"].as_array().unwrap() {
+                                assert_eq!(item["value"]["v"], v);
+                            }
+                        }
+                    }
+                }
+                (n, seen)
+            })
+        })
+        .collect();
+    let wait_for = |version: &str| {
+        let c = client();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let body: Value = c
+                .get(format!("{}/v1/datasets/d", server.url))
+                .send()
+                .unwrap()
+                .json()
+                .unwrap();
+            if body["version"] == version {
+                return body;
+            }
+            assert!(Instant::now() < deadline, "{version} never served: {body}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    for v in ["v2", "v3"] {
+        let tmp = dir.path().join(format!("{v}.tmp"));
+        write_snapshot(&tmp, v, &dataset(v, 2000), true);
+        std::fs::rename(&tmp, &path).unwrap();
+        let info = wait_for(v);
+        assert!(info["previous_version"].is_string());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // A corrupt file replaces the good one: refused, v3 stays served, the error shows.
+    let tmp = dir.path().join("bad.tmp");
+    write_snapshot(&tmp, "v4", &dataset("v4", 2000), true);
+    let mut bytes = std::fs::read(&tmp).unwrap();
+    bytes[100] ^= 0x40;
+    std::fs::write(&tmp, &bytes).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    let c = client();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let info = loop {
+        let body: Value = c
+            .get(format!("{}/v1/datasets/d", server.url))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        if body["sync"]["last_error"].is_string() {
+            break body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "corrupt file not reported: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(info["version"], "v3");
+    assert!(
+        info["sync"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("checksum"),
+        "{info}"
+    );
+    let text = c
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        text.contains("snapkv_sync_last_success{dataset=\"d\"} 0"),
+        "{text}"
+    );
+    // The file disappears altogether: still serving.
+    std::fs::remove_file(&path).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    let mut versions = std::collections::BTreeSet::new();
+    for w in workers {
+        let (n, seen) = w
+            .join()
+            .expect("a client saw a failed or inconsistent answer");
+        total += n;
+        versions.extend(seen);
+    }
+    assert!(total > 100, "only {total} requests");
+    assert!(versions.len() >= 2, "clients saw only {versions:?}");
+    let r = c
+        .get(format!("{}/v1/datasets/d/keys/k0001", server.url))
+        .send()
+        .unwrap();
+    assert_eq!(r.text().unwrap(), value_of("v3", "k0001"));
+}
+
+#[test]
+fn sigterm_drains_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.snapkv");
+    write_snapshot(&path, "v1", &dataset("v1", 10), true);
+    let mut server = Server::start(&["--file", &format!("d={}", path.display())]);
+    let status = server.terminate();
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn not_ready_until_loaded_and_bad_flags_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("later.snapkv");
+    let server = Server::start_unready(&[
+        "--file",
+        &format!("d={}", path.display()),
+        "--poll-interval",
+        "50ms",
+    ]);
+    let c = client();
+    let r = c.get(format!("{}/readyz", server.url)).send().unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let r = c
+        .get(format!("{}/v1/datasets/d/keys/k0001", server.url))
+        .send()
+        .unwrap();
+    assert_eq!(
+        error_code(r),
+        (StatusCode::SERVICE_UNAVAILABLE, "not_loaded".into())
+    );
+    write_snapshot(&path, "v1", &dataset("v1", 10), true);
+    server.wait_ready();
+    let r = c
+        .get(format!("{}/v1/datasets/d/keys/k0001", server.url))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_snapkv"))
+        .args(["serve", "--file", "no-equals-sign"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NAME=PATH"));
+}

@@ -1,0 +1,484 @@
+//! End-to-end tests of `snapkv publish`, `versions`, `rollback` and `gc`: the real binary
+//! against a local directory store and a real S3-compatible server over HTTP (started by
+//! `./scripts/test`; without it the S3 tests fail).
+
+use snapkv_format::{Compression, Dictionary, Metadata, SnapshotWriter, WriterOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+const BUCKET: &str = "snapkv-test";
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Backend {
+    Local,
+    S3,
+}
+
+/// One test's store, dataset and scratch directory.
+struct Env {
+    backend: Backend,
+    store: String,
+    options: Vec<String>,
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new(backend: Backend, test: &str) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, options) = match backend {
+            Backend::Local => (dir.path().join("store").display().to_string(), Vec::new()),
+            Backend::S3 => {
+                let endpoint = s3_endpoint();
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos();
+                let options = [
+                    format!("endpoint={endpoint}"),
+                    "access_key_id=snapkv-test".into(),
+                    "secret_access_key=snapkv-test".into(),
+                    "region=us-east-1".into(),
+                ];
+                (
+                    format!("s3://{BUCKET}/cli-{test}-{}-{nanos}", std::process::id()),
+                    options
+                        .into_iter()
+                        .flat_map(|o| ["--store-option".to_owned(), o])
+                        .collect(),
+                )
+            }
+        };
+        Env {
+            backend,
+            store,
+            options,
+            dir,
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A snapshot of about `bytes` bytes at `name`.
+    fn snapshot(&self, name: &str, bytes: usize, seed: u64) -> PathBuf {
+        let path = self.path(name);
+        let mut options = WriterOptions::default();
+        options.compression = Compression::None;
+        options.dictionary = Dictionary::Off;
+        let file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+        let mut w = SnapshotWriter::new(file, options, Metadata::default()).unwrap();
+        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut value = vec![0u8; 1000];
+        for i in 0..(bytes / 1000).max(1) {
+            for chunk in value.chunks_mut(8) {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+            }
+            w.insert(format!("key-{i:08}").as_bytes(), &value).unwrap();
+        }
+        w.finish().unwrap();
+        path
+    }
+
+    /// `snapkv COMMAND --store … --dataset ds ARGS…`, not yet started.
+    fn command(&self, command: &str, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_snapkv"));
+        c.arg(command)
+            .args(["--store", &self.store, "--dataset", "ds"])
+            .args(&self.options)
+            .args(args)
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, command: &str, args: &[&str]) -> Output {
+        self.command(command, args).output().unwrap()
+    }
+
+    /// Runs and expects exit code 0; returns stdout.
+    fn ok(&self, command: &str, args: &[&str]) -> String {
+        let out = self.run(command, args);
+        assert!(
+            out.status.success(),
+            "snapkv {command} {args:?}: {:?}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs and expects exit code 2; returns stderr.
+    fn fails(&self, command: &str, args: &[&str]) -> String {
+        let out = self.run(command, args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "snapkv {command} {args:?}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    fn versions(&self) -> Vec<serde_json::Value> {
+        serde_json::from_str(&self.ok("versions", &["--json"])).unwrap()
+    }
+
+    fn current(&self) -> Option<String> {
+        self.versions()
+            .into_iter()
+            .find(|v| v["current"] == true)
+            .map(|v| v["version"].as_str().unwrap().to_owned())
+    }
+}
+
+fn s3_endpoint() -> String {
+    let endpoint = std::env::var("SNAPKV_TEST_S3_ENDPOINT").unwrap_or_default();
+    assert!(
+        !endpoint.is_empty(),
+        "SNAPKV_TEST_S3_ENDPOINT is not set: run ./scripts/test, which starts an S3-compatible \
+         server on 127.0.0.1 and sets it"
+    );
+    static BUCKET_MADE: OnceLock<()> = OnceLock::new();
+    BUCKET_MADE.get_or_init(|| {
+        // The test server accepts an unsigned path-style `PUT /bucket` (200 when it exists).
+        let addr = endpoint.trim_start_matches("http://").trim_end_matches('/');
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        write!(
+            s,
+            "PUT /{BUCKET} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.1 409"), "{answer}");
+    });
+    endpoint
+}
+
+fn arg(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+macro_rules! both_backends {
+    ($($test:ident),* $(,)?) => {
+        mod local {
+            $(#[test] fn $test() { super::$test(super::Backend::Local) })*
+        }
+        mod s3 {
+            $(#[test] fn $test() { super::$test(super::Backend::S3) })*
+        }
+    };
+}
+
+both_backends!(
+    publish_versions_rollback_gc,
+    refusals_are_errors_with_reasons,
+    racing_publishers_one_wins,
+    killed_publish_leaves_current_and_gc_cleans_it,
+);
+
+fn publish_versions_rollback_gc(backend: Backend) {
+    let env = Env::new(backend, "lifecycle");
+    let a = env.snapshot("part-0.snapkv", 30_000, 1);
+    let b = env.snapshot("part-1.snapkv", 20_000, 2);
+    let out = env.ok("publish", &[arg(&a), arg(&b), "--version", "v1"]);
+    assert!(
+        out.contains("published ds version v1: 2 file(s)") && out.contains("50 keys"),
+        "{out}"
+    );
+    assert!(out.contains("CURRENT (none) -> v1"), "{out}");
+    let out = env.ok("publish", &[arg(&a), "--version", "v2"]);
+    assert!(out.contains("CURRENT v1 -> v2"), "{out}");
+
+    let table = env.ok("versions", &[]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        lines[0].contains("VERSION") && lines[0].contains("KEYS"),
+        "{table}"
+    );
+    assert!(
+        lines[1].starts_with("  v1 ") && lines[1].contains(" 50 "),
+        "{table}"
+    );
+    assert!(
+        lines[2].starts_with("* v2 ") && lines[2].contains(" 30 "),
+        "{table}"
+    );
+    let json = env.versions();
+    assert_eq!(json.len(), 2);
+    assert_eq!(json[0]["version"], "v1");
+    assert_eq!(
+        json[0]["files"],
+        serde_json::json!(["part-0.snapkv", "part-1.snapkv"])
+    );
+    assert_eq!(json[0]["keys"], 50);
+    assert_eq!(
+        json[0]["bytes"],
+        std::fs::metadata(&a).unwrap().len() + std::fs::metadata(&b).unwrap().len()
+    );
+    assert_eq!(json[1]["current"], true);
+    assert_eq!(json[1]["complete"], true);
+
+    let out = env.ok("rollback", &["--to", "v1"]);
+    assert_eq!(out.trim(), "CURRENT of ds: v2 -> v1");
+    assert_eq!(env.current().as_deref(), Some("v1"));
+    let out = env.ok("rollback", &["--to", "v1"]);
+    assert_eq!(out.trim(), "CURRENT of ds is already v1");
+
+    // CURRENT is v1 and v2 is the newest: with --keep 1 both stay.
+    let out = env.ok("gc", &["--keep", "1"]);
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("kept")).count(),
+        2,
+        "{out}"
+    );
+    env.ok("publish", &[arg(&b), "--version", "v3"]);
+    let out = env.ok("gc", &["--keep", "1", "--dry-run"]);
+    assert!(
+        out.contains("would delete v1") && out.contains("would delete v2"),
+        "{out}"
+    );
+    assert_eq!(env.versions().len(), 3);
+    let out = env.ok("gc", &["--keep", "1"]);
+    assert!(
+        out.contains("deleted v1") && out.contains("deleted v2"),
+        "{out}"
+    );
+    assert!(out.contains("kept v3"), "{out}");
+    let json = env.versions();
+    assert_eq!(json.len(), 1);
+    assert_eq!(json[0]["version"], "v3");
+    assert_eq!(json[0]["current"], true);
+}
+
+fn refusals_are_errors_with_reasons(backend: Backend) {
+    let env = Env::new(backend, "refusals");
+    let a = env.snapshot("a.snapkv", 10_000, 1);
+    env.ok("publish", &[arg(&a), "--version", "v2"]);
+    let err = env.fails("publish", &[arg(&a), "--version", "v1"]);
+    assert!(
+        err.starts_with("error: ") && err.contains("not newer than the current version v2"),
+        "{err}"
+    );
+    let err = env.fails("publish", &[arg(&a), "--version", "v2"]);
+    assert!(err.contains("not newer"), "{err}");
+    let err = env.fails("rollback", &["--to", "v9"]);
+    assert!(err.contains("version v9 of ds not found"), "{err}");
+    let err = env.fails("gc", &["--keep", "0"]);
+    assert!(err.contains("at least 1"), "{err}");
+
+    let corrupt = env.path("corrupt.snapkv");
+    let mut bytes = std::fs::read(&a).unwrap();
+    bytes[200] ^= 0xff;
+    std::fs::write(&corrupt, bytes).unwrap();
+    let err = env.fails("publish", &[arg(&corrupt), "--version", "v3"]);
+    assert!(err.contains("corrupt"), "{err}");
+    assert_eq!(env.versions().len(), 1, "nothing of v3 was uploaded");
+    assert_eq!(env.current().as_deref(), Some("v2"));
+}
+
+fn racing_publishers_one_wins(backend: Backend) {
+    let env = Env::new(backend, "race");
+    let a = env.snapshot("a.snapkv", 10_000, 1);
+    env.ok("publish", &[arg(&a), "--version", "v1"]);
+    // Two processes read CURRENT (v1), then upload for about two seconds each.
+    let big = env.snapshot("big.snapkv", 1_200_000, 2);
+    let children: Vec<_> = ["v2", "v3"]
+        .iter()
+        .map(|v| {
+            env.command(
+                "publish",
+                &[arg(&big), "--version", v, "--max-rate", "600k"],
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+        })
+        .collect();
+    let outs: Vec<Output> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    let won: Vec<usize> = (0..2).filter(|&i| outs[i].status.success()).collect();
+    assert_eq!(won.len(), 1, "exactly one publisher wins: {outs:?}");
+    let (winner, loser) = (["v2", "v3"][won[0]], &outs[1 - won[0]]);
+    assert_eq!(loser.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&loser.stderr);
+    assert!(err.contains("lost the race"), "{err}");
+    assert!(
+        err.contains(&format!("{winner} was made current by")),
+        "{err}"
+    );
+    assert_eq!(env.current().as_deref(), Some(winner));
+}
+
+fn killed_publish_leaves_current_and_gc_cleans_it(backend: Backend) {
+    let env = Env::new(backend, "killed");
+    let a = env.snapshot("a.snapkv", 10_000, 1);
+    env.ok("publish", &[arg(&a), "--version", "v1"]);
+    let big = env.snapshot("big.snapkv", 12 << 20, 2);
+    let mut child = env
+        .command(
+            "publish",
+            &[
+                arg(&a),
+                arg(&big),
+                "--version",
+                "v2",
+                "--max-rate",
+                "4MiB",
+                "--part-size",
+                "5MiB",
+            ],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the upload is under way (the version folder shows, incomplete), then kill.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if env.versions().iter().any(|v| v["version"] == "v2") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the upload never started");
+        assert!(child.try_wait().unwrap().is_none(), "publish ended early");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let json = env.versions();
+    let v2 = json.iter().find(|v| v["version"] == "v2").unwrap();
+    assert_eq!(v2["complete"], false);
+    assert_eq!(env.current().as_deref(), Some("v1"));
+    let table = env.ok("versions", &[]);
+    assert!(
+        table.contains("v2") && table.contains("(incomplete)"),
+        "{table}"
+    );
+    let err = env.fails("rollback", &["--to", "v2"]);
+    assert!(err.contains("incomplete"), "{err}");
+
+    let out = env.ok("gc", &["--keep", "5"]);
+    assert!(
+        out.contains("kept v2 (incomplete, younger than 1h)"),
+        "{out}"
+    );
+    let out = env.ok("gc", &["--keep", "5", "--grace", "0s"]);
+    assert!(out.contains("deleted v2 (incomplete, abandoned)"), "{out}");
+    assert_eq!(env.versions().len(), 1);
+    if backend == Backend::Local {
+        assert!(!env.path("store/ds/versions/v2").exists());
+    }
+    env.ok("publish", &[arg(&a), "--version", "v2"]);
+    assert_eq!(env.current().as_deref(), Some("v2"));
+}
+
+#[test]
+fn unreachable_store_is_a_clear_error_after_bounded_retries() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_snapkv"))
+        .args([
+            "versions",
+            "--store",
+            "s3://bucket/prefix",
+            "--dataset",
+            "ds",
+        ])
+        .args([
+            "--store-option",
+            &format!("endpoint=http://127.0.0.1:{port}"),
+        ])
+        .args([
+            "--store-option",
+            "access_key_id=x",
+            "--store-option",
+            "secret_access_key=x",
+        ])
+        .args([
+            "--store-option",
+            "region=us-east-1",
+            "--store-option",
+            "max_retries=2",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("error: storage at s3://bucket/prefix is unavailable (GET"),
+        "{err}"
+    );
+    assert!(err.contains("after 2 retries"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn store_commands_have_help_with_examples() {
+    for command in ["publish", "versions", "rollback", "gc"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_snapkv"))
+            .args([command, "--help"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{command}");
+        let help = String::from_utf8(out.stdout).unwrap();
+        assert!(help.contains("Examples:"), "{command}: {help}");
+        assert!(
+            help.contains(&format!("snapkv {command} ")),
+            "{command}: {help}"
+        );
+        assert!(
+            help.contains("--store <URL>") && help.contains("--dataset <NAME>"),
+            "{help}"
+        );
+    }
+}
+
+#[test]
+fn bad_store_urls_and_options_are_errors() {
+    let env = Env::new(Backend::Local, "bad");
+    let a = env.snapshot("a.snapkv", 10_000, 1);
+    let out = Command::new(env!("CARGO_BIN_EXE_snapkv"))
+        .args([
+            "publish",
+            arg(&a),
+            "--store",
+            "ftp://x/y",
+            "--dataset",
+            "ds",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown scheme"));
+    let out = Command::new(env!("CARGO_BIN_EXE_snapkv"))
+        .args(["versions", "--store", "s3://b/p", "--dataset", "ds"])
+        .args(["--store-option", "no_such_option=1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no_such_option"));
+    let out = Command::new(env!("CARGO_BIN_EXE_snapkv"))
+        .args(["versions", "--store", &env.store, "--dataset", "a/b"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid dataset name"));
+}
