@@ -472,3 +472,169 @@ fn not_ready_until_loaded_and_bad_flags_fail() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("NAME=PATH"));
 }
+
+fn publish(store: &std::path::Path, file: &std::path::Path, version: &str) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_snapkv"))
+        .args(["publish", "--store"])
+        .arg(store)
+        .args(["--dataset", "d", "--version", version])
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "publish {version}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn wait_for_version(url: &str, version: &str) -> Value {
+    let c = client();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let body: Value = c
+            .get(format!("{url}/v1/datasets/d"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        if body["version"] == version {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "{version} never served: {body}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn wait_for_error(url: &str) -> Value {
+    let c = client();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let body: Value = c
+            .get(format!("{url}/v1/datasets/d"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        if body["sync"]["last_error"].is_string() {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "no sync error reported: {body}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Versions published through a real (local-directory) store while clients hammer the
+/// server: no failed or mixed answers. Then: a restart serves the cached version with the store
+/// gone, and a corrupted object in the store is refused while the last good version stays up.
+#[test]
+fn follows_a_store_through_publishes_restarts_and_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let cache = dir.path().join("cache");
+    let file = |v: &str| {
+        let p = dir.path().join(v).join("d.snapkv");
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        write_snapshot(&p, v, &dataset(v, 1000), true);
+        p
+    };
+    publish(&store, &file("v1"), "v1");
+    let args = |store: &std::path::Path| {
+        vec![
+            "--store".to_owned(),
+            store.display().to_string(),
+            "--dataset".to_owned(),
+            "d".to_owned(),
+            "--cache-dir".to_owned(),
+            cache.display().to_string(),
+            "--poll-interval".to_owned(),
+            "50ms".to_owned(),
+        ]
+    };
+    let a = args(&store);
+    let mut server = Server::start(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    wait_for_version(&server.url, "v1");
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hammer = {
+        let (url, stop) = (server.url.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let c = client();
+            let mut n = 0u64;
+            let mut seen = std::collections::BTreeSet::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let k = format!("k{:04}", n % 1000);
+                n += 1;
+                let r = c
+                    .get(format!("{url}/v1/datasets/d/keys/{k}"))
+                    .send()
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+                let v = r.headers()["x-snapkv-version"].to_str().unwrap().to_owned();
+                assert_eq!(r.text().unwrap(), value_of(&v, &k));
+                let body: Value = c
+                    .post(format!("{url}/v1/datasets/d/mget"))
+                    .body(json!({"keys": [k, "k0999"]}).to_string())
+                    .send()
+                    .unwrap()
+                    .json()
+                    .unwrap();
+                let v = body["version"].as_str().unwrap().to_owned();
+                assert_eq!(body["values"]["k0999"], json!({"v": v, "k": "k0999"}));
+                seen.insert(v);
+            }
+            (n, seen)
+        })
+    };
+    for v in ["v2", "v3"] {
+        publish(&store, &file(v), v);
+        wait_for_version(&server.url, v);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (n, seen) = hammer
+        .join()
+        .expect("a client saw a failed or inconsistent answer");
+    assert!(n > 20 && seen.len() >= 2, "{n} requests saw {seen:?}");
+    assert!(server.terminate().success());
+    // Only the served version and the previous one stay in the cache.
+    let cached: Vec<_> = std::fs::read_dir(cache.join("d")).unwrap().collect();
+    assert!(cached.len() <= 3, "{cached:?}");
+
+    // Restart with the store gone: the cached v3 is served at once; the sync error shows.
+    let gone = dir.path().join("no-such-store");
+    let a = args(&gone);
+    let mut server = Server::start(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let info = wait_for_error(&server.url);
+    assert_eq!(info["version"], "v3");
+    let r = client()
+        .get(format!("{}/v1/datasets/d/keys/k0001", server.url))
+        .send()
+        .unwrap();
+    assert_eq!(r.text().unwrap(), value_of("v3", "k0001"));
+    assert!(server.terminate().success());
+
+    // v4 is published, then its object is corrupted in storage: refused, v3 stays served.
+    publish(&store, &file("v4"), "v4");
+    let stored = store.join("d/versions/v4/d.snapkv");
+    let mut bytes = std::fs::read(&stored).unwrap();
+    bytes[64] ^= 1;
+    let mut perms = std::fs::metadata(&stored).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&stored, perms).unwrap();
+    std::fs::write(&stored, &bytes).unwrap();
+    let a = args(&store);
+    let server = Server::start(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let info = wait_for_error(&server.url);
+    assert_eq!(info["version"], "v3", "{info}");
+    let text = client()
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        text.contains("snapkv_sync_last_success{dataset=\"d\"} 0"),
+        "{text}"
+    );
+}

@@ -19,18 +19,28 @@ pub(crate) struct Loaded {
     pub path: PathBuf,
     pub file_bytes: u64,
     pub loaded_at: SystemTime,
-    /// Files the server manages (downloaded into its cache dir) are unlinked once no request,
-    /// value or slot holds the version any more; files named by the user are never removed.
-    remove_when_dropped: AtomicBool,
+    /// Versions the server manages (downloaded into its cache dir) are removed once no request,
+    /// value or slot holds them any more; files named by the user are never removed.
+    release: Option<CachedRelease>,
+    released: AtomicBool,
+}
+
+/// A cached version to remove from the cache directory when released.
+pub(crate) struct CachedRelease {
+    pub cache: snapkv_store::Cache,
+    pub dataset: String,
+    pub version: String,
 }
 
 impl Drop for Loaded {
     fn drop(&mut self) {
-        if self.remove_when_dropped.load(Ordering::Acquire) {
-            // The mapping is gone with `snapshot`; the file is no longer needed. Failure only
-            // leaves a file for the next start-up's cache clean-up.
-            if let Err(e) = std::fs::remove_file(&self.path) {
-                tracing::warn!(path = %self.path.display(), error = %e, "cannot remove old snapshot");
+        let Some(r) = &self.release else { return };
+        if self.released.load(Ordering::Acquire) {
+            // Unlinking a mapped file is safe: the mapping keeps the inode until it goes, and
+            // it goes with `snapshot`, right here. Failure only leaves a directory for the next
+            // start-up's clean-up.
+            if let Err(e) = r.cache.remove(&r.dataset, &r.version) {
+                tracing::warn!(dataset = %r.dataset, version = %r.version, error = %e, "cannot remove an old version");
             }
         }
     }
@@ -40,20 +50,31 @@ impl Loaded {
     /// Maps, opens and fully verifies a snapshot file: blocking, run it off the async workers.
     /// Verification reads every byte, which also brings the file into the page cache before
     /// the first request (lookups then rarely fault on the async workers).
+    ///
+    /// `release` names the cache entry to remove once this version is replaced and no longer
+    /// held. `verified` says the file was verified already (by the fetch that put it in the
+    /// cache); it is still read once, to warm the page cache.
     pub fn open(
         path: &Path,
         cache_bytes: usize,
         fallback_version: &str,
+        release: Option<CachedRelease>,
+        verified: bool,
     ) -> Result<Loaded, crate::OpenError> {
         let mut options = OpenOptions::default();
         options.cache_bytes = cache_bytes;
         let snapshot = crate::open_snapshot(path, &options)?;
-        snapshot
-            .verify()
-            .map_err(|source| crate::OpenError::Format {
-                path: path.to_owned(),
-                source,
-            })?;
+        if verified {
+            // Touch every page so that lookups rarely fault on the async workers.
+            snapshot.warm();
+        } else {
+            snapshot
+                .verify()
+                .map_err(|source| crate::OpenError::Format {
+                    path: path.to_owned(),
+                    source,
+                })?;
+        }
         let meta = snapshot.metadata();
         let version = meta
             .version
@@ -80,13 +101,14 @@ impl Loaded {
             file_bytes: std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
             loaded_at: SystemTime::now(),
             snapshot,
-            remove_when_dropped: AtomicBool::new(false),
+            release,
+            released: AtomicBool::new(false),
         })
     }
 
-    /// Unlink the file once the last holder lets go.
-    pub fn remove_when_dropped(&self) {
-        self.remove_when_dropped.store(true, Ordering::Release);
+    /// Removes the version from the cache directory once the last holder lets go.
+    pub fn release(&self) {
+        self.released.store(true, Ordering::Release);
     }
 }
 
@@ -107,19 +129,16 @@ pub(crate) struct Dataset {
     pub current: ArcSwapOption<Loaded>,
     pub previous: ArcSwapOption<Loaded>,
     pub status: Mutex<SyncStatus>,
-    /// Whether files of replaced versions are removed (server-managed cache files).
-    pub managed_files: bool,
 }
 
 impl Dataset {
-    pub fn new(name: String, source: String, managed_files: bool) -> Dataset {
+    pub fn new(name: String, source: String) -> Dataset {
         Dataset {
             name,
             source,
             current: ArcSwapOption::empty(),
             previous: ArcSwapOption::empty(),
             status: Mutex::new(SyncStatus::default()),
-            managed_files,
         }
     }
 
@@ -132,8 +151,8 @@ impl Dataset {
         if let Some(old) = old {
             tracing::info!(dataset = %self.name, from = %old.version, to = %version, "swapped");
             if let Some(evicted) = self.previous.swap(Some(old)) {
-                if self.managed_files && !self.holds_path(&evicted.path) {
-                    evicted.remove_when_dropped();
+                if !self.holds_path(&evicted.path) {
+                    evicted.release();
                 }
             }
         } else {

@@ -47,7 +47,7 @@ impl Default for Limits {
 }
 
 /// Where a dataset's snapshots come from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Source {
     /// A local snapshot file, reloaded when the path is replaced by a new file.
@@ -57,18 +57,35 @@ pub enum Source {
         /// The snapshot file.
         path: PathBuf,
     },
+    /// A dataset in a store: its `CURRENT` version is fetched into `cache`, verified, and
+    /// served. On start, the newest complete version already in `cache` is served at once.
+    Store {
+        /// Dataset name (in the store, and as served).
+        name: String,
+        /// The store.
+        store: snapkv_store::Store,
+        /// The local cache directory.
+        cache: snapkv_store::Cache,
+    },
 }
 
 impl Source {
     fn name(&self) -> &str {
         match self {
-            Source::File { name, .. } => name,
+            Source::File { name, .. } | Source::Store { name, .. } => name,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Source::File { path, .. } => format!("file:{}", path.display()),
+            Source::Store { store, .. } => store.url().to_owned(),
         }
     }
 }
 
 /// Server settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Config {
     /// The datasets and where they come from.
@@ -133,10 +150,7 @@ pub async fn run(
     let mut datasets = BTreeMap::new();
     for source in &config.sources {
         let name = source.name().to_owned();
-        let desc = match source {
-            Source::File { path, .. } => format!("file:{}", path.display()),
-        };
-        let d = Arc::new(Dataset::new(name.clone(), desc, false));
+        let d = Arc::new(Dataset::new(name.clone(), source.describe()));
         if datasets.insert(name.clone(), d).is_some() {
             return Err(ServeError::DuplicateDataset(name));
         }
@@ -155,6 +169,9 @@ pub async fn run(
         syncs.push(tokio::spawn(async move {
             match source {
                 Source::File { path, .. } => watch_file(d, path, interval, cache, stop).await,
+                Source::Store {
+                    store, cache: dir, ..
+                } => watch_store(d, store, dir, interval, cache, stop).await,
             }
         }));
     }
@@ -249,9 +266,10 @@ async fn watch_file(
                         .unwrap_or_default()
                         .as_secs()
                 );
-                let loaded =
-                    tokio::task::spawn_blocking(move || Loaded::open(&p, cache_bytes, &fallback))
-                        .await;
+                let loaded = tokio::task::spawn_blocking(move || {
+                    Loaded::open(&p, cache_bytes, &fallback, None, false)
+                })
+                .await;
                 match loaded {
                     Ok(Ok(l)) => {
                         d.swap(l);
@@ -265,6 +283,106 @@ async fn watch_file(
             Ok(Err(e)) => d.record(Err(format!("cannot read {}: {e}", path.display()))),
             Err(e) => d.record(Err(format!("task failed: {e}"))),
         }
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Opens a cached version off the async workers; it was verified when it was fetched.
+async fn load_cached(
+    cached: snapkv_store::CachedVersion,
+    cache: &snapkv_store::Cache,
+    cache_bytes: usize,
+) -> Result<Loaded, String> {
+    let [file] = cached.manifest.files.as_slice() else {
+        return Err(format!(
+            "version {} has {} files; a served version has exactly one snapshot file",
+            cached.version,
+            cached.manifest.files.len()
+        ));
+    };
+    let path = cached.path(&file.name);
+    let release = crate::registry::CachedRelease {
+        cache: cache.clone(),
+        dataset: cached.dataset.clone(),
+        version: cached.version.clone(),
+    };
+    let version = cached.version.clone();
+    tokio::task::spawn_blocking(move || {
+        Loaded::open(&path, cache_bytes, &version, Some(release), true)
+    })
+    .await
+    .map_err(|e| format!("loading task failed: {e}"))?
+    .map_err(|e| error_chain(&e))
+}
+
+/// Serves the newest complete version in the cache at once (no storage needed), then follows
+/// `CURRENT` in the store: each new version is fetched, verified, opened, warmed and swapped in.
+/// Whatever fails, the dataset keeps serving what it has and tries again at the next poll.
+async fn watch_store(
+    d: Arc<Dataset>,
+    store: snapkv_store::Store,
+    cache: snapkv_store::Cache,
+    interval: Duration,
+    cache_bytes: usize,
+    mut stop: watch::Receiver<bool>,
+) {
+    let name = d.name.clone();
+    let listed = {
+        let (c, n) = (cache.clone(), name.clone());
+        tokio::task::spawn_blocking(move || c.versions(&n)).await
+    };
+    // The store's version names (the cache entries), not the labels inside the files.
+    let mut served: Option<String> = None;
+    if let Ok(Ok(mut versions)) = listed {
+        versions.sort_by(|a, b| a.version.cmp(&b.version));
+        // Versions beyond the newest two are left over from an earlier run.
+        let keep = versions.len().saturating_sub(2);
+        for old in versions.drain(..keep) {
+            let _ = cache.remove(&old.dataset, &old.version);
+        }
+        if let Some(newest) = versions.pop() {
+            let version = newest.version.clone();
+            match load_cached(newest, &cache, cache_bytes).await {
+                Ok(l) => {
+                    tracing::info!(dataset = %name, %version, "serving the cached version");
+                    d.swap(l);
+                    served = Some(version);
+                }
+                Err(e) => d.record(Err(e)),
+            }
+        }
+    }
+    let mut tag: Option<snapkv_store::Tag> = None;
+    loop {
+        let result = match store.poll_current(&name, tag.as_ref()).await {
+            Ok(snapkv_store::Poll::Unchanged) => Ok(()),
+            Ok(snapkv_store::Poll::Missing) => Err(format!(
+                "nothing published for dataset {name:?} in {}",
+                store.url()
+            )),
+            Ok(snapkv_store::Poll::Changed(current)) => {
+                let version = current.pointer.version.clone();
+                if served.as_deref() == Some(version.as_str()) {
+                    tag = Some(current.tag);
+                    Ok(())
+                } else {
+                    let options = snapkv_store::FetchOptions::default();
+                    match store.fetch(&name, &version, &cache, &options).await {
+                        Ok(cached) => load_cached(cached, &cache, cache_bytes).await.map(|l| {
+                            d.swap(l);
+                            served = Some(version);
+                            tag = Some(current.tag);
+                        }),
+                        Err(e) => Err(error_chain(&e)),
+                    }
+                }
+            }
+            Err(e) => Err(error_chain(&e)),
+        };
+        d.record(result);
         tokio::select! {
             () = tokio::time::sleep(interval) => {}
             _ = stop.changed() => return,

@@ -10,6 +10,7 @@ use std::time::Duration;
 const EXAMPLES: &str = "\
 Examples:
   snapkv serve --file predictions=predictions.snapkv
+  snapkv serve --store s3://bucket/snapshots --dataset predictions --cache-dir /var/cache/snapkv
   curl localhost:8080/v1/datasets/predictions/keys/user:42
   curl -X POST localhost:8080/v1/datasets/predictions/mget -d '{\"keys\": [\"user:42\", \"user:43\"]}'
   curl 'localhost:8080/v1/datasets/predictions/scan?prefix=user:&limit=10'
@@ -25,6 +26,25 @@ pub struct Args {
     /// file (write elsewhere, then rename over it). Repeatable.
     #[arg(long = "file", value_name = "NAME=PATH", value_parser = parse_file_source)]
     files: Vec<(String, PathBuf)>,
+    /// Store to follow: s3://BUCKET/PREFIX, gs://…, az://…, file:///DIR or a local directory.
+    #[arg(long, value_name = "URL", env = "SNAPKV_STORE", requires = "datasets")]
+    store: Option<String>,
+    /// Dataset of --store to serve (its CURRENT version); repeatable.
+    #[arg(long = "dataset", value_name = "NAME", requires = "store")]
+    datasets: Vec<String>,
+    /// Store option KEY=VALUE, repeatable (endpoint, region, allow_http, …; AWS_*, GOOGLE_*
+    /// and AZURE_* environment variables are read too).
+    #[arg(long = "store-option", value_name = "KEY=VALUE", value_parser = super::store_args::parse_option)]
+    store_options: Vec<(String, String)>,
+    /// Where store versions are downloaded; a verified version found here is served at start,
+    /// before (and without) the store answering.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "snapkv-cache",
+        env = "SNAPKV_CACHE_DIR"
+    )]
+    cache_dir: PathBuf,
     /// Address to listen on.
     #[arg(
         long,
@@ -97,13 +117,27 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     super::init_logging();
-    let sources: Vec<Source> = args
+    let mut sources: Vec<Source> = args
         .files
         .into_iter()
         .map(|(name, path)| Source::File { name, path })
         .collect();
+    if let Some(url) = &args.store {
+        let store = snapkv_store::Store::open(url, &args.store_options)
+            .with_context(|| format!("cannot open store {url}"))?;
+        let cache = snapkv_store::Cache::new(&args.cache_dir);
+        for name in &args.datasets {
+            sources.push(Source::Store {
+                name: name.clone(),
+                store: store.clone(),
+                cache: cache.clone(),
+            });
+        }
+    }
     if sources.is_empty() {
-        anyhow::bail!("nothing to serve: give --file NAME=PATH (see --help)");
+        anyhow::bail!(
+            "nothing to serve: give --file NAME=PATH, or --store URL --dataset NAME (see --help)"
+        );
     }
     let mut config = Config::new(sources);
     config.poll_interval = args.poll_interval;

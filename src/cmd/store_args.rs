@@ -30,7 +30,8 @@ impl StoreArgs {
     }
 }
 
-fn parse_option(s: &str) -> Result<(String, String), String> {
+/// Parses one `--store-option KEY=VALUE`.
+pub fn parse_option(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
         _ => Err(format!("{s:?} is not KEY=VALUE")),

@@ -224,8 +224,14 @@ impl Store {
             .await?;
         }
         let limit = RateLimit::new(options.max_bytes_per_sec);
-        futures_util::stream::iter(manifest.files.iter())
+        // The futures are made before they are streamed: a closure in the stream's type would
+        // keep callers from proving this future `Send` inside a spawned task.
+        let fetches: Vec<_> = manifest
+            .files
+            .iter()
             .map(|f| self.fetch_file(&paths, version, &dir, f, options, &limit))
+            .collect();
+        futures_util::stream::iter(fetches)
             .buffer_unordered(options.concurrency.max(1))
             .try_collect::<()>()
             .await?;
