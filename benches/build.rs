@@ -202,7 +202,7 @@ fn main() {
         "{:<34} {:>8} {:>11} {:>11} {:>10} {:>10}",
         "run", "seconds", "rows/s", "MB/s(json)", "peak RSS", "out MB"
     );
-    let mut report = |name: &str, secs: f64, rss: u64, out_bytes: u64| {
+    let report = |name: &str, secs: f64, rss: u64, out_bytes: u64| {
         println!(
             "{name:<34} {secs:>8.2} {:>11.0} {:>11.1} {:>8.0}MB {:>10.1}",
             rows as f64 / secs,

@@ -638,3 +638,50 @@ fn follows_a_store_through_publishes_restarts_and_corruption() {
         "{text}"
     );
 }
+
+/// The demo's pieces: sample data, build, publish to a local store, serve, answer, stop.
+#[test]
+fn demo_builds_publishes_serves_and_reuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = dir.path().join("demo");
+    let demo = demo.to_str().unwrap();
+    let args = [
+        "demo",
+        "--dir",
+        demo,
+        "--rows",
+        "5000",
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    for run in 0..2 {
+        let mut server = Server::spawn(&args);
+        server.wait_ready();
+        let c = client();
+        let r = c
+            .get(format!(
+                "{}/v1/datasets/content/keys/SE/t0000042",
+                server.url
+            ))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200, "run {run}");
+        let v: Value = r.json().unwrap();
+        assert_eq!(v["title"], "Title 42");
+        assert!(
+            v["views"].is_i64() && v["genres"].is_array() || v["genres"].is_null(),
+            "{v}"
+        );
+        let body: Value = c
+            .get(format!(
+                "{}/v1/datasets/content/scan?prefix=JP/&limit=3",
+                server.url
+            ))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        assert_eq!(body["items"].as_array().unwrap().len(), 3);
+        assert!(server.terminate().success());
+    }
+}

@@ -19,7 +19,6 @@ enum Backend {
 
 /// One test's store, dataset and scratch directory.
 struct Env {
-    backend: Backend,
     store: String,
     options: Vec<String>,
     dir: tempfile::TempDir,
@@ -52,7 +51,6 @@ impl Env {
             }
         };
         Env {
-            backend,
             store,
             options,
             dir,

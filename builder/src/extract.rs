@@ -219,6 +219,9 @@ impl Plan {
     }
 }
 
+/// Receives a batch's pairs: key, value and the row's index in the batch.
+pub(crate) type EmitRow<'a> = dyn FnMut(&[u8], &[u8], usize) -> Result<()> + 'a;
+
 /// Where a column of one input comes from.
 #[derive(Debug, Clone)]
 enum From {
@@ -335,7 +338,7 @@ impl<'a> FilePlan<'a> {
         &self,
         batch: &RecordBatch,
         first_row: u64,
-        emit: &mut dyn FnMut(&[u8], &[u8], usize) -> Result<()>,
+        emit: &mut EmitRow<'_>,
     ) -> Result<()> {
         let at = |i: usize| Location {
             input: self.source.name.clone(),

@@ -346,12 +346,6 @@ impl TempOutput {
             path: output.to_owned(),
             source,
         };
-        if output.is_dir() {
-            return Err(out_err(std::io::Error::new(
-                std::io::ErrorKind::IsADirectory,
-                "it is a directory",
-            )));
-        }
         let name = output
             .file_name()
             .and_then(|n| n.to_str())
@@ -380,6 +374,32 @@ impl Drop for TempOutput {
             self.file.take();
             let _ = std::fs::remove_file(&self.path);
         }
+    }
+}
+
+/// The output's file name without extension, with characters a dataset name cannot have
+/// replaced by `-`.
+fn default_dataset(output: &Path) -> String {
+    let stem = output
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name: String = stem
+        .trim_start_matches('.')
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(128)
+        .collect();
+    if name.is_empty() {
+        "snapshot".to_owned()
+    } else {
+        name
     }
 }
 
@@ -436,6 +456,12 @@ pub fn build(
 ) -> Result<BuildSummary> {
     let started = Instant::now();
     let interrupt = Interrupt(options.interrupt.clone());
+    if output.is_dir() {
+        return Err(Error::Output {
+            path: output.to_owned(),
+            source: std::io::Error::new(std::io::ErrorKind::IsADirectory, "it is a directory"),
+        });
+    }
     if options.key_columns.is_empty() {
         return Err(Error::InvalidOption("no key column given".into()));
     }
@@ -476,11 +502,7 @@ pub fn build(
     check_label("version", &version)?;
     let dataset = match &options.dataset {
         Some(d) => d.clone(),
-        None => output
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or("snapshot")
-            .to_owned(),
+        None => default_dataset(output),
     };
     check_label("dataset name", &dataset)?;
     // Probe that the writer accepts the options before reading anything.
@@ -739,6 +761,9 @@ mod tests {
         assert!(check_label("version", "20261127T031500Z").is_ok());
         assert!(check_label("version", "a/b").is_err());
         assert!(check_label("version", "").is_err());
+        assert_eq!(default_dataset(Path::new("out/users.snapkv")), "users");
+        assert_eq!(default_dataset(Path::new(".tmp x.snapkv")), "tmp-x");
+        assert_eq!(default_dataset(Path::new("/")), "snapshot");
     }
 
     #[test]

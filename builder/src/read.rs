@@ -387,8 +387,9 @@ impl Batches for CsvBatches {
 
 fn ndjson_decoder(schema: &SchemaRef) -> Result<arrow_json::reader::Decoder> {
     arrow_json::ReaderBuilder::new(schema.clone())
-        // Batches are cut by this reader; the decoder never stops short of a line.
-        .with_batch_size(usize::MAX / 2)
+        // Batches are cut by this reader at BATCH_ROWS lines: the decoder, whose own limit is
+        // higher, never stops short of a line.
+        .with_batch_size(BATCH_ROWS + 1)
         .with_coerce_primitive(true)
         .build_decoder()
         .map_err(|e| Error::InvalidOption(e.to_string()))

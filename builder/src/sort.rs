@@ -38,6 +38,8 @@ struct Entry {
     seq: u64,
 }
 
+// Big-endian so that integer order is bytewise key order; the prefix lives only in memory.
+#[allow(clippy::big_endian_bytes)]
 fn key_prefix(key: &[u8]) -> u64 {
     let mut b = [0u8; 8];
     let n = key.len().min(8);
@@ -104,6 +106,9 @@ fn compare(arena: &Arena, a: &Entry, b: &Entry, seq_descending: bool) -> Orderin
             }
         })
 }
+
+/// Receives the pairs in key order.
+pub(crate) type Emit<'a> = dyn FnMut(&[u8], &[u8]) -> Result<()> + 'a;
 
 /// A sorted run on disk.
 struct Run {
@@ -293,7 +298,7 @@ impl Sorter {
         mut self,
         locate: &dyn Locate,
         progress: &dyn SpillProgress,
-        emit: &mut dyn FnMut(&[u8], &[u8]) -> Result<()>,
+        emit: &mut Emit<'_>,
     ) -> Result<u64> {
         let desc = self.seq_descending();
         let mut dups = DupCheck::new(self.on_duplicate);

@@ -1,6 +1,7 @@
 //! One module per subcommand, each an `Args` and a `run`.
 
 pub mod build;
+pub mod demo;
 pub mod gc;
 pub mod get;
 pub mod inspect;

@@ -416,10 +416,19 @@ impl Store {
             sent += n;
             report(&options.progress, n);
         }
-        writer
-            .finish()
-            .await
-            .map_err(|e| self.err("PUT", path, e))?;
+        match writer.finish().await {
+            Ok(_) => {}
+            // A completion that succeeded but whose answer was lost is retried, and the retry
+            // finds no upload. Only the claim holder writes here, so an object of the right
+            // size at this path is ours (its bytes are checked by readers against the manifest).
+            Err(object_store::Error::NotFound { .. })
+                if self
+                    .objects
+                    .head(path)
+                    .await
+                    .is_ok_and(|meta| meta.size == sent) => {}
+            Err(e) => return Err(self.err("PUT", path, e)),
+        }
         Ok((sent, hasher.digest()))
     }
 

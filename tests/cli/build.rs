@@ -586,6 +586,8 @@ fn spilling_build_is_byte_identical_to_in_memory_build() {
             out.to_str().unwrap(),
             "--version",
             "v1",
+            "--dataset",
+            "dups",
             "--json",
         ];
         args.extend_from_slice(extra);

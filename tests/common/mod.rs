@@ -53,9 +53,15 @@ impl Server {
 
     /// Starts `snapkv serve ARGS` and waits only for the listening socket.
     pub fn start_unready(args: &[&str]) -> Server {
+        let mut all = vec!["serve", "--listen", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        Server::spawn(&all)
+    }
+
+    /// Starts `snapkv ARGS` (a command that prints `listening on URL` first) and waits for the
+    /// listening socket.
+    pub fn spawn(args: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_snapkv"))
-            .arg("serve")
-            .args(["--listen", "127.0.0.1:0"])
             .args(args)
             .env("SNAPKV_LOG", "warn")
             .stdout(Stdio::piped())
@@ -63,9 +69,10 @@ impl Server {
             .spawn()
             .expect("start snapkv serve");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        stdout.read_line(&mut line).unwrap();
+        // Keep reading what follows, so the child never writes into a closed pipe.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
         let url = line
             .trim()
             .strip_prefix("listening on ")
