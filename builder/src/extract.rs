@@ -255,8 +255,10 @@ impl<'a> FilePlan<'a> {
                 )));
             }
         }
+        let mut seen = std::collections::HashSet::new();
         for (name, role) in plan.columns() {
-            if columns.contains_key(name) {
+            // A column may be both a key and the raw value: read it once.
+            if !seen.insert(name) {
                 continue;
             }
             if let Some((_, v)) = source.partitions.iter().find(|(n, _)| n == name) {

@@ -26,6 +26,9 @@ const RUN_LEVEL: i32 = 1;
 /// Memory one open run costs while merging (zstd window and read buffers), to size the fan-in.
 const RUN_READ_COST: usize = 1 << 20;
 
+/// How far ahead of the merge pairs are loaded from the arena.
+const LOOK_AHEAD: usize = 16;
+
 /// A pair in the arena.
 #[derive(Clone, Copy)]
 struct Entry {
@@ -463,6 +466,12 @@ impl<'a> MemMerge<'a> {
         let b = best?;
         let e = &self.entries[self.parts[b].start];
         self.parts[b].start += 1;
+        // Sorted order visits the arena at random: load a pair a few places ahead so that its
+        // cache miss overlaps with the work on this one.
+        if let Some(ahead) = self.entries[self.parts[b].clone()].get(LOOK_AHEAD) {
+            let (key, _) = self.arena.bytes(ahead);
+            std::hint::black_box(key.first());
+        }
         Some(e)
     }
 }

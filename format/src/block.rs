@@ -59,18 +59,19 @@ struct Head {
 
 #[inline]
 fn read_head(buf: &[u8], pos: &mut usize, block: u32) -> Result<Head> {
-    let corrupt = |detail| Error::CorruptBlock { block, detail };
-    let shared = get_varint(buf, pos).ok_or(corrupt("bad entry header"))?;
-    let suffix_len = get_varint(buf, pos).ok_or(corrupt("bad entry header"))?;
-    let value_len = get_varint(buf, pos).ok_or(corrupt("bad entry header"))?;
+    // `ok_or_else`: the error is built only on the (cold) failure path, never per entry.
+    let corrupt = |detail| move || Error::CorruptBlock { block, detail };
+    let shared = get_varint(buf, pos).ok_or_else(corrupt("bad entry header"))?;
+    let suffix_len = get_varint(buf, pos).ok_or_else(corrupt("bad entry header"))?;
+    let value_len = get_varint(buf, pos).ok_or_else(corrupt("bad entry header"))?;
     let suffix_end = pos
         .checked_add(suffix_len)
         .filter(|e| *e <= buf.len())
-        .ok_or(corrupt("key runs past the end of the block"))?;
+        .ok_or_else(corrupt("key runs past the end of the block"))?;
     let value_end = suffix_end
         .checked_add(value_len)
         .filter(|e| *e <= buf.len())
-        .ok_or(corrupt("value runs past the end of the block"))?;
+        .ok_or_else(corrupt("value runs past the end of the block"))?;
     let head = Head {
         shared,
         suffix: *pos..suffix_end,

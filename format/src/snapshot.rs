@@ -8,7 +8,7 @@ use crate::filter::Filter;
 use crate::layout::{self, BlockEntry, Codec, Footer, FOOTER_LEN, HEADER_LEN};
 use crate::metadata::Metadata;
 use crate::MAX_KEY_LEN;
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use fst::Streamer;
 use std::ops::{Bound, Range};
 use std::sync::Arc;
@@ -204,8 +204,13 @@ impl Snapshot {
         let Some(block) = self.block_for(key)? else {
             return Ok(None);
         };
-        let buf = self.block(block, true)?;
-        Ok(block::find(&buf, key, block)?.map(|r| buf.slice(r)))
+        let mut buf = self.block(block, true)?;
+        // Narrow the block handle itself rather than `slice` it: one reference count less.
+        Ok(block::find(&buf, key, block)?.map(|r| {
+            buf.truncate(r.end);
+            buf.advance(r.start);
+            buf
+        }))
     }
 
     /// The block that holds `key` if any does: the first whose separator is `>= key`.

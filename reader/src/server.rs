@@ -369,7 +369,9 @@ async fn watch_store(
                     tag = Some(current.tag);
                     Ok(())
                 } else {
-                    let options = snapkv_store::FetchOptions::default();
+                    let mut options = snapkv_store::FetchOptions::default();
+                    // Verify downloads through the mapping, not by reading them into memory.
+                    options.open = Arc::new(|p| Ok(crate::open_snapshot(p, &Default::default())?));
                     match store.fetch(&name, &version, &cache, &options).await {
                         Ok(cached) => load_cached(cached, &cache, cache_bytes).await.map(|l| {
                             d.swap(l);

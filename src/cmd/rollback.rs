@@ -27,16 +27,13 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let store = args.store.open()?;
     let dataset = &args.store.dataset;
-    let pointer = runtime()?.block_on(store.rollback(dataset, &args.to))?;
-    match pointer.previous.as_deref() {
-        Some(previous)
-            if pointer.reason == "rollback"
-                && pointer.version == args.to
-                && previous != args.to =>
-        {
-            println!("CURRENT of {dataset}: {previous} -> {}", pointer.version)
-        }
-        _ => println!("CURRENT of {dataset} is already {}", pointer.version),
+    match runtime()?.block_on(store.rollback(dataset, &args.to))? {
+        Some(p) => println!(
+            "CURRENT of {dataset}: {} -> {}",
+            p.previous.as_deref().unwrap_or("(none)"),
+            p.version
+        ),
+        None => println!("CURRENT of {dataset} is already {}", args.to),
     }
     Ok(ExitCode::SUCCESS)
 }

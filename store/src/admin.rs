@@ -103,9 +103,9 @@ impl Store {
     }
 
     /// Moves `CURRENT` of `dataset` to the complete version `to` (older or newer), by
-    /// compare-and-swap. Returns the new pointer, or the unchanged one if `to` is already
-    /// current.
-    pub async fn rollback(&self, dataset: &str, to: &str) -> Result<Pointer> {
+    /// compare-and-swap. Returns the pointer written, or `None` if `to` was already current
+    /// (nothing is written then).
+    pub async fn rollback(&self, dataset: &str, to: &str) -> Result<Option<Pointer>> {
         let paths = DatasetPaths::new(&self.root, dataset)?;
         check_name("version", to)?;
         let Some(current) = self.current(dataset).await? else {
@@ -132,7 +132,7 @@ impl Store {
             });
         }
         if current.pointer.version == to {
-            return Ok(current.pointer);
+            return Ok(None);
         }
         let pointer = Pointer::new(to, Some(&current.pointer.version), "rollback");
         if let Swap::Lost = self
@@ -170,7 +170,7 @@ impl Store {
                 current: Some(Box::new(current.pointer)),
             });
         }
-        Ok(pointer)
+        Ok(Some(pointer))
     }
 
     /// Deletes old complete versions of `dataset` and abandoned incomplete ones (see

@@ -287,7 +287,7 @@ async fn rollback_moves_current(backend: Backend) {
     for v in ["v1", "v2", "v3"] {
         publish(&store, &[&f], v).await;
     }
-    let p = store.rollback("ds", "v1").await.unwrap();
+    let p = store.rollback("ds", "v1").await.unwrap().unwrap();
     assert_eq!(
         (p.version.as_str(), p.previous.as_deref()),
         ("v1", Some("v3"))
@@ -299,8 +299,8 @@ async fn rollback_moves_current(backend: Backend) {
     assert_eq!(current_version(&store).await.as_deref(), Some("v2"));
     // Already current: nothing changes.
     let before = store.current("ds").await.unwrap().unwrap();
-    let p = store.rollback("ds", "v2").await.unwrap();
-    assert_eq!(p, before.pointer);
+    assert_eq!(store.rollback("ds", "v2").await.unwrap(), None);
+    assert_eq!(store.current("ds").await.unwrap().unwrap(), before);
     let e = store.rollback("ds", "v9").await.unwrap_err();
     assert!(matches!(e, Error::NotFound { .. }), "{e}");
     // An incomplete version (no manifest) cannot be made current.

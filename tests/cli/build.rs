@@ -488,6 +488,26 @@ fn arrow_ipc_file_raw_values_and_composite_keys() {
     assert_eq!(m.value_encoding, snapkv_format::ValueEncoding::Raw);
     assert_eq!(m.content_type.as_deref(), Some("application/octet-stream"));
     assert_eq!(m.key_columns, ["region", "id"]);
+
+    // A key column can also be the raw value.
+    let out2 = dir.path().join("regions.snapkv");
+    snapkv(
+        &[
+            "build",
+            "-i",
+            path.to_str().unwrap(),
+            "-k",
+            "region,id",
+            "--raw-value",
+            "region",
+            "-o",
+            out2.to_str().unwrap(),
+        ],
+        None,
+    )
+    .ok();
+    let s = open(&out2);
+    assert_eq!(s.get(b"us/1").unwrap().as_deref(), Some(&b"us"[..]));
 }
 
 #[test]
