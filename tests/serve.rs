@@ -335,29 +335,12 @@ fn swaps_under_load_without_failed_or_mixed_answers() {
             })
         })
         .collect();
-    let wait_for = |version: &str| {
-        let c = client();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let body: Value = c
-                .get(format!("{}/v1/datasets/d", server.url))
-                .send()
-                .unwrap()
-                .json()
-                .unwrap();
-            if body["version"] == version {
-                return body;
-            }
-            assert!(Instant::now() < deadline, "{version} never served: {body}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
     std::thread::sleep(Duration::from_millis(300));
     for v in ["v2", "v3"] {
         let tmp = dir.path().join(format!("{v}.tmp"));
         write_snapshot(&tmp, v, &dataset(v, 2000), true);
         std::fs::rename(&tmp, &path).unwrap();
-        let info = wait_for(v);
+        let info = wait_for_version(&server.url, v);
         assert!(info["previous_version"].is_string());
         std::thread::sleep(Duration::from_millis(300));
     }
@@ -368,24 +351,8 @@ fn swaps_under_load_without_failed_or_mixed_answers() {
     bytes[100] ^= 0x40;
     std::fs::write(&tmp, &bytes).unwrap();
     std::fs::rename(&tmp, &path).unwrap();
+    let info = wait_for_error(&server.url);
     let c = client();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let info = loop {
-        let body: Value = c
-            .get(format!("{}/v1/datasets/d", server.url))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
-        if body["sync"]["last_error"].is_string() {
-            break body;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "corrupt file not reported: {body}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
     assert_eq!(info["version"], "v3");
     assert!(
         info["sync"]["last_error"]
