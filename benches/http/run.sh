@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# HTTP load comparison, in one run on this machine: `snapkv serve` GET of random keys vs nginx
+# returning a fixed 100-byte body (the HTTP ceiling) vs Redis GET of the same keys. KEYS keys of
+# ~100-byte JSON values, CONNS keep-alive connections. Prints req/s, p50/p99 and memory, with
+# snapkv's ratios against both.
+#
+# Needs wrk, nginx, redis-server, redis-cli, redis-benchmark and python3:
+#   apt-get install -y wrk nginx-light redis-server redis-tools
+# Usage: benches/http/run.sh   (env: KEYS=1000000 CONNS=64 DURATION=20s THREADS=2 SERVE_ARGS=)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+KEYS=${KEYS:-1000000}
+CONNS=${CONNS:-64}
+DURATION=${DURATION:-20s}
+THREADS=${THREADS:-2}
+export KEYS
+bin=${SNAPKV_BIN:-target/release/snapkv}
+[ -x "$bin" ] || cargo build --release --bin snapkv
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# Keys `key:%012d` (redis-benchmark's `key:__rand_int__` form) and ~100-byte JSON values.
+python3 - "$KEYS" "$work" <<'PY'
+import json, random, sys
+n, d = int(sys.argv[1]), sys.argv[2]
+r = random.Random(7)
+countries = ["US", "SE", "DE", "BR", "JP", "IN", "FR", "GB"]
+with open(f"{d}/data.ndjson", "w") as f, open(f"{d}/redis.txt", "wb") as g:
+    for i in range(n):
+        k = f"key:{i:012d}"
+        v = json.dumps({"id": i, "score": round(r.random() * 1000, 2), "country": r.choice(countries),
+                        "since": f"20{r.randint(10, 25)}-0{r.randint(1, 9)}-1{r.randint(0, 9)}",
+                        "active": r.random() < 0.5, "name": "user%06d" % r.randint(0, 999999),
+                        "segment": r.choice(["new", "casual", "regular", "power"])},
+                       separators=(",", ":"))
+        f.write(json.dumps({"k": k, "v": v}) + "\n")
+        kb, vb = k.encode(), v.encode()
+        g.write(b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(kb), kb, len(vb), vb))
+PY
+"$bin" build --quiet --input "$work/data.ndjson" --key k --raw-value v --output "$work/bench.snapkv"
+body=$(head -c 100 < <(yes '{"id":1,"score":1.5}' | tr -d '\n'))
+
+# snapkv
+# shellcheck disable=SC2086 # SERVE_ARGS: extra flags, e.g. "--cache-bytes 32MiB"
+"$bin" serve --file "bench=$work/bench.snapkv" --listen 127.0.0.1:0 ${SERVE_ARGS:-} >"$work/serve.out" 2>"$work/serve.err" &
+pids+=($!)
+snapkv_pid=$!
+for _ in $(seq 300); do grep -q listening "$work/serve.out" 2>/dev/null && break; sleep 0.1; done
+snapkv_url=$(sed -n 's/^listening on //p' "$work/serve.out")
+for _ in $(seq 300); do curl -sf "$snapkv_url/readyz" >/dev/null && break; sleep 0.1; done
+
+# nginx: a fixed 100-byte body.
+cat >"$work/nginx.conf" <<NGINX
+worker_processes $THREADS;
+daemon off;
+pid $work/nginx.pid;
+error_log $work/nginx.err;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    server {
+        listen 127.0.0.1:18182;
+        location / { default_type application/json; return 200 '$body'; }
+    }
+}
+NGINX
+nginx -c "$work/nginx.conf" -p "$work" &
+pids+=($!)
+
+# Redis with the same keys.
+redis-server --port 18183 --save '' --appendonly no --dir "$work" >"$work/redis.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do redis-cli -p 18183 ping >/dev/null 2>&1 && break; sleep 0.1; done
+redis-cli -p 18183 --pipe <"$work/redis.txt" >/dev/null
+sleep 1
+
+wrk_run() { # URL -> "req/s p50_ms p99_ms"
+    wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -s benches/http/random_key.lua "$1" >"$work/wrk.out"
+    awk '/Requests\/sec/ {rps=$2}
+         $1=="50%" {p50=$2} $1=="99%" {p99=$2}
+         END {print rps, p50, p99}' "$work/wrk.out" |
+        awk '{ for (i = 2; i <= 3; i++) { v = $i; if (v ~ /us$/) { sub(/us$/, "", v); v /= 1000 }
+               else if (v ~ /ms$/) { sub(/ms$/, "", v) } else if (v ~ /s$/) { sub(/s$/, "", v); v *= 1000 }
+               $i = v } print }'
+}
+read -r s_rps s_p50 s_p99 < <(wrk_run "$snapkv_url")
+snapkv_rss_mb=$(awk '/VmRSS/ {printf "%.0f", $2 / 1024}' /proc/$snapkv_pid/status)
+read -r n_rps n_p50 n_p99 < <(wrk_run "http://127.0.0.1:18182")
+requests=$(python3 -c "print(int(float('$s_rps') * ${DURATION%s}))")
+redis-benchmark -p 18183 -c "$CONNS" --threads "$THREADS" -n "$requests" -r "$KEYS" -t get --csv >"$work/redis.csv"
+read -r r_rps r_p50 r_p99 < <(python3 - "$work/redis.csv" <<'PY'
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+row = rows[-1]
+print(row["rps"], row["p50_latency_ms"], row["p99_latency_ms"])
+PY
+)
+redis_mb=$(redis-cli -p 18183 info memory | awk -F: '/^used_memory_rss:/ {printf "%.0f", $2 / 1048576}')
+file_mb=$(du -m "$work/bench.snapkv" | cut -f1)
+
+python3 - <<PY
+s, n, r = (float("$s_rps"), float("$s_p50"), float("$s_p99")), (float("$n_rps"), float("$n_p50"), float("$n_p99")), (float("$r_rps"), float("$r_p50"), float("$r_p99"))
+print(f"$KEYS keys, $CONNS connections, $THREADS load threads, $DURATION per run; snapshot file ${file_mb} MB")
+print("| server | req/s | p50 ms | p99 ms | memory MB |")
+print("|---|---:|---:|---:|---:|")
+print(f"| snapkv serve (GET key) | {s[0]:.0f} | {s[1]:.3f} | {s[2]:.3f} | $snapkv_rss_mb (RSS) |")
+print(f"| nginx fixed 100 B body | {n[0]:.0f} | {n[1]:.3f} | {n[2]:.3f} | - |")
+print(f"| Redis GET | {r[0]:.0f} | {r[1]:.3f} | {r[2]:.3f} | $redis_mb (used_memory_rss) |")
+print(f"snapkv / nginx: {s[0] / n[0]:.2f}x req/s; snapkv / Redis: {s[0] / r[0]:.2f}x req/s, "
+      f"memory {$snapkv_rss_mb / max($redis_mb, 1):.2f}x")
+PY
