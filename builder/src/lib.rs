@@ -281,16 +281,11 @@ fn check_label(what: &str, s: &str) -> Result<()> {
 
 /// `20261127T031500Z` for a time in seconds since the Unix epoch, and its RFC 3339 form.
 pub fn version_for(unix_seconds: i64) -> (String, String) {
-    let t = chrono_like::civil(unix_seconds);
+    // Out of chrono's range (±262,000 years) only for a broken clock: the epoch stands in.
+    let t = chrono::DateTime::from_timestamp(unix_seconds, 0).unwrap_or_default();
     (
-        format!(
-            "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
-            t.0, t.1, t.2, t.3, t.4, t.5
-        ),
-        format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-            t.0, t.1, t.2, t.3, t.4, t.5
-        ),
+        t.format("%Y%m%dT%H%M%SZ").to_string(),
+        t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     )
 }
 
@@ -311,25 +306,6 @@ fn created_at_of(version: &str) -> Option<String> {
         ))
     } else {
         None
-    }
-}
-
-mod chrono_like {
-    /// (year, month, day, hour, minute, second) of Unix seconds, proleptic Gregorian, UTC.
-    pub(super) fn civil(t: i64) -> (i64, u32, u32, u32, u32, u32) {
-        let days = t.div_euclid(86_400);
-        let secs = t.rem_euclid(86_400) as u32;
-        // Howard Hinnant's days-to-civil.
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z.rem_euclid(146_097);
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-        let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-        let y = yoe + era * 400 + i64::from(m <= 2);
-        (y, m, d, secs / 3600, secs / 60 % 60, secs % 60)
     }
 }
 
