@@ -25,6 +25,19 @@ Exit codes: 0 success; 1 a negative answer (a key is missing, a file is corrupt)
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log format on stderr: text (coloured only on a terminal) or json (one object per line,
+    /// with timestamp, level, message and fields). The level comes from SNAPKV_LOG: debug,
+    /// info, warn, error or a tracing filter like snapkv_reader=debug; by default info for
+    /// serve and demo, warn for the other commands.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        value_name = "FORMAT",
+        default_value_t = cmd::LogFormat::Text,
+        env = "SNAPKV_LOG_FORMAT"
+    )]
+    log_format: cmd::LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -44,6 +57,14 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let log_format = cli.log_format;
+    // The servers report what they do; the other commands print their answer on stdout and
+    // leave stderr to warnings (a store retry is not news) unless SNAPKV_LOG asks for more.
+    let level = match cli.command {
+        Command::Serve(_) | Command::Demo(_) => "info",
+        _ => "warn",
+    };
+    cmd::init_logging(log_format, level);
     let result = match cli.command {
         Command::Build(args) => cmd::build::run(args),
         Command::Inspect(args) => cmd::inspect::run(args),
@@ -61,7 +82,13 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) if cmd::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // A log collector reads stderr line by line as JSON: the last words too, unless
+            // SNAPKV_LOG silences errors.
+            if log_format == cmd::LogFormat::Json && tracing::enabled!(tracing::Level::ERROR) {
+                tracing::error!("{e:#}");
+            } else {
+                eprintln!("error: {e:#}");
+            }
             ExitCode::from(2)
         }
     }

@@ -659,3 +659,111 @@ fn demo_builds_publishes_serves_and_reuses() {
         assert!(server.terminate().success());
     }
 }
+
+/// Runs `snapkv serve --listen 127.0.0.1:0 ARGS` at level info with `env` set, through one
+/// lookup and a SIGTERM; returns what it wrote to stderr, line by line.
+fn serve_logs(args: &[&str], env: &[(&str, &str)]) -> Vec<String> {
+    let mut all = vec!["serve", "--listen", "127.0.0.1:0"];
+    all.extend_from_slice(args);
+    let mut server = Server::spawn_with(&all, |c| {
+        c.env("SNAPKV_LOG", "info")
+            .stderr(std::process::Stdio::piped());
+        c.envs(env.iter().copied());
+    });
+    let stderr = server.take_stderr().unwrap();
+    let lines = std::thread::spawn(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stderr)
+            .lines()
+            .map(Result::unwrap)
+            .collect::<Vec<_>>()
+    });
+    server.wait_ready();
+    let r = client()
+        .get(format!("{}/v1/datasets/d/keys/k0001", server.url))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(server.terminate().success());
+    lines.join().unwrap()
+}
+
+/// Every line parsed as a JSON log event with a timestamp, a level and a message.
+#[track_caller]
+fn json_events(lines: &[String]) -> Vec<Value> {
+    assert!(!lines.is_empty(), "no log lines");
+    lines
+        .iter()
+        .map(|l| {
+            let e: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}"));
+            for field in ["timestamp", "level", "message"] {
+                assert!(e[field].is_string(), "no {field} in {l}");
+            }
+            e
+        })
+        .collect()
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.snapkv");
+    write_snapshot(&path, "v1", &dataset("v1", 10), true);
+    let file = format!("d={}", path.display());
+
+    let events = json_events(&serve_logs(&["--log-format", "json", "--file", &file], &[]));
+    let messages: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e["message"].as_str())
+        .collect();
+    for want in ["listening", "loaded", "SIGTERM: shutting down", "stopped"] {
+        assert!(messages.contains(&want), "no {want:?} in {messages:?}");
+    }
+    // An event's fields sit beside the message, where log collectors index them.
+    let loaded = events.iter().find(|e| e["message"] == "loaded").unwrap();
+    assert_eq!(loaded["level"], "INFO");
+    assert_eq!(loaded["dataset"], "d");
+    assert_eq!(loaded["version"], "v1");
+
+    // The environment chooses the format too, and a fatal error is a JSON event as well.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_snapkv"))
+        .arg("serve")
+        .env("SNAPKV_LOG_FORMAT", "json")
+        .env_remove("SNAPKV_STORE")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr: Vec<String> = String::from_utf8(out.stderr)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let events = json_events(&stderr);
+    assert_eq!(events.len(), 1, "{stderr:?}");
+    assert_eq!(events[0]["level"], "ERROR");
+    assert!(events[0]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("nothing to serve"));
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_snapkv"))
+        .args(["--log-format", "xml", "serve", "--file", &file])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn text_logs_have_no_colours_off_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.snapkv");
+    write_snapshot(&path, "v1", &dataset("v1", 10), true);
+    let lines = serve_logs(&["--file", &format!("d={}", path.display())], &[]);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("INFO") && l.contains("loaded")),
+        "{lines:?}"
+    );
+    assert!(!lines.iter().any(|l| l.contains('\x1b')), "{lines:?}");
+}

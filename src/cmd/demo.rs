@@ -138,7 +138,6 @@ fn write_sample(path: &Path, rows: u64) -> anyhow::Result<()> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    super::init_logging();
     let started = std::time::Instant::now();
     let data = args.dir.join("data");
     let store_dir = args.dir.join("store");

@@ -49,12 +49,34 @@ pub fn printable(bytes: &[u8]) -> String {
     }
 }
 
-/// Logs to stderr: human-readable, level from `SNAPKV_LOG` (default `info`).
-pub fn init_logging() {
+/// How log events are written to stderr.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event, coloured when stderr is a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line (timestamp, level, message, target and the event's fields),
+    /// for log collectors.
+    Json,
+}
+
+/// Logs to stderr in `format`, level from `SNAPKV_LOG`, else `default_level`.
+pub fn init_logging(format: LogFormat, default_level: &str) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("SNAPKV_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => {
+            // Colours only for a person at a terminal: not in files, pipes or log collectors,
+            // and not when NO_COLOR (https://no-color.org) is set.
+            let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+            builder
+                .with_ansi(std::io::stderr().is_terminal() && !no_color)
+                .try_init()
+        }
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
 }

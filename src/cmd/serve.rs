@@ -116,7 +116,6 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    super::init_logging();
     let mut sources: Vec<Source> = args
         .files
         .into_iter()

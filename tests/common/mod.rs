@@ -4,7 +4,7 @@
 use snapkv_format::{Metadata, SnapshotWriter, ValueEncoding, WriterOptions};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// Writes a snapshot of sorted `rows` labelled `version`.
@@ -61,13 +61,20 @@ impl Server {
     /// Starts `snapkv ARGS` (a command that prints `listening on URL` first) and waits for the
     /// listening socket.
     pub fn spawn(args: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_snapkv"))
+        Server::spawn_with(args, |_| {})
+    }
+
+    /// As [`Server::spawn`], with `configure` changing the command first (environment, working
+    /// directory, where stderr goes).
+    pub fn spawn_with(args: &[&str], configure: impl FnOnce(&mut Command)) -> Server {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_snapkv"));
+        command
             .args(args)
             .env("SNAPKV_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start snapkv serve");
+            .stderr(Stdio::inherit());
+        configure(&mut command);
+        let mut child = command.spawn().expect("start snapkv serve");
         let mut line = String::new();
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         stdout.read_line(&mut line).unwrap();
@@ -93,6 +100,11 @@ impl Server {
             assert!(Instant::now() < deadline, "server never became ready");
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The server's stderr, once, when `spawn_with` piped it.
+    pub fn take_stderr(&mut self) -> Option<ChildStderr> {
+        self.child.stderr.take()
     }
 
     /// Sends SIGTERM and waits for the exit.
