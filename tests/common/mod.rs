@@ -129,3 +129,25 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// What `snapkv SUBCOMMAND --help` prints.
+pub fn help_text(subcommand: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_snapkv"))
+        .args([subcommand, "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "snapkv {subcommand} --help failed");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The long flags (`--name`) that `snapkv SUBCOMMAND --help` lists, global ones included.
+pub fn help_flags(subcommand: &str) -> std::collections::BTreeSet<String> {
+    help_text(subcommand)
+        .lines()
+        // Option lines start with the flag: `  -k, --key <COL>` or `      --json`.
+        .map(str::trim_start)
+        .filter(|l| l.starts_with('-'))
+        .filter_map(|l| l.split([' ', ',']).find(|w| w.starts_with("--")))
+        .map(str::to_owned)
+        .collect()
+}

@@ -1,0 +1,511 @@
+//! The deployment examples in `deploy/` against the real binary: every manifest parses, the
+//! commands use only flags `snapkv` accepts, probes, ports and annotations agree with what the
+//! server listens on, the pods run unprivileged, and the Dockerfile builds a release binary that
+//! runs as a non-root user.
+
+mod common;
+
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// One YAML document of a manifest file.
+struct Doc {
+    file: String,
+    value: Value,
+}
+
+impl Doc {
+    fn kind(&self) -> &str {
+        self.value["kind"].as_str().unwrap_or_default()
+    }
+
+    fn name(&self) -> String {
+        format!(
+            "{}: {} {}",
+            self.file,
+            self.kind(),
+            self.value["metadata"]["name"]
+        )
+    }
+
+    /// The pod template (`metadata` and `spec`) of a workload; `None` for other kinds.
+    fn pod_template(&self) -> Option<&Value> {
+        let spec = &self.value["spec"];
+        match self.kind() {
+            "Deployment" | "StatefulSet" | "DaemonSet" | "Job" => Some(&spec["template"]),
+            "CronJob" => Some(&spec["jobTemplate"]["spec"]["template"]),
+            _ => None,
+        }
+    }
+}
+
+/// Every YAML document of every `deploy/kubernetes/*.yaml`.
+fn manifests() -> Vec<Doc> {
+    let dir = repo().join("deploy/kubernetes");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no manifests in {}", dir.display());
+    let mut docs = Vec::new();
+    for path in files {
+        let file = path.file_name().unwrap().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(&path).unwrap();
+        for doc in serde_norway::Deserializer::from_str(&text) {
+            let value = Value::deserialize(doc).unwrap_or_else(|e| panic!("{file}: {e}"));
+            if !value.is_null() {
+                docs.push(Doc {
+                    file: file.clone(),
+                    value,
+                });
+            }
+        }
+    }
+    docs
+}
+
+/// The one document of `kind`.
+fn only<'a>(docs: &'a [Doc], kind: &str) -> &'a Doc {
+    let found: Vec<&Doc> = docs.iter().filter(|d| d.kind() == kind).collect();
+    assert_eq!(found.len(), 1, "expected one {kind}");
+    found[0]
+}
+
+fn array(v: &Value) -> &[Value] {
+    v.as_array().map_or(&[], Vec::as_slice)
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    array(v)
+        .iter()
+        .map(|s| s.as_str().expect("a string").to_owned())
+        .collect()
+}
+
+/// The containers of a pod template that run the snapkv image.
+fn snapkv_containers(template: &Value) -> Vec<&Value> {
+    array(&template["spec"]["containers"])
+        .iter()
+        .filter(|c| c["image"].as_str().unwrap_or_default().contains("snapkv"))
+        .collect()
+}
+
+/// The shell script of a container that runs `sh -c SCRIPT`.
+fn script(container: &Value) -> Option<String> {
+    let command = strings(&container["command"]);
+    let shell = command.first()?.rsplit('/').next() == Some("sh");
+    if !shell {
+        return None;
+    }
+    assert_eq!(command[1..], ["-c"], "{command:?}");
+    let args = strings(&container["args"]);
+    assert_eq!(args.len(), 1, "sh -c takes one script: {args:?}");
+    Some(args[0].clone())
+}
+
+/// The `snapkv` command lines a container runs, each without the `snapkv`: its `args` under the
+/// image's entrypoint, or every `snapkv ...` command of its `sh -c` script.
+fn snapkv_commands(container: &Value) -> Vec<Vec<String>> {
+    let Some(script) = script(container) else {
+        assert!(container["command"].is_null(), "{}", container["command"]);
+        return vec![strings(&container["args"])];
+    };
+    script
+        .replace("\\\n", " ")
+        .split(['\n', ';'])
+        .flat_map(|l| l.split("&&"))
+        .map(|c| c.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+        .filter(|words| words.first().is_some_and(|w| w == "snapkv"))
+        .map(|words| words[1..].to_vec())
+        .collect()
+}
+
+/// The value of `--flag V` or `--flag=V` in a command.
+fn flag<'a>(command: &'a [String], name: &str) -> Option<&'a str> {
+    command.iter().enumerate().find_map(|(i, w)| {
+        if w == name {
+            command.get(i + 1).map(String::as_str)
+        } else {
+            w.strip_prefix(name)?.strip_prefix('=')
+        }
+    })
+}
+
+/// Every positional argument (neither a flag nor a flag's value) after the subcommand.
+fn positionals(command: &[String], help: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut words = command[1..].iter();
+    while let Some(w) = words.next() {
+        if w.starts_with("--") {
+            // A flag that shows a <VALUE> in the help takes the next word.
+            let takes_value = help
+                .lines()
+                .map(str::trim_start)
+                .any(|l| l.contains(&format!("{w} <")));
+            if takes_value && !w.contains('=') {
+                words.next();
+            }
+        } else {
+            out.push(w.clone());
+        }
+    }
+    out
+}
+
+/// A container's port number named or numbered by `port`.
+fn resolve_port(container: &Value, port: &Value) -> u64 {
+    if let Some(n) = port.as_u64() {
+        return n;
+    }
+    let name = port.as_str().expect("a port name or number");
+    array(&container["ports"])
+        .iter()
+        .find(|p| p["name"] == name)
+        .and_then(|p| p["containerPort"].as_u64())
+        .unwrap_or_else(|| panic!("no container port named {name}"))
+}
+
+/// Seconds of a duration flag like `25s`, `2m` or `500ms`.
+fn seconds(s: &str) -> f64 {
+    let digits = s.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let n: f64 = digits.parse().unwrap();
+    match &s[digits.len()..] {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => panic!("unknown unit in {s}"),
+    }
+}
+
+/// The mount path under which a container writes `path`, if any.
+fn mount_of<'a>(container: &'a Value, path: &str) -> Option<&'a str> {
+    array(&container["volumeMounts"])
+        .iter()
+        .filter_map(|m| m["mountPath"].as_str())
+        .find(|m| Path::new(path).starts_with(m))
+}
+
+#[test]
+fn every_document_names_its_api_kind_and_name() {
+    let docs = manifests();
+    for d in &docs {
+        assert!(d.value["apiVersion"].is_string(), "{}", d.name());
+        assert!(!d.kind().is_empty(), "{}", d.name());
+        assert!(d.value["metadata"]["name"].is_string(), "{}", d.name());
+    }
+    let kinds: BTreeSet<&str> = docs.iter().map(Doc::kind).collect();
+    for kind in ["Deployment", "Service", "CronJob"] {
+        assert!(kinds.contains(kind), "no {kind} in {kinds:?}");
+    }
+}
+
+#[test]
+fn commands_use_only_flags_and_variables_the_binary_knows() {
+    let mut help: BTreeMap<String, (String, BTreeSet<String>)> = BTreeMap::new();
+    let mut checked = 0;
+    for d in manifests() {
+        let Some(template) = d.pod_template() else {
+            continue;
+        };
+        for c in snapkv_containers(template) {
+            let commands = snapkv_commands(c);
+            assert!(!commands.is_empty(), "{}: no snapkv command", d.name());
+            let mut texts = Vec::new();
+            for command in &commands {
+                let sub = command.first().expect("a subcommand");
+                let (text, flags) = help
+                    .entry(sub.clone())
+                    .or_insert_with(|| (common::help_text(sub), common::help_flags(sub)));
+                for f in command.iter().filter(|w| w.starts_with("--")) {
+                    let f = f.split('=').next().unwrap();
+                    assert!(
+                        flags.contains(f),
+                        "{}: snapkv {sub} has no {f}; it has {flags:?}",
+                        d.name()
+                    );
+                    checked += 1;
+                }
+                texts.push(text.clone());
+            }
+            // SNAPKV_* variables are ones the commands document (`[env: ...]`, SNAPKV_LOG).
+            for e in array(&c["env"]) {
+                let name = e["name"].as_str().unwrap();
+                if name.starts_with("SNAPKV_") {
+                    assert!(
+                        texts.iter().any(|t| t.contains(name)),
+                        "{}: no command reads {name}",
+                        d.name()
+                    );
+                }
+            }
+        }
+    }
+    assert!(checked >= 10, "only {checked} flags checked");
+}
+
+#[test]
+fn pods_run_unprivileged_with_bounded_resources_and_secret_credentials() {
+    for d in manifests() {
+        let Some(template) = d.pod_template() else {
+            continue;
+        };
+        let pod = &template["spec"];
+        let name = d.name();
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{name}");
+        assert_ne!(pod["securityContext"]["runAsUser"], 0, "{name}");
+        let containers = array(&pod["initContainers"])
+            .iter()
+            .chain(array(&pod["containers"]));
+        for c in containers {
+            let name = format!("{name}, container {}", c["name"]);
+            let sc = &c["securityContext"];
+            assert_eq!(sc["allowPrivilegeEscalation"], false, "{name}");
+            assert_eq!(sc["readOnlyRootFilesystem"], true, "{name}");
+            assert_eq!(strings(&sc["capabilities"]["drop"]), ["ALL"], "{name}");
+            let resources = &c["resources"];
+            assert!(resources["requests"]["memory"].is_string(), "{name}");
+            assert!(resources["limits"]["memory"].is_string(), "{name}");
+            for e in array(&c["env"]) {
+                let var = e["name"].as_str().unwrap();
+                let secret = ["SECRET", "ACCESS_KEY", "TOKEN", "PASSWORD"]
+                    .iter()
+                    .any(|s| var.contains(s));
+                if secret {
+                    assert!(
+                        e["value"].is_null(),
+                        "{name}: {var} is written in the manifest"
+                    );
+                    assert!(
+                        e["valueFrom"]["secretKeyRef"]["name"].is_string(),
+                        "{name}: {var} does not come from a Secret"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn reader_probes_ports_annotations_and_cache_agree_with_serve() {
+    let docs = manifests();
+    let deployment = only(&docs, "Deployment");
+    let template = deployment.pod_template().unwrap();
+    let containers = snapkv_containers(template);
+    assert_eq!(containers.len(), 1);
+    let c = containers[0];
+    let serve = &snapkv_commands(c)[0];
+    assert_eq!(serve[0], "serve");
+    assert_eq!(flag(serve, "--log-format"), Some("json"));
+    assert!(flag(serve, "--store").unwrap().starts_with("s3://"));
+    assert!(flag(serve, "--dataset").is_some());
+
+    // The server listens on all interfaces, on the container port the probes use.
+    let listen = flag(serve, "--listen").expect("--listen");
+    let (host, port) = listen.rsplit_once(':').unwrap();
+    assert_eq!(host, "0.0.0.0");
+    let port: u64 = port.parse().unwrap();
+    let ports: Vec<u64> = array(&c["ports"])
+        .iter()
+        .map(|p| p["containerPort"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ports, [port]);
+    for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")] {
+        let get = &c[probe]["httpGet"];
+        assert_eq!(get["path"], path, "{probe}");
+        assert_eq!(resolve_port(c, &get["port"]), port, "{probe}");
+    }
+
+    // Prometheus finds /metrics on the same port.
+    let annotations = &template["metadata"]["annotations"];
+    assert_eq!(annotations["prometheus.io/scrape"], "true");
+    assert_eq!(annotations["prometheus.io/port"], port.to_string());
+    assert_eq!(annotations["prometheus.io/path"], "/metrics");
+
+    // The Service sends traffic to the pods' serving port.
+    let service = only(&docs, "Service");
+    let labels = template["metadata"]["labels"].as_object().unwrap();
+    let selector = service.value["spec"]["selector"].as_object().unwrap();
+    for (k, v) in selector {
+        assert_eq!(labels.get(k), Some(v), "the Service selects {k}={v}");
+    }
+    for p in array(&service.value["spec"]["ports"]) {
+        assert_eq!(resolve_port(c, &p["targetPort"]), port);
+    }
+
+    // The cache directory is a mounted volume with a size bound (the root is read-only).
+    let cache_dir = flag(serve, "--cache-dir").expect("--cache-dir");
+    let mount = array(&c["volumeMounts"])
+        .iter()
+        .find(|m| m["mountPath"] == cache_dir)
+        .expect("a volume mounted at --cache-dir");
+    let volume = array(&template["spec"]["volumes"])
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .expect("the cache volume");
+    assert!(volume["emptyDir"]["sizeLimit"].is_string(), "{volume}");
+    assert!(c["resources"]["requests"]["cpu"].is_string());
+
+    // Kubernetes waits for the preStop hook and the drain before it kills the container.
+    let pre_stop = strings(&c["lifecycle"]["preStop"]["exec"]["command"]);
+    let pre_stop = match pre_stop.as_slice() {
+        [sleep, s] if sleep == "sleep" => seconds(s),
+        [] => 0.0,
+        other => panic!("unexpected preStop {other:?}"),
+    };
+    let drain = seconds(flag(serve, "--drain-timeout").unwrap_or("30s"));
+    let grace = template["spec"]["terminationGracePeriodSeconds"]
+        .as_f64()
+        .unwrap_or(30.0);
+    assert!(
+        grace > pre_stop + drain,
+        "terminationGracePeriodSeconds {grace} <= preStop {pre_stop} + drain {drain}"
+    );
+}
+
+#[test]
+fn publisher_builds_then_publishes_what_readers_follow() {
+    let docs = manifests();
+    let cron = only(&docs, "CronJob");
+    assert_eq!(cron.value["spec"]["concurrencyPolicy"], "Forbid");
+    let template = cron.pod_template().unwrap();
+    let restart = template["spec"]["restartPolicy"].as_str().unwrap();
+    assert!(["Never", "OnFailure"].contains(&restart), "{restart}");
+    let containers = snapkv_containers(template);
+    assert_eq!(containers.len(), 1);
+    let c = containers[0];
+
+    let script = script(c).expect("a sh -c script");
+    let first = script.lines().map(str::trim).find(|l| !l.is_empty());
+    assert!(
+        first.is_some_and(|l| l.starts_with("set -e")),
+        "the script must stop at the first failure: {first:?}"
+    );
+    let commands = snapkv_commands(c);
+    let subs: Vec<&str> = commands.iter().map(|c| c[0].as_str()).collect();
+    let build = subs.iter().position(|s| *s == "build").expect("a build");
+    let publish = subs
+        .iter()
+        .position(|s| *s == "publish")
+        .expect("a publish");
+    assert!(build < publish, "{subs:?}");
+    let (build, publish) = (&commands[build], &commands[publish]);
+
+    // What build writes lies on a mounted volume (the root file system is read-only), and is
+    // what publish uploads.
+    let output = flag(build, "--output").expect("--output");
+    for path in [Some(output), flag(build, "--temp-dir")]
+        .into_iter()
+        .flatten()
+    {
+        assert!(mount_of(c, path).is_some(), "{path} is on no volume");
+    }
+    let files = positionals(publish, &common::help_text("publish"));
+    assert_eq!(files, [output]);
+
+    // The publisher writes the store and dataset the readers follow.
+    let deployment = only(&docs, "Deployment");
+    let reader = snapkv_containers(deployment.pod_template().unwrap())[0];
+    let serve = &snapkv_commands(reader)[0];
+    for f in ["--store", "--dataset"] {
+        assert_eq!(flag(publish, f), flag(serve, f), "{f}");
+    }
+}
+
+/// The Dockerfile's instructions, continuation lines joined and comments dropped.
+fn dockerfile() -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(repo().join("deploy/Dockerfile")).unwrap();
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('#') || (line.is_empty() && current.is_empty()) {
+            continue;
+        }
+        match line.strip_suffix('\\') {
+            Some(part) => {
+                current.push_str(part);
+                current.push(' ');
+            }
+            None => {
+                current.push_str(line);
+                let (op, rest) = current.split_once(' ').unwrap_or((&current, ""));
+                out.push((op.to_uppercase(), rest.trim().to_owned()));
+                current.clear();
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn dockerfile_builds_a_release_binary_that_runs_unprivileged() {
+    let instructions = dockerfile();
+    let all = |op: &str| -> Vec<&str> {
+        instructions
+            .iter()
+            .filter(|(o, _)| o == op)
+            .map(|(_, rest)| rest.as_str())
+            .collect()
+    };
+    assert!(all("FROM").len() >= 2, "not a multi-stage build");
+    assert!(
+        all("RUN")
+            .iter()
+            .any(|r| r.contains("cargo build") && r.contains("--release")),
+        "no cargo build --release"
+    );
+    assert_eq!(all("ENTRYPOINT"), [r#"["snapkv"]"#]);
+
+    // The final stage runs as a numeric, non-root user: the one the manifests name.
+    let last_from = instructions.iter().rposition(|(o, _)| o == "FROM").unwrap();
+    let users: Vec<&str> = instructions[last_from..]
+        .iter()
+        .filter(|(o, _)| o == "USER")
+        .map(|(_, r)| r.as_str())
+        .collect();
+    let user = users.last().expect("a USER in the runtime stage");
+    let uid = user.split(':').next().unwrap();
+    assert!(
+        uid.parse::<u32>().is_ok_and(|n| n != 0),
+        "USER {user} is root or not numeric"
+    );
+    for d in manifests() {
+        if let Some(t) = d.pod_template() {
+            assert_eq!(
+                t["spec"]["securityContext"]["runAsUser"].to_string(),
+                uid,
+                "{}",
+                d.name()
+            );
+        }
+    }
+
+    // The exposed port is the one the reader manifest serves on; the SNAPKV_* defaults exist.
+    let docs = manifests();
+    let reader = snapkv_containers(only(&docs, "Deployment").pod_template().unwrap())[0];
+    let port = reader["ports"][0]["containerPort"].to_string();
+    assert_eq!(all("EXPOSE"), [port.as_str()]);
+    let serve_help = common::help_text("serve");
+    for env in all("ENV") {
+        for var in env.split_whitespace().filter_map(|kv| kv.split_once('=')) {
+            if var.0.starts_with("SNAPKV_") {
+                assert!(serve_help.contains(var.0), "serve does not read {}", var.0);
+            }
+        }
+    }
+
+    let ignore = std::fs::read_to_string(repo().join(".dockerignore")).expect(".dockerignore");
+    let ignored: Vec<&str> = ignore.lines().map(str::trim).collect();
+    for must in ["target/", "snapkv-demo/", "fuzz/artifacts/"] {
+        assert!(ignored.contains(&must), ".dockerignore lacks {must}");
+    }
+}
