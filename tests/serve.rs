@@ -5,6 +5,9 @@ mod common;
 use common::{client, client_builder, write_snapshot, Server};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn value_of(version: &str, key: &str) -> String {
@@ -39,6 +42,95 @@ fn error_code(resp: reqwest::blocking::Response) -> (StatusCode, String) {
             .unwrap_or_default()
             .to_owned(),
     )
+}
+
+/// Client threads sending GET, mget and scan requests for keys k0000..k(keys-1) until
+/// finished. Each answer must succeed and agree with the version it names.
+struct Hammer {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<(u64, BTreeSet<String>)>>,
+}
+
+impl Hammer {
+    fn start(url: &str, threads: u64, keys: u64) -> Hammer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..threads)
+            .map(|w| {
+                let (url, stop) = (url.to_owned(), stop.clone());
+                std::thread::spawn(move || Hammer::run(&url, w, keys, &stop))
+            })
+            .collect();
+        Hammer { stop, threads }
+    }
+
+    fn run(url: &str, w: u64, keys: u64, stop: &AtomicBool) -> (u64, BTreeSet<String>) {
+        let c = client();
+        let mut seen = BTreeSet::new();
+        let mut n = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let k = format!("k{:04}", (n * 7 + w) % keys);
+            n += 1;
+            let version = match n % 3 {
+                0 => {
+                    let r = c
+                        .get(format!("{url}/v1/datasets/d/keys/{k}"))
+                        .send()
+                        .unwrap();
+                    assert_eq!(r.status(), 200);
+                    let v = r.headers()["x-snapkv-version"].to_str().unwrap().to_owned();
+                    assert_eq!(r.text().unwrap(), value_of(&v, &k));
+                    v
+                }
+                1 => {
+                    let keys = [k.clone(), format!("k{:04}", (n * 13) % keys)];
+                    let r = c
+                        .post(format!("{url}/v1/datasets/d/mget"))
+                        .body(json!({ "keys": keys }).to_string())
+                        .send()
+                        .unwrap();
+                    assert_eq!(r.status(), 200);
+                    let body: Value = r.json().unwrap();
+                    let v = body["version"].as_str().unwrap().to_owned();
+                    for key in &keys {
+                        assert_eq!(body["values"][key], json!({"v": v, "k": key}));
+                    }
+                    v
+                }
+                _ => {
+                    let r = c
+                        .get(format!("{url}/v1/datasets/d/scan?start={k}&limit=20"))
+                        .send()
+                        .unwrap();
+                    assert_eq!(r.status(), 200);
+                    let body: Value = r.json().unwrap();
+                    let v = body["version"].as_str().unwrap().to_owned();
+                    let items = body["items"].as_array().unwrap();
+                    assert!(!items.is_empty());
+                    for item in items {
+                        assert_eq!(item["value"], json!({"v": v, "k": item["key"]}));
+                    }
+                    v
+                }
+            };
+            seen.insert(version);
+        }
+        (n, seen)
+    }
+
+    /// Stops the clients; the number of requests sent and the versions seen.
+    fn finish(self) -> (u64, BTreeSet<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut total = 0;
+        let mut versions = BTreeSet::new();
+        for t in self.threads {
+            let (n, seen) = t
+                .join()
+                .expect("a client saw a failed or inconsistent answer");
+            total += n;
+            versions.extend(seen);
+        }
+        (total, versions)
+    }
 }
 
 #[test]
@@ -287,61 +379,7 @@ fn swaps_under_load_without_failed_or_mixed_answers() {
         "--poll-interval",
         "50ms",
     ]);
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let workers: Vec<_> = (0..3)
-        .map(|w| {
-            let url = server.url.clone();
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                let c = client();
-                let mut seen = std::collections::BTreeSet::new();
-                let mut n = 0u64;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let k = format!("k{:04}", (n * 7 + w) % 2000);
-                    n += 1;
-                    match n % 3 {
-                        0 => {
-                            let r = c
-                                .get(format!("{url}/v1/datasets/d/keys/{k}"))
-                                .send()
-                                .unwrap();
-                            assert_eq!(r.status(), 200);
-                            let v = r.headers()["x-snapkv-version"].to_str().unwrap().to_owned();
-                            assert_eq!(r.text().unwrap(), value_of(&v, &k));
-                            seen.insert(v);
-                        }
-                        1 => {
-                            let keys = [k.clone(), format!("k{:04}", (n * 13) % 2000)];
-                            let r = c
-                                .post(format!("{url}/v1/datasets/d/mget"))
-                                .body(json!({ "keys": keys }).to_string())
-                                .send()
-                                .unwrap();
-                            assert_eq!(r.status(), 200);
-                            let body: Value = r.json().unwrap();
-                            let v = body["version"].as_str().unwrap();
-                            for key in &keys {
-                                assert_eq!(body["values"][key], json!({"v": v, "k": key}));
-                            }
-                        }
-                        _ => {
-                            let r = c
-                                .get(format!("{url}/v1/datasets/d/scan?start={k}&limit=20"))
-                                .send()
-                                .unwrap();
-                            assert_eq!(r.status(), 200);
-                            let body: Value = r.json().unwrap();
-                            let v = body["version"].as_str().unwrap();
-                            for item in body["items"].as_array().unwrap() {
-                                assert_eq!(item["value"]["v"], v);
-                            }
-                        }
-                    }
-                }
-                (n, seen)
-            })
-        })
-        .collect();
+    let hammer = Hammer::start(&server.url, 3, 2000);
     std::thread::sleep(Duration::from_millis(300));
     for v in ["v2", "v3"] {
         let tmp = dir.path().join(format!("{v}.tmp"));
@@ -381,16 +419,7 @@ fn swaps_under_load_without_failed_or_mixed_answers() {
     // The file disappears altogether: still serving.
     std::fs::remove_file(&path).unwrap();
     std::thread::sleep(Duration::from_millis(200));
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut total = 0;
-    let mut versions = std::collections::BTreeSet::new();
-    for w in workers {
-        let (n, seen) = w
-            .join()
-            .expect("a client saw a failed or inconsistent answer");
-        total += n;
-        versions.extend(seen);
-    }
+    let (total, versions) = hammer.finish();
     assert!(total > 100, "only {total} requests");
     assert!(versions.len() >= 2, "clients saw only {versions:?}");
     let r = c
@@ -448,9 +477,14 @@ fn not_ready_until_loaded_and_bad_flags_fail() {
 }
 
 fn publish(store: &std::path::Path, file: &std::path::Path, version: &str) {
+    publish_to(store.to_str().unwrap(), &[], file, version);
+}
+
+/// `snapkv publish` of `file` as dataset `d`, `version`, to the store at `url` with `options`.
+fn publish_to(url: &str, options: &[String], file: &std::path::Path, version: &str) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_snapkv"))
-        .args(["publish", "--store"])
-        .arg(store)
+        .args(["publish", "--store", url])
+        .args(options)
         .args(["--dataset", "d", "--version", version])
         .arg(file)
         .output()
@@ -529,45 +563,12 @@ fn follows_a_store_through_publishes_restarts_and_corruption() {
     let mut server = Server::start(&a.iter().map(String::as_str).collect::<Vec<_>>());
     wait_for_version(&server.url, "v1");
 
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let hammer = {
-        let (url, stop) = (server.url.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let c = client();
-            let mut n = 0u64;
-            let mut seen = std::collections::BTreeSet::new();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let k = format!("k{:04}", n % 1000);
-                n += 1;
-                let r = c
-                    .get(format!("{url}/v1/datasets/d/keys/{k}"))
-                    .send()
-                    .unwrap();
-                assert_eq!(r.status(), 200);
-                let v = r.headers()["x-snapkv-version"].to_str().unwrap().to_owned();
-                assert_eq!(r.text().unwrap(), value_of(&v, &k));
-                let body: Value = c
-                    .post(format!("{url}/v1/datasets/d/mget"))
-                    .body(json!({"keys": [k, "k0999"]}).to_string())
-                    .send()
-                    .unwrap()
-                    .json()
-                    .unwrap();
-                let v = body["version"].as_str().unwrap().to_owned();
-                assert_eq!(body["values"]["k0999"], json!({"v": v, "k": "k0999"}));
-                seen.insert(v);
-            }
-            (n, seen)
-        })
-    };
+    let hammer = Hammer::start(&server.url, 2, 1000);
     for v in ["v2", "v3"] {
         publish(&store, &file(v), v);
         wait_for_version(&server.url, v);
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (n, seen) = hammer
-        .join()
-        .expect("a client saw a failed or inconsistent answer");
+    let (n, seen) = hammer.finish();
     assert!(n > 20 && seen.len() >= 2, "{n} requests saw {seen:?}");
     assert!(server.terminate().success());
     // Only the served version and the previous one stay in the cache.
@@ -576,8 +577,25 @@ fn follows_a_store_through_publishes_restarts_and_corruption() {
 
     // Restart with the store gone: the cached v3 is served at once; the sync error shows.
     let gone = dir.path().join("no-such-store");
-    let a = args(&gone);
-    let mut server = Server::start(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let mut a = vec![
+        "serve".to_owned(),
+        "--listen".to_owned(),
+        "127.0.0.1:0".to_owned(),
+    ];
+    a.extend(args(&gone));
+    let mut server = Server::spawn_with(&a.iter().map(String::as_str).collect::<Vec<_>>(), |c| {
+        c.stderr(std::process::Stdio::piped());
+    });
+    let stderr = server.take_stderr().unwrap();
+    let warnings = std::thread::spawn(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stderr)
+            .lines()
+            .map(Result::unwrap)
+            .filter(|l| l.contains("sync failed"))
+            .count()
+    });
+    server.wait_ready();
     let info = wait_for_error(&server.url);
     assert_eq!(info["version"], "v3");
     let r = client()
@@ -585,7 +603,18 @@ fn follows_a_store_through_publishes_restarts_and_corruption() {
         .send()
         .unwrap();
     assert_eq!(r.text().unwrap(), value_of("v3", "k0001"));
+    // The same failure at every 50 ms poll is logged after 1, 2, 4, 8, ... failures only.
+    std::thread::sleep(Duration::from_millis(1500));
+    let failures = wait_for_error(&server.url)["sync"]["failures"]
+        .as_u64()
+        .unwrap();
     assert!(server.terminate().success());
+    let warnings = warnings.join().unwrap() as u64;
+    assert!(failures >= 10, "{failures} failures");
+    assert!(
+        (1..=failures.ilog2() as u64 + 2).contains(&warnings),
+        "{warnings} warnings for {failures} failures"
+    );
 
     // v4 is published, then its object is corrupted in storage: refused, v3 stays served.
     publish(&store, &file("v4"), "v4");
@@ -611,6 +640,46 @@ fn follows_a_store_through_publishes_restarts_and_corruption() {
         text.contains("snapkv_sync_last_success{dataset=\"d\"} 0"),
         "{text}"
     );
+}
+
+/// Versions published through the S3-compatible test server while clients hammer the server:
+/// no failed or mixed answers, and the store's credentials and endpoint reach the sync loop.
+#[test]
+fn follows_an_s3_store_under_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, options) = common::s3_store("serve-swap");
+    let file = |v: &str| {
+        let p = dir.path().join(v).join("d.snapkv");
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        write_snapshot(&p, v, &dataset(v, 1000), true);
+        p
+    };
+    publish_to(&store, &options, &file("v1"), "v1");
+    let cache = dir.path().join("cache");
+    let mut args = vec![
+        "--store",
+        &store,
+        "--dataset",
+        "d",
+        "--cache-dir",
+        cache.to_str().unwrap(),
+        "--poll-interval",
+        "50ms",
+    ];
+    args.extend(options.iter().map(String::as_str));
+    let mut server = Server::start(&args);
+    wait_for_version(&server.url, "v1");
+    let hammer = Hammer::start(&server.url, 2, 1000);
+    for v in ["v2", "v3"] {
+        publish_to(&store, &options, &file(v), v);
+        let info = wait_for_version(&server.url, v);
+        assert!(info["sync"]["last_error"].is_null(), "{info}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (n, seen) = hammer.finish();
+    assert!(n > 20 && seen.len() >= 2, "{n} requests saw {seen:?}");
+    assert!(seen.contains("v3"), "{seen:?}");
+    assert!(server.terminate().success());
 }
 
 /// The demo's pieces: sample data, build, publish to a local store, serve, answer, stop.

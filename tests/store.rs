@@ -2,14 +2,14 @@
 //! against a local directory store and a real S3-compatible server over HTTP (started by
 //! `./scripts/test`; without it the S3 tests fail).
 
-use snapkv_format::{Compression, Dictionary, Metadata, SnapshotWriter, WriterOptions};
-use std::io::{Read, Write};
+use snapkv_format::Metadata;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-const BUCKET: &str = "snapkv-test";
+mod common;
+
+use common::s3_store;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Backend {
@@ -29,26 +29,7 @@ impl Env {
         let dir = tempfile::tempdir().unwrap();
         let (store, options) = match backend {
             Backend::Local => (dir.path().join("store").display().to_string(), Vec::new()),
-            Backend::S3 => {
-                let endpoint = s3_endpoint();
-                let nanos = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_nanos();
-                let options = [
-                    format!("endpoint={endpoint}"),
-                    "access_key_id=snapkv-test".into(),
-                    "secret_access_key=snapkv-test".into(),
-                    "region=us-east-1".into(),
-                ];
-                (
-                    format!("s3://{BUCKET}/cli-{test}-{}-{nanos}", std::process::id()),
-                    options
-                        .into_iter()
-                        .flat_map(|o| ["--store-option".to_owned(), o])
-                        .collect(),
-                )
-            }
+            Backend::S3 => s3_store(&format!("cli-{test}")),
         };
         Env {
             store,
@@ -64,23 +45,7 @@ impl Env {
     /// A snapshot of about `bytes` bytes at `name`.
     fn snapshot(&self, name: &str, bytes: usize, seed: u64) -> PathBuf {
         let path = self.path(name);
-        let mut options = WriterOptions::default();
-        options.compression = Compression::None;
-        options.dictionary = Dictionary::Off;
-        let file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
-        let mut w = SnapshotWriter::new(file, options, Metadata::default()).unwrap();
-        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        let mut value = vec![0u8; 1000];
-        for i in 0..(bytes / 1000).max(1) {
-            for chunk in value.chunks_mut(8) {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
-            }
-            w.insert(format!("key-{i:08}").as_bytes(), &value).unwrap();
-        }
-        w.finish().unwrap();
+        common::store::write_snapshot(&path, bytes, seed, Metadata::default());
         path
     }
 
@@ -133,30 +98,6 @@ impl Env {
             .find(|v| v["current"] == true)
             .map(|v| v["version"].as_str().unwrap().to_owned())
     }
-}
-
-fn s3_endpoint() -> String {
-    let endpoint = std::env::var("SNAPKV_TEST_S3_ENDPOINT").unwrap_or_default();
-    assert!(
-        !endpoint.is_empty(),
-        "SNAPKV_TEST_S3_ENDPOINT is not set: run ./scripts/test, which starts an S3-compatible \
-         server on 127.0.0.1 and sets it"
-    );
-    static BUCKET_MADE: OnceLock<()> = OnceLock::new();
-    BUCKET_MADE.get_or_init(|| {
-        // The test server accepts an unsigned path-style `PUT /bucket` (200 when it exists).
-        let addr = endpoint.trim_start_matches("http://").trim_end_matches('/');
-        let mut s = std::net::TcpStream::connect(addr).unwrap();
-        write!(
-            s,
-            "PUT /{BUCKET} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut answer = String::new();
-        s.read_to_string(&mut answer).unwrap();
-        assert!(answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.1 409"), "{answer}");
-    });
-    endpoint
 }
 
 fn arg(p: &Path) -> &str {

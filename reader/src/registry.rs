@@ -119,6 +119,8 @@ pub(crate) struct SyncStatus {
     pub last_success: Option<SystemTime>,
     pub last_error: Option<String>,
     pub failures: u64,
+    /// Failures since the last success.
+    pub streak: u64,
 }
 
 /// A served dataset: the current version, the previous one (for instant local rollback) and
@@ -172,11 +174,25 @@ impl Dataset {
         s.last_attempt = Some(now);
         match result {
             Ok(()) => {
+                if s.streak > 0 {
+                    tracing::info!(dataset = %self.name, failures = s.streak, "sync recovered");
+                }
                 s.last_success = Some(now);
                 s.last_error = None;
+                s.streak = 0;
             }
             Err(e) => {
-                tracing::warn!(dataset = %self.name, error = %e, "sync failed; serving the version it has");
+                s.streak += 1;
+                // A store that stays down would otherwise log once per poll: a new error is
+                // logged at once, a repeated one after 1, 2, 4, 8, ... failures in a row.
+                if s.last_error.as_deref() != Some(e.as_str()) || s.streak.is_power_of_two() {
+                    tracing::warn!(
+                        dataset = %self.name,
+                        error = %e,
+                        failures = s.streak,
+                        "sync failed; serving the version it has"
+                    );
+                }
                 s.last_error = Some(e);
                 s.failures += 1;
             }

@@ -151,3 +151,21 @@ pub fn help_flags(subcommand: &str) -> std::collections::BTreeSet<String> {
         .map(str::to_owned)
         .collect()
 }
+
+/// The store crate's test helpers: the S3 test server, unique names, snapshot files of a
+/// given size.
+#[path = "../../store/tests/common/mod.rs"]
+pub mod store;
+
+/// A fresh store on the S3 test server, named after `test`: its URL and the `--store-option`
+/// arguments that reach the server.
+pub fn s3_store(test: &str) -> (String, Vec<String>) {
+    let options = store::s3_options()
+        .into_iter()
+        .flat_map(|(k, v)| ["--store-option".to_owned(), format!("{k}={v}")])
+        .collect();
+    (
+        format!("s3://{}/{}", store::BUCKET, store::unique(test)),
+        options,
+    )
+}
