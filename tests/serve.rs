@@ -339,7 +339,7 @@ fn every_endpoint_and_error() {
     let text = c.get(url("/metrics")).send().unwrap().text().unwrap();
     for needle in [
         "snapkv_http_requests_total{route=\"key\",status=\"200\"}",
-        "snapkv_http_request_duration_seconds_bucket{le=",
+        "snapkv_http_request_duration_seconds_count{route=\"key\",status=\"200\"}",
         "snapkv_lookups_total{dataset=\"d\",result=\"miss\"}",
         "snapkv_snapshot_info{dataset=\"d\",version=\"v1\"} 1",
         "snapkv_snapshot_keys{dataset=\"d\"} 503",

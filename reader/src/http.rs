@@ -150,10 +150,10 @@ pub(crate) async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, std::convert::Infallible> {
     let started = Instant::now();
-    let path = req.uri().path().to_owned();
-    let route = route(&path);
+    let (parts, body) = req.into_parts();
+    let route = route(parts.uri.path());
     let label = route.label();
-    let response = match answer(&state, route, req).await {
+    let response = match answer(&state, route, &parts, body).await {
         Ok(r) => r,
         Err(f) => f.into_response(),
     };
@@ -178,19 +178,20 @@ fn read_only(method: &Method) -> Result<(), Failure> {
 async fn answer(
     state: &State,
     route: Route<'_>,
-    req: Request<Incoming>,
+    req: &http::request::Parts,
+    body: Incoming,
 ) -> Result<Response<Body>, Failure> {
-    let method = req.method().clone();
+    let method = &req.method;
     match route {
         Route::Healthz => {
-            read_only(&method)?;
+            read_only(method)?;
             Ok(json_response(
                 Bytes::from_static(b"{\"status\":\"ok\"}"),
                 None,
             ))
         }
         Route::Readyz => {
-            read_only(&method)?;
+            read_only(method)?;
             let waiting: Vec<&str> = state
                 .datasets
                 .values()
@@ -205,7 +206,7 @@ async fn answer(
             Ok(r)
         }
         Route::Metrics => {
-            read_only(&method)?;
+            read_only(method)?;
             let text = state.metrics.render(state.datasets.values().map(|d| &**d));
             let mut r = Response::new(Full::new(Bytes::from(text)));
             r.headers_mut().insert(
@@ -215,7 +216,7 @@ async fn answer(
             Ok(r)
         }
         Route::Datasets => {
-            read_only(&method)?;
+            read_only(method)?;
             let list: Vec<_> = state
                 .datasets
                 .values()
@@ -234,7 +235,7 @@ async fn answer(
             Ok(json_response(Bytes::from(body.to_string()), None))
         }
         Route::Dataset(ds) => {
-            read_only(&method)?;
+            read_only(method)?;
             let d = dataset(state, ds)?;
             let current = d.current.load_full();
             Ok(json_response(
@@ -243,10 +244,10 @@ async fn answer(
             ))
         }
         Route::Key(ds, key) => {
-            read_only(&method)?;
+            read_only(method)?;
             let d = dataset(state, ds)?;
             let key = percent_decode(key)?;
-            get_key(state, d, &key, req.headers().get(header::IF_NONE_MATCH))
+            get_key(state, d, &key, req.headers.get(header::IF_NONE_MATCH))
         }
         Route::Mget(ds) => {
             if method != Method::POST {
@@ -258,7 +259,7 @@ async fn answer(
             }
             let d = dataset(state, ds)?;
             let limit = state.limits.max_body_bytes;
-            let body = Limited::new(req.into_body(), limit)
+            let body = Limited::new(body, limit)
                 .collect()
                 .await
                 .map_err(|e| {
@@ -282,9 +283,9 @@ async fn answer(
             mget(state, d, &body)
         }
         Route::Scan(ds) => {
-            read_only(&method)?;
+            read_only(method)?;
             let d = dataset(state, ds)?;
-            scan(state, d, req.uri().query().unwrap_or(""))
+            scan(state, d, req.uri.query().unwrap_or(""))
         }
         Route::Unknown => Err(fail(
             StatusCode::NOT_FOUND,
@@ -356,18 +357,14 @@ fn get_key(
     check_key(state, key)?;
     let l = loaded(d)?;
     let value = l.snapshot.get(key).map_err(|e| internal(d, e))?;
-    let lookup = |result| crate::metrics::Lookup {
-        dataset: d.name.clone(),
-        result,
-    };
     let Some(value) = value else {
-        state.metrics.lookups.get_or_create(&lookup("miss")).inc();
+        d.misses.inc();
         let mut r = fail(StatusCode::NOT_FOUND, "key_not_found", "no such key").into_response();
         r.headers_mut()
             .insert(VERSION_HEADER, l.version_header.clone());
         return Ok(r);
     };
-    state.metrics.lookups.get_or_create(&lookup("hit")).inc();
+    d.hits.inc();
     let etag = format!("\"{:016x}\"", xxh3_64(&value));
     let etag = HeaderValue::from_str(&etag).expect("hex is a valid header value");
     let matches = if_none_match
@@ -492,24 +489,8 @@ fn mget(state: &State, d: &Dataset, body: &[u8]) -> Result<Response<Body>, Failu
             None => missing.push(k.as_str()),
         }
     }
-    let hits = crate::metrics::Lookup {
-        dataset: d.name.clone(),
-        result: "hit",
-    };
-    state
-        .metrics
-        .lookups
-        .get_or_create(&hits)
-        .inc_by(found.len() as u64);
-    let misses = crate::metrics::Lookup {
-        dataset: d.name.clone(),
-        result: "miss",
-    };
-    state
-        .metrics
-        .lookups
-        .get_or_create(&misses)
-        .inc_by(missing.len() as u64);
+    d.hits.inc_by(found.len() as u64);
+    d.misses.inc_by(missing.len() as u64);
 
     let encoding = Encoding::of(&l, found.iter().map(|(_, v)| &v[..]));
     let mut out = BytesMut::with_capacity(

@@ -1,5 +1,5 @@
-//! Prometheus metrics: request counters and latency histograms per route, lookups, and per
-//! dataset gauges refreshed at scrape time.
+//! Prometheus metrics: request counters and latency histograms per route and status, lookups,
+//! and per dataset gauges refreshed at scrape time.
 
 use crate::registry::Dataset;
 use crate::time::parse_rfc3339;
@@ -16,11 +16,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub(crate) struct RouteStatus {
     pub route: &'static str,
     pub status: u16,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(crate) struct Route {
-    pub route: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -50,7 +45,7 @@ fn latency_histogram() -> Histogram {
 pub(crate) struct Metrics {
     registry: Registry,
     pub requests: Family<RouteStatus, Counter>,
-    pub latency: Family<Route, Histogram, fn() -> Histogram>,
+    pub latency: Family<RouteStatus, Histogram, fn() -> Histogram>,
     pub lookups: Family<Lookup, Counter>,
     info: Family<DsVersion, Gauge>,
     keys: Family<Ds, Gauge>,
@@ -91,7 +86,7 @@ impl Metrics {
         );
         r.register(
             "http_request_duration_seconds",
-            "HTTP request latency by route",
+            "HTTP request latency by route and status",
             m.latency.clone(),
         );
         r.register(
@@ -152,12 +147,24 @@ impl Metrics {
         Metrics { registry, ..m }
     }
 
+    /// The hit and miss counters of `dataset`'s lookups, resolved once rather than per request.
+    pub fn lookup_counters(&self, dataset: &str) -> (Counter, Counter) {
+        let counter = |result| {
+            self.lookups
+                .get_or_create(&Lookup {
+                    dataset: dataset.to_owned(),
+                    result,
+                })
+                .clone()
+        };
+        (counter("hit"), counter("miss"))
+    }
+
     pub fn observe(&self, route: &'static str, status: u16, elapsed: Duration) {
-        self.requests
-            .get_or_create(&RouteStatus { route, status })
-            .inc();
+        let labels = RouteStatus { route, status };
+        self.requests.get_or_create(&labels).inc();
         self.latency
-            .get_or_create(&Route { route })
+            .get_or_create(&labels)
             .observe(elapsed.as_secs_f64());
     }
 

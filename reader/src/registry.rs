@@ -3,6 +3,7 @@
 use crate::time::rfc3339;
 use arc_swap::ArcSwapOption;
 use http::HeaderValue;
+use prometheus_client::metrics::counter::Counter;
 use snapkv_format::{OpenOptions, Snapshot, ValueEncoding};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -131,11 +132,18 @@ pub(crate) struct Dataset {
     pub current: ArcSwapOption<Loaded>,
     pub previous: ArcSwapOption<Loaded>,
     pub status: Mutex<SyncStatus>,
+    /// Key lookups that found a value (the `lookups` metric's series of this dataset).
+    pub hits: Counter,
+    /// Key lookups that found nothing.
+    pub misses: Counter,
 }
 
 impl Dataset {
-    pub fn new(name: String, source: String) -> Dataset {
+    pub fn new(name: String, source: String, metrics: &crate::metrics::Metrics) -> Dataset {
+        let (hits, misses) = metrics.lookup_counters(&name);
         Dataset {
+            hits,
+            misses,
             name,
             source,
             current: ArcSwapOption::empty(),

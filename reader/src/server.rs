@@ -147,10 +147,11 @@ pub async fn run(
     if config.sources.is_empty() {
         return Err(ServeError::NoSources);
     }
+    let metrics = Metrics::new();
     let mut datasets = BTreeMap::new();
     for source in &config.sources {
         let name = source.name().to_owned();
-        let d = Arc::new(Dataset::new(name.clone(), source.describe()));
+        let d = Arc::new(Dataset::new(name.clone(), source.describe(), &metrics));
         if datasets.insert(name.clone(), d).is_some() {
             return Err(ServeError::DuplicateDataset(name));
         }
@@ -158,7 +159,7 @@ pub async fn run(
     let state = Arc::new(State {
         datasets,
         limits: config.limits.clone(),
-        metrics: Metrics::new(),
+        metrics,
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut syncs = Vec::new();

@@ -80,6 +80,14 @@ pub struct Args {
     /// How long in-flight requests may take to finish on shutdown.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     drain_timeout: Duration,
+    /// Threads answering requests (0: one per CPU the process may use).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 0,
+        env = "SNAPKV_WORKER_THREADS"
+    )]
+    worker_threads: usize,
 }
 
 fn parse_file_source(s: &str) -> Result<(String, PathBuf), String> {
@@ -151,7 +159,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     limits.header_read_timeout = args.header_read_timeout;
     limits.max_connections = args.max_connections;
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if args.worker_threads > 0 {
+        runtime.worker_threads(args.worker_threads);
+    }
+    let runtime = runtime
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
