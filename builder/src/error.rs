@@ -222,6 +222,9 @@ pub enum Error {
     /// The snapshot writer refused an option or failed.
     #[error("cannot write the snapshot")]
     Snapshot(#[source] snapkv_format::Error),
+    /// A thread of the build stopped unexpectedly (a bug); everything it wrote was removed.
+    #[error("internal error: {0}")]
+    Internal(&'static str),
     /// The build was interrupted (Ctrl-C); everything it wrote was removed.
     #[error("interrupted")]
     Interrupted,

@@ -3,6 +3,7 @@
 
 use crate::error::{ColumnRole, Error, Location, Result};
 use crate::input::Source;
+use crate::sort::{PairWriter, Pairs};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int64Type, UInt64Type};
 use arrow_array::{
@@ -219,9 +220,6 @@ impl Plan {
     }
 }
 
-/// Receives a batch's pairs: key, value and the row's index in the batch.
-pub(crate) type EmitRow<'a> = dyn FnMut(&[u8], &[u8], usize) -> Result<()> + 'a;
-
 /// Where a column of one input comes from.
 #[derive(Debug, Clone)]
 enum From {
@@ -232,18 +230,18 @@ enum From {
 }
 
 /// The plan for one input: where each column is and how to convert it.
-pub(crate) struct FilePlan<'a> {
-    plan: &'a Plan,
-    source: &'a Source,
+pub(crate) struct FilePlan {
+    plan: Arc<Plan>,
+    source: Source,
     /// Column indices to read from the file, ascending.
     pub projection: Vec<usize>,
     columns: HashMap<String, From>,
     file_types: HashMap<String, DataType>,
 }
 
-impl<'a> FilePlan<'a> {
+impl FilePlan {
     /// Finds the build's columns in an input's schema.
-    pub(crate) fn new(plan: &'a Plan, source: &'a Source, schema: &Schema) -> Result<Self> {
+    pub(crate) fn new(plan: &Arc<Plan>, source: &Source, schema: &Schema) -> Result<Self> {
         let mut wanted = Vec::new();
         let mut columns = HashMap::new();
         let mut file_types = HashMap::new();
@@ -286,8 +284,8 @@ impl<'a> FilePlan<'a> {
             columns.insert(name, From::Batch(pos));
         }
         Ok(FilePlan {
-            plan,
-            source,
+            plan: Arc::clone(plan),
+            source: source.clone(),
             projection,
             columns,
             file_types,
@@ -335,13 +333,13 @@ impl<'a> FilePlan<'a> {
     }
 
     /// Makes the pairs of a batch whose first row is the file's row `first_row` (0-based),
-    /// calling `emit(key, value, row_index)` for each.
+    /// written by `out`.
     pub(crate) fn pairs(
         &self,
         batch: &RecordBatch,
         first_row: u64,
-        emit: &mut EmitRow<'_>,
-    ) -> Result<()> {
+        out: &mut PairWriter,
+    ) -> Result<Pairs> {
         let at = |i: usize| Location {
             input: self.source.name.clone(),
             row: first_row + i as u64 + 1,
@@ -393,13 +391,14 @@ impl<'a> FilePlan<'a> {
                 Values::Raw(Bytes::new(raw_array.as_ref()), c)
             }
         };
-        let mut key = Vec::with_capacity(64);
-        let mut value = Vec::with_capacity(256);
+        out.clear();
         for i in 0..batch.num_rows() {
-            key.clear();
+            out.begin();
+            let buf = out.bytes();
+            let start = buf.len();
             for (j, k) in keys.iter().enumerate() {
                 if j > 0 {
-                    key.push(b'/');
+                    buf.push(b'/');
                 }
                 if k.array.is_null(i) {
                     return Err(Error::NullKey {
@@ -407,24 +406,21 @@ impl<'a> FilePlan<'a> {
                         column: self.plan.keys[j].clone(),
                     });
                 }
-                k.append(i, &mut key);
+                k.append(i, buf);
             }
-            if key.is_empty() {
+            let key_len = buf.len() - start;
+            if key_len == 0 {
                 return Err(Error::EmptyKey { at: at(i) });
             }
-            if key.len() > snapkv_format::MAX_KEY_LEN {
+            if key_len > snapkv_format::MAX_KEY_LEN {
                 return Err(Error::KeyTooLong {
                     at: at(i),
-                    len: key.len(),
+                    len: key_len,
                     max: snapkv_format::MAX_KEY_LEN,
                 });
             }
-            value.clear();
-            let v: &[u8] = match &mut values {
-                Values::Json(encoder) => {
-                    encoder.encode(i, &mut value);
-                    &value
-                }
+            match &mut values {
+                Values::Json(encoder) => encoder.encode(i, buf),
                 Values::Raw(bytes, column) => {
                     if bytes.array.is_null(i) {
                         return Err(Error::NullValue {
@@ -432,19 +428,20 @@ impl<'a> FilePlan<'a> {
                             column: (*column).clone(),
                         });
                     }
-                    bytes.value(i)
+                    buf.extend_from_slice(bytes.value(i));
                 }
-            };
-            if v.len() > snapkv_format::MAX_VALUE_LEN {
+            }
+            let value_len = buf.len() - start - key_len;
+            if value_len > snapkv_format::MAX_VALUE_LEN {
                 return Err(Error::ValueTooLarge {
                     at: at(i),
-                    len: v.len(),
+                    len: value_len,
                     max: snapkv_format::MAX_VALUE_LEN,
                 });
             }
-            emit(&key, v, i)?;
+            out.end(key_len, i);
         }
-        Ok(())
+        Ok(out.take(batch.num_rows()))
     }
 }
 

@@ -22,7 +22,10 @@
 
 mod error;
 mod extract;
+mod file_writer;
 mod input;
+mod pipeline;
+mod pool;
 mod read;
 mod sort;
 
@@ -32,7 +35,7 @@ use snapkv_format::{Metadata, SnapshotWriter, ValueEncoding, WriterOptions};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -142,7 +145,8 @@ pub struct BuildOptions {
     pub memory_limit: u64,
     /// Where spilled runs go; default: the output's directory.
     pub temp_dir: Option<PathBuf>,
-    /// Snapshot writer options (compression, block size, dictionary, threads).
+    /// Snapshot writer options (compression, block size, dictionary, threads). Its thread count
+    /// is also the number of threads making pairs, sorting and compressing spilled runs.
     pub writer: WriterOptions,
     /// Dataset name; default: the output file's name without extension.
     pub dataset: Option<String>,
@@ -258,6 +262,13 @@ fn sort_budget(limit: u64) -> usize {
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
     let reserve = (limit / 8).min(64 << 20) + (limit / 4).min(8 << 20);
     limit.saturating_sub(reserve).max(1 << 20)
+}
+
+/// Memory for record batches between the reader and the sorter (decoded, then as pairs): half
+/// of the readers' part of the reserve above.
+fn in_flight_budget(limit: u64) -> usize {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    (limit / 16).min(32 << 20)
 }
 
 /// Smallest `memory_limit` accepted.
@@ -494,13 +505,13 @@ pub fn build(
 
     let text_columns = &options.key_columns;
     let first = read::open(&sources[0], text_columns)?;
-    let plan = extract::Plan::new(
+    let plan = Arc::new(extract::Plan::new(
         &options.key_columns,
         &options.values,
         &sources[0],
         &first.schema,
         &sources,
-    )?;
+    )?);
     let threads = match options.writer.threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -517,42 +528,68 @@ pub fn build(
     let mut inputs = Inputs { starts: Vec::new() };
     let mut seq = 0u64;
     let mut bytes_done = 0u64;
-    let mut first = Some(first);
     let spill_report = SpillReport { progress };
-    for source in &sources {
+    let mut pipeline = pipeline::Pipeline::start(
+        pipeline::Reader {
+            sources: sources.clone(),
+            first,
+            plan: Arc::clone(&plan),
+            text_columns: text_columns.clone(),
+        },
+        threads,
+        in_flight_budget(options.memory_limit),
+    );
+    // The input being read: its source, rows (when known), bytes consumed, rows so far.
+    let mut current: Option<(&input::Source, Option<u64>, Arc<AtomicU64>)> = None;
+    let mut row = 0u64;
+    let input_bytes = |current: &Option<(&input::Source, Option<u64>, Arc<AtomicU64>)>| {
+        current.as_ref().map_or(0, |(source, _, consumed)| {
+            source
+                .size
+                .unwrap_or_else(|| consumed.load(Ordering::Relaxed))
+        })
+    };
+    while let Some(event) = pipeline.next() {
         interrupt.check()?;
-        let opened = match first.take() {
-            Some(o) => o,
-            None => read::open(source, text_columns)?,
-        };
-        let file_plan = extract::FilePlan::new(&plan, source, &opened.schema)?;
-        let file_rows = opened.rows;
-        let consumed = opened.consumed.clone();
-        let mut batches = opened.batches(source, file_plan.projection.clone())?;
-        inputs.starts.push((seq, source.name.clone()));
-        let mut row = 0u64;
-        while let Some(batch) = batches.next_batch()? {
-            interrupt.check()?;
-            let base = seq;
-            file_plan.pairs(&batch, row, &mut |k, v, i| {
-                sorter.push(k, v, base + i as u64, &inputs, &spill_report)
-            })?;
-            row += batch.num_rows() as u64;
-            seq += batch.num_rows() as u64;
-            let in_file = match (file_rows, source.size) {
-                (Some(rows), Some(size)) if rows > 0 => size * row / rows,
-                _ => consumed.load(Ordering::Relaxed),
-            };
-            progress.update(
-                Phase::Read,
-                bytes_done + in_file,
-                &format!("{seq} rows from {}", source.name),
-            );
+        match event? {
+            pipeline::Event::Input {
+                index,
+                rows,
+                consumed,
+            } => {
+                bytes_done += input_bytes(&current);
+                let source = &sources[index];
+                inputs.starts.push((seq, source.name.clone()));
+                current = Some((source, rows, consumed));
+                row = 0;
+            }
+            pipeline::Event::Batch {
+                pairs,
+                rows,
+                consumed,
+                memory,
+            } => {
+                sorter.push(pairs, seq, &inputs, &spill_report)?;
+                pipeline.done_with(memory);
+                row += rows as u64;
+                seq += rows as u64;
+                let Some((source, file_rows, _)) = &current else {
+                    continue;
+                };
+                let in_file = match (file_rows, source.size) {
+                    (Some(n), Some(size)) if *n > 0 => size * row / n,
+                    _ => consumed,
+                };
+                progress.update(
+                    Phase::Read,
+                    bytes_done + in_file,
+                    &format!("{seq} rows from {}", source.name),
+                );
+            }
+            pipeline::Event::End => bytes_done += input_bytes(&current),
         }
-        bytes_done += source
-            .size
-            .unwrap_or_else(|| consumed.load(Ordering::Relaxed));
     }
+    drop(pipeline);
     progress.finish(Phase::Read);
     if seq == 0 {
         return Err(Error::NoRows {
@@ -607,9 +644,9 @@ pub fn build(
         source,
     };
     let file = temp_out.file.as_ref().expect("open until renamed");
-    let buffered = std::io::BufWriter::with_capacity(1 << 20, file);
+    let out = file_writer::FileWriter::new(file.try_clone().map_err(out_err)?);
     let mut writer =
-        SnapshotWriter::new(buffered, options.writer.clone(), metadata).map_err(Error::Snapshot)?;
+        SnapshotWriter::new(out, options.writer.clone(), metadata).map_err(Error::Snapshot)?;
     progress.start(Phase::Write, Some(seq));
     let mut written = 0u64;
     let duplicates = sorter.finish(&inputs, &spill_report, &mut |k, v| {
@@ -623,8 +660,8 @@ pub fn build(
     if runs_before_merge > 0 {
         progress.finish(Phase::Spill);
     }
-    let (buffered, file_summary) = writer.finish().map_err(write_error(output))?;
-    let file = buffered.into_inner().map_err(|e| out_err(e.into_error()))?;
+    let (out, file_summary) = writer.finish().map_err(write_error(output))?;
+    out.finish().map_err(out_err)?;
     file.sync_all().map_err(out_err)?;
     progress.finish(Phase::Write);
     interrupt.check()?;

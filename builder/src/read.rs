@@ -55,7 +55,7 @@ impl<R: Seek> Seek for Counting<R> {
 
 enum Kind {
     Parquet(ParquetRecordBatchReaderBuilder<File>),
-    Ipc(Box<dyn Iterator<Item = Result<RecordBatch, ArrowError>>>),
+    Ipc(Box<dyn Iterator<Item = Result<RecordBatch, ArrowError>> + Send>),
     Csv(Box<dyn Read + Send>),
     Ndjson(Box<dyn BufRead + Send>),
 }
@@ -347,7 +347,7 @@ impl Opened {
 }
 
 struct ArrowIter {
-    iter: Box<dyn Iterator<Item = Result<RecordBatch, ArrowError>>>,
+    iter: Box<dyn Iterator<Item = Result<RecordBatch, ArrowError>> + Send>,
     project: Option<Vec<usize>>,
     source: Source,
 }

@@ -1,37 +1,45 @@
 //! External sort of (key, value) pairs within a memory budget.
 //!
-//! Pairs accumulate in an arena; when the budget is reached they are sorted and spilled as a
-//! zstd-compressed run to a temporary directory. The result is one stream in key order, merged
-//! from the runs (and the in-memory pairs when nothing was spilled).
+//! Pairs arrive a batch at a time ([`Pairs`]): their bytes in a few large chunks written by an
+//! extraction thread, which the sorter keeps as they are, and one [`Entry`] per pair. When the
+//! budget is reached the entries are sorted and the pairs spilled, in order, as a run of
+//! zstd-compressed frames to a temporary directory. The result is one stream in key order,
+//! merged from the runs and the pairs still in memory.
 //!
 //! Every pair carries its input sequence number (its row's position in input order). Pairs are
-//! ordered by (key, sequence) — by sequence descending when the last duplicate wins — so the
-//! result is the same whether or not, and wherever, the input was cut into runs: an in-memory
-//! build and a spilling one write identical files.
+//! ordered by (key, sequence) — by sequence descending when the last duplicate wins — a total
+//! order, so the result is the same whether or not, and wherever, the input was cut into runs,
+//! and however many threads sorted it: an in-memory build and a spilling one write identical
+//! files.
 
 use crate::error::{printable_key, Error, Result};
-use crate::{Interrupt, OnDuplicate};
+use crate::file_writer::FileWriter;
+use crate::{pool, Interrupt, OnDuplicate};
 use std::cmp::Ordering;
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
-/// Arena chunk size; a pair larger than this gets a chunk of its own.
+/// A pair's bytes go to a new chunk once the current one holds this much.
 const CHUNK: usize = 4 << 20;
 /// Memory a pair costs besides its bytes: its entry here, and the key hash the snapshot writer
-/// keeps for the filter when the pairs go straight from memory to the writer.
-pub(crate) const PAIR_OVERHEAD: usize = std::mem::size_of::<Entry>() + 8;
+/// keeps for the filter.
+pub(crate) const PAIR_OVERHEAD: usize = std::mem::size_of::<Entry>() + WRITER_KEY_COST;
+/// What the snapshot writer keeps per key until it finishes (the key hash for the filter).
+const WRITER_KEY_COST: usize = 8;
 /// zstd level of spilled runs: fast, since runs are read once.
 const RUN_LEVEL: i32 = 1;
-/// Memory one open run costs while merging (zstd window and read buffers), to size the fan-in.
+/// Memory one open run costs while merging (a frame, compressed and not, and a read buffer),
+/// to size the fan-in.
 const RUN_READ_COST: usize = 1 << 20;
+/// Below this many entries a sort runs on one thread.
+const PARALLEL_SORT_MIN: usize = 64 * 1024;
+/// Pairs visited in sorted order are loaded this many at a time (see [`touch`]).
+const TOUCH: usize = 32;
 
-/// How far ahead of the merge pairs are loaded from the arena.
-const LOOK_AHEAD: usize = 16;
-
-/// A pair in the arena.
-#[derive(Clone, Copy)]
-struct Entry {
+/// A pair: where its bytes are, and what it sorts by.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Entry {
     /// The key's first 8 bytes, big-endian, zero-padded: most comparisons end here.
     prefix: u64,
     /// Chunk number (high 32 bits) and offset in the chunk (low 32 bits) of key then value.
@@ -50,30 +58,193 @@ fn key_prefix(key: &[u8]) -> u64 {
     u64::from_be_bytes(b)
 }
 
+/// The pairs of one record batch: `entries[i].seq` is the row's index in the batch, and `at`
+/// points into `chunks`.
+#[derive(Debug, Default)]
+pub(crate) struct Pairs {
+    chunks: Vec<Vec<u8>>,
+    entries: Vec<Entry>,
+}
+
+impl Pairs {
+    /// Bytes held (chunk capacity and entries).
+    pub(crate) fn memory(&self) -> usize {
+        self.chunks.iter().map(Vec::capacity).sum::<usize>()
+            + self.entries.capacity() * std::mem::size_of::<Entry>()
+    }
+}
+
+/// Writes [`Pairs`]: each pair's key, then its value, straight into the chunk being filled.
+#[derive(Debug, Default)]
+pub(crate) struct PairWriter {
+    pairs: Pairs,
+    /// The chunk being filled.
+    bytes: Vec<u8>,
+    /// Bytes of the last chunk sealed, to size the next one.
+    last_chunk: usize,
+    /// Where the pair being written starts in `bytes`.
+    start: usize,
+}
+
+impl PairWriter {
+    /// Starts a pair; append its key, then its value, to [`PairWriter::bytes`].
+    pub(crate) fn begin(&mut self) {
+        if self.bytes.len() >= CHUNK {
+            self.seal();
+        }
+        if self.bytes.capacity() == 0 {
+            // Sized like the previous chunk, so that it rarely grows and is shrunk in place.
+            self.bytes = Vec::with_capacity(self.last_chunk + self.last_chunk / 8 + 4096);
+        }
+        self.start = self.bytes.len();
+    }
+
+    /// The chunk being filled.
+    pub(crate) fn bytes(&mut self) -> &mut Vec<u8> {
+        &mut self.bytes
+    }
+
+    /// Forgets what was written since the last [`PairWriter::take`] (after an error).
+    pub(crate) fn clear(&mut self) {
+        self.pairs.chunks.clear();
+        self.pairs.entries.clear();
+        self.bytes.clear();
+    }
+
+    /// Ends the pair begun last: the first `key_len` bytes written are its key, the rest its
+    /// value; `row` is its index in the batch.
+    pub(crate) fn end(&mut self, key_len: usize, row: usize) {
+        let len = self.bytes.len() - self.start;
+        let key = &self.bytes[self.start..self.start + key_len];
+        self.pairs.entries.push(Entry {
+            prefix: key_prefix(key),
+            at: ((self.pairs.chunks.len() as u64) << 32) | self.start as u64,
+            key_len: key_len as u32,
+            value_len: (len - key_len) as u32,
+            seq: row as u64,
+        });
+    }
+
+    fn seal(&mut self) {
+        if !self.bytes.is_empty() {
+            let mut chunk = std::mem::take(&mut self.bytes);
+            chunk.shrink_to_fit();
+            self.last_chunk = chunk.len();
+            self.pairs.chunks.push(chunk);
+        }
+    }
+
+    /// The pairs written since the last call, with room for `rows` entries in the next batch.
+    ///
+    /// When they fit in one chunk, their bytes are handed out in key order (the entries stay
+    /// in row order): a spill or the final merge visits the pairs in key order, so each
+    /// batch's chunk is then read front to back rather than at random.
+    pub(crate) fn take(&mut self, rows: usize) -> Pairs {
+        if self.pairs.chunks.is_empty() {
+            let bytes = &self.bytes;
+            let entries = &mut self.pairs.entries;
+            let key = |e: &Entry| {
+                let start = (e.at & 0xffff_ffff) as usize;
+                &bytes[start..start + e.key_len as usize]
+            };
+            let mut order: Vec<(u64, u32)> = entries
+                .iter()
+                .enumerate()
+                .map(|(i, e)| (e.prefix, i as u32))
+                .collect();
+            order.sort_unstable_by(|a, b| {
+                a.0.cmp(&b.0)
+                    .then_with(|| key(&entries[a.1 as usize]).cmp(key(&entries[b.1 as usize])))
+                    .then(a.1.cmp(&b.1))
+            });
+            let mut chunk = Vec::with_capacity(bytes.len());
+            for (_, i) in order {
+                let e = &mut entries[i as usize];
+                let start = (e.at & 0xffff_ffff) as usize;
+                let len = (e.key_len + e.value_len) as usize;
+                e.at = chunk.len() as u64;
+                chunk.extend_from_slice(&bytes[start..start + len]);
+            }
+            self.pairs.chunks.push(chunk);
+            self.bytes.clear();
+        } else {
+            self.seal();
+        }
+        let mut pairs = std::mem::take(&mut self.pairs);
+        pairs.entries.shrink_to_fit();
+        self.pairs.entries.reserve_exact(rows);
+        pairs
+    }
+}
+
+/// The bytes of the pairs held, copied from the batches into large chunks that are reused
+/// from one run to the next.
+///
+/// Large because the allocator then maps each on its own and returns it to the system when it
+/// is dropped (glibc does so above 32 MiB). Batches' own chunks, smaller, come from the
+/// allocator's heaps; holding those, memory freed by a spill could stay with the process
+/// while the writer's per-key memory grows during the final merge.
 struct Arena {
     chunks: Vec<Vec<u8>>,
-    /// The chunk being filled.
+    /// The chunk being filled; those after it are empty.
     current: usize,
+    chunk_size: usize,
 }
 
 impl Arena {
-    fn push(&mut self, key: &[u8], value: &[u8]) -> u64 {
-        let need = key.len() + value.len();
-        let fits = |c: &Vec<u8>| c.capacity() - c.len() >= need;
-        if self.chunks.is_empty() || !fits(&self.chunks[self.current]) {
-            if !self.chunks.is_empty() {
-                self.current += 1;
-            }
-            if self.current == self.chunks.len() || !fits(&self.chunks[self.current]) {
-                self.chunks
-                    .insert(self.current, Vec::with_capacity(need.max(CHUNK)));
-            }
+    fn new(budget: usize) -> Arena {
+        let chunk_size = match budget / 8 {
+            n if n > 16 << 20 => n.clamp(33 << 20, 64 << 20),
+            n => n.max(1 << 20),
+        };
+        Arena {
+            chunks: Vec::new(),
+            current: 0,
+            chunk_size,
+        }
+    }
+
+    /// Copies `bytes` in; returns where they start (chunk number in the high 32 bits, offset
+    /// in the low 32 bits).
+    fn append(&mut self, bytes: &[u8]) -> u64 {
+        let need = bytes.len();
+        if self
+            .chunks
+            .get(self.current)
+            .is_some_and(|c| c.capacity() - c.len() < need)
+        {
+            self.current += 1;
+        }
+        if self
+            .chunks
+            .get(self.current)
+            .is_none_or(|c| c.capacity() < need)
+        {
+            let chunk = Vec::with_capacity(need.max(self.chunk_size));
+            self.chunks.insert(self.current, chunk);
         }
         let chunk = &mut self.chunks[self.current];
         let at = ((self.current as u64) << 32) | chunk.len() as u64;
-        chunk.extend_from_slice(key);
-        chunk.extend_from_slice(value);
+        chunk.extend_from_slice(bytes);
         at
+    }
+
+    /// Forgets every pair; keeps the chunks.
+    fn clear(&mut self) {
+        for c in &mut self.chunks {
+            c.clear();
+        }
+        self.current = 0;
+    }
+
+    /// Drops the chunks after the one being filled.
+    fn release_unused(&mut self) {
+        self.chunks.truncate(self.current + 1);
+    }
+
+    /// Memory of the chunks.
+    fn memory(&self) -> usize {
+        self.chunks.iter().map(Vec::capacity).sum()
     }
 
     fn bytes(&self, e: &Entry) -> (&[u8], &[u8]) {
@@ -85,15 +256,6 @@ impl Arena {
 
     fn key(&self, e: &Entry) -> &[u8] {
         self.bytes(e).0
-    }
-
-    /// Forgets every pair; keeps the standard-size chunks for reuse.
-    fn clear(&mut self) {
-        self.chunks.retain(|c| c.capacity() == CHUNK);
-        for c in &mut self.chunks {
-            c.clear();
-        }
-        self.current = 0;
     }
 }
 
@@ -108,6 +270,58 @@ fn compare(arena: &Arena, a: &Entry, b: &Entry, seq_descending: bool) -> Orderin
                 a.seq.cmp(&b.seq)
             }
         })
+}
+
+/// Sorts `entries` in place on up to `threads` threads: the slice is split at its median
+/// (`select_nth_unstable`) and each side sorted on its own thread, recursively. The order is
+/// total, so the result does not depend on the thread count.
+fn par_sort(entries: &mut [Entry], arena: &Arena, seq_descending: bool, threads: usize) {
+    let cmp = |a: &Entry, b: &Entry| compare(arena, a, b, seq_descending);
+    if threads <= 1 || entries.len() < PARALLEL_SORT_MIN {
+        entries.sort_unstable_by(cmp);
+        return;
+    }
+    let left_threads = threads / 2;
+    let mid = entries.len() * left_threads / threads;
+    entries.select_nth_unstable_by(mid, cmp);
+    let (left, right) = entries.split_at_mut(mid);
+    std::thread::scope(|s| {
+        s.spawn(|| par_sort(left, arena, seq_descending, left_threads));
+        par_sort(right, arena, seq_descending, threads - left_threads);
+    });
+}
+
+/// Loads the bytes of `entries` into the cache together. Sorted order visits the arena at
+/// random: one pair at a time, each cache miss would wait for the one before; these loads do
+/// not depend on each other, so their misses overlap.
+fn touch(arena: &Arena, entries: &[Entry]) {
+    let mut sum = 0u8;
+    for e in entries {
+        let (key, value) = arena.bytes(e);
+        // One byte per cache line of the key and the start of the value; the hardware
+        // prefetcher follows longer values.
+        let lines = (key.len() + value.len()).min(256);
+        let chunk = &arena.chunks[(e.at >> 32) as usize];
+        let start = (e.at & 0xffff_ffff) as usize;
+        for at in (start..start + lines).step_by(64) {
+            sum ^= chunk[at];
+        }
+    }
+    std::hint::black_box(sum);
+}
+
+/// Visits sorted entries with their bytes, loading them [`TOUCH`] at a time.
+fn visit<'a>(
+    arena: &'a Arena,
+    entries: &'a [Entry],
+) -> impl Iterator<Item = (&'a [u8], &'a [u8], u64)> + 'a {
+    entries.iter().enumerate().map(move |(i, e)| {
+        if i % TOUCH == 0 {
+            touch(arena, &entries[i..(i + TOUCH).min(entries.len())]);
+        }
+        let (key, value) = arena.bytes(e);
+        (key, value, e.seq)
+    })
 }
 
 /// Receives the pairs in key order.
@@ -137,6 +351,8 @@ pub(crate) struct Sorter {
     temp_base: PathBuf,
     temp: Option<tempfile::TempDir>,
     runs: Vec<Run>,
+    /// Pairs in the runs.
+    spilled: u64,
     /// Run files created so far (names are never reused).
     run_files: usize,
     interrupt: Interrupt,
@@ -152,7 +368,8 @@ pub(crate) trait SpillProgress {
 
 impl Sorter {
     /// A sorter holding at most `budget` bytes (pairs and overhead) in memory, spilling runs
-    /// into a new directory under `temp_base`.
+    /// into a new directory under `temp_base`; sorting and run compression use `threads`
+    /// threads.
     pub(crate) fn new(
         budget: usize,
         threads: usize,
@@ -161,10 +378,7 @@ impl Sorter {
         interrupt: Interrupt,
     ) -> Sorter {
         Sorter {
-            arena: Arena {
-                chunks: Vec::new(),
-                current: 0,
-            },
+            arena: Arena::new(budget),
             entries: Vec::new(),
             held: 0,
             budget,
@@ -173,6 +387,7 @@ impl Sorter {
             temp_base,
             temp: None,
             runs: Vec::new(),
+            spilled: 0,
             run_files: 0,
             interrupt,
         }
@@ -182,28 +397,43 @@ impl Sorter {
         self.on_duplicate == OnDuplicate::Last
     }
 
-    /// Adds a pair; spills first if it would not fit in the budget.
+    /// Adds a batch's pairs, the first with sequence number `seq`; spills first whenever the
+    /// next pair would not fit in the budget.
     pub(crate) fn push(
         &mut self,
-        key: &[u8],
-        value: &[u8],
+        pairs: Pairs,
         seq: u64,
         locate: &dyn Locate,
         progress: &dyn SpillProgress,
     ) -> Result<()> {
-        let cost = key.len() + value.len() + PAIR_OVERHEAD;
-        if self.held + cost > self.budget && !self.entries.is_empty() {
-            self.spill(locate, progress)?;
+        // Where each of the batch's chunks starts in the arena; `None` once a spill in the
+        // middle of the batch has emptied the arena: the rest of its pairs are copied one by
+        // one (the arena holds nothing but the pairs it counts).
+        let mut bases: Option<Vec<u64>> =
+            Some(pairs.chunks.iter().map(|c| self.arena.append(c)).collect());
+        for (i, e) in pairs.entries.iter().enumerate() {
+            let bytes = (e.key_len + e.value_len) as usize;
+            if self.held + bytes + PAIR_OVERHEAD > self.budget && !self.entries.is_empty() {
+                self.spill(locate, progress)?;
+                bases =
+                    (i == 0).then(|| pairs.chunks.iter().map(|c| self.arena.append(c)).collect());
+            }
+            let (chunk, offset) = ((e.at >> 32) as usize, e.at & 0xffff_ffff);
+            let at = match &bases {
+                Some(bases) => bases[chunk] + offset,
+                None => {
+                    let start = offset as usize;
+                    self.arena
+                        .append(&pairs.chunks[chunk][start..start + bytes])
+                }
+            };
+            self.entries.push(Entry {
+                at,
+                seq: seq + e.seq,
+                ..*e
+            });
+            self.held += bytes + PAIR_OVERHEAD;
         }
-        let at = self.arena.push(key, value);
-        self.entries.push(Entry {
-            prefix: key_prefix(key),
-            at,
-            key_len: key.len() as u32,
-            value_len: value.len() as u32,
-            seq,
-        });
-        self.held += cost;
         Ok(())
     }
 
@@ -212,23 +442,9 @@ impl Sorter {
         self.runs.len()
     }
 
-    /// Sorts the held pairs: the entries are cut into one part per thread, each sorted on its
-    /// own thread. Returns the part boundaries.
-    fn sort(&mut self) -> Vec<std::ops::Range<usize>> {
-        let n = self.entries.len();
-        let parts = if n < 64 * 1024 { 1 } else { self.threads };
-        let size = n.div_ceil(parts).max(1);
+    fn sort(&mut self) {
         let desc = self.seq_descending();
-        let arena = &self.arena;
-        std::thread::scope(|s| {
-            for part in self.entries.chunks_mut(size) {
-                s.spawn(move || part.sort_unstable_by(|a, b| compare(arena, a, b, desc)));
-            }
-        });
-        (0..n)
-            .step_by(size)
-            .map(|start| start..(start + size).min(n))
-            .collect()
+        par_sort(&mut self.entries, &self.arena, desc, self.threads);
     }
 
     fn temp_dir(&mut self) -> Result<&Path> {
@@ -255,31 +471,32 @@ impl Sorter {
         }
     }
 
-    fn new_run_path(&mut self) -> Result<PathBuf> {
+    /// Creates the next run file.
+    fn new_run(&mut self) -> Result<(PathBuf, RunWriter)> {
         self.run_files += 1;
         let n = self.run_files;
-        Ok(self.temp_dir()?.join(format!("run-{n:06}.zst")))
+        let path = self.temp_dir()?.join(format!("run-{n:06}.zst"));
+        let file = File::create(&path).map_err(|e| self.temp_error(e))?;
+        // Frames small enough that those in flight stay a small part of the budget.
+        let frame = (self.budget / 64).clamp(64 << 10, 1 << 20);
+        let writer = RunWriter::new(file, self.threads, frame).map_err(|e| self.temp_error(e))?;
+        Ok((path, writer))
     }
 
-    /// Sorts the held pairs and writes them as a run.
+    /// Sorts the held pairs and writes them as a run, and forgets them.
     fn spill(&mut self, locate: &dyn Locate, progress: &dyn SpillProgress) -> Result<()> {
         self.interrupt.check()?;
         progress.spilling(self.runs.len() + 1, self.entries.len() as u64);
-        let parts = self.sort();
-        let path = self.new_run_path()?;
-        let file = File::create(&path).map_err(|e| self.temp_error(e))?;
-        let mut out = RunWriter::new(file).map_err(|e| self.temp_error(e))?;
-        let desc = self.seq_descending();
-        let mut merged = MemMerge::new(&self.arena, &self.entries, parts, desc);
+        self.sort();
+        let (path, mut out) = self.new_run()?;
         let mut dups = DupCheck::new(self.on_duplicate);
         let mut pairs = 0u64;
-        while let Some(e) = merged.next() {
-            let (key, value) = self.arena.bytes(e);
+        for (key, value, seq) in visit(&self.arena, &self.entries) {
             // With `error`, a duplicate inside one run fails now rather than at the merge.
             if self.on_duplicate == OnDuplicate::Error {
-                dups.check(key, e.seq, locate)?;
+                dups.check(key, seq, locate)?;
             }
-            out.write(key, value, e.seq)
+            out.write(key, value, seq)
                 .map_err(|err| self.temp_error(err))?;
             pairs += 1;
             if pairs % 65536 == 0 {
@@ -288,6 +505,7 @@ impl Sorter {
         }
         out.finish().map_err(|e| self.temp_error(e))?;
         self.runs.push(Run { path, pairs });
+        self.spilled += pairs;
         self.entries.clear();
         self.arena.clear();
         self.held = 0;
@@ -306,7 +524,8 @@ impl Sorter {
         let desc = self.seq_descending();
         let mut dups = DupCheck::new(self.on_duplicate);
         let mut emitted = 0u64;
-        let mut each = |key: &[u8], value: &[u8], seq: u64, interrupt: &Interrupt| -> Result<()> {
+        let interrupt = self.interrupt.clone();
+        let mut each = |key: &[u8], value: &[u8], seq: u64| -> Result<()> {
             if dups.check(key, seq, locate)? {
                 emit(key, value)?;
             }
@@ -317,37 +536,45 @@ impl Sorter {
             Ok(())
         };
         if self.runs.is_empty() {
-            let parts = self.sort();
-            let mut merged = MemMerge::new(&self.arena, &self.entries, parts, desc);
-            while let Some(e) = merged.next() {
-                let (key, value) = self.arena.bytes(e);
-                each(key, value, e.seq, &self.interrupt)?;
+            self.sort();
+            for (key, value, seq) in visit(&self.arena, &self.entries) {
+                each(key, value, seq)?;
             }
             return Ok(dups.dropped);
         }
-        if !self.entries.is_empty() {
-            self.spill(locate, progress)?;
-        }
-        // Free the arena before the merge: the writer needs the memory now.
-        self.arena = Arena {
-            chunks: Vec::new(),
-            current: 0,
-        };
-        self.entries = Vec::new();
         let fan_in = (self.budget / RUN_READ_COST).clamp(2, 64);
-        while self.runs.len() > fan_in {
+        // The last pairs stay in memory for the final merge when they fit beside what the
+        // merge needs: the run readers, and the writer's per-key cost of every pair.
+        self.arena.release_unused();
+        self.entries.shrink_to_fit();
+        let memory = self.arena.memory() + self.entries.len() * std::mem::size_of::<Entry>();
+        let readers = (self.runs.len() + 1).min(fan_in) * RUN_READ_COST;
+        let writer = usize::try_from(self.spilled + self.entries.len() as u64)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(WRITER_KEY_COST);
+        let keep = !self.entries.is_empty()
+            && memory.saturating_add(readers).saturating_add(writer) <= self.budget;
+        if keep {
+            self.sort();
+        } else {
+            if !self.entries.is_empty() {
+                self.spill(locate, progress)?;
+            }
+            // Free the arena before the merge: the writer needs the memory now.
+            self.arena = Arena::new(0);
+            self.entries = Vec::new();
+        }
+        let in_memory = usize::from(keep);
+        while self.runs.len() + in_memory > fan_in {
             // Merge the first runs into one; order is by (key, seq), so which runs are merged
             // together does not change the result.
-            let group: Vec<Run> = self.runs.drain(..fan_in).collect();
-            let path = self.new_run_path()?;
-            let file = File::create(&path).map_err(|e| self.temp_error(e))?;
-            let mut out = RunWriter::new(file).map_err(|e| self.temp_error(e))?;
-            let mut merge = self.open_runs(&group, desc)?;
+            let group: Vec<Run> = self.runs.drain(..fan_in.min(self.runs.len())).collect();
+            let (path, mut out) = self.new_run()?;
+            let mut merge = self.open_runs(&group, None, desc)?;
             let mut pairs = 0;
-            while let Some(i) = merge.next().map_err(|e| self.temp_error(e))? {
-                let r = &merge.readers[i];
-                out.write(&r.key, &r.value, r.seq)
-                    .map_err(|e| self.temp_error(e))?;
+            while let Some(c) = merge.next().map_err(|e| self.temp_error(e))? {
+                let (key, value, seq) = c.pair();
+                out.write(key, value, seq).map_err(|e| self.temp_error(e))?;
                 pairs += 1;
                 if pairs % 65536 == 0 {
                     self.interrupt.check()?;
@@ -359,22 +586,29 @@ impl Sorter {
             }
             self.runs.push(Run { path, pairs });
         }
-        let runs = std::mem::take(&mut self.runs);
-        let mut merge = self.open_runs(&runs, desc)?;
-        while let Some(i) = merge.next().map_err(|e| self.temp_error(e))? {
-            let r = &merge.readers[i];
-            each(&r.key, &r.value, r.seq, &self.interrupt)?;
+        let memory = keep.then(|| Cursor::memory(&self.arena, &self.entries));
+        let mut merge = self.open_runs(&self.runs, memory, desc)?;
+        while let Some(c) = merge.next().map_err(|e| self.temp_error(e))? {
+            let (key, value, seq) = c.pair();
+            each(key, value, seq)?;
         }
         Ok(dups.dropped)
     }
 
-    fn open_runs(&self, runs: &[Run], seq_descending: bool) -> Result<RunMerge> {
-        let mut readers = Vec::with_capacity(runs.len());
+    fn open_runs<'a>(
+        &self,
+        runs: &[Run],
+        memory: Option<Cursor<'a>>,
+        seq_descending: bool,
+    ) -> Result<RunMerge<'a>> {
+        let mut cursors = Vec::with_capacity(runs.len() + 1);
         for run in runs {
             let file = File::open(&run.path).map_err(|e| self.temp_error(e))?;
-            readers.push(RunReader::new(file, run.pairs).map_err(|e| self.temp_error(e))?);
+            let reader = RunReader::new(file, run.pairs).map_err(|e| self.temp_error(e))?;
+            cursors.push(Cursor::Run(reader));
         }
-        RunMerge::new(readers, seq_descending).map_err(|e| self.temp_error(e))
+        cursors.extend(memory);
+        RunMerge::new(cursors, seq_descending).map_err(|e| self.temp_error(e))
     }
 }
 
@@ -420,90 +654,119 @@ impl DupCheck {
     }
 }
 
-/// Merges the sorted parts of the in-memory entries.
-struct MemMerge<'a> {
-    arena: &'a Arena,
-    entries: &'a [Entry],
-    parts: Vec<std::ops::Range<usize>>,
-    seq_descending: bool,
-}
-
-impl<'a> MemMerge<'a> {
-    fn new(
-        arena: &'a Arena,
-        entries: &'a [Entry],
-        parts: Vec<std::ops::Range<usize>>,
-        seq_descending: bool,
-    ) -> Self {
-        MemMerge {
-            arena,
-            entries,
-            parts,
-            seq_descending,
-        }
-    }
-
-    fn next(&mut self) -> Option<&'a Entry> {
-        let mut best: Option<usize> = None;
-        for (i, p) in self.parts.iter().enumerate() {
-            if p.is_empty() {
-                continue;
-            }
-            best = match best {
-                Some(b)
-                    if compare(
-                        self.arena,
-                        &self.entries[self.parts[b].start],
-                        &self.entries[p.start],
-                        self.seq_descending,
-                    ) != Ordering::Greater =>
-                {
-                    Some(b)
-                }
-                _ => Some(i),
-            };
-        }
-        let b = best?;
-        let e = &self.entries[self.parts[b].start];
-        self.parts[b].start += 1;
-        // Sorted order visits the arena at random: load a pair a few places ahead so that its
-        // cache miss overlaps with the work on this one.
-        if let Some(ahead) = self.entries[self.parts[b].clone()].get(LOOK_AHEAD) {
-            let (key, _) = self.arena.bytes(ahead);
-            std::hint::black_box(key.first());
-        }
-        Some(e)
-    }
-}
-
 /// Writes a run: per pair, varint key length, varint value length, varint sequence number,
-/// key bytes, value bytes; all in one zstd stream.
+/// key bytes, value bytes. The pairs are cut into frames of whole pairs, each stored as
+/// `u32 stored length · u32 raw length · zstd frame` (little-endian), compressed on worker
+/// threads and written in order.
 struct RunWriter {
-    out: BufWriter<zstd::stream::write::Encoder<'static, BufWriter<File>>>,
+    file: FileWriter,
+    /// The frame being filled.
+    raw: Vec<u8>,
+    frame: usize,
+    compress: FrameCompression,
+}
+
+enum FrameCompression {
+    Inline(zstd::bulk::Compressor<'static>),
+    Threads {
+        submit: pool::Submitter<Vec<u8>>,
+        done: pool::Pool<std::io::Result<Vec<u8>>>,
+        /// Frames allowed in flight.
+        max_in_flight: u64,
+    },
+}
+
+/// Length fields before each frame.
+const FRAME_HEAD: usize = 8;
+
+/// A stored frame: lengths and zstd frame.
+fn compress_frame(c: &mut zstd::bulk::Compressor<'static>, raw: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(FRAME_HEAD + zstd::zstd_safe::compress_bound(raw.len()));
+    out.extend_from_slice(&[0; FRAME_HEAD]);
+    // Compressed after the lengths.
+    let mut after_head = std::io::Cursor::new(out);
+    after_head.set_position(FRAME_HEAD as u64);
+    let n = c.compress_to_buffer(raw, &mut after_head)?;
+    let mut out = after_head.into_inner();
+    out[..4].copy_from_slice(&(n as u32).to_le_bytes());
+    out[4..8].copy_from_slice(&(raw.len() as u32).to_le_bytes());
+    Ok(out)
 }
 
 impl RunWriter {
-    fn new(file: File) -> std::io::Result<RunWriter> {
-        let encoder =
-            zstd::stream::write::Encoder::new(BufWriter::with_capacity(1 << 20, file), RUN_LEVEL)?;
+    fn new(file: File, threads: usize, frame: usize) -> std::io::Result<RunWriter> {
+        let compress = if threads <= 1 {
+            FrameCompression::Inline(zstd::bulk::Compressor::new(RUN_LEVEL)?)
+        } else {
+            let (submit, done) = pool::start(
+                threads,
+                threads,
+                || zstd::bulk::Compressor::new(RUN_LEVEL),
+                |c: &mut std::io::Result<zstd::bulk::Compressor<'static>>, raw: Vec<u8>| match c {
+                    Ok(c) => compress_frame(c, &raw),
+                    Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+                },
+            );
+            FrameCompression::Threads {
+                submit,
+                done,
+                max_in_flight: 2 * threads as u64,
+            }
+        };
         Ok(RunWriter {
-            out: BufWriter::with_capacity(1 << 18, encoder),
+            file: FileWriter::new(file),
+            raw: Vec::with_capacity(frame + 4096),
+            frame,
+            compress,
         })
     }
 
     fn write(&mut self, key: &[u8], value: &[u8], seq: u64) -> std::io::Result<()> {
-        let mut head = [0u8; 30];
+        let mut head = [0u8; MAX_HEAD];
         let mut n = put_varint(&mut head, 0, key.len() as u64);
         n = put_varint(&mut head, n, value.len() as u64);
         n = put_varint(&mut head, n, seq);
-        self.out.write_all(&head[..n])?;
-        self.out.write_all(key)?;
-        self.out.write_all(value)
+        self.raw.extend_from_slice(&head[..n]);
+        self.raw.extend_from_slice(key);
+        self.raw.extend_from_slice(value);
+        if self.raw.len() >= self.frame {
+            self.cut(false)?;
+        }
+        Ok(())
     }
 
-    fn finish(self) -> std::io::Result<()> {
-        let encoder = self.out.into_inner().map_err(|e| e.into_error())?;
-        encoder.finish()?.flush()
+    /// Compresses the frame being filled; with `last`, waits for every frame and writes it.
+    fn cut(&mut self, last: bool) -> std::io::Result<()> {
+        let stopped = || std::io::Error::other("a compression thread stopped");
+        if !self.raw.is_empty() {
+            let raw = std::mem::replace(&mut self.raw, Vec::with_capacity(self.frame + 4096));
+            match &mut self.compress {
+                FrameCompression::Inline(c) => self.file.write_all(&compress_frame(c, &raw)?)?,
+                FrameCompression::Threads { submit, .. } => {
+                    if !submit.submit(raw) {
+                        return Err(stopped());
+                    }
+                }
+            }
+        }
+        if let FrameCompression::Threads {
+            submit,
+            done,
+            max_in_flight,
+        } = &mut self.compress
+        {
+            let target = if last { 0 } else { *max_in_flight };
+            while submit.submitted() - done.received() > target {
+                let frame = done.next().ok_or_else(stopped)??;
+                self.file.write_all(&frame)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> std::io::Result<()> {
+        self.cut(true)?;
+        self.file.finish()
     }
 }
 
@@ -517,48 +780,81 @@ fn put_varint(buf: &mut [u8], mut at: usize, mut v: u64) -> usize {
     at + 1
 }
 
-/// Reads a run back, one pair at a time.
+/// Reads a run back, one frame at a time.
 struct RunReader {
-    input: BufReader<zstd::stream::read::Decoder<'static, BufReader<File>>>,
+    input: BufReader<File>,
+    decompressor: zstd::bulk::Decompressor<'static>,
+    /// The compressed frame.
+    stored: Vec<u8>,
+    /// The frame's pairs; the unread ones start at `pos`.
+    buf: Vec<u8>,
+    pos: usize,
     remaining: u64,
-    key: Vec<u8>,
-    value: Vec<u8>,
+    /// The current pair, in `buf`.
+    key: std::ops::Range<usize>,
+    value: std::ops::Range<usize>,
     seq: u64,
 }
 
-fn truncated() -> std::io::Error {
+fn corrupt(what: &str) -> std::io::Error {
     std::io::Error::new(
-        std::io::ErrorKind::UnexpectedEof,
-        "a temporary run file is truncated",
+        std::io::ErrorKind::InvalidData,
+        format!("a temporary run file is corrupt: {what}"),
     )
 }
 
+/// Reads a varint at `buf[*at..]`; `None` if it does not end there.
+fn get_varint(buf: &[u8], at: &mut usize) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = *buf.get(*at)?;
+        *at += 1;
+        v |= u64::from(b & 0x7f) << shift;
+        if b < 0x80 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// The longest pair header: three varints of 64-bit numbers.
+const MAX_HEAD: usize = 30;
+
 impl RunReader {
     fn new(file: File, pairs: u64) -> std::io::Result<RunReader> {
-        let decoder = zstd::stream::read::Decoder::new(file)?;
         Ok(RunReader {
-            input: BufReader::with_capacity(1 << 18, decoder),
+            input: BufReader::with_capacity(1 << 16, file),
+            decompressor: zstd::bulk::Decompressor::new()?,
+            stored: Vec::new(),
+            buf: Vec::new(),
+            pos: 0,
             remaining: pairs,
-            key: Vec::new(),
-            value: Vec::new(),
+            key: 0..0,
+            value: 0..0,
             seq: 0,
         })
     }
 
-    fn varint(&mut self) -> std::io::Result<u64> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let buf = self.input.fill_buf()?;
-            let Some(&b) = buf.first() else {
-                return Err(truncated());
-            };
-            self.input.consume(1);
-            v |= u64::from(b & 0x7f) << shift;
-            if b < 0x80 {
-                return Ok(v);
-            }
+    /// Reads and decompresses the next frame.
+    fn next_frame(&mut self) -> std::io::Result<()> {
+        let mut head = [0u8; FRAME_HEAD];
+        self.input.read_exact(&mut head)?;
+        let [s0, s1, s2, s3, r0, r1, r2, r3] = head;
+        let stored = u32::from_le_bytes([s0, s1, s2, s3]) as usize;
+        let raw = u32::from_le_bytes([r0, r1, r2, r3]) as usize;
+        self.stored.resize(stored, 0);
+        self.input.read_exact(&mut self.stored)?;
+        self.buf.clear();
+        self.buf.reserve(raw);
+        let n = self
+            .decompressor
+            .decompress_to_buffer(&self.stored, &mut self.buf)
+            .map_err(|e| corrupt(&e.to_string()))?;
+        if n != raw {
+            return Err(corrupt("a frame is shorter than its header says"));
         }
-        Err(truncated())
+        self.pos = 0;
+        Ok(())
     }
 
     /// Loads the next pair; false at the end of the run.
@@ -567,39 +863,106 @@ impl RunReader {
             return Ok(false);
         }
         self.remaining -= 1;
-        let key_len = self.varint()? as usize;
-        let value_len = self.varint()? as usize;
-        self.seq = self.varint()?;
-        self.key.resize(key_len, 0);
-        self.input.read_exact(&mut self.key)?;
-        self.value.resize(value_len, 0);
-        self.input.read_exact(&mut self.value)?;
+        if self.pos == self.buf.len() {
+            self.next_frame()?;
+        }
+        let mut at = self.pos;
+        let buf = &self.buf;
+        let mut next = || get_varint(buf, &mut at).ok_or_else(|| corrupt("a pair is cut short"));
+        let (key_len, value_len, seq) = (next()? as usize, next()? as usize, next()?);
+        let end = at
+            .checked_add(key_len)
+            .and_then(|k| k.checked_add(value_len))
+            .filter(|&end| end <= self.buf.len())
+            .ok_or_else(|| corrupt("a pair is cut short"))?;
+        self.key = at..at + key_len;
+        self.value = at + key_len..end;
+        self.seq = seq;
+        self.pos = end;
         Ok(true)
     }
 }
 
-/// A k-way merge of runs through a binary min-heap of reader indices.
-struct RunMerge {
-    readers: Vec<RunReader>,
-    heap: Vec<usize>,
-    seq_descending: bool,
-    /// The reader whose pair was handed out last: advanced on the next call.
-    last: Option<usize>,
+/// One input of a merge: a run on disk, or sorted pairs in memory.
+enum Cursor<'a> {
+    Run(RunReader),
+    Memory {
+        arena: &'a Arena,
+        entries: &'a [Entry],
+        /// The index of the next entry; the current one is just before it.
+        next: usize,
+    },
 }
 
-impl RunMerge {
-    fn new(mut readers: Vec<RunReader>, seq_descending: bool) -> std::io::Result<RunMerge> {
-        let mut heap = Vec::with_capacity(readers.len());
-        for (i, r) in readers.iter_mut().enumerate() {
-            if r.advance()? {
+impl<'a> Cursor<'a> {
+    fn memory(arena: &'a Arena, entries: &'a [Entry]) -> Cursor<'a> {
+        Cursor::Memory {
+            arena,
+            entries,
+            next: 0,
+        }
+    }
+
+    /// Moves to the next pair; false at the end.
+    fn advance(&mut self) -> std::io::Result<bool> {
+        match self {
+            Cursor::Run(r) => r.advance(),
+            Cursor::Memory {
+                arena,
+                entries,
+                next,
+            } => {
+                if *next == entries.len() {
+                    return Ok(false);
+                }
+                if *next % TOUCH == 0 {
+                    touch(arena, &entries[*next..(*next + TOUCH).min(entries.len())]);
+                }
+                *next += 1;
+                Ok(true)
+            }
+        }
+    }
+
+    /// The current pair: key, value and sequence number.
+    fn pair(&self) -> (&[u8], &[u8], u64) {
+        match self {
+            Cursor::Run(r) => (&r.buf[r.key.clone()], &r.buf[r.value.clone()], r.seq),
+            Cursor::Memory {
+                arena,
+                entries,
+                next,
+            } => {
+                let e = &entries[*next - 1];
+                let (key, value) = arena.bytes(e);
+                (key, value, e.seq)
+            }
+        }
+    }
+}
+
+/// A k-way merge of cursors through a binary min-heap of their indices.
+struct RunMerge<'a> {
+    cursors: Vec<Cursor<'a>>,
+    heap: Vec<usize>,
+    seq_descending: bool,
+    /// Whether the cursor on top was handed out last: advanced on the next call.
+    handed_out: bool,
+}
+
+impl<'a> RunMerge<'a> {
+    fn new(mut cursors: Vec<Cursor<'a>>, seq_descending: bool) -> std::io::Result<RunMerge<'a>> {
+        let mut heap = Vec::with_capacity(cursors.len());
+        for (i, c) in cursors.iter_mut().enumerate() {
+            if c.advance()? {
                 heap.push(i);
             }
         }
         let mut m = RunMerge {
-            readers,
+            cursors,
             heap,
             seq_descending,
-            last: None,
+            handed_out: false,
         };
         for i in (0..m.heap.len() / 2).rev() {
             m.sift_down(i);
@@ -608,12 +971,12 @@ impl RunMerge {
     }
 
     fn less(&self, a: usize, b: usize) -> bool {
-        let (ra, rb) = (&self.readers[a], &self.readers[b]);
-        let ord = ra.key.cmp(&rb.key).then_with(|| {
+        let ((ka, _, sa), (kb, _, sb)) = (self.cursors[a].pair(), self.cursors[b].pair());
+        let ord = ka.cmp(kb).then_with(|| {
             if self.seq_descending {
-                rb.seq.cmp(&ra.seq)
+                sb.cmp(&sa)
             } else {
-                ra.seq.cmp(&rb.seq)
+                sa.cmp(&sb)
             }
         });
         ord == Ordering::Less
@@ -638,11 +1001,11 @@ impl RunMerge {
         }
     }
 
-    /// The index of the reader holding the next pair in order, `None` at the end.
-    fn next(&mut self) -> std::io::Result<Option<usize>> {
-        if self.last.take().is_some() {
+    /// The cursor holding the next pair in order, `None` at the end.
+    fn next(&mut self) -> std::io::Result<Option<&Cursor<'a>>> {
+        if std::mem::take(&mut self.handed_out) {
             let top = self.heap[0];
-            if self.readers[top].advance()? {
+            if self.cursors[top].advance()? {
                 self.sift_down(0);
             } else {
                 let last = self.heap.len() - 1;
@@ -656,7 +1019,159 @@ impl RunMerge {
         let Some(&top) = self.heap.first() else {
             return Ok(None);
         };
-        self.last = Some(top);
-        Ok(Some(top))
+        self.handed_out = true;
+        Ok(Some(&self.cursors[top]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Location;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    /// Sequence number `n` is row `n + 1` of one input.
+    struct Rows;
+
+    impl Locate for Rows {
+        fn locate(&self, seq: u64) -> Location {
+            Location {
+                input: "in".into(),
+                row: seq + 1,
+            }
+        }
+    }
+
+    struct Quiet;
+
+    impl SpillProgress for Quiet {
+        fn spilling(&self, _: usize, _: u64) {}
+        fn spilled(&self) {}
+    }
+
+    type Pair = (Vec<u8>, Vec<u8>);
+
+    /// Sorts `rows` pushed in batches of `batch` rows; returns what came out (or the error)
+    /// and how many runs were spilled.
+    fn sort(
+        rows: &[Pair],
+        batch: usize,
+        budget: usize,
+        threads: usize,
+        policy: OnDuplicate,
+    ) -> (Result<Vec<Pair>>, usize) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sorter = Sorter::new(
+            budget,
+            threads,
+            policy,
+            dir.path().to_owned(),
+            Interrupt::default(),
+        );
+        let mut writer = PairWriter::default();
+        let mut seq = 0;
+        let mut out = Vec::new();
+        let mut pushed = Ok(());
+        for chunk in rows.chunks(batch) {
+            for (i, (k, v)) in chunk.iter().enumerate() {
+                writer.begin();
+                writer.bytes().extend_from_slice(k);
+                writer.bytes().extend_from_slice(v);
+                writer.end(k.len(), i);
+            }
+            pushed = sorter.push(writer.take(batch), seq, &Rows, &Quiet);
+            if pushed.is_err() {
+                break;
+            }
+            seq += chunk.len() as u64;
+        }
+        let runs = sorter.runs();
+        let result = pushed.and_then(|()| {
+            sorter.finish(&Rows, &Quiet, &mut |k, v| {
+                out.push((k.to_vec(), v.to_vec()));
+                Ok(())
+            })
+        });
+        // The spill directory is gone, with or without an error.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        (result.map(|_| out), runs)
+    }
+
+    /// What a sort must give: every key once, its first or last row's value.
+    fn model(rows: &[Pair], policy: OnDuplicate) -> Vec<Pair> {
+        let mut m = BTreeMap::new();
+        for (k, v) in rows {
+            if policy == OnDuplicate::Last || !m.contains_key(k) {
+                m.insert(k.clone(), v.clone());
+            }
+        }
+        m.into_iter().collect()
+    }
+
+    fn pairs() -> impl Strategy<Value = Vec<Pair>> {
+        // Few distinct bytes: many duplicates and shared prefixes, keys both shorter and
+        // longer than the 8-byte prefix.
+        let key = prop::collection::vec(prop::sample::select(vec![0u8, b'a', b'b', 0xff]), 1..12);
+        let value = prop::collection::vec(any::<u8>(), 0..40);
+        prop::collection::vec((key, value), 1..300)
+    }
+
+    proptest! {
+        #[test]
+        fn sorts_like_a_map(
+            rows in pairs(),
+            batch in 1usize..60,
+            budget in prop::sample::select(vec![300usize, 2000, 10_000, 1 << 20]),
+            threads in 1usize..4,
+            last in any::<bool>(),
+        ) {
+            let policy = if last { OnDuplicate::Last } else { OnDuplicate::First };
+            let (got, _) = sort(&rows, batch, budget, threads, policy);
+            prop_assert_eq!(got.unwrap(), model(&rows, policy));
+        }
+
+        #[test]
+        fn duplicates_name_two_rows_of_the_key(
+            rows in pairs(),
+            batch in 1usize..60,
+            budget in prop::sample::select(vec![300usize, 2000, 1 << 20]),
+            threads in 1usize..4,
+        ) {
+            let (got, _) = sort(&rows, batch, budget, threads, OnDuplicate::Error);
+            let keys: Vec<&Vec<u8>> = rows.iter().map(|(k, _)| k).collect();
+            match got {
+                Ok(out) => {
+                    prop_assert_eq!(out.len(), rows.len(), "a duplicate went unnoticed");
+                }
+                Err(Error::DuplicateKey { key, first, second }) => {
+                    let (a, b) = (first.row as usize - 1, second.row as usize - 1);
+                    prop_assert!(a < b);
+                    prop_assert_eq!(keys[a], keys[b]);
+                    prop_assert_eq!(printable_key(keys[a]), key);
+                }
+                Err(e) => prop_assert!(false, "unexpected error {e}"),
+            }
+        }
+    }
+
+    /// Enough pairs for the threaded sort, and runs of several frames merged in rounds.
+    #[test]
+    fn large_sorts_agree_across_budgets_and_threads() {
+        let rows: Vec<Pair> = (0..150_000u64)
+            .map(|i| {
+                let k = (i * 2_654_435_761) % 100_000;
+                (
+                    format!("key:{k:08}").into_bytes(),
+                    format!("value of row {i}").into_bytes(),
+                )
+            })
+            .collect();
+        let want = model(&rows, OnDuplicate::Last);
+        for (budget, threads) in [(64 << 20, 1), (64 << 20, 3), (1 << 20, 2), (3 << 20, 1)] {
+            let (got, runs) = sort(&rows, 8192, budget, threads, OnDuplicate::Last);
+            assert!(got.unwrap() == want, "budget {budget}, {threads} threads");
+            assert_eq!(runs > 0, budget < 64 << 20);
+        }
     }
 }

@@ -175,10 +175,13 @@ type Job = (u32, Vec<u8>);
 type Stored = Result<(Vec<u8>, Codec)>;
 /// A compressed block: number, uncompressed length, stored bytes and codec.
 type Done = (u32, u32, Stored);
+/// Blocks go to the compression threads in groups of about this many bytes: one hand-off (and
+/// thread wake-up) per group rather than per block.
+const GROUP_BYTES: usize = 64 << 10;
 
 /// Compression worker threads; dropping them closes the queue and joins them.
 struct Workers {
-    jobs: Option<mpsc::SyncSender<Job>>,
+    jobs: Option<mpsc::SyncSender<Vec<Job>>>,
     handles: Vec<JoinHandle<()>>,
 }
 
@@ -196,9 +199,13 @@ enum Pipeline {
     Inline(Compressor),
     Threads {
         workers: Workers,
-        done: mpsc::Receiver<Done>,
+        done: mpsc::Receiver<Vec<Done>>,
+        /// Groups sent and not yet received.
         in_flight: usize,
         max_in_flight: usize,
+        /// Blocks not yet sent, and their bytes.
+        group: Vec<Job>,
+        group_bytes: usize,
         /// Finished blocks waiting for an earlier one.
         ready: BTreeMap<u32, (u32, Stored)>,
     },
@@ -210,8 +217,8 @@ impl Pipeline {
         if threads <= 1 {
             return Pipeline::Inline(Compressor::new(level));
         }
-        let (jobs, job_rx) = mpsc::sync_channel::<Job>(threads * 2);
-        let (done_tx, done) = mpsc::channel::<Done>();
+        let (jobs, job_rx) = mpsc::sync_channel::<Vec<Job>>(threads);
+        let (done_tx, done) = mpsc::channel::<Vec<Done>>();
         let job_rx = Arc::new(Mutex::new(job_rx));
         let handles = (0..threads)
             .map(|_| {
@@ -221,13 +228,16 @@ impl Pipeline {
                 std::thread::spawn(move || {
                     let mut c = Compressor::new(level);
                     loop {
-                        let job = job_rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                        let Ok((seq, raw)) = job else { return };
-                        let raw_len = raw.len() as u32;
-                        if done_tx
-                            .send((seq, raw_len, c.compress(&spec, raw)))
-                            .is_err()
-                        {
+                        let group = job_rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                        let Ok(group) = group else { return };
+                        let out = group
+                            .into_iter()
+                            .map(|(seq, raw)| {
+                                let raw_len = raw.len() as u32;
+                                (seq, raw_len, c.compress(&spec, raw))
+                            })
+                            .collect();
+                        if done_tx.send(out).is_err() {
                             return;
                         }
                     }
@@ -241,7 +251,9 @@ impl Pipeline {
             },
             done,
             in_flight: 0,
-            max_in_flight: threads * 4,
+            max_in_flight: threads * 2,
+            group: Vec::new(),
+            group_bytes: 0,
             ready: BTreeMap::new(),
         }
     }
@@ -447,8 +459,14 @@ impl<W: Write> SnapshotWriter<W> {
         self.block_entries.push(self.entries_in_block);
         self.entries_in_block = 0;
         self.pending_separator = Some(self.last_key.clone());
-        let raw = std::mem::take(&mut self.block);
+        // The next block starts with room for the largest block cut without a large entry.
+        let mut raw = std::mem::replace(
+            &mut self.block,
+            Vec::with_capacity(2 * self.options.block_size as usize),
+        );
         if let Some(t) = &mut self.training {
+            // Held back for a while: only its bytes.
+            raw.shrink_to_fit();
             t.held_bytes += raw.len();
             t.blocks.push((seq, raw));
             // Small or empty values fill the sample slowly: bound what is held back anyway.
@@ -496,35 +514,51 @@ impl<W: Write> SnapshotWriter<W> {
             self.pipeline = Some(Pipeline::start(threads, &self.spec));
         }
         let raw_len = raw.len() as u32;
-        let stopped = || Error::Compression("a compression thread stopped");
         match self.pipeline.as_mut().expect("started above") {
             Pipeline::Inline(c) => {
                 let block = c.compress(&self.spec, raw)?;
                 self.write_block(block, raw_len)
             }
             Pipeline::Threads {
-                workers,
-                done,
-                in_flight,
-                max_in_flight,
-                ready,
+                group, group_bytes, ..
             } => {
-                let sender = workers.jobs.as_ref().expect("open until finish");
-                sender.send((seq, raw)).map_err(|_| stopped())?;
-                *in_flight += 1;
-                // Bound the blocks in flight (and so the memory they hold).
-                while *in_flight > *max_in_flight {
-                    let (s, len, r) = done.recv().map_err(|_| stopped())?;
-                    *in_flight -= 1;
-                    ready.insert(s, (len, r));
+                *group_bytes += raw.len();
+                group.push((seq, raw));
+                if *group_bytes >= GROUP_BYTES {
+                    self.write_ready(false)?;
                 }
-                self.write_ready(false)
+                Ok(())
             }
         }
     }
 
-    /// Writes the finished blocks that are next in order; with `all`, waits for every block.
+    /// Sends the group of blocks, then writes the finished blocks that are next in order;
+    /// with `all`, waits for every block.
     fn write_ready(&mut self, all: bool) -> Result<()> {
+        let stopped = || Error::Compression("a compression thread stopped");
+        if let Some(Pipeline::Threads {
+            workers,
+            done,
+            in_flight,
+            max_in_flight,
+            group,
+            group_bytes,
+            ready,
+        }) = self.pipeline.as_mut()
+        {
+            if !group.is_empty() {
+                let sender = workers.jobs.as_ref().expect("open until finish");
+                sender.send(std::mem::take(group)).map_err(|_| stopped())?;
+                *group_bytes = 0;
+                *in_flight += 1;
+            }
+            // Bound the groups in flight (and so the memory they hold).
+            while *in_flight > *max_in_flight {
+                let blocks = done.recv().map_err(|_| stopped())?;
+                *in_flight -= 1;
+                ready.extend(blocks.into_iter().map(|(s, len, r)| (s, (len, r))));
+            }
+        }
         loop {
             let next = self.summary.block_count as u32;
             let Some(Pipeline::Threads {
@@ -539,11 +573,9 @@ impl<W: Write> SnapshotWriter<W> {
             let (raw_len, block) = match ready.remove(&next) {
                 Some(b) => b,
                 None if all && *in_flight > 0 => {
-                    let (s, len, r) = done
-                        .recv()
-                        .map_err(|_| Error::Compression("a compression thread stopped"))?;
+                    let blocks = done.recv().map_err(|_| stopped())?;
                     *in_flight -= 1;
-                    ready.insert(s, (len, r));
+                    ready.extend(blocks.into_iter().map(|(s, len, r)| (s, (len, r))));
                     continue;
                 }
                 None => return Ok(()),

@@ -87,7 +87,8 @@ pub struct Args {
     /// What to do when two rows have the same key.
     #[arg(long, value_name = "POLICY", default_value = "error", value_parser = parse_on_duplicate)]
     on_duplicate: OnDuplicate,
-    /// Threads for sorting and compression (0: one per core).
+    /// Threads for making keys and values, sorting and compression (0: one per core). The
+    /// output does not depend on it.
     #[arg(long, value_name = "N", default_value_t = 0)]
     threads: usize,
     /// Directory for spilled runs (default: the output's directory).

@@ -641,10 +641,33 @@ fn spilling_build_is_byte_identical_to_in_memory_build() {
                 "1",
             ],
         );
+        let (three_threads, _) = build(
+            "three-threads.snapkv",
+            &[
+                "--on-duplicate",
+                policy,
+                "--memory-limit",
+                "4MiB",
+                "--threads",
+                "3",
+            ],
+        );
+        let (four_threads, _) = build(
+            "four-threads.snapkv",
+            &["--on-duplicate", policy, "--threads", "4"],
+        );
         assert!(memory == spilled, "the spilled build differs ({policy})");
         assert!(
             memory == one_thread,
             "the single-threaded build differs ({policy})"
+        );
+        assert!(
+            memory == three_threads,
+            "the spilled three-thread build differs ({policy})"
+        );
+        assert!(
+            memory == four_threads,
+            "the four-thread build differs ({policy})"
         );
         assert_eq!(s2["rows"], 90_000);
         assert_eq!(s2["keys"], 60_000);
@@ -673,10 +696,12 @@ fn spilling_build_is_byte_identical_to_in_memory_build() {
             "in/part-00000.parquet",
             "in/part-00001.parquet",
             "in/part-00002.parquet",
+            "four-threads.snapkv",
             "memory.snapkv",
             "one-thread.snapkv",
             "spill",
             "spilled.snapkv",
+            "three-threads.snapkv",
         ],
     );
 }

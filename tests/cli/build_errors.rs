@@ -425,6 +425,37 @@ fn a_failed_build_keeps_the_previous_output_and_its_temp_files_go() {
 }
 
 #[test]
+fn the_first_error_in_input_order_is_reported_whatever_the_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    // Many batches: a null key in a late one, then a malformed second input that the reader
+    // reaches while the first input's batches are still being made into pairs.
+    let mut text = String::from("id,v\n");
+    for i in 1..=30_000 {
+        let id = if i == 20_000 {
+            String::new()
+        } else {
+            format!("k{i:06}")
+        };
+        text.push_str(&format!("{id},{}\n", "x".repeat(50)));
+    }
+    std::fs::write(dir.path().join("a.csv"), &text).unwrap();
+    std::fs::write(dir.path().join("b.csv"), "id,v\nz,1\nz,2,3\n").unwrap();
+    let (a, b) = (dir.path().join("a.csv"), dir.path().join("b.csv"));
+    let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+    for threads in ["1", "2", "4"] {
+        let args = ["-i", a, "-i", b, "-k", "id", "--threads", threads];
+        fails(
+            dir.path(),
+            &args,
+            None,
+            &["a.csv row 20000: key column \"id\" is null"],
+        );
+        let args = ["-i", b, "-i", a, "-k", "id", "--threads", threads];
+        fails(dir.path(), &args, None, &["b.csv"]);
+    }
+}
+
+#[test]
 fn ctrl_c_removes_temporary_files() {
     use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
