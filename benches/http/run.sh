@@ -6,7 +6,8 @@
 #
 # Needs wrk, nginx, redis-server, redis-cli, redis-benchmark and python3:
 #   apt-get install -y wrk nginx-light redis-server redis-tools
-# Usage: benches/http/run.sh   (env: KEYS=1000000 CONNS=64 DURATION=20s THREADS=2 SERVE_ARGS=)
+# Usage: benches/http/run.sh   (env: KEYS=1000000 CONNS=64 DURATION=20s THREADS=2
+#   CONFIGS='|--cache-bytes 16MiB': `snapkv serve` flag sets to measure, separated by `|`)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 KEYS=${KEYS:-1000000}
@@ -46,15 +47,6 @@ PY
 "$bin" build --quiet --input "$work/data.ndjson" --key k --raw-value v --output "$work/bench.snapkv"
 body=$(head -c 100 < <(yes '{"id":1,"score":1.5}' | tr -d '\n'))
 
-# snapkv
-# shellcheck disable=SC2086 # SERVE_ARGS: extra flags, e.g. "--cache-bytes 32MiB"
-"$bin" serve --file "bench=$work/bench.snapkv" --listen 127.0.0.1:0 ${SERVE_ARGS:-} >"$work/serve.out" 2>"$work/serve.err" &
-pids+=($!)
-snapkv_pid=$!
-for _ in $(seq 300); do grep -q listening "$work/serve.out" 2>/dev/null && break; sleep 0.1; done
-snapkv_url=$(sed -n 's/^listening on //p' "$work/serve.out")
-for _ in $(seq 300); do curl -sf "$snapkv_url/readyz" >/dev/null && break; sleep 0.1; done
-
 # nginx: a fixed 100-byte body.
 cat >"$work/nginx.conf" <<NGINX
 worker_processes $THREADS;
@@ -89,10 +81,29 @@ wrk_run() { # URL -> "req/s p50_ms p99_ms"
                else if (v ~ /ms$/) { sub(/ms$/, "", v) } else if (v ~ /s$/) { sub(/s$/, "", v); v *= 1000 }
                $i = v } print }'
 }
-read -r s_rps s_p50 s_p99 < <(wrk_run "$snapkv_url")
-snapkv_rss_mb=$(awk '/VmRSS/ {printf "%.0f", $2 / 1024}' /proc/$snapkv_pid/status)
+# snapkv, once per flag set of CONFIGS.
+IFS='|' read -r -a configs <<<"${CONFIGS-|--cache-bytes 16MiB}"
+[ ${#configs[@]} -gt 0 ] || configs=("")
+rows=()
+for i in "${!configs[@]}"; do
+    # shellcheck disable=SC2086 # a flag set, split into words on purpose
+    "$bin" serve --file "bench=$work/bench.snapkv" --listen 127.0.0.1:0 ${configs[$i]} \
+        >"$work/serve.out" 2>"$work/serve.err" &
+    pid=$!
+    for _ in $(seq 300); do grep -q listening "$work/serve.out" 2>/dev/null && break; sleep 0.1; done
+    url=$(sed -n 's/^listening on //p' "$work/serve.out")
+    for _ in $(seq 300); do curl -sf "$url/readyz" >/dev/null && break; sleep 0.1; done
+    read -r rps p50 p99 < <(wrk_run "$url")
+    rss=$(awk '/VmRSS/ {printf "%.0f", $2 / 1024}' "/proc/$pid/status")
+    anon=$(awk '/RssAnon/ {printf "%.0f", $2 / 1024}' "/proc/$pid/status")
+    kill "$pid"
+    wait "$pid" 2>/dev/null || true
+    rows+=("${configs[$i]:-(defaults)};$rps;$p50;$p99;$rss;$anon")
+    if [ "$i" -eq 0 ]; then first_rps=$rps; fi
+done
+
 read -r n_rps n_p50 n_p99 < <(wrk_run "http://127.0.0.1:18182")
-requests=$(python3 -c "print(int(float('$s_rps') * ${DURATION%s}))")
+requests=$(python3 -c "print(int(float('$first_rps') * ${DURATION%s}))")
 redis-benchmark -p 18183 -c "$CONNS" --threads "$THREADS" -n "$requests" -r "$KEYS" -t get --csv >"$work/redis.csv"
 read -r r_rps r_p50 r_p99 < <(python3 - "$work/redis.csv" <<'PY'
 import csv, sys
@@ -104,14 +115,25 @@ PY
 redis_mb=$(redis-cli -p 18183 info memory | awk -F: '/^used_memory_rss:/ {printf "%.0f", $2 / 1048576}')
 file_mb=$(du -m "$work/bench.snapkv" | cut -f1)
 
-python3 - <<PY
-s, n, r = (float("$s_rps"), float("$s_p50"), float("$s_p99")), (float("$n_rps"), float("$n_p50"), float("$n_p99")), (float("$r_rps"), float("$r_p50"), float("$r_p99"))
-print(f"$KEYS keys, $CONNS connections, $THREADS load threads, $DURATION per run; snapshot file ${file_mb} MB")
-print("| server | req/s | p50 ms | p99 ms | memory MB |")
+printf '%s\n' "${rows[@]}" | python3 -c '
+import sys
+n = (float(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]))
+r = (float(sys.argv[4]), float(sys.argv[5]), float(sys.argv[6]))
+redis_mb = float(sys.argv[7])
+print(f"{sys.argv[8]} keys, {sys.argv[9]} connections, {sys.argv[10]} load threads, "
+      f"{sys.argv[11]} per run; snapshot file {sys.argv[12]} MB")
+print("| server | req/s | p50 ms | p99 ms | memory MB (snapkv: RSS / anonymous) |")
 print("|---|---:|---:|---:|---:|")
-print(f"| snapkv serve (GET key) | {s[0]:.0f} | {s[1]:.3f} | {s[2]:.3f} | $snapkv_rss_mb (RSS) |")
+ratios = []
+for line in sys.stdin.read().splitlines():
+    flags, rps, p50, p99, rss, anon = line.split(";")
+    rps, p50, p99 = float(rps), float(p50), float(p99)
+    print(f"| snapkv serve {flags} | {rps:.0f} | {p50:.3f} | {p99:.3f} | {rss} / {anon} |")
+    ratios.append(f"snapkv {flags}: {rps / n[0]:.2f}x nginx req/s, {rps / r[0]:.2f}x Redis req/s, "
+                  f"memory {float(rss) / redis_mb:.2f}x Redis (anonymous {float(anon) / redis_mb:.2f}x)")
 print(f"| nginx fixed 100 B body | {n[0]:.0f} | {n[1]:.3f} | {n[2]:.3f} | - |")
-print(f"| Redis GET | {r[0]:.0f} | {r[1]:.3f} | {r[2]:.3f} | $redis_mb (used_memory_rss) |")
-print(f"snapkv / nginx: {s[0] / n[0]:.2f}x req/s; snapkv / Redis: {s[0] / r[0]:.2f}x req/s, "
-      f"memory {$snapkv_rss_mb / max($redis_mb, 1):.2f}x")
-PY
+print(f"| Redis GET | {r[0]:.0f} | {r[1]:.3f} | {r[2]:.3f} | {redis_mb:.0f} (used_memory_rss) |")
+print()
+for line in ratios:
+    print(line)
+' "$n_rps" "$n_p50" "$n_p99" "$r_rps" "$r_p50" "$r_p99" "$redis_mb" "$KEYS" "$CONNS" "$THREADS" "$DURATION" "$file_mb"
