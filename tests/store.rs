@@ -421,3 +421,30 @@ fn bad_store_urls_and_options_are_errors() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid dataset name"));
 }
+
+/// `SNAPKV_STORE` stands in for `--store`, and the flag wins over it.
+#[test]
+fn store_from_the_environment() {
+    let env = Env::new(Backend::Local, "env");
+    let a = env.snapshot("a.snapkv", 10_000, 1);
+    env.ok("publish", &[arg(&a), "--version", "v1"]);
+    let versions = |store_env: &str, flags: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_snapkv"))
+            .args(["versions", "--dataset", "ds"])
+            .args(flags)
+            .env("SNAPKV_STORE", store_env)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, out) = versions(&env.store, &[]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("v1"), "{out}");
+    let elsewhere = env.path("empty-store");
+    let (code, out) = versions(arg(&elsewhere), &["--store", &env.store]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("v1"), "{out}");
+}

@@ -10,7 +10,7 @@ use std::sync::Arc;
 pub struct StoreArgs {
     /// Store: s3://BUCKET/PREFIX, gs://BUCKET/PREFIX, az://CONTAINER/PREFIX, file:///DIR, or a
     /// local directory path.
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", env = "SNAPKV_STORE")]
     pub store: String,
     /// Dataset name (letters, digits, '.', '_', '-').
     #[arg(long, value_name = "NAME")]
