@@ -453,6 +453,31 @@ struct MgetRequest {
     keys: Vec<String>,
 }
 
+/// Starts the JSON body of an mget or scan answer: `{"version":…,"encoding":…,"FIELD":`, in a
+/// buffer with room for `entries` at `per_entry` bytes of punctuation each. Returns the buffer
+/// and the encoding every value of `entries` is written in.
+fn start_body<K: AsRef<[u8]>>(
+    l: &Loaded,
+    field: &str,
+    entries: &[(K, Bytes)],
+    per_entry: usize,
+) -> (BytesMut, Encoding) {
+    let encoding = Encoding::of(l, entries.iter().map(|(_, v)| &v[..]));
+    let payload: usize = entries
+        .iter()
+        .map(|(k, v)| k.as_ref().len() + v.len() + per_entry)
+        .sum();
+    let mut out = BytesMut::with_capacity(64 + payload);
+    out.put_slice(b"{\"version\":");
+    write_json_str(&mut out, &l.version);
+    out.put_slice(b",\"encoding\":\"");
+    out.put_slice(encoding.name().as_bytes());
+    out.put_slice(b"\",");
+    write_json_str(&mut out, field);
+    out.put_u8(b':');
+    (out, encoding)
+}
+
 fn mget(state: &State, d: &Dataset, body: &[u8]) -> Result<Response<Body>, Failure> {
     let req: MgetRequest = serde_json::from_slice(body).map_err(|e| {
         fail(
@@ -492,18 +517,8 @@ fn mget(state: &State, d: &Dataset, body: &[u8]) -> Result<Response<Body>, Failu
     d.hits.inc_by(found.len() as u64);
     d.misses.inc_by(missing.len() as u64);
 
-    let encoding = Encoding::of(&l, found.iter().map(|(_, v)| &v[..]));
-    let mut out = BytesMut::with_capacity(
-        64 + found
-            .iter()
-            .map(|(k, v)| k.len() + v.len() + 8)
-            .sum::<usize>(),
-    );
-    out.put_slice(b"{\"version\":");
-    write_json_str(&mut out, &l.version);
-    out.put_slice(b",\"encoding\":\"");
-    out.put_slice(encoding.name().as_bytes());
-    out.put_slice(b"\",\"values\":{");
+    let (mut out, encoding) = start_body(&l, "values", &found, 8);
+    out.put_u8(b'{');
     for (i, (k, v)) in found.iter().enumerate() {
         if i > 0 {
             out.put_u8(b',');
@@ -590,18 +605,8 @@ fn scan(state: &State, d: &Dataset, query: &str) -> Result<Response<Body>, Failu
         }
         items.push((k, v));
     }
-    let encoding = Encoding::of(&l, items.iter().map(|(_, v)| &v[..]));
-    let mut out = BytesMut::with_capacity(
-        64 + items
-            .iter()
-            .map(|(k, v)| k.len() + v.len() + 24)
-            .sum::<usize>(),
-    );
-    out.put_slice(b"{\"version\":");
-    write_json_str(&mut out, &l.version);
-    out.put_slice(b",\"encoding\":\"");
-    out.put_slice(encoding.name().as_bytes());
-    out.put_slice(b"\",\"items\":[");
+    let (mut out, encoding) = start_body(&l, "items", &items, 24);
+    out.put_u8(b'[');
     for (i, (k, v)) in items.iter().enumerate() {
         if i > 0 {
             out.put_u8(b',');

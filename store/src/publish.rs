@@ -285,39 +285,46 @@ impl Store {
             nonce: nonce(),
         };
         let path = paths.claim(version);
-        let body = PutPayload::from(serde_json::to_vec_pretty(&claim).expect("serializable"));
+        let body = serde_json::to_vec_pretty(&claim).expect("serializable");
+        if self.create(&path, body).await? {
+            return Ok(());
+        }
+        let held = self.read_claim(&path).await?;
+        if held.as_ref().is_some_and(|h| h.nonce == claim.nonce) {
+            // Our own create, retried after a lost answer.
+            return Ok(());
+        }
+        let holder = match held {
+            Some(h) => format!(
+                "{} (started {}, last seen {})",
+                h.by, h.started_at, h.heartbeat_at
+            ),
+            None => "another publisher".into(),
+        };
+        Err(Error::Conflict {
+            reason: format!(
+                "version {version} of {dataset} is already being published by {holder}: \
+                 choose another version, or, if that attempt was abandoned, let gc remove it"
+            ),
+            current: current.map(|c| Box::new(c.pointer.clone())),
+        })
+    }
+
+    /// Writes `body` at `path` only if nothing is there: true when this call created it, false
+    /// when an object already exists (someone else's, or our own from an answer that was lost).
+    async fn create(&self, path: &ObjectPath, body: Vec<u8>) -> Result<bool> {
+        let options = PutOptions::from(PutMode::Create);
         match self
             .objects
-            .put_opts(&path, body, PutOptions::from(PutMode::Create))
+            .put_opts(path, PutPayload::from(body), options)
             .await
         {
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(true),
             Err(
                 object_store::Error::AlreadyExists { .. }
                 | object_store::Error::Precondition { .. },
-            ) => {
-                let held = self.read_claim(&path).await?;
-                if held.as_ref().is_some_and(|h| h.nonce == claim.nonce) {
-                    // Our own create, retried after a lost answer.
-                    return Ok(());
-                }
-                let holder = match held {
-                    Some(h) => format!(
-                        "{} (started {}, last seen {})",
-                        h.by, h.started_at, h.heartbeat_at
-                    ),
-                    None => "another publisher".into(),
-                };
-                Err(Error::Conflict {
-                    reason: format!(
-                        "version {version} of {dataset} is already being published by {holder}: \
-                         choose another version, or, if that attempt was abandoned, let gc \
-                         remove it"
-                    ),
-                    current: current.map(|c| Box::new(c.pointer.clone())),
-                })
-            }
-            Err(e) => Err(self.err("PUT", &path, e)),
+            ) => Ok(false),
+            Err(e) => Err(self.err("PUT", path, e)),
         }
     }
 
@@ -435,30 +442,16 @@ impl Store {
     async fn write_manifest(&self, paths: &DatasetPaths, manifest: &Manifest) -> Result<()> {
         let path = paths.manifest(&manifest.version);
         let body = serde_json::to_vec_pretty(manifest).expect("serializable");
-        match self
-            .objects
-            .put_opts(
-                &path,
-                PutPayload::from(body),
-                PutOptions::from(PutMode::Create),
-            )
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(
-                object_store::Error::AlreadyExists { .. }
-                | object_store::Error::Precondition { .. },
-            ) => {
-                // Only the claim holder writes here: an existing manifest is our own create,
-                // retried after a lost answer, unless it says otherwise.
-                let stored = self.manifest(&manifest.dataset, &manifest.version).await?;
-                if stored == *manifest {
-                    Ok(())
-                } else {
-                    Err(already_exists(&manifest.dataset, &manifest.version))
-                }
-            }
-            Err(e) => Err(self.err("PUT", &path, e)),
+        if self.create(&path, body).await? {
+            return Ok(());
+        }
+        // Only the claim holder writes here: an existing manifest is our own create, retried
+        // after a lost answer, unless it says otherwise.
+        let stored = self.manifest(&manifest.dataset, &manifest.version).await?;
+        if stored == *manifest {
+            Ok(())
+        } else {
+            Err(already_exists(&manifest.dataset, &manifest.version))
         }
     }
 
