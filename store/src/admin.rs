@@ -2,13 +2,11 @@
 
 use crate::current::Swap;
 use crate::error::{Error, Result};
-use crate::files::blocking;
-use crate::layout::{check_name, DatasetPaths, CLAIM, MANIFEST};
+use crate::layout::{check_name, DatasetPaths};
 use crate::manifest::{Manifest, Pointer};
+use crate::objects::Cap;
 use crate::Store;
 use futures_util::{StreamExt, TryStreamExt};
-use object_store::path::Path as ObjectPath;
-use object_store::{ObjectMeta, ObjectStoreExt, PutPayload};
 use std::time::Duration;
 
 /// One version folder of a dataset.
@@ -67,16 +65,10 @@ impl Store {
     pub async fn versions(&self, dataset: &str) -> Result<Vec<VersionInfo>> {
         let paths = DatasetPaths::new(&self.root, dataset)?;
         let current = self.current(dataset).await?.map(|c| c.pointer.version);
-        let folder = paths.versions();
-        let listing = self
-            .objects
-            .list_with_delimiter(Some(&folder))
-            .await
-            .map_err(|e| self.err("LIST", &folder, e))?;
-        let mut names: Vec<String> = listing
-            .common_prefixes
-            .iter()
-            .filter_map(|p| p.filename().map(str::to_owned))
+        let mut names: Vec<String> = self
+            .list_subfolders(&paths.versions())
+            .await?
+            .into_iter()
             .filter(|v| check_name("version", v).is_ok())
             .collect();
         names.sort();
@@ -230,25 +222,12 @@ impl Store {
                     continue;
                 }
                 if !options.dry_run {
-                    self.delete_objects(&paths, v, objects).await?;
+                    self.delete_version(&paths, v, objects).await?;
                 }
                 report.abandoned.push(v.to_owned());
             }
         }
         Ok(report)
-    }
-
-    pub(crate) async fn list_version(
-        &self,
-        paths: &DatasetPaths,
-        version: &str,
-    ) -> Result<Vec<ObjectMeta>> {
-        let folder = paths.version(version);
-        self.objects
-            .list(Some(&folder))
-            .try_collect()
-            .await
-            .map_err(|e| self.err("LIST", &folder, e))
     }
 
     /// Deletes a complete version unless `CURRENT` comes to name it meanwhile; returns whether
@@ -260,14 +239,11 @@ impl Store {
         version: &str,
     ) -> Result<bool> {
         let manifest_path = paths.manifest(version);
-        let manifest = self
-            .objects
-            .get(&manifest_path)
-            .await
-            .map_err(|e| self.err("GET", &manifest_path, e))?
-            .bytes()
-            .await
-            .map_err(|e| self.err("GET", &manifest_path, e))?;
+        let Some(manifest) = self.get_small(&manifest_path, Cap::MANIFEST).await? else {
+            return Err(Error::NotFound {
+                what: format!("object {manifest_path}"),
+            });
+        };
         self.delete(&manifest_path).await?;
         if self
             .current(dataset)
@@ -275,56 +251,11 @@ impl Store {
             .is_some_and(|c| c.pointer.version == version)
         {
             // A rollback to this version raced with us: put the manifest back.
-            self.objects
-                .put(&manifest_path, PutPayload::from(manifest))
-                .await
-                .map_err(|e| self.err("PUT", &manifest_path, e))?;
+            self.put(&manifest_path, manifest).await?;
             return Ok(false);
         }
         let objects = self.list_version(paths, version).await?;
-        self.delete_objects(paths, version, objects).await?;
+        self.delete_version(paths, version, objects).await?;
         Ok(true)
-    }
-
-    /// Deletes a version folder's objects, the claim last (so no new publisher can claim the
-    /// version while its old files are still being deleted).
-    pub(crate) async fn delete_objects(
-        &self,
-        paths: &DatasetPaths,
-        version: &str,
-        objects: Vec<ObjectMeta>,
-    ) -> Result<()> {
-        let (claims, files): (Vec<_>, Vec<_>) = objects
-            .into_iter()
-            .map(|o| o.location)
-            .partition(|p| p.filename() == Some(CLAIM));
-        for path in files.iter().filter(|p| p.filename() == Some(MANIFEST)) {
-            self.delete(path).await?;
-        }
-        for path in files.iter().filter(|p| p.filename() != Some(MANIFEST)) {
-            self.delete(path).await?;
-        }
-        for path in &claims {
-            self.delete(path).await?;
-        }
-        if let Some(dir) = &self.local_dir {
-            // Staging files of interrupted local uploads are invisible to listings.
-            let folder = dir.join(paths.version(version).as_ref());
-            blocking(move || match std::fs::remove_dir_all(&folder) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    Err(Error::io("remove", folder, e))
-                }
-                _ => Ok(()),
-            })
-            .await?;
-        }
-        Ok(())
-    }
-
-    async fn delete(&self, path: &ObjectPath) -> Result<()> {
-        match self.objects.delete(path).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(self.err("DELETE", path, e)),
-        }
     }
 }

@@ -1,9 +1,10 @@
 //! `CURRENT`: reading it (conditionally) and moving it by compare-and-swap.
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::files::blocking;
 use crate::layout::{DatasetPaths, CURRENT_LOCK};
 use crate::manifest::Pointer;
+use crate::objects::{Cap, Got};
 use crate::Store;
 use object_store::path::Path as ObjectPath;
 use object_store::{GetOptions, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
@@ -65,6 +66,10 @@ impl Store {
 
     /// Reads `CURRENT` of `dataset` unless it is still the write `known` names: a conditional
     /// GET (`If-None-Match`), so polling an unchanged pointer transfers no body.
+    ///
+    /// A `CURRENT` over [`MAX_CURRENT_BYTES`](crate::MAX_CURRENT_BYTES) is
+    /// [`Error::Corrupt`](crate::Error::Corrupt) (it is not read past the limit), as is one that
+    /// does not parse.
     pub async fn poll_current(&self, dataset: &str, known: Option<&Tag>) -> Result<Poll> {
         let paths = DatasetPaths::new(&self.root, dataset)?;
         let path = paths.current();
@@ -72,23 +77,19 @@ impl Store {
             if_none_match: known.and_then(|t| t.e_tag.clone()),
             ..Default::default()
         };
-        let result = match self.objects.get_opts(&path, options).await {
-            Ok(r) => r,
-            Err(object_store::Error::NotModified { .. }) => return Ok(Poll::Unchanged),
-            Err(object_store::Error::NotFound { .. }) => return Ok(Poll::Missing),
-            Err(e) => return Err(self.err("GET", &path, e)),
+        let object = match self.get_small_opts(&path, options, Cap::CURRENT).await? {
+            Got::Found(object) => object,
+            Got::NotModified => return Ok(Poll::Unchanged),
+            Got::Missing => return Ok(Poll::Missing),
         };
         let tag = Tag {
-            e_tag: result.meta.e_tag.clone(),
-            version: result.meta.version.clone(),
+            e_tag: object.meta().e_tag.clone(),
+            version: object.meta().version.clone(),
         };
         if known.is_some_and(|k| k.e_tag.is_some() && *k == tag) {
             return Ok(Poll::Unchanged);
         }
-        let bytes = result
-            .bytes()
-            .await
-            .map_err(|e| self.err("GET", &path, e))?;
+        let bytes = self.read_small(*object).await?;
         let pointer = Pointer::parse(&bytes, &format!("{}/{}", dataset, crate::layout::CURRENT))?;
         Ok(Poll::Changed(Current { pointer, tag }))
     }
@@ -170,10 +171,6 @@ impl Store {
             .await?;
         drop(lock);
         Ok(Swap::Done)
-    }
-
-    pub(crate) fn err(&self, op: &'static str, path: &ObjectPath, e: object_store::Error) -> Error {
-        Error::storage(&self.url, op, path.as_ref(), e)
     }
 }
 

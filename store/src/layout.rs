@@ -14,6 +14,16 @@ pub(crate) const MANIFEST: &str = "MANIFEST.json";
 /// Written first into a version folder (create-if-absent): the publisher's claim.
 pub(crate) const CLAIM: &str = "PUBLISHING.json";
 
+/// The most bytes a `CURRENT` object may have. A pointer is a few hundred bytes; a larger
+/// object is refused as corrupt without being read.
+pub const MAX_CURRENT_BYTES: u64 = 64 << 10;
+/// The most bytes a `PUBLISHING.json` claim may have (it is a few hundred bytes).
+pub const MAX_CLAIM_BYTES: u64 = 64 << 10;
+/// The most bytes a `MANIFEST.json` may have: room for thousands of files with their builder
+/// parameters (about 1 KiB each). Publish refuses to write a larger manifest, and readers
+/// refuse to read one.
+pub const MAX_MANIFEST_BYTES: u64 = 8 << 20;
+
 /// Longest dataset, version or file name.
 pub(crate) const MAX_NAME_LEN: usize = 128;
 

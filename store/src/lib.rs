@@ -57,6 +57,7 @@ mod error;
 mod files;
 mod layout;
 mod manifest;
+mod objects;
 mod open;
 mod publish;
 
@@ -65,6 +66,7 @@ pub use cache::{Cache, CachedVersion, FetchOptions};
 pub use current::{Current, Poll, Tag};
 pub use error::{Error, Result};
 pub use files::{read_snapshot, OpenSnapshot, Progress};
+pub use layout::{MAX_CLAIM_BYTES, MAX_CURRENT_BYTES, MAX_MANIFEST_BYTES};
 pub use manifest::{Manifest, ManifestFile, Pointer};
 pub use publish::{PublishOptions, Published};
 

@@ -1,7 +1,10 @@
-//! The JSON documents of the layout: `MANIFEST.json`, `CURRENT` and `PUBLISHING.json`.
+//! The JSON documents of the layout: `MANIFEST.json`, `CURRENT` and `PUBLISHING.json`, and
+//! reading a version's manifest from the store.
 
 use crate::error::{Error, Result};
-use crate::layout::{check_file_name, check_name};
+use crate::layout::{check_file_name, check_name, DatasetPaths};
+use crate::objects::Cap;
+use crate::Store;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -105,6 +108,29 @@ impl Manifest {
             }
         }
         Ok(m)
+    }
+}
+
+impl Store {
+    /// Reads and checks `MANIFEST.json` of a version. [`Error::NotFound`] if the version has
+    /// none (it does not exist, or is incomplete); [`Error::Corrupt`] if it does not parse, does
+    /// not describe this version, or is over
+    /// [`MAX_MANIFEST_BYTES`](crate::MAX_MANIFEST_BYTES) (it is not read past the limit).
+    pub async fn manifest(&self, dataset: &str, version: &str) -> Result<Manifest> {
+        let paths = DatasetPaths::new(&self.root, dataset)?;
+        check_name("version", version)?;
+        let path = paths.manifest(version);
+        let Some(bytes) = self.get_small(&path, Cap::MANIFEST).await? else {
+            return Err(Error::NotFound {
+                what: format!("complete version {version} of {dataset}"),
+            });
+        };
+        Manifest::parse(
+            &bytes,
+            &format!("manifest of {dataset}/{version}"),
+            dataset,
+            version,
+        )
     }
 }
 

@@ -5,13 +5,16 @@ use crate::error::{Error, Result};
 use crate::files::{
     self, blocking, read_chunk, report, LocalSnapshot, OpenSnapshot, Progress, RateLimit,
 };
-use crate::layout::{check_file_name, check_name, default_version, now_rfc3339, DatasetPaths};
+use crate::layout::{
+    check_file_name, check_name, default_version, now_rfc3339, DatasetPaths, MAX_MANIFEST_BYTES,
+};
 use crate::manifest::{
     format_xxh3, identity, nonce, Claim, Manifest, ManifestFile, Pointer, MANIFEST_VERSION,
 };
+use crate::objects::Cap;
 use crate::Store;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
+use object_store::{ObjectStoreExt, WriteMultipart};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -95,11 +98,12 @@ impl Store {
     /// Publishes snapshot `files` as a new version of `dataset` and makes it current.
     ///
     /// In order: verify every file (full checksum pass) and hash it; refuse a version that is
-    /// not newer than `CURRENT` or that already exists; claim the version folder
-    /// (`PUBLISHING.json`, create-if-absent); upload each file (multipart, bounded
-    /// concurrency), checking that the bytes sent hash to what was verified; check every
-    /// object's size; write `MANIFEST.json` (create-if-absent); then compare-and-swap `CURRENT`
-    /// from what was read at the start.
+    /// not newer than `CURRENT` or that already exists, and files whose manifest would be over
+    /// [`MAX_MANIFEST_BYTES`](crate::MAX_MANIFEST_BYTES) ([`Error::Invalid`]); claim the
+    /// version folder (`PUBLISHING.json`, create-if-absent); upload each file (multipart,
+    /// bounded concurrency), checking that the bytes sent hash to what was verified; check
+    /// every object's size; write `MANIFEST.json` (create-if-absent); then compare-and-swap
+    /// `CURRENT` from what was read at the start.
     ///
     /// `CURRENT` only ever names versions whose manifest was written after all their files.
     /// If another publisher moved `CURRENT` meanwhile, this fails with [`Error::Conflict`]
@@ -135,6 +139,8 @@ impl Store {
         if self.exists(&paths.manifest(&version)).await? {
             return Err(already_exists(dataset, &version));
         }
+        let mut manifest = new_manifest(dataset, &version, &names, &locals);
+        check_manifest_size(&manifest)?;
         self.claim(&paths, dataset, &version, current.as_ref())
             .await?;
         if self.exists(&paths.manifest(&version)).await? {
@@ -157,26 +163,9 @@ impl Store {
             return Err(e);
         }
 
-        let manifest = Manifest {
-            manifest_version: MANIFEST_VERSION,
-            dataset: dataset.to_owned(),
-            version: version.clone(),
-            created_at: now_rfc3339(),
-            format_version: snapkv_format::FORMAT_VERSION,
-            published_by: identity(),
-            files: names
-                .iter()
-                .zip(&locals)
-                .map(|(name, l)| ManifestFile {
-                    name: name.clone(),
-                    bytes: l.bytes,
-                    xxh3: format_xxh3(l.xxh3),
-                    keys: l.keys,
-                    built_at: l.metadata.created_at.clone(),
-                    builder: l.metadata.builder.clone(),
-                })
-                .collect(),
-        };
+        // The version becomes complete now (the timestamp has the same length as the one
+        // the size check saw).
+        manifest.created_at = now_rfc3339();
         self.write_manifest(&paths, &manifest).await?;
         drop(heartbeat);
 
@@ -239,11 +228,7 @@ impl Store {
         }
         for (name, local) in names.iter().zip(locals) {
             let path = paths.file(version, name);
-            let meta = self
-                .objects
-                .head(&path)
-                .await
-                .map_err(|e| self.err("HEAD", &path, e))?;
+            let meta = self.head(&path).await?;
             if meta.size != local.bytes {
                 return Err(Error::corrupt(
                     format!("stored object {path}"),
@@ -257,15 +242,7 @@ impl Store {
     /// Deletes the objects of an incomplete version this process claimed, the claim last.
     async fn abandon(&self, paths: &DatasetPaths, version: &str) -> Result<()> {
         let objects = self.list_version(paths, version).await?;
-        self.delete_objects(paths, version, objects).await
-    }
-
-    pub(crate) async fn exists(&self, path: &ObjectPath) -> Result<bool> {
-        match self.objects.head(path).await {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(self.err("HEAD", path, e)),
-        }
+        self.delete_version(paths, version, objects).await
     }
 
     /// Creates the claim on a version folder, or says who holds it.
@@ -310,33 +287,13 @@ impl Store {
         })
     }
 
-    /// Writes `body` at `path` only if nothing is there: true when this call created it, false
-    /// when an object already exists (someone else's, or our own from an answer that was lost).
-    async fn create(&self, path: &ObjectPath, body: Vec<u8>) -> Result<bool> {
-        let options = PutOptions::from(PutMode::Create);
-        match self
-            .objects
-            .put_opts(path, PutPayload::from(body), options)
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(
-                object_store::Error::AlreadyExists { .. }
-                | object_store::Error::Precondition { .. },
-            ) => Ok(false),
-            Err(e) => Err(self.err("PUT", path, e)),
-        }
-    }
-
-    pub(crate) async fn read_claim(&self, path: &ObjectPath) -> Result<Option<Claim>> {
-        match self.objects.get(path).await {
-            Ok(r) => {
-                let bytes = r.bytes().await.map_err(|e| self.err("GET", path, e))?;
-                Ok(serde_json::from_slice(&bytes).ok())
-            }
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(self.err("GET", path, e)),
-        }
+    /// Reads a claim: `None` if there is none, or if it does not parse. A claim over
+    /// [`MAX_CLAIM_BYTES`](crate::MAX_CLAIM_BYTES) is [`Error::Corrupt`].
+    async fn read_claim(&self, path: &ObjectPath) -> Result<Option<Claim>> {
+        Ok(self
+            .get_small(path, Cap::CLAIM)
+            .await?
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok()))
     }
 
     /// Refreshes the claim's `heartbeat_at` every [`HEARTBEAT`] until aborted, so that `gc`
@@ -349,8 +306,8 @@ impl Store {
                 continue;
             };
             claim.heartbeat_at = now_rfc3339();
-            let body = PutPayload::from(serde_json::to_vec_pretty(&claim).expect("serializable"));
-            if let Err(e) = self.objects.put(&path, body).await {
+            let body = serde_json::to_vec_pretty(&claim).expect("serializable");
+            if let Err(e) = self.put(&path, body).await {
                 tracing::warn!(%path, error = %e, "cannot refresh the publishing claim");
             }
         }
@@ -385,10 +342,7 @@ impl Store {
                 limit.take(bytes.len() as u64).await;
             }
             let n = bytes.len() as u64;
-            self.objects
-                .put(path, PutPayload::from(bytes))
-                .await
-                .map_err(|e| self.err("PUT", path, e))?;
+            self.put(path, bytes).await?;
             report(&options.progress, n);
             return Ok((n, hasher.digest()));
         }
@@ -429,11 +383,7 @@ impl Store {
             // finds no upload. Only the claim holder writes here, so an object of the right
             // size at this path is ours (its bytes are checked by readers against the manifest).
             Err(object_store::Error::NotFound { .. })
-                if self
-                    .objects
-                    .head(path)
-                    .await
-                    .is_ok_and(|meta| meta.size == sent) => {}
+                if self.head(path).await.is_ok_and(|meta| meta.size == sent) => {}
             Err(e) => return Err(self.err("PUT", path, e)),
         }
         Ok((sent, hasher.digest()))
@@ -454,29 +404,55 @@ impl Store {
             Err(already_exists(&manifest.dataset, &manifest.version))
         }
     }
+}
 
-    /// Reads and checks `MANIFEST.json` of a version. [`Error::NotFound`] if the version has
-    /// none (it does not exist, or is incomplete).
-    pub async fn manifest(&self, dataset: &str, version: &str) -> Result<Manifest> {
-        let paths = DatasetPaths::new(&self.root, dataset)?;
-        check_name("version", version)?;
-        let path = paths.manifest(version);
-        let bytes = match self.objects.get(&path).await {
-            Ok(r) => r.bytes().await.map_err(|e| self.err("GET", &path, e))?,
-            Err(object_store::Error::NotFound { .. }) => {
-                return Err(Error::NotFound {
-                    what: format!("complete version {version} of {dataset}"),
-                })
-            }
-            Err(e) => return Err(self.err("GET", &path, e)),
-        };
-        Manifest::parse(
-            &bytes,
-            &format!("manifest of {dataset}/{version}"),
-            dataset,
-            version,
-        )
+/// The manifest of `version` with these files, timestamped now.
+fn new_manifest(
+    dataset: &str,
+    version: &str,
+    names: &[String],
+    locals: &[LocalSnapshot],
+) -> Manifest {
+    Manifest {
+        manifest_version: MANIFEST_VERSION,
+        dataset: dataset.to_owned(),
+        version: version.to_owned(),
+        created_at: now_rfc3339(),
+        format_version: snapkv_format::FORMAT_VERSION,
+        published_by: identity(),
+        files: names
+            .iter()
+            .zip(locals)
+            .map(|(name, l)| ManifestFile {
+                name: name.clone(),
+                bytes: l.bytes,
+                xxh3: format_xxh3(l.xxh3),
+                keys: l.keys,
+                built_at: l.metadata.created_at.clone(),
+                builder: l.metadata.builder.clone(),
+            })
+            .collect(),
     }
+}
+
+/// Refuses a manifest readers would refuse as too large (see [`MAX_MANIFEST_BYTES`]), before
+/// anything is written.
+fn check_manifest_size(manifest: &Manifest) -> Result<()> {
+    let size = serde_json::to_vec_pretty(manifest)
+        .expect("serializable")
+        .len() as u64;
+    if size > MAX_MANIFEST_BYTES {
+        return Err(Error::invalid(
+            "files",
+            format!(
+                "the manifest of these {} files would be {size} bytes, over the limit of \
+                 {MAX_MANIFEST_BYTES} bytes: publish fewer files, or files with fewer builder \
+                 parameters",
+                manifest.files.len()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn already_exists(dataset: &str, version: &str) -> Error {

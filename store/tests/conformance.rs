@@ -7,7 +7,10 @@ use common::{Backend, Env};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt, PutPayload};
 use snapkv_format::Metadata;
-use snapkv_store::{Cache, Error, FetchOptions, GcOptions, Poll, PublishOptions, Store};
+use snapkv_store::{
+    Cache, Error, FetchOptions, GcOptions, Poll, PublishOptions, Store, MAX_CLAIM_BYTES,
+    MAX_CURRENT_BYTES, MAX_MANIFEST_BYTES,
+};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -45,6 +48,8 @@ conformance!(
     fetch_refuses_invalid_snapshot_with_matching_manifest,
     fetch_resumes_partial_download,
     fetch_bandwidth_limit,
+    oversized_small_objects_are_corrupt,
+    publish_refuses_a_manifest_over_the_limit,
 );
 
 fn version(v: &str) -> PublishOptions {
@@ -721,6 +726,175 @@ async fn fetch_bandwidth_limit(backend: Backend) {
         "{:?} < {least:?}",
         started.elapsed()
     );
+}
+
+/// Writes `bytes` at `key` under the store's root, through the backend itself.
+async fn put_raw(store: &Store, key: &str, bytes: Vec<u8>) {
+    let (objects, root) = store.raw_objects();
+    let path = ObjectPath::from(format!("{}/{key}", root.as_ref()).trim_start_matches('/'));
+    objects.put(&path, PutPayload::from(bytes)).await.unwrap();
+}
+
+/// Pads a JSON document with trailing spaces to `len` bytes: still valid JSON, only too big.
+fn pad(bytes: &mut Vec<u8>, len: u64) {
+    bytes.resize(len as usize, b' ');
+}
+
+/// Asserts `e` is the corruption error of an object over its size limit.
+fn assert_too_large(e: &Error, object: &str, size: &str, limit: u64) {
+    assert!(matches!(e, Error::Corrupt { .. }), "{e:?}");
+    let text = e.to_string();
+    assert!(text.contains(object), "{text}");
+    assert!(
+        text.contains(&format!("{size} bytes, over the limit of {limit} bytes")),
+        "{text}"
+    );
+}
+
+async fn oversized_small_objects_are_corrupt(backend: Backend) {
+    let env = Env::new(backend, "oversized");
+    let store = env.store();
+    let f = env.snapshot("a.snapkv", 10_000, 1);
+    publish(&store, &[&f], "v1").await;
+
+    // A claim over its limit: the publisher cannot tell who holds the version, and says why.
+    let mut claim = br#"{"version":"v2"}"#.to_vec();
+    pad(&mut claim, MAX_CLAIM_BYTES + 1);
+    put_raw(&store, "ds/versions/v2/PUBLISHING.json", claim).await;
+    let e = store
+        .publish("ds", &[&f], &version("v2"))
+        .await
+        .unwrap_err();
+    let limit = MAX_CLAIM_BYTES;
+    assert_too_large(
+        &e,
+        "ds/versions/v2/PUBLISHING.json",
+        &(limit + 1).to_string(),
+        limit,
+    );
+
+    // A manifest over its limit: readers, fetch and gc refuse it.
+    tamper(&store, "ds/versions/v1/MANIFEST.json", |b| {
+        pad(b, MAX_MANIFEST_BYTES + 1)
+    })
+    .await;
+    let size = (MAX_MANIFEST_BYTES + 1).to_string();
+    let e = store.manifest("ds", "v1").await.unwrap_err();
+    assert_too_large(
+        &e,
+        "ds/versions/v1/MANIFEST.json",
+        &size,
+        MAX_MANIFEST_BYTES,
+    );
+    let cache = Cache::new(env.path("cache"));
+    let e = store
+        .fetch("ds", "v1", &cache, &FetchOptions::default())
+        .await
+        .unwrap_err();
+    assert_too_large(
+        &e,
+        "ds/versions/v1/MANIFEST.json",
+        &size,
+        MAX_MANIFEST_BYTES,
+    );
+    assert!(cache.versions("ds").unwrap().is_empty());
+    let e = store.versions("ds").await.unwrap_err();
+    assert_too_large(
+        &e,
+        "ds/versions/v1/MANIFEST.json",
+        &size,
+        MAX_MANIFEST_BYTES,
+    );
+
+    // CURRENT over its limit: polling refuses it, also after a change.
+    let Poll::Changed(before) = store.poll_current("ds", None).await.unwrap() else {
+        panic!("CURRENT exists");
+    };
+    tamper(&store, "ds/CURRENT", |b| pad(b, MAX_CURRENT_BYTES + 1)).await;
+    let size = (MAX_CURRENT_BYTES + 1).to_string();
+    for known in [None, Some(&before.tag)] {
+        let e = store.poll_current("ds", known).await.unwrap_err();
+        assert_too_large(&e, "ds/CURRENT", &size, MAX_CURRENT_BYTES);
+        assert!(e.to_string().starts_with("CURRENT object "), "{e}");
+    }
+    // Exactly at the limit is fine.
+    tamper(&store, "ds/CURRENT", |b| {
+        b.truncate(b.iter().rposition(|c| *c == b'}').unwrap() + 1);
+        pad(b, MAX_CURRENT_BYTES);
+    })
+    .await;
+    assert_eq!(current_version(&store).await.as_deref(), Some("v1"));
+}
+
+async fn publish_refuses_a_manifest_over_the_limit(backend: Backend) {
+    let env = Env::new(backend, "manifest-limit");
+    let store = env.store();
+    let mut meta = Metadata::default();
+    meta.builder.insert(
+        "notes".into(),
+        "x".repeat(MAX_MANIFEST_BYTES as usize).into(),
+    );
+    let file = env.path("a.snapkv");
+    common::write_snapshot(&file, 10_000, 1, meta);
+    let e = store
+        .publish("ds", &[&file], &version("v1"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Invalid { .. }), "{e:?}");
+    assert!(e.to_string().contains("over the limit of"), "{e}");
+    // Refused before anything was written.
+    assert!(store.versions("ds").await.unwrap().is_empty());
+}
+
+/// On a local directory, huge (sparse) small objects are refused from their size alone: reading
+/// any of them whole would need a terabyte of memory.
+#[tokio::test]
+async fn huge_small_objects_are_not_read() {
+    let env = Env::new(Backend::Local, "huge");
+    let store = env.store();
+    let f = env.snapshot("a.snapkv", 10_000, 1);
+    publish(&store, &[&f], "v1").await;
+    const HUGE: u64 = 1 << 40;
+    let grow = |key: &str| {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(env.path("store").join(key))
+            .unwrap();
+        file.set_len(HUGE).unwrap();
+    };
+    let huge = HUGE.to_string();
+
+    std::fs::create_dir_all(env.path("store/ds/versions/v2")).unwrap();
+    grow("ds/versions/v2/PUBLISHING.json");
+    let e = store
+        .publish("ds", &[&f], &version("v2"))
+        .await
+        .unwrap_err();
+    assert_too_large(&e, "ds/versions/v2/PUBLISHING.json", &huge, MAX_CLAIM_BYTES);
+
+    grow("ds/versions/v1/MANIFEST.json");
+    let e = store.manifest("ds", "v1").await.unwrap_err();
+    assert_too_large(
+        &e,
+        "ds/versions/v1/MANIFEST.json",
+        &huge,
+        MAX_MANIFEST_BYTES,
+    );
+    let mut gc = GcOptions::default();
+    gc.keep = 1;
+    let e = store.gc("ds", &gc).await.unwrap_err();
+    assert_too_large(
+        &e,
+        "ds/versions/v1/MANIFEST.json",
+        &huge,
+        MAX_MANIFEST_BYTES,
+    );
+
+    grow("ds/CURRENT");
+    let e = store.current("ds").await.unwrap_err();
+    assert_too_large(&e, "CURRENT object ds/CURRENT", &huge, MAX_CURRENT_BYTES);
 }
 
 #[tokio::test]
