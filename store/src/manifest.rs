@@ -55,14 +55,20 @@ pub struct ManifestFile {
 }
 
 impl Manifest {
-    /// Total size of the files.
+    /// Total size of the files. A manifest read from a store was checked to have a total that
+    /// fits in a `u64`; one built or changed otherwise saturates at `u64::MAX`.
     pub fn total_bytes(&self) -> u64 {
-        self.files.iter().map(|f| f.bytes).sum()
+        self.files
+            .iter()
+            .fold(0u64, |total, f| total.saturating_add(f.bytes))
     }
 
-    /// Total number of keys.
+    /// Total number of keys. A manifest read from a store was checked to have a total that
+    /// fits in a `u64`; one built or changed otherwise saturates at `u64::MAX`.
     pub fn total_keys(&self) -> u64 {
-        self.files.iter().map(|f| f.keys).sum()
+        self.files
+            .iter()
+            .fold(0u64, |total, f| total.saturating_add(f.keys))
     }
 
     /// The file called `name`.
@@ -106,6 +112,19 @@ impl Manifest {
             if parse_xxh3(&f.xxh3).is_none() {
                 return bad(format!("bad checksum {:?} of {}", f.xxh3, f.name));
             }
+        }
+        // The numbers are untrusted: their totals must be representable.
+        let fits = |field: fn(&ManifestFile) -> u64| {
+            m.files
+                .iter()
+                .try_fold(0u64, |total, f| total.checked_add(field(f)))
+                .is_some()
+        };
+        if !fits(|f| f.bytes) {
+            return bad("the files' sizes add up to more than 2^64 - 1 bytes".into());
+        }
+        if !fits(|f| f.keys) {
+            return bad("the files' key counts add up to more than 2^64 - 1".into());
         }
         Ok(m)
     }
@@ -297,6 +316,40 @@ mod tests {
         bad_sum.files[0].xxh3 = "ABC".into();
         let bytes = serde_json::to_vec(&bad_sum).unwrap();
         assert!(Manifest::parse(&bytes, "m", "scores", "v1").is_err());
+    }
+
+    #[test]
+    fn totals_that_overflow_are_corrupt() {
+        let mut m = manifest();
+        let mut second = m.files[0].clone();
+        second.name = "b.snapkv".into();
+        m.files.push(second);
+        let parse = |m: &Manifest| {
+            let bytes = serde_json::to_vec(m).unwrap();
+            Manifest::parse(&bytes, "m", "scores", "v1")
+        };
+        m.files[0].bytes = u64::MAX - 10;
+        m.files[1].bytes = 10;
+        assert_eq!(parse(&m).unwrap().total_bytes(), u64::MAX);
+
+        m.files[0].bytes = u64::MAX;
+        m.files[1].bytes = u64::MAX;
+        let e = parse(&m).unwrap_err();
+        assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "m is corrupt: the files' sizes add up to more than 2^64 - 1 bytes"
+        );
+        // Built by hand rather than parsed: the totals saturate instead of overflowing.
+        assert_eq!(m.total_bytes(), u64::MAX);
+
+        m.files[0].bytes = 1;
+        m.files[1].bytes = 1;
+        m.files[0].keys = u64::MAX;
+        m.files[1].keys = 1;
+        let e = parse(&m).unwrap_err();
+        assert!(e.to_string().contains("key counts add up"), "{e}");
+        assert_eq!(m.total_keys(), u64::MAX);
     }
 
     #[test]
