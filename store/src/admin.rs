@@ -1,8 +1,8 @@
-//! Listing versions, rolling back, and collecting garbage.
+//! Listing datasets and versions, rolling back, and collecting garbage.
 
 use crate::current::Swap;
 use crate::error::{Error, Result};
-use crate::layout::{check_name, DatasetPaths};
+use crate::layout::{check_name, DatasetPaths, CURRENT, VERSIONS};
 use crate::manifest::{Manifest, Pointer};
 use crate::objects::Cap;
 use crate::Store;
@@ -91,6 +91,43 @@ impl Store {
                 version,
                 manifest,
             })
+            .collect())
+    }
+
+    /// The datasets of this store, sorted: the folders directly under the root whose names
+    /// are valid dataset names and that hold a `CURRENT` or a `versions/` folder (a dataset
+    /// whose first publish is under way has only the latter). One listing of the root, then
+    /// one of each such folder, up to 8 at once.
+    pub async fn datasets(&self) -> Result<Vec<String>> {
+        let mut names: Vec<String> = self
+            .list_subfolders(&self.root)
+            .await?
+            .into_iter()
+            .filter(|d| check_name("dataset name", d).is_ok())
+            .collect();
+        names.sort();
+        let found: Vec<bool> = futures_util::stream::iter(names.iter())
+            .map(|d| async move {
+                let listing = self
+                    .list_folder(&DatasetPaths::new(&self.root, d)?.folder())
+                    .await?;
+                let current = listing
+                    .objects
+                    .iter()
+                    .any(|o| o.location.filename() == Some(CURRENT));
+                let versions = listing
+                    .common_prefixes
+                    .iter()
+                    .any(|p| p.filename() == Some(VERSIONS));
+                Ok::<_, Error>(current || versions)
+            })
+            .buffered(8)
+            .try_collect()
+            .await?;
+        Ok(names
+            .into_iter()
+            .zip(found)
+            .filter_map(|(name, found)| found.then_some(name))
             .collect())
     }
 

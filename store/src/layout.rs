@@ -76,6 +76,11 @@ impl DatasetPaths {
         })
     }
 
+    /// The dataset's folder.
+    pub(crate) fn folder(&self) -> ObjectPath {
+        self.dataset.clone()
+    }
+
     pub(crate) fn current(&self) -> ObjectPath {
         self.dataset.clone().join(CURRENT)
     }

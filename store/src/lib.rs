@@ -14,7 +14,7 @@
 //! ```
 //!
 //! The batch side calls [`Store::publish`], [`Store::versions`], [`Store::rollback`] and
-//! [`Store::gc`]. Readers call [`Store::poll_current`] (a conditional GET), then
+//! [`Store::gc`]; [`Store::datasets`] lists the datasets of a store. Readers call [`Store::poll_current`] (a conditional GET), then
 //! [`Store::fetch`] to download a version into a [`Cache`] directory, verified, read-only and
 //! renamed into place; [`Cache::versions`] lists what is complete there without any storage.
 //!

@@ -48,6 +48,7 @@ conformance!(
     fetch_refuses_invalid_snapshot_with_matching_manifest,
     fetch_resumes_partial_download,
     fetch_bandwidth_limit,
+    datasets_are_the_folders_with_current_or_versions,
     oversized_small_objects_are_corrupt,
     publish_refuses_a_manifest_over_the_limit,
 );
@@ -751,6 +752,33 @@ fn assert_too_large(e: &Error, object: &str, size: &str, limit: u64) {
     );
 }
 
+async fn datasets_are_the_folders_with_current_or_versions(backend: Backend) {
+    let env = Env::new(backend, "datasets");
+    let store = env.store();
+    assert!(store.datasets().await.unwrap().is_empty());
+    let f = env.snapshot("a.snapkv", 10_000, 1);
+    for ds in ["scores", "b-2", "A.x"] {
+        store.publish(ds, &[&f], &version("v1")).await.unwrap();
+    }
+    // A first publish under way has a version folder and no CURRENT yet.
+    put_raw(&store, "fresh/versions/v1/PUBLISHING.json", b"{}".to_vec()).await;
+    // Neither a CURRENT nor a versions/ folder, an invalid name, a loose object: not datasets.
+    put_raw(&store, "stray/notes.txt", b"x".to_vec()).await;
+    put_raw(&store, "stray/old/versions/v1/a", b"x".to_vec()).await;
+    put_raw(&store, "_hidden/CURRENT", b"{}".to_vec()).await;
+    put_raw(&store, "README", b"x".to_vec()).await;
+    let expected = ["A.x", "b-2", "fresh", "scores"];
+    assert_eq!(store.datasets().await.unwrap(), expected);
+    assert_eq!(env.store().datasets().await.unwrap(), expected);
+    // gc never leaves a dataset without its current version: it stays listed.
+    let mut gc = GcOptions::default();
+    gc.keep = 1;
+    gc.grace = Duration::ZERO;
+    store.gc("scores", &gc).await.unwrap();
+    store.gc("fresh", &gc).await.unwrap();
+    assert_eq!(store.datasets().await.unwrap(), ["A.x", "b-2", "scores"]);
+}
+
 async fn oversized_small_objects_are_corrupt(backend: Backend) {
     let env = Env::new(backend, "oversized");
     let store = env.store();
@@ -844,6 +872,7 @@ async fn publish_refuses_a_manifest_over_the_limit(backend: Backend) {
     assert!(e.to_string().contains("over the limit of"), "{e}");
     // Refused before anything was written.
     assert!(store.versions("ds").await.unwrap().is_empty());
+    assert!(store.datasets().await.unwrap().is_empty());
 }
 
 /// On a local directory, huge (sparse) small objects are refused from their size alone: reading
