@@ -2,35 +2,13 @@
 
 mod common;
 
-use common::{client, client_builder, write_snapshot, Server};
+use common::{client, client_builder, dataset, value_of, write_snapshot, Server};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn value_of(version: &str, key: &str) -> String {
-    format!("{{\"v\":\"{version}\",\"k\":\"{key}\"}}")
-}
-
-/// A dataset with keys k0000..k(n-1), some with `/` and spaces, values naming their version.
-fn dataset(version: &str, n: usize) -> Vec<(String, String)> {
-    let mut rows: Vec<(String, String)> = (0..n)
-        .map(|i| format!("k{i:04}"))
-        .chain([
-            "dir/a b".to_string(),
-            "dir/x%y".to_string(),
-            "ünï".to_string(),
-        ])
-        .map(|k| {
-            let v = value_of(version, &k);
-            (k, v)
-        })
-        .collect();
-    rows.sort();
-    rows
-}
 
 fn error_code(resp: reqwest::blocking::Response) -> (StatusCode, String) {
     let status = resp.status();
@@ -48,22 +26,45 @@ fn error_code(resp: reqwest::blocking::Response) -> (StatusCode, String) {
 /// finished. Each answer must succeed and agree with the version it names.
 struct Hammer {
     stop: Arc<AtomicBool>,
+    /// Requests answered so far, by all threads.
+    answered: Arc<std::sync::atomic::AtomicU64>,
     threads: Vec<std::thread::JoinHandle<(u64, BTreeSet<String>)>>,
 }
 
 impl Hammer {
     fn start(url: &str, threads: u64, keys: u64) -> Hammer {
         let stop = Arc::new(AtomicBool::new(false));
+        let answered = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let threads = (0..threads)
             .map(|w| {
-                let (url, stop) = (url.to_owned(), stop.clone());
-                std::thread::spawn(move || Hammer::run(&url, w, keys, &stop))
+                let (url, stop, answered) = (url.to_owned(), stop.clone(), answered.clone());
+                std::thread::spawn(move || Hammer::run(&url, w, keys, &stop, &answered))
             })
             .collect();
-        Hammer { stop, threads }
+        Hammer {
+            stop,
+            answered,
+            threads,
+        }
     }
 
-    fn run(url: &str, w: u64, keys: u64, stop: &AtomicBool) -> (u64, BTreeSet<String>) {
+    /// Waits until the clients had `n` more answers (at most 30 s).
+    fn wait_answers(&self, n: u64) {
+        let target = self.answered.load(Ordering::Relaxed) + n;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while self.answered.load(Ordering::Relaxed) < target {
+            assert!(std::time::Instant::now() < deadline, "the clients stalled");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn run(
+        url: &str,
+        w: u64,
+        keys: u64,
+        stop: &AtomicBool,
+        answered: &std::sync::atomic::AtomicU64,
+    ) -> (u64, BTreeSet<String>) {
         let c = client();
         let mut seen = BTreeSet::new();
         let mut n = 0u64;
@@ -113,6 +114,7 @@ impl Hammer {
                 }
             };
             seen.insert(version);
+            answered.fetch_add(1, Ordering::Relaxed);
         }
         (n, seen)
     }
@@ -380,14 +382,14 @@ fn swaps_under_load_without_failed_or_mixed_answers() {
         "50ms",
     ]);
     let hammer = Hammer::start(&server.url, 3, 2000);
-    std::thread::sleep(Duration::from_millis(300));
+    hammer.wait_answers(100);
     for v in ["v2", "v3"] {
         let tmp = dir.path().join(format!("{v}.tmp"));
         write_snapshot(&tmp, v, &dataset(v, 2000), true);
         std::fs::rename(&tmp, &path).unwrap();
         let info = wait_for_version(&server.url, v);
         assert!(info["previous_version"].is_string());
-        std::thread::sleep(Duration::from_millis(300));
+        hammer.wait_answers(100);
     }
     // A corrupt file replaces the good one: refused, v3 stays served, the error shows.
     let tmp = dir.path().join("bad.tmp");
@@ -416,12 +418,33 @@ fn swaps_under_load_without_failed_or_mixed_answers() {
         text.contains("snapkv_sync_last_success{dataset=\"d\"} 0"),
         "{text}"
     );
-    // The file disappears altogether: still serving.
+    // The file disappears altogether: still serving, and the error says so.
     std::fs::remove_file(&path).unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let info: Value = c
+            .get(format!("{}/v1/datasets/d", server.url))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        if info["sync"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("No such file"))
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{info}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    hammer.wait_answers(100);
     let (total, versions) = hammer.finish();
-    assert!(total > 100, "only {total} requests");
-    assert!(versions.len() >= 2, "clients saw only {versions:?}");
+    assert!(total > 500, "only {total} requests");
+    assert_eq!(
+        versions,
+        ["v1", "v2", "v3"].map(String::from).into(),
+        "clients saw {versions:?}"
+    );
     let r = c
         .get(format!("{}/v1/datasets/d/keys/k0001", server.url))
         .send()
@@ -564,16 +587,26 @@ fn follows_a_store_through_publishes_restarts_and_corruption() {
     wait_for_version(&server.url, "v1");
 
     let hammer = Hammer::start(&server.url, 2, 1000);
+    hammer.wait_answers(50);
     for v in ["v2", "v3"] {
         publish(&store, &file(v), v);
         wait_for_version(&server.url, v);
+        hammer.wait_answers(50);
     }
     let (n, seen) = hammer.finish();
-    assert!(n > 20 && seen.len() >= 2, "{n} requests saw {seen:?}");
+    assert_eq!(
+        seen,
+        ["v1", "v2", "v3"].map(String::from).into(),
+        "{n} requests"
+    );
     assert!(server.terminate().success());
     // Only the served version and the previous one stay in the cache.
-    let cached: Vec<_> = std::fs::read_dir(cache.join("d")).unwrap().collect();
-    assert!(cached.len() <= 3, "{cached:?}");
+    let mut cached: Vec<_> = std::fs::read_dir(cache.join("d"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    cached.sort();
+    assert_eq!(cached, ["v2", "v3"], "{cached:?}");
 
     // Restart with the store gone: the cached v3 is served at once; the sync error shows.
     let gone = dir.path().join("no-such-store");
@@ -604,10 +637,17 @@ fn follows_a_store_through_publishes_restarts_and_corruption() {
         .unwrap();
     assert_eq!(r.text().unwrap(), value_of("v3", "k0001"));
     // The same failure at every 50 ms poll is logged after 1, 2, 4, 8, ... failures only.
-    std::thread::sleep(Duration::from_millis(1500));
-    let failures = wait_for_error(&server.url)["sync"]["failures"]
-        .as_u64()
-        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let failures = loop {
+        let failures = wait_for_error(&server.url)["sync"]["failures"]
+            .as_u64()
+            .unwrap();
+        if failures >= 20 {
+            break failures;
+        }
+        assert!(std::time::Instant::now() < deadline, "{failures} failures");
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert!(server.terminate().success());
     let warnings = warnings.join().unwrap() as u64;
     assert!(failures >= 10, "{failures} failures");
@@ -670,15 +710,19 @@ fn follows_an_s3_store_under_load() {
     let mut server = Server::start(&args);
     wait_for_version(&server.url, "v1");
     let hammer = Hammer::start(&server.url, 2, 1000);
+    hammer.wait_answers(50);
     for v in ["v2", "v3"] {
         publish_to(&store, &options, &file(v), v);
         let info = wait_for_version(&server.url, v);
         assert!(info["sync"]["last_error"].is_null(), "{info}");
-        std::thread::sleep(Duration::from_millis(200));
+        hammer.wait_answers(50);
     }
     let (n, seen) = hammer.finish();
-    assert!(n > 20 && seen.len() >= 2, "{n} requests saw {seen:?}");
-    assert!(seen.contains("v3"), "{seen:?}");
+    assert_eq!(
+        seen,
+        ["v1", "v2", "v3"].map(String::from).into(),
+        "{n} requests"
+    );
     assert!(server.terminate().success());
 }
 
@@ -732,6 +776,11 @@ fn demo_builds_publishes_serves_and_reuses() {
 /// Runs `snapkv serve --listen 127.0.0.1:0 ARGS` at level info with `env` set, through one
 /// lookup and a SIGTERM; returns what it wrote to stderr, line by line.
 fn serve_logs(args: &[&str], env: &[(&str, &str)]) -> Vec<String> {
+    serve_output(args, env).1
+}
+
+/// As [`serve_logs`], with the first line the server printed on stdout.
+fn serve_output(args: &[&str], env: &[(&str, &str)]) -> (String, Vec<String>) {
     let mut all = vec!["serve", "--listen", "127.0.0.1:0"];
     all.extend_from_slice(args);
     let mut server = Server::spawn_with(&all, |c| {
@@ -753,8 +802,9 @@ fn serve_logs(args: &[&str], env: &[(&str, &str)]) -> Vec<String> {
         .send()
         .unwrap();
     assert_eq!(r.status(), 200);
+    let first = server.first_line.clone();
     assert!(server.terminate().success());
-    lines.join().unwrap()
+    (first, lines.join().unwrap())
 }
 
 /// Every line parsed as a JSON log event with a timestamp, a level and a message.
@@ -780,7 +830,14 @@ fn json_logs_are_one_object_per_line() {
     write_snapshot(&path, "v1", &dataset("v1", 10), true);
     let file = format!("d={}", path.display());
 
-    let events = json_events(&serve_logs(&["--log-format", "json", "--file", &file], &[]));
+    let (stdout, stderr) = serve_output(&["--log-format", "json", "--file", &file], &[]);
+    // The address line on stdout is JSON too.
+    let listening: Value = serde_json::from_str(&stdout).unwrap();
+    assert!(listening["listening"]
+        .as_str()
+        .unwrap()
+        .starts_with("http://127.0.0.1:"));
+    let events = json_events(&stderr);
     let messages: Vec<&str> = events
         .iter()
         .filter_map(|e| e["message"].as_str())

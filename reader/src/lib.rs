@@ -13,14 +13,17 @@
 //! # Ok::<(), snapkv_reader::OpenError>(())
 //! ```
 
-mod http;
+mod api;
+mod conn;
 mod metrics;
 mod mmap;
 mod registry;
 mod server;
+mod sync;
 mod time;
 
-pub use server::{run, Config, Limits, ServeError, Source};
+pub use server::{run, Config, Limits, ServeError};
+pub use sync::Source;
 
 use snapkv_format::{OpenOptions, Snapshot};
 use std::path::{Path, PathBuf};

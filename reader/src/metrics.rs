@@ -2,7 +2,6 @@
 //! and per dataset gauges refreshed at scrape time.
 
 use crate::registry::Dataset;
-use crate::time::parse_rfc3339;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -205,16 +204,10 @@ impl Metrics {
                 .get_or_create(&ds)
                 .set((c.file_bytes + previous_bytes) as i64);
             self.loaded_at.get_or_create(&ds).set(secs(c.loaded_at));
-            let built = c
-                .snapshot
-                .metadata()
-                .created_at
-                .as_deref()
-                .and_then(parse_rfc3339);
-            if let Some(built) = built {
-                let age = SystemTime::now().duration_since(built).unwrap_or_default();
-                self.build_age.get_or_create(&ds).set(age.as_secs_f64());
-            }
+            let age = SystemTime::now()
+                .duration_since(c.built_at)
+                .unwrap_or_default();
+            self.build_age.get_or_create(&ds).set(age.as_secs_f64());
             let cache = c.snapshot.cache_stats();
             let lookups = cache.hits + cache.misses;
             if lookups > 0 {
@@ -228,5 +221,55 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// The Prometheus text format (0.0.4) of an OpenMetrics exposition: no `# EOF` line, and a
+/// counter's `# HELP`/`# TYPE` lines name its `_total` samples, as 0.0.4 parsers expect.
+pub(crate) fn to_prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let comment = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+        match comment {
+            Some((p, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                if counters.contains(name) {
+                    out.push_str(&format!("{p}{name}_total {tail}"));
+                } else {
+                    out.push_str(line);
+                }
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_text_names_counter_samples() {
+        let om = "# HELP snapkv_lookups Key lookups.\n# TYPE snapkv_lookups counter\n\
+                  snapkv_lookups_total{result=\"hit\"} 3\n# HELP snapkv_keys Keys.\n\
+                  # TYPE snapkv_keys gauge\nsnapkv_keys 7\n# EOF\n";
+        assert_eq!(
+            to_prometheus_text(om),
+            "# HELP snapkv_lookups_total Key lookups.\n# TYPE snapkv_lookups_total counter\n\
+             snapkv_lookups_total{result=\"hit\"} 3\n# HELP snapkv_keys Keys.\n\
+             # TYPE snapkv_keys gauge\nsnapkv_keys 7\n"
+        );
     }
 }

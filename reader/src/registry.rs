@@ -19,11 +19,26 @@ pub(crate) struct Loaded {
     pub json: bool,
     pub path: PathBuf,
     pub file_bytes: u64,
+    /// Blocks in the file (counted once at load: the dataset info must not walk the block
+    /// table per request).
+    pub block_count: u64,
+    /// When the snapshot was built: its metadata's `created_at`, else the time it was published
+    /// (store sources) or the file's modification time (file sources). Always set, so the
+    /// build age metric never disappears.
+    pub built_at: SystemTime,
     pub loaded_at: SystemTime,
     /// Versions the server manages (downloaded into its cache dir) are removed once no request,
     /// value or slot holds them any more; files named by the user are never removed.
     release: Option<CachedRelease>,
     released: AtomicBool,
+}
+
+/// What a snapshot's metadata may leave out, and where the server takes it from instead.
+pub(crate) struct Fallback {
+    /// The version label: the store's version name, or the file's modification time.
+    pub version: String,
+    /// The build time: the version's publish time, or the file's modification time.
+    pub built_at: SystemTime,
 }
 
 /// A cached version to remove from the cache directory when released.
@@ -35,14 +50,22 @@ pub(crate) struct CachedRelease {
 
 impl Drop for Loaded {
     fn drop(&mut self) {
-        let Some(r) = &self.release else { return };
-        if self.released.load(Ordering::Acquire) {
-            // Unlinking a mapped file is safe: the mapping keeps the inode until it goes, and
-            // it goes with `snapshot`, right here. Failure only leaves a directory for the next
-            // start-up's clean-up.
+        let Some(r) = self.release.take() else { return };
+        if !self.released.load(Ordering::Acquire) {
+            return;
+        }
+        // Unlinking a mapped file is safe: the mapping keeps the inode until it goes. Removing
+        // a multi-GB version is blocking file-system work, and the last holder is often a
+        // request on an async worker: it runs on the blocking pool when there is a runtime.
+        // Failure only leaves a directory for the next start-up's clean-up.
+        let remove = move || {
             if let Err(e) = r.cache.remove(&r.dataset, &r.version) {
                 tracing::warn!(dataset = %r.dataset, version = %r.version, error = %e, "cannot remove an old version");
             }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(remove)),
+            Err(_) => remove(),
         }
     }
 }
@@ -58,7 +81,7 @@ impl Loaded {
     pub fn open(
         path: &Path,
         cache_bytes: usize,
-        fallback_version: &str,
+        fallback: Fallback,
         release: Option<CachedRelease>,
         verified: bool,
     ) -> Result<Loaded, crate::OpenError> {
@@ -80,7 +103,13 @@ impl Loaded {
         let version = meta
             .version
             .clone()
-            .unwrap_or_else(|| fallback_version.to_owned());
+            .unwrap_or_else(|| fallback.version.clone());
+        let built_at = meta
+            .created_at
+            .as_deref()
+            .and_then(crate::time::parse_rfc3339)
+            .unwrap_or(fallback.built_at);
+        let block_count = snapshot.stats().map_or(0, |s| s.block_count);
         let json = meta.value_encoding == ValueEncoding::Json;
         let content_type = meta.content_type.clone().unwrap_or_else(|| {
             if json {
@@ -100,6 +129,8 @@ impl Loaded {
             json,
             path: path.to_owned(),
             file_bytes: std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+            block_count,
+            built_at,
             loaded_at: SystemTime::now(),
             snapshot,
             release,
@@ -139,8 +170,8 @@ pub(crate) struct Dataset {
 }
 
 impl Dataset {
-    pub fn new(name: String, source: String, metrics: &crate::metrics::Metrics) -> Dataset {
-        let (hits, misses) = metrics.lookup_counters(&name);
+    /// A dataset with nothing loaded yet; `hits` and `misses` count its key lookups.
+    pub fn new(name: String, source: String, hits: Counter, misses: Counter) -> Dataset {
         Dataset {
             hits,
             misses,
@@ -194,12 +225,21 @@ impl Dataset {
                 // A store that stays down would otherwise log once per poll: a new error is
                 // logged at once, a repeated one after 1, 2, 4, 8, ... failures in a row.
                 if s.last_error.as_deref() != Some(e.as_str()) || s.streak.is_power_of_two() {
-                    tracing::warn!(
-                        dataset = %self.name,
-                        error = %e,
-                        failures = s.streak,
-                        "sync failed; serving the version it has"
-                    );
+                    match self.current.load().as_ref() {
+                        Some(c) => tracing::warn!(
+                            dataset = %self.name,
+                            error = %e,
+                            failures = s.streak,
+                            serving = %c.version,
+                            "sync failed; still serving the version loaded before"
+                        ),
+                        None => tracing::warn!(
+                            dataset = %self.name,
+                            error = %e,
+                            failures = s.streak,
+                            "sync failed; nothing to serve yet, not ready"
+                        ),
+                    }
                 }
                 s.last_error = Some(e);
                 s.failures += 1;
@@ -214,9 +254,8 @@ impl Dataset {
             .clone()
     }
 
-    /// The dataset's description for `/v1/datasets/{ds}`.
-    pub fn info(&self) -> serde_json::Value {
-        let current = self.current.load_full();
+    /// The dataset's description for `/v1/datasets/{ds}`, with `current` as its version.
+    pub fn info(&self, current: Option<Arc<Loaded>>) -> serde_json::Value {
         let previous = self.previous.load_full();
         let status = self.status();
         let t = |t: Option<SystemTime>| t.map(rfc3339);
@@ -234,13 +273,12 @@ impl Dataset {
         });
         if let Some(c) = current {
             let m = c.snapshot.metadata();
-            let s = c.snapshot.stats().ok();
             v["version"] = c.version.clone().into();
             v["keys"] = c.snapshot.len().into();
             v["file"] = c.path.display().to_string().into();
             v["file_bytes"] = c.file_bytes.into();
-            v["blocks"] = s.map(|s| s.block_count).into();
-            v["built_at"] = m.created_at.clone().into();
+            v["blocks"] = c.block_count.into();
+            v["built_at"] = rfc3339(c.built_at).into();
             v["loaded_at"] = rfc3339(c.loaded_at).into();
             v["content_type"] = c.content_type.to_str().unwrap_or_default().into();
             v["metadata"] = serde_json::to_value(m).unwrap_or_default();

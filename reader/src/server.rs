@@ -1,18 +1,21 @@
-//! The server: accept loop, connection cap, per-connection tasks, sync loops, graceful drain.
+//! The server: accept loop, connection cap, per-connection tasks with timeouts, graceful drain.
 
+use crate::api::State;
+use crate::conn::{Activity, Tracked};
 use crate::metrics::Metrics;
-use crate::registry::{Dataset, Loaded};
+use crate::registry::Dataset;
+use crate::sync::Source;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
-/// Request limits. Every one has a default and a `snapkv serve` flag.
+/// Request and connection limits. Every one has a default and a `snapkv serve` flag.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Limits {
@@ -26,10 +29,26 @@ pub struct Limits {
     pub max_scan_limit: usize,
     /// Scan page size when `limit` is not given. Default: 100.
     pub default_scan_limit: usize,
-    /// Time a client has to send a request's headers. Default: 10 s.
+    /// Largest mget or scan answer: an mget over it is refused, a scan page ends early with a
+    /// cursor (a page always holds at least one entry). Default: 16 MiB.
+    pub max_response_bytes: usize,
+    /// Time a client has to send a request's headers, counted from the connection's start for
+    /// its first request. Default: 10 s.
     pub header_read_timeout: Duration,
+    /// Time a client has to send a request body. Default: 10 s.
+    pub body_read_timeout: Duration,
+    /// A connection on which nothing was read or written for this long is closed (HTTP/2
+    /// with GOAWAY); this also bounds clients that stop reading their answer. Default: 60 s.
+    pub idle_timeout: Duration,
     /// Most connections served at once; more wait to be accepted. Default: 4096.
     pub max_connections: usize,
+    /// Most requests answered at once over all connections (HTTP/2 multiplexes many on one
+    /// connection); more are refused with 503. Default: 512.
+    pub max_in_flight: usize,
+    /// Longest request target (path and query). Default: 8 KiB.
+    pub max_uri_bytes: usize,
+    /// Most bytes of request headers (names and values). Default: 16 KiB.
+    pub max_header_bytes: usize,
 }
 
 impl Default for Limits {
@@ -40,46 +59,14 @@ impl Default for Limits {
             max_mget_keys: 1000,
             max_scan_limit: 1000,
             default_scan_limit: 100,
+            max_response_bytes: 16 << 20,
             header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
             max_connections: 4096,
-        }
-    }
-}
-
-/// Where a dataset's snapshots come from.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub enum Source {
-    /// A local snapshot file, reloaded when the path is replaced by a new file.
-    File {
-        /// Dataset name.
-        name: String,
-        /// The snapshot file.
-        path: PathBuf,
-    },
-    /// A dataset in a store: its `CURRENT` version is fetched into `cache`, verified, and
-    /// served. On start, the newest complete version already in `cache` is served at once.
-    Store {
-        /// Dataset name (in the store, and as served).
-        name: String,
-        /// The store.
-        store: snapkv_store::Store,
-        /// The local cache directory.
-        cache: snapkv_store::Cache,
-    },
-}
-
-impl Source {
-    fn name(&self) -> &str {
-        match self {
-            Source::File { name, .. } | Source::Store { name, .. } => name,
-        }
-    }
-
-    fn describe(&self) -> String {
-        match self {
-            Source::File { path, .. } => format!("file:{}", path.display()),
-            Source::Store { store, .. } => store.url().to_owned(),
+            max_in_flight: 512,
+            max_uri_bytes: 8 << 10,
+            max_header_bytes: 16 << 10,
         }
     }
 }
@@ -123,16 +110,16 @@ pub enum ServeError {
     /// No dataset to serve.
     #[error("nothing to serve: give at least one source")]
     NoSources,
+    /// A limit is out of range.
+    #[error("bad limit: {0}")]
+    BadLimit(String),
     /// Accepting connections failed.
     #[error("cannot accept connections")]
     Io(#[from] std::io::Error),
 }
 
-pub(crate) struct State {
-    pub datasets: BTreeMap<String, Arc<Dataset>>,
-    pub limits: Limits,
-    pub metrics: Metrics,
-}
+/// How long a connection closed for idleness may take to finish what it was writing.
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Serves the HTTP API on `listener` until `shutdown` completes, then stops accepting, lets
 /// in-flight requests finish (up to the drain timeout) and returns.
@@ -147,48 +134,44 @@ pub async fn run(
     if config.sources.is_empty() {
         return Err(ServeError::NoSources);
     }
+    let limits = config.limits.clone();
+    if limits.max_connections == 0 || limits.max_connections > Semaphore::MAX_PERMITS {
+        return Err(ServeError::BadLimit(format!(
+            "max connections must be 1 to {}",
+            Semaphore::MAX_PERMITS
+        )));
+    }
+    if limits.max_in_flight == 0 {
+        return Err(ServeError::BadLimit(
+            "max in-flight must be at least 1".into(),
+        ));
+    }
     let metrics = Metrics::new();
     let mut datasets = BTreeMap::new();
     for source in &config.sources {
         let name = source.name().to_owned();
-        let d = Arc::new(Dataset::new(name.clone(), source.describe(), &metrics));
+        let (hits, misses) = metrics.lookup_counters(&name);
+        let d = Arc::new(Dataset::new(name.clone(), source.describe(), hits, misses));
         if datasets.insert(name.clone(), d).is_some() {
             return Err(ServeError::DuplicateDataset(name));
         }
     }
-    let state = Arc::new(State {
-        datasets,
-        limits: config.limits.clone(),
-        metrics,
-    });
+    let state = Arc::new(State::new(datasets, limits.clone(), metrics));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut syncs = Vec::new();
     for source in config.sources.clone() {
         let d = Arc::clone(&state.datasets[source.name()]);
-        let stop = stop_rx.clone();
-        let (interval, cache) = (config.poll_interval, config.cache_bytes);
-        syncs.push(tokio::spawn(async move {
-            match source {
-                Source::File { path, .. } => watch_file(d, path, interval, cache, stop).await,
-                Source::Store {
-                    store, cache: dir, ..
-                } => watch_store(d, store, dir, interval, cache, stop).await,
-            }
-        }));
+        syncs.push(tokio::spawn(crate::sync::follow(
+            source,
+            d,
+            config.poll_interval,
+            config.cache_bytes,
+            stop_rx.clone(),
+        )));
     }
 
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(config.limits.header_read_timeout)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(256);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let connections = Arc::new(Semaphore::new(config.limits.max_connections));
+    let builder = Arc::new(http_builder(&limits));
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -207,29 +190,28 @@ pub async fn run(
             },
             () = &mut shutdown => break,
         };
-        let _ = stream.set_nodelay(true);
-        let state = Arc::clone(&state);
-        let service =
-            hyper::service::service_fn(move |req| crate::http::handle(Arc::clone(&state), req));
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-            drop(permit);
-        });
+        tokio::spawn(serve_connection(
+            stream,
+            permit,
+            Arc::clone(&state),
+            Arc::clone(&builder),
+            stop_rx.clone(),
+            config.drain_timeout,
+        ));
     }
     drop(listener);
     let _ = stop_tx.send(true);
-    tracing::info!(connections = graceful.count(), "draining");
-    if tokio::time::timeout(config.drain_timeout, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("drain timeout: closing the remaining connections");
+    let open = limits.max_connections - connections.available_permits();
+    tracing::info!(connections = open, "draining");
+    // Every connection task holds a permit until it ends, and ends by the drain timeout.
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    let drained = tokio::time::timeout(
+        config.drain_timeout + IDLE_CLOSE_GRACE,
+        connections.acquire_many(all),
+    )
+    .await;
+    if drained.is_err() {
+        tracing::warn!("drain timeout: closed the remaining connections");
     }
     for s in syncs {
         s.abort();
@@ -237,170 +219,88 @@ pub async fn run(
     Ok(())
 }
 
-/// What identifies the file at a path: a replaced file has a new inode, size or mtime.
-fn file_identity(path: &std::path::Path) -> std::io::Result<(u64, u64, u64, SystemTime)> {
-    use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(path)?;
-    Ok((m.dev(), m.ino(), m.len(), m.modified()?))
+fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(true)
+        // A client may shut down its sending side once its request is out and still read
+        // the answer.
+        .half_close(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256);
+    builder
 }
 
-/// Loads the file at `path` and reloads it whenever the path points at a different file.
-async fn watch_file(
-    d: Arc<Dataset>,
-    path: PathBuf,
-    interval: Duration,
-    cache_bytes: usize,
+/// Serves one connection until it ends, the server shuts down (graceful, then closed at the
+/// drain timeout) or the client goes quiet: no request within the header timeout of
+/// connecting, or nothing read or written for the idle timeout.
+async fn serve_connection(
+    stream: TcpStream,
+    permit: OwnedSemaphorePermit,
+    state: Arc<State>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
     mut stop: watch::Receiver<bool>,
+    drain_timeout: Duration,
 ) {
-    let mut last = None;
+    let _permit = permit;
+    let _ = stream.set_nodelay(true);
+    let activity = Arc::new(Activity::new());
+    let io = TokioIo::new(Tracked::new(stream, Arc::clone(&activity)));
+    let service = {
+        let (state, activity) = (Arc::clone(&state), Arc::clone(&activity));
+        hyper::service::service_fn(move |req| {
+            activity.request_started();
+            crate::api::handle(Arc::clone(&state), req)
+        })
+    };
+    let conn = builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    let limits = &state.limits;
+    // Set once the connection was asked to close: then it has until this instant.
+    let mut closing_by: Option<Instant> = None;
     loop {
-        let p = path.clone();
-        let id = tokio::task::spawn_blocking(move || file_identity(&p)).await;
-        match id {
-            Ok(Ok(id)) if Some(id) != last => {
-                last = Some(id);
-                let p = path.clone();
-                // A version label for files without one in their metadata: their mtime.
-                let fallback = format!(
-                    "mtime-{}",
-                    id.3.duration_since(UNIX_EPOCH)
-                        .unwrap_or_default()
-                        .as_secs()
-                );
-                let loaded = tokio::task::spawn_blocking(move || {
-                    Loaded::open(&p, cache_bytes, &fallback, None, false)
-                })
-                .await;
-                match loaded {
-                    Ok(Ok(l)) => {
-                        d.swap(l);
-                        d.record(Ok(()));
-                    }
-                    Ok(Err(e)) => d.record(Err(error_chain(&e))),
-                    Err(e) => d.record(Err(format!("loading task failed: {e}"))),
-                }
-            }
-            Ok(Ok(_)) => d.record(Ok(())),
-            Ok(Err(e)) => d.record(Err(format!("cannot read {}: {e}", path.display()))),
-            Err(e) => d.record(Err(format!("task failed: {e}"))),
-        }
+        let deadline = closing_by.unwrap_or_else(|| {
+            let quiet = if activity.requests() == 0 {
+                limits.header_read_timeout
+            } else {
+                limits.idle_timeout
+            };
+            activity.last() + quiet
+        });
         tokio::select! {
-            () = tokio::time::sleep(interval) => {}
-            _ = stop.changed() => return,
-        }
-    }
-}
-
-/// Opens a cached version off the async workers; it was verified when it was fetched.
-async fn load_cached(
-    cached: snapkv_store::CachedVersion,
-    cache: &snapkv_store::Cache,
-    cache_bytes: usize,
-) -> Result<Loaded, String> {
-    let [file] = cached.manifest.files.as_slice() else {
-        return Err(format!(
-            "version {} has {} files; a served version has exactly one snapshot file",
-            cached.version,
-            cached.manifest.files.len()
-        ));
-    };
-    let path = cached.path(&file.name);
-    let release = crate::registry::CachedRelease {
-        cache: cache.clone(),
-        dataset: cached.dataset.clone(),
-        version: cached.version.clone(),
-    };
-    let version = cached.version.clone();
-    tokio::task::spawn_blocking(move || {
-        Loaded::open(&path, cache_bytes, &version, Some(release), true)
-    })
-    .await
-    .map_err(|e| format!("loading task failed: {e}"))?
-    .map_err(|e| error_chain(&e))
-}
-
-/// Serves the newest complete version in the cache at once (no storage needed), then follows
-/// `CURRENT` in the store: each new version is fetched, verified, opened, warmed and swapped in.
-/// Whatever fails, the dataset keeps serving what it has and tries again at the next poll.
-async fn watch_store(
-    d: Arc<Dataset>,
-    store: snapkv_store::Store,
-    cache: snapkv_store::Cache,
-    interval: Duration,
-    cache_bytes: usize,
-    mut stop: watch::Receiver<bool>,
-) {
-    let name = d.name.clone();
-    let listed = {
-        let (c, n) = (cache.clone(), name.clone());
-        tokio::task::spawn_blocking(move || c.versions(&n)).await
-    };
-    // The store's version names (the cache entries), not the labels inside the files.
-    let mut served: Option<String> = None;
-    if let Ok(Ok(mut versions)) = listed {
-        versions.sort_by(|a, b| a.version.cmp(&b.version));
-        // Versions beyond the newest two are left over from an earlier run.
-        let keep = versions.len().saturating_sub(2);
-        for old in versions.drain(..keep) {
-            let _ = cache.remove(&old.dataset, &old.version);
-        }
-        if let Some(newest) = versions.pop() {
-            let version = newest.version.clone();
-            match load_cached(newest, &cache, cache_bytes).await {
-                Ok(l) => {
-                    tracing::info!(dataset = %name, %version, "serving the cached version");
-                    d.swap(l);
-                    served = Some(version);
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "connection ended with an error");
                 }
-                Err(e) => d.record(Err(e)),
+                return;
             }
-        }
-    }
-    let mut tag: Option<snapkv_store::Tag> = None;
-    loop {
-        let result = match store.poll_current(&name, tag.as_ref()).await {
-            Ok(snapkv_store::Poll::Unchanged) => Ok(()),
-            Ok(snapkv_store::Poll::Missing) => Err(format!(
-                "nothing published for dataset {name:?} in {}",
-                store.url()
-            )),
-            Ok(snapkv_store::Poll::Changed(current)) => {
-                let version = current.pointer.version.clone();
-                if served.as_deref() == Some(version.as_str()) {
-                    tag = Some(current.tag);
-                    Ok(())
+            _ = stop.changed(), if closing_by.is_none() => {
+                // The server is shutting down (or gone): finish what is in flight, then close.
+                conn.as_mut().graceful_shutdown();
+                closing_by = Some(Instant::now() + drain_timeout);
+            }
+            () = tokio::time::sleep_until(deadline) => {
+                if closing_by.is_some() {
+                    tracing::debug!("connection closed: it did not finish in time");
+                    return;
+                }
+                // Activity may have moved the deadline while this timer slept.
+                let quiet = if activity.requests() == 0 {
+                    limits.header_read_timeout
                 } else {
-                    let mut options = snapkv_store::FetchOptions::default();
-                    // Verify downloads through the mapping, not by reading them into memory.
-                    options.open = Arc::new(|p| Ok(crate::open_snapshot(p, &Default::default())?));
-                    match store.fetch(&name, &version, &cache, &options).await {
-                        Ok(cached) => load_cached(cached, &cache, cache_bytes).await.map(|l| {
-                            d.swap(l);
-                            served = Some(version);
-                            tag = Some(current.tag);
-                        }),
-                        Err(e) => Err(error_chain(&e)),
-                    }
+                    limits.idle_timeout
+                };
+                if activity.last() + quiet <= Instant::now() {
+                    tracing::debug!(requests = activity.requests(), "closing a quiet connection");
+                    conn.as_mut().graceful_shutdown();
+                    closing_by = Some(Instant::now() + IDLE_CLOSE_GRACE);
                 }
             }
-            Err(e) => Err(error_chain(&e)),
-        };
-        d.record(result);
-        tokio::select! {
-            () = tokio::time::sleep(interval) => {}
-            _ = stop.changed() => return,
         }
     }
-}
-
-/// `error: cause: cause`, for logs and the dataset info.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(c) = source {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        source = c.source();
-    }
-    s
 }

@@ -8,12 +8,9 @@ pub(crate) fn rfc3339(t: SystemTime) -> String {
     DateTime::<Utc>::from(t).to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-/// Parses an RFC 3339 time in UTC (`Z` or `+00:00`); other offsets give `None`.
+/// Parses an RFC 3339 time with any offset.
 pub(crate) fn parse_rfc3339(s: &str) -> Option<SystemTime> {
-    DateTime::parse_from_rfc3339(s)
-        .ok()
-        .filter(|t| t.offset().local_minus_utc() == 0)
-        .map(SystemTime::from)
+    DateTime::parse_from_rfc3339(s).ok().map(SystemTime::from)
 }
 
 #[cfg(test)]
@@ -31,6 +28,10 @@ mod tests {
             rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)),
             "2000-02-29T00:00:00Z"
         );
-        assert_eq!(parse_rfc3339("2026-11-27T03:15:00+02:00"), None);
+        assert_eq!(
+            parse_rfc3339("2026-11-27T03:15:00+02:00"),
+            parse_rfc3339("2026-11-27T01:15:00Z")
+        );
+        assert_eq!(parse_rfc3339("2026-13-27T03:15:00Z"), None);
     }
 }

@@ -137,7 +137,7 @@ fn write_sample(path: &Path, rows: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(args: Args, log_format: super::LogFormat) -> anyhow::Result<ExitCode> {
     let started = std::time::Instant::now();
     let data = args.dir.join("data");
     let store_dir = args.dir.join("store");
@@ -192,8 +192,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let addr = listener.local_addr()?;
         let dir = args.dir.display();
         let url = format!("http://{addr}/v1/datasets/{DATASET}");
-        println!("listening on http://{addr}");
-        println!(
+        super::print_listening(log_format, addr)?;
+        if log_format == super::LogFormat::Json {
+            let ready = serde_json::json!({
+                "message": "ready",
+                "seconds": started.elapsed().as_secs_f64(),
+                "dataset": format!("{url}"),
+            });
+            println!("{ready}");
+        } else {
+            println!(
             "\nready in {:.1}s. Try:\n\n  curl {url}/keys/SE/t0000042\n  \
              curl -X POST {url}/mget -d '{{\"keys\": [\"SE/t0000042\", \"US/t0000007\", \"XX/none\"]}}'\n  \
              curl '{url}/scan?prefix=JP/t000001&limit=5'\n\n\
@@ -203,7 +211,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
              cargo run --release -- publish {dir}/next.snapkv --store {dir}/store --dataset {DATASET}\n\n\
              Ctrl-C stops the server.",
             started.elapsed().as_secs_f64()
-        );
+            );
+        }
         use std::io::Write;
         std::io::stdout().flush()?;
         snapkv_reader::run(listener, config, super::serve::shutdown_signal()).await?;

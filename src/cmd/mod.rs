@@ -63,8 +63,11 @@ pub enum LogFormat {
 /// Logs to stderr in `format`, level from `SNAPKV_LOG`, else `default_level`.
 pub fn init_logging(format: LogFormat, default_level: &str) {
     use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SNAPKV_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    // object_store logs each retry of a request at info: one failed poll would be five lines.
+    // The sync loop logs the failure once; the retries show at debug.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SNAPKV_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{default_level},object_store=warn"))
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -79,4 +82,20 @@ pub fn init_logging(format: LogFormat, default_level: &str) {
         }
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+}
+
+/// Prints the address a server listens on to stdout, where scripts and tests look for it: a
+/// `listening on http://ADDR` line, or in JSON log format one JSON object with `listening`.
+pub fn print_listening(format: LogFormat, addr: std::net::SocketAddr) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match format {
+        LogFormat::Text => writeln!(out, "listening on http://{addr}")?,
+        LogFormat::Json => writeln!(
+            out,
+            "{}",
+            serde_json::json!({"message": "listening", "listening": format!("http://{addr}")})
+        )?,
+    }
+    out.flush()
 }

@@ -71,12 +71,32 @@ pub struct Args {
     /// Largest scan page.
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_scan_limit)]
     max_scan_limit: usize,
-    /// Time a client has to send request headers.
+    /// Largest mget or scan answer: a bigger mget is refused (413), a scan page ends early
+    /// with a cursor.
+    #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = snapkv_builder::parse_size)]
+    max_response_bytes: u64,
+    /// Time a client has to send request headers (for a new connection, counted from connecting).
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     header_read_timeout: Duration,
+    /// Time a client has to send a request body.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    body_read_timeout: Duration,
+    /// Close a connection on which nothing was read or written for this long (keep-alive
+    /// and HTTP/2 connections between requests, clients that stop reading).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    idle_timeout: Duration,
     /// Most connections at once; further clients wait to be accepted.
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_connections)]
     max_connections: usize,
+    /// Longest request target (path and query); longer ones get 414.
+    #[arg(long, value_name = "SIZE", default_value = "8KiB", value_parser = snapkv_builder::parse_size)]
+    max_uri_bytes: u64,
+    /// Most bytes of request headers; more get 431.
+    #[arg(long, value_name = "SIZE", default_value = "16KiB", value_parser = snapkv_builder::parse_size)]
+    max_header_bytes: u64,
+    /// Most requests answered at once, over all connections; more get 503 with Retry-After.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_in_flight)]
+    max_in_flight: usize,
     /// How long in-flight requests may take to finish on shutdown.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     drain_timeout: Duration,
@@ -123,7 +143,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?} is out of range"))
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(args: Args, log_format: super::LogFormat) -> anyhow::Result<ExitCode> {
     let mut sources: Vec<Source> = args
         .files
         .into_iter()
@@ -156,8 +176,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     limits.max_mget_keys = args.max_mget_keys;
     limits.max_scan_limit = args.max_scan_limit;
     limits.default_scan_limit = limits.default_scan_limit.min(args.max_scan_limit);
+    limits.max_response_bytes = usize::try_from(args.max_response_bytes).unwrap_or(usize::MAX);
     limits.header_read_timeout = args.header_read_timeout;
+    limits.body_read_timeout = args.body_read_timeout;
+    limits.idle_timeout = args.idle_timeout;
     limits.max_connections = args.max_connections;
+    limits.max_in_flight = args.max_in_flight;
+    limits.max_uri_bytes = usize::try_from(args.max_uri_bytes).unwrap_or(usize::MAX);
+    limits.max_header_bytes = usize::try_from(args.max_header_bytes).unwrap_or(usize::MAX);
 
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if args.worker_threads > 0 {
@@ -173,9 +199,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let addr = listener.local_addr()?;
         // Tests and scripts read this line to find the port when listening on port 0.
-        println!("listening on http://{addr}");
-        use std::io::Write;
-        std::io::stdout().flush()?;
+        super::print_listening(log_format, addr)?;
         tracing::info!(%addr, "listening");
         snapkv_reader::run(listener, config, shutdown_signal()).await?;
         tracing::info!("stopped");

@@ -106,29 +106,26 @@ impl Store {
             .filter(|d| check_name("dataset name", d).is_ok())
             .collect();
         names.sort();
-        let found: Vec<bool> = futures_util::stream::iter(names.iter())
-            .map(|d| async move {
-                let listing = self
-                    .list_folder(&DatasetPaths::new(&self.root, d)?.folder())
-                    .await?;
-                let current = listing
-                    .objects
-                    .iter()
-                    .any(|o| o.location.filename() == Some(CURRENT));
-                let versions = listing
-                    .common_prefixes
-                    .iter()
-                    .any(|p| p.filename() == Some(VERSIONS));
-                Ok::<_, Error>(current || versions)
-            })
-            .buffered(8)
-            .try_collect()
-            .await?;
-        Ok(names
-            .into_iter()
-            .zip(found)
-            .filter_map(|(name, found)| found.then_some(name))
-            .collect())
+        // One listing per candidate, in turn: a plain loop keeps this future `Send` for
+        // callers that spawn it (a stream of closures borrowing `self` would not be).
+        let mut found = Vec::with_capacity(names.len());
+        for name in names {
+            let listing = self
+                .list_folder(&DatasetPaths::new(&self.root, &name)?.folder())
+                .await?;
+            let current = listing
+                .objects
+                .iter()
+                .any(|o| o.location.filename() == Some(CURRENT));
+            let versions = listing
+                .common_prefixes
+                .iter()
+                .any(|p| p.filename() == Some(VERSIONS));
+            if current || versions {
+                found.push(name);
+            }
+        }
+        Ok(found)
     }
 
     /// Moves `CURRENT` of `dataset` to the complete version `to` (older or newer), by

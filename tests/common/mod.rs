@@ -7,6 +7,29 @@ use std::path::Path;
 use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+/// The value of `key` in `version` of the test datasets.
+pub fn value_of(version: &str, key: &str) -> String {
+    format!("{{\"v\":\"{version}\",\"k\":\"{key}\"}}")
+}
+
+/// A dataset with keys k0000..k(n-1), some with `/` and spaces, values naming their version.
+pub fn dataset(version: &str, n: usize) -> Vec<(String, String)> {
+    let mut rows: Vec<(String, String)> = (0..n)
+        .map(|i| format!("k{i:04}"))
+        .chain([
+            "dir/a b".to_string(),
+            "dir/x%y".to_string(),
+            "ünï".to_string(),
+        ])
+        .map(|k| {
+            let v = value_of(version, &k);
+            (k, v)
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
 /// Writes a snapshot of sorted `rows` labelled `version`.
 pub fn write_snapshot(path: &Path, version: &str, rows: &[(String, String)], json: bool) {
     let mut meta = Metadata::default();
@@ -40,6 +63,8 @@ pub fn client_builder() -> reqwest::blocking::ClientBuilder {
 /// A `snapkv serve` child process on 127.0.0.1:0; killed when dropped.
 pub struct Server {
     pub url: String,
+    /// The first line the server printed on stdout (its address).
+    pub first_line: String,
     child: Child,
 }
 
@@ -80,12 +105,21 @@ impl Server {
         stdout.read_line(&mut line).unwrap();
         // Keep reading what follows, so the child never writes into a closed pipe.
         std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
-        Server { url, child }
+        // `listening on URL`, or in JSON log format `{"listening": URL, ...}`.
+        let json = serde_json::from_str::<serde_json::Value>(&line).ok();
+        let url = match json.as_ref().and_then(|v| v["listening"].as_str()) {
+            Some(url) => url.to_owned(),
+            None => line
+                .trim()
+                .strip_prefix("listening on ")
+                .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+                .to_owned(),
+        };
+        Server {
+            url,
+            first_line: line.trim().to_owned(),
+            child,
+        }
     }
 
     pub fn wait_ready(&self) {

@@ -1,20 +1,86 @@
-//! The HTTP API (`spec/openapi.yaml`): routing, handlers, JSON errors.
+//! The HTTP API (`spec/openapi.yaml`): shared state, routing, handlers, JSON errors.
 
 use crate::registry::{Dataset, Loaded};
-use crate::server::State;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
+use hyper::body::{Frame, Incoming, SizeHint};
+use std::collections::BTreeMap;
 use std::ops::Bound;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use xxhash_rust::xxh3::xxh3_64;
 
-pub(crate) type Body = Full<Bytes>;
+use crate::metrics::Metrics;
+use crate::server::Limits;
+
+/// What every request handler shares.
+pub(crate) struct State {
+    pub datasets: BTreeMap<String, Arc<Dataset>>,
+    pub limits: Limits,
+    pub metrics: Metrics,
+    /// One permit per request being answered, held until its answer is sent.
+    in_flight: Arc<Semaphore>,
+}
+
+impl State {
+    pub fn new(
+        datasets: BTreeMap<String, Arc<Dataset>>,
+        limits: Limits,
+        metrics: Metrics,
+    ) -> State {
+        State {
+            in_flight: Arc::new(Semaphore::new(
+                limits.max_in_flight.min(Semaphore::MAX_PERMITS),
+            )),
+            datasets,
+            limits,
+            metrics,
+        }
+    }
+}
+
+/// A response body: the bytes of the answer, and the in-flight permit of its request, given
+/// back once the body is sent (or dropped).
+pub(crate) struct Body {
+    inner: Full<Bytes>,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Body {
+    fn new(bytes: Bytes) -> Body {
+        Body {
+            inner: Full::new(bytes),
+            _permit: None,
+        }
+    }
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 const VERSION_HEADER: &str = "x-snapkv-version";
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
@@ -37,7 +103,7 @@ fn fail(status: StatusCode, code: &'static str, message: impl Into<String>) -> F
 impl Failure {
     fn into_response(self) -> Response<Body> {
         let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
-        let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+        let mut r = Response::new(Body::new(Bytes::from(body.to_string())));
         *r.status_mut() = self.status;
         r.headers_mut().insert(header::CONTENT_TYPE, JSON);
         if self.status == StatusCode::METHOD_NOT_ALLOWED {
@@ -49,17 +115,17 @@ impl Failure {
             r.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static(allow));
         }
+        if self.status == StatusCode::SERVICE_UNAVAILABLE && self.code == "overloaded" {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         r
     }
 }
 
-fn json_response(value: Bytes, version: Option<&Loaded>) -> Response<Body> {
-    let mut r = Response::new(Full::new(value));
+fn json_response(value: Bytes) -> Response<Body> {
+    let mut r = Response::new(Body::new(value));
     r.headers_mut().insert(header::CONTENT_TYPE, JSON);
-    if let Some(l) = version {
-        r.headers_mut()
-            .insert(VERSION_HEADER, l.version_header.clone());
-    }
     r
 }
 
@@ -67,31 +133,19 @@ fn json_response(value: Bytes, version: Option<&Loaded>) -> Response<Body> {
 /// plain `+` (RFC 3986), in paths and queries alike.
 fn percent_decode(s: &str) -> Result<Vec<u8>, Failure> {
     let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = |c: u8| (c as char).to_digit(16);
-            match (
-                b.get(i + 1).and_then(|c| hex(*c)),
-                b.get(i + 2).and_then(|c| hex(*c)),
-            ) {
-                (Some(h), Some(l)) => out.push((h * 16 + l) as u8),
-                _ => {
-                    return Err(fail(
-                        StatusCode::BAD_REQUEST,
-                        "bad_percent_encoding",
-                        format!("bad percent-encoding at byte {i} of {s:?}"),
-                    ))
-                }
-            }
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
+    // The crate decodes leniently (a bad escape stays as it is): check the escapes first.
+    if let Some(i) = (0..b.len()).find(|&i| {
+        b[i] == b'%'
+            && !(b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+    }) {
+        return Err(fail(
+            StatusCode::BAD_REQUEST,
+            "bad_percent_encoding",
+            format!("bad percent-encoding at byte {i} of {s:?}"),
+        ));
     }
-    Ok(out)
+    Ok(percent_encoding::percent_decode(b).collect())
 }
 
 enum Route<'a> {
@@ -120,6 +174,14 @@ impl Route<'_> {
             Route::Unknown => "unknown",
         }
     }
+
+    /// The dataset a route is about, still percent-encoded.
+    fn dataset(&self) -> Option<&str> {
+        match *self {
+            Route::Dataset(ds) | Route::Key(ds, _) | Route::Mget(ds) | Route::Scan(ds) => Some(ds),
+            _ => None,
+        }
+    }
 }
 
 fn route(path: &str) -> Route<'_> {
@@ -144,6 +206,25 @@ fn route(path: &str) -> Route<'_> {
     }
 }
 
+/// A request about one dataset: the dataset, and the version that answers the whole request
+/// (taken once, at its start; `None` while nothing is loaded).
+struct Target<'s> {
+    dataset: &'s Dataset,
+    loaded: Option<Arc<Loaded>>,
+}
+
+impl Target<'_> {
+    fn loaded(&self) -> Result<&Loaded, Failure> {
+        self.loaded.as_deref().ok_or_else(|| {
+            fail(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_loaded",
+                format!("dataset {:?} has no snapshot loaded yet", self.dataset.name),
+            )
+        })
+    }
+}
+
 /// Answers one request; never fails (errors become JSON error responses).
 pub(crate) async fn handle(
     state: Arc<State>,
@@ -153,14 +234,90 @@ pub(crate) async fn handle(
     let (parts, body) = req.into_parts();
     let route = route(parts.uri.path());
     let label = route.label();
-    let response = match answer(&state, route, &parts, body).await {
-        Ok(r) => r,
-        Err(f) => f.into_response(),
+    let response = match Arc::clone(&state.in_flight).try_acquire_owned() {
+        Ok(permit) => {
+            let mut r = respond(&state, route, &parts, body).await;
+            r.body_mut()._permit = Some(permit);
+            r
+        }
+        Err(_) => fail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            format!(
+                "{} requests are being answered, the limit; retry shortly",
+                state.limits.max_in_flight
+            ),
+        )
+        .into_response(),
     };
     state
         .metrics
         .observe(label, response.status().as_u16(), started.elapsed());
     Ok(response)
+}
+
+/// The response to one admitted request, with `X-Snapkv-Version` on every answer about a
+/// dataset that has a version loaded, errors included.
+async fn respond(
+    state: &State,
+    route: Route<'_>,
+    parts: &http::request::Parts,
+    body: Incoming,
+) -> Response<Body> {
+    if let Err(f) = check_head(state, parts) {
+        return f.into_response();
+    }
+    let target = match route.dataset().map(|ds| dataset(state, ds)).transpose() {
+        Ok(d) => d.map(|d| Target {
+            dataset: d,
+            loaded: d.current.load_full(),
+        }),
+        Err(f) => return f.into_response(),
+    };
+    let version = target
+        .as_ref()
+        .and_then(|t| t.loaded.as_ref())
+        .map(|l| l.version_header.clone());
+    let mut response = match answer(state, route, target, parts, body).await {
+        Ok(r) => r,
+        Err(f) => f.into_response(),
+    };
+    if let Some(v) = version {
+        response.headers_mut().insert(VERSION_HEADER, v);
+    }
+    response
+}
+
+/// Refuses request targets and header sections over the limits with a JSON error (hyper's own
+/// larger limits answer with an empty body).
+fn check_head(state: &State, parts: &http::request::Parts) -> Result<(), Failure> {
+    let target = parts.uri.path_and_query().map_or(0, |p| p.as_str().len());
+    if target > state.limits.max_uri_bytes {
+        return Err(fail(
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            format!(
+                "request target of {target} bytes over the limit of {}",
+                state.limits.max_uri_bytes
+            ),
+        ));
+    }
+    let headers: usize = parts
+        .headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum();
+    if headers > state.limits.max_header_bytes {
+        return Err(fail(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            format!(
+                "{headers} bytes of headers over the limit of {}",
+                state.limits.max_header_bytes
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn read_only(method: &Method) -> Result<(), Failure> {
@@ -175,22 +332,48 @@ fn read_only(method: &Method) -> Result<(), Failure> {
     }
 }
 
+/// OpenMetrics when the scraper asks for it, else the Prometheus text format (0.0.4).
+fn metrics_response(state: &State, headers: &HeaderMap) -> Response<Body> {
+    let text = state.metrics.render(state.datasets.values().map(|d| &**d));
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().starts_with("application/openmetrics-text"));
+    let (text, content_type) = if openmetrics {
+        (
+            text,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )
+    } else {
+        (
+            crate::metrics::to_prometheus_text(&text),
+            "text/plain; version=0.0.4; charset=utf-8",
+        )
+    };
+    let mut r = Response::new(Body::new(Bytes::from(text)));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut()
+        .insert(header::VARY, HeaderValue::from_static("accept"));
+    r
+}
+
 async fn answer(
     state: &State,
     route: Route<'_>,
+    target: Option<Target<'_>>,
     req: &http::request::Parts,
     body: Incoming,
 ) -> Result<Response<Body>, Failure> {
     let method = &req.method;
-    match route {
-        Route::Healthz => {
+    match (route, target) {
+        (Route::Healthz, _) => {
             read_only(method)?;
-            Ok(json_response(
-                Bytes::from_static(b"{\"status\":\"ok\"}"),
-                None,
-            ))
+            Ok(json_response(Bytes::from_static(b"{\"status\":\"ok\"}")))
         }
-        Route::Readyz => {
+        (Route::Readyz, _) => {
             read_only(method)?;
             let waiting: Vec<&str> = state
                 .datasets
@@ -199,23 +382,17 @@ async fn answer(
                 .map(|d| d.name.as_str())
                 .collect();
             let body = serde_json::json!({"ready": waiting.is_empty(), "waiting": waiting});
-            let mut r = json_response(Bytes::from(body.to_string()), None);
+            let mut r = json_response(Bytes::from(body.to_string()));
             if !waiting.is_empty() {
                 *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
             }
             Ok(r)
         }
-        Route::Metrics => {
+        (Route::Metrics, _) => {
             read_only(method)?;
-            let text = state.metrics.render(state.datasets.values().map(|d| &**d));
-            let mut r = Response::new(Full::new(Bytes::from(text)));
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-            );
-            Ok(r)
+            Ok(metrics_response(state, &req.headers))
         }
-        Route::Datasets => {
+        (Route::Datasets, _) => {
             read_only(method)?;
             let list: Vec<_> = state
                 .datasets
@@ -232,24 +409,20 @@ async fn answer(
                 })
                 .collect();
             let body = serde_json::json!({ "datasets": list });
-            Ok(json_response(Bytes::from(body.to_string()), None))
+            Ok(json_response(Bytes::from(body.to_string())))
         }
-        Route::Dataset(ds) => {
+        (Route::Dataset(_), Some(t)) => {
             read_only(method)?;
-            let d = dataset(state, ds)?;
-            let current = d.current.load_full();
-            Ok(json_response(
-                Bytes::from(d.info().to_string()),
-                current.as_deref(),
-            ))
+            Ok(json_response(Bytes::from(
+                t.dataset.info(t.loaded.clone()).to_string(),
+            )))
         }
-        Route::Key(ds, key) => {
+        (Route::Key(_, key), Some(t)) => {
             read_only(method)?;
-            let d = dataset(state, ds)?;
             let key = percent_decode(key)?;
-            get_key(state, d, &key, req.headers.get(header::IF_NONE_MATCH))
+            get_key(state, &t, &key, &req.headers)
         }
-        Route::Mget(ds) => {
+        (Route::Mget(_), Some(t)) => {
             if method != Method::POST {
                 return Err(fail(
                     StatusCode::METHOD_NOT_ALLOWED,
@@ -257,41 +430,60 @@ async fn answer(
                     format!("{method} is not allowed here; use POST with {{\"keys\": [...]}}"),
                 ));
             }
-            let d = dataset(state, ds)?;
-            let limit = state.limits.max_body_bytes;
-            let body = Limited::new(body, limit)
-                .collect()
-                .await
-                .map_err(|e| {
-                    if e.downcast_ref::<http_body_util::LengthLimitError>()
-                        .is_some()
-                    {
-                        fail(
-                            StatusCode::PAYLOAD_TOO_LARGE,
-                            "body_too_large",
-                            format!("request body over the limit of {limit} bytes"),
-                        )
-                    } else {
-                        fail(
-                            StatusCode::BAD_REQUEST,
-                            "bad_body",
-                            format!("cannot read the body: {e}"),
-                        )
-                    }
-                })?
-                .to_bytes();
-            mget(state, d, &body)
+            let body = read_body(state, &req.headers, body).await?;
+            mget(state, &t, &body)
         }
-        Route::Scan(ds) => {
+        (Route::Scan(_), Some(t)) => {
             read_only(method)?;
-            let d = dataset(state, ds)?;
-            scan(state, d, req.uri.query().unwrap_or(""))
+            scan(state, &t, req.uri.query().unwrap_or(""))
         }
-        Route::Unknown => Err(fail(
+        _ => Err(fail(
             StatusCode::NOT_FOUND,
             "no_route",
             "no such endpoint; see /v1/datasets",
         )),
+    }
+}
+
+/// Reads a request body within the size and time limits. A declared `Content-Length` over the
+/// limit is refused before anything is read (so no `100 Continue` is sent).
+async fn read_body(state: &State, headers: &HeaderMap, body: Incoming) -> Result<Bytes, Failure> {
+    let limit = state.limits.max_body_bytes;
+    let too_large = |size: String| {
+        fail(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("request body of {size} over the limit of {limit} bytes"),
+        )
+    };
+    if let Some(declared) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if declared > limit as u64 {
+            return Err(too_large(format!("{declared} bytes")));
+        }
+    }
+    let timeout = state.limits.body_read_timeout;
+    match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
+        Err(_) => Err(fail(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!("the request body did not arrive within {timeout:?}"),
+        )),
+        Ok(Err(e))
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(too_large("more bytes".into()))
+        }
+        Ok(Err(e)) => Err(fail(
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+            format!("cannot read the body: {e}"),
+        )),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
     }
 }
 
@@ -303,16 +495,6 @@ fn dataset<'s>(state: &'s State, encoded: &str) -> Result<&'s Arc<Dataset>, Fail
             StatusCode::NOT_FOUND,
             "dataset_not_found",
             format!("no dataset {name:?}; see /v1/datasets"),
-        )
-    })
-}
-
-fn loaded(d: &Dataset) -> Result<Arc<Loaded>, Failure> {
-    d.current.load_full().ok_or_else(|| {
-        fail(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_loaded",
-            format!("dataset {:?} has no snapshot loaded yet", d.name),
         )
     })
 }
@@ -350,42 +532,38 @@ fn internal(d: &Dataset, e: snapkv_format::Error) -> Failure {
 
 fn get_key(
     state: &State,
-    d: &Dataset,
+    t: &Target<'_>,
     key: &[u8],
-    if_none_match: Option<&HeaderValue>,
+    headers: &HeaderMap,
 ) -> Result<Response<Body>, Failure> {
     check_key(state, key)?;
-    let l = loaded(d)?;
+    let (d, l) = (t.dataset, t.loaded()?);
     let value = l.snapshot.get(key).map_err(|e| internal(d, e))?;
     let Some(value) = value else {
         d.misses.inc();
-        let mut r = fail(StatusCode::NOT_FOUND, "key_not_found", "no such key").into_response();
-        r.headers_mut()
-            .insert(VERSION_HEADER, l.version_header.clone());
-        return Ok(r);
+        return Err(fail(StatusCode::NOT_FOUND, "key_not_found", "no such key"));
     };
     d.hits.inc();
     let etag = format!("\"{:016x}\"", xxh3_64(&value));
     let etag = HeaderValue::from_str(&etag).expect("hex is a valid header value");
-    let matches = if_none_match
-        .and_then(|h| h.to_str().ok())
-        .is_some_and(|h| {
-            h.split(',')
-                .any(|t| t.trim() == "*" || t.trim().trim_start_matches("W/") == etag)
-        });
+    // Several `If-None-Match` lines are one list (RFC 9110, 5.3).
+    let matches = headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|h| h.to_str().ok())
+        .flat_map(|h| h.split(','))
+        .any(|t| t.trim() == "*" || t.trim().trim_start_matches("W/") == etag);
     let mut r = if matches {
-        let mut r = Response::new(Full::new(Bytes::new()));
+        let mut r = Response::new(Body::new(Bytes::new()));
         *r.status_mut() = StatusCode::NOT_MODIFIED;
         r
     } else {
-        let mut r = Response::new(Full::new(value));
+        let mut r = Response::new(Body::new(value));
         r.headers_mut()
             .insert(header::CONTENT_TYPE, l.content_type.clone());
         r
     };
     r.headers_mut().insert(header::ETAG, etag);
-    r.headers_mut()
-        .insert(VERSION_HEADER, l.version_header.clone());
     Ok(r)
 }
 
@@ -478,7 +656,13 @@ fn start_body<K: AsRef<[u8]>>(
     (out, encoding)
 }
 
-fn mget(state: &State, d: &Dataset, body: &[u8]) -> Result<Response<Body>, Failure> {
+/// Bytes an entry counts against `max_response_bytes`: its key and value as stored (JSON
+/// escaping or base64 may make the answer larger, by a bounded factor).
+fn entry_bytes(key: &[u8], value: &[u8]) -> usize {
+    key.len() + value.len()
+}
+
+fn mget(state: &State, t: &Target<'_>, body: &[u8]) -> Result<Response<Body>, Failure> {
     let req: MgetRequest = serde_json::from_slice(body).map_err(|e| {
         fail(
             StatusCode::BAD_REQUEST,
@@ -500,24 +684,38 @@ fn mget(state: &State, d: &Dataset, body: &[u8]) -> Result<Response<Body>, Failu
     for k in &req.keys {
         check_key(state, k.as_bytes())?;
     }
-    // One version answers the whole request.
-    let l = loaded(d)?;
+    let (d, l) = (t.dataset, t.loaded()?);
     let mut found = Vec::with_capacity(req.keys.len());
     let mut missing = Vec::new();
     let mut seen = std::collections::HashSet::new();
+    let mut size = 0usize;
     for k in &req.keys {
         if !seen.insert(k.as_str()) {
             continue;
         }
         match l.snapshot.get(k.as_bytes()).map_err(|e| internal(d, e))? {
-            Some(v) => found.push((k.as_str(), v)),
+            Some(v) => {
+                size = size.saturating_add(entry_bytes(k.as_bytes(), &v));
+                if size > state.limits.max_response_bytes {
+                    return Err(fail(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "response_too_large",
+                        format!(
+                            "the values of these keys are over the answer limit of {} bytes; \
+                             ask for fewer keys at a time",
+                            state.limits.max_response_bytes
+                        ),
+                    ));
+                }
+                found.push((k.as_str(), v));
+            }
             None => missing.push(k.as_str()),
         }
     }
     d.hits.inc_by(found.len() as u64);
     d.misses.inc_by(missing.len() as u64);
 
-    let (mut out, encoding) = start_body(&l, "values", &found, 8);
+    let (mut out, encoding) = start_body(l, "values", &found, 8);
     out.put_u8(b'{');
     for (i, (k, v)) in found.iter().enumerate() {
         if i > 0 {
@@ -530,10 +728,10 @@ fn mget(state: &State, d: &Dataset, body: &[u8]) -> Result<Response<Body>, Failu
     out.put_slice(b"},\"missing\":");
     let _ = serde_json::to_writer((&mut out).writer(), &missing);
     out.put_u8(b'}');
-    Ok(json_response(out.freeze(), Some(&l)))
+    Ok(json_response(out.freeze()))
 }
 
-fn scan(state: &State, d: &Dataset, query: &str) -> Result<Response<Body>, Failure> {
+fn scan(state: &State, t: &Target<'_>, query: &str) -> Result<Response<Body>, Failure> {
     let mut prefix = None;
     let mut start = None;
     let mut end = None;
@@ -542,6 +740,10 @@ fn scan(state: &State, d: &Dataset, query: &str) -> Result<Response<Body>, Failu
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         let value = percent_decode(value)?;
+        // An empty range parameter (a form's blank field) is the same as none.
+        if value.is_empty() && matches!(name, "prefix" | "start" | "end" | "after") {
+            continue;
+        }
         match name {
             "prefix" => prefix = Some(value),
             "start" => start = Some(value),
@@ -580,7 +782,7 @@ fn scan(state: &State, d: &Dataset, query: &str) -> Result<Response<Body>, Failu
             "use either `prefix` or `start`/`end`, not both",
         ));
     }
-    let l = loaded(d)?;
+    let (d, l) = (t.dataset, t.loaded()?);
     // The lower bound: the later of the range start (or prefix) and the cursor.
     let low: Option<&[u8]> = prefix.as_deref().or(start.as_deref());
     let lower = match (&after, low) {
@@ -592,6 +794,7 @@ fn scan(state: &State, d: &Dataset, query: &str) -> Result<Response<Body>, Failu
     let upper = end.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
     let mut items = Vec::with_capacity(limit.min(1024));
     let mut more = false;
+    let mut size = 0usize;
     for entry in l.snapshot.range(lower, upper) {
         let (k, v) = entry.map_err(|e| internal(d, e))?;
         if let Some(p) = &prefix {
@@ -599,13 +802,16 @@ fn scan(state: &State, d: &Dataset, query: &str) -> Result<Response<Body>, Failu
                 break;
             }
         }
-        if items.len() == limit {
+        size = size.saturating_add(entry_bytes(&k, &v));
+        // A page ends at `limit` entries or at the answer size limit, whichever comes first;
+        // it always holds one entry, so that a scan moves on.
+        if items.len() == limit || (!items.is_empty() && size > state.limits.max_response_bytes) {
             more = true;
             break;
         }
         items.push((k, v));
     }
-    let (mut out, encoding) = start_body(&l, "items", &items, 24);
+    let (mut out, encoding) = start_body(l, "items", &items, 24);
     out.put_u8(b'[');
     for (i, (k, v)) in items.iter().enumerate() {
         if i > 0 {
@@ -623,7 +829,7 @@ fn scan(state: &State, d: &Dataset, query: &str) -> Result<Response<Body>, Failu
         None => out.put_slice(b"null"),
     }
     out.put_u8(b'}');
-    Ok(json_response(out.freeze(), Some(&l)))
+    Ok(json_response(out.freeze()))
 }
 
 #[cfg(test)]

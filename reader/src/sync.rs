@@ -1,0 +1,285 @@
+//! Sync: watch each dataset's source, load new versions off the async workers, swap them in.
+//!
+//! Whatever fails, a dataset keeps serving what it has, and the failure stays visible (logs,
+//! `/v1/datasets/{ds}`, `snapkv_sync_last_success`) until a good version replaces the bad one.
+
+use crate::registry::{CachedRelease, Dataset, Fallback, Loaded};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
+
+/// Where a dataset's snapshots come from.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Source {
+    /// A local snapshot file, reloaded when the path is replaced by a new file.
+    File {
+        /// Dataset name.
+        name: String,
+        /// The snapshot file.
+        path: PathBuf,
+    },
+    /// A dataset in a store: its `CURRENT` version is fetched into `cache`, verified, and
+    /// served. On start, the newest complete version already in `cache` is served at once.
+    Store {
+        /// Dataset name (in the store, and as served).
+        name: String,
+        /// The store.
+        store: snapkv_store::Store,
+        /// The local cache directory.
+        cache: snapkv_store::Cache,
+    },
+}
+
+impl Source {
+    pub(crate) fn name(&self) -> &str {
+        match self {
+            Source::File { name, .. } | Source::Store { name, .. } => name,
+        }
+    }
+
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Source::File { path, .. } => format!("file:{}", path.display()),
+            Source::Store { store, .. } => store.url().to_owned(),
+        }
+    }
+}
+
+/// Follows `source` for dataset `d` until `stop` changes.
+pub(crate) async fn follow(
+    source: Source,
+    d: Arc<Dataset>,
+    interval: Duration,
+    cache_bytes: usize,
+    stop: watch::Receiver<bool>,
+) {
+    match source {
+        Source::File { path, .. } => watch_file(d, path, interval, cache_bytes, stop).await,
+        Source::Store { store, cache, .. } => {
+            watch_store(d, store, cache, interval, cache_bytes, stop).await
+        }
+    }
+}
+
+/// What identifies the file at a path: a replaced file has a new inode, size or mtime.
+type FileIdentity = (u64, u64, u64, SystemTime);
+
+fn file_identity(path: &Path) -> std::io::Result<FileIdentity> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path)?;
+    if !m.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok((m.dev(), m.ino(), m.len(), m.modified()?))
+}
+
+/// Opens the file at `path` for dataset `name` (blocking): verified in full, and refused when
+/// it was built for another dataset (the rule `publish` applies).
+fn load_file(
+    name: &str,
+    path: &Path,
+    id: &FileIdentity,
+    cache_bytes: usize,
+) -> Result<Loaded, String> {
+    // A version label for files without one in their metadata: their mtime.
+    let mtime = id.3;
+    let fallback = Fallback {
+        version: format!(
+            "mtime-{}",
+            mtime
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs()
+        ),
+        built_at: mtime,
+    };
+    let loaded =
+        Loaded::open(path, cache_bytes, fallback, None, false).map_err(|e| error_chain(&e))?;
+    match loaded.snapshot.metadata().dataset.as_deref() {
+        Some(built_for) if built_for != name => Err(format!(
+            "{} was built for dataset {built_for:?}, not {name:?}: serve it as \
+             --file {built_for}={}, or rebuild it with --dataset {name}",
+            path.display(),
+            path.display()
+        )),
+        _ => Ok(loaded),
+    }
+}
+
+/// Loads the file at `path` and reloads it whenever the path points at a different file. A
+/// file that cannot be loaded keeps its error recorded at every poll until another file
+/// replaces it.
+async fn watch_file(
+    d: Arc<Dataset>,
+    path: PathBuf,
+    interval: Duration,
+    cache_bytes: usize,
+    mut stop: watch::Receiver<bool>,
+) {
+    // The identity last looked at, and the outcome of loading it.
+    let mut last: Option<(FileIdentity, Result<(), String>)> = None;
+    loop {
+        let p = path.clone();
+        let id = tokio::task::spawn_blocking(move || file_identity(&p)).await;
+        let result = match id {
+            Ok(Ok(id)) => match &last {
+                Some((seen, outcome)) if *seen == id => outcome.clone(),
+                _ => {
+                    let (p, name) = (path.clone(), d.name.clone());
+                    let loaded =
+                        tokio::task::spawn_blocking(move || load_file(&name, &p, &id, cache_bytes))
+                            .await
+                            .unwrap_or_else(|e| Err(format!("loading task failed: {e}")));
+                    let outcome = loaded.map(|l| d.swap(l));
+                    last = Some((id, outcome.clone()));
+                    outcome
+                }
+            },
+            Ok(Err(e)) => Err(format!("cannot read {}: {e}", path.display())),
+            Err(e) => Err(format!("task failed: {e}")),
+        };
+        d.record(result);
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Opens a cached version off the async workers; it was verified when it was fetched.
+async fn load_cached(
+    cached: snapkv_store::CachedVersion,
+    cache: &snapkv_store::Cache,
+    cache_bytes: usize,
+) -> Result<Loaded, String> {
+    let [file] = cached.manifest.files.as_slice() else {
+        return Err(format!(
+            "version {} has {} files; a served version has exactly one snapshot file",
+            cached.version,
+            cached.manifest.files.len()
+        ));
+    };
+    let path = cached.path(&file.name);
+    let release = CachedRelease {
+        cache: cache.clone(),
+        dataset: cached.dataset.clone(),
+        version: cached.version.clone(),
+    };
+    let published = crate::time::parse_rfc3339(&cached.manifest.created_at);
+    let fallback = Fallback {
+        version: cached.version.clone(),
+        built_at: file
+            .built_at
+            .as_deref()
+            .and_then(crate::time::parse_rfc3339)
+            .or(published)
+            .unwrap_or_else(SystemTime::now),
+    };
+    tokio::task::spawn_blocking(move || {
+        Loaded::open(&path, cache_bytes, fallback, Some(release), true)
+    })
+    .await
+    .map_err(|e| format!("loading task failed: {e}"))?
+    .map_err(|e| error_chain(&e))
+}
+
+/// Says that nothing is published for `name`, and which datasets the store does have.
+async fn missing(store: &snapkv_store::Store, name: &str) -> String {
+    let there = match store.datasets().await {
+        Ok(names) if names.is_empty() => "it holds no dataset".to_owned(),
+        Ok(names) => format!("datasets there: {}", names.join(", ")),
+        Err(e) => format!("cannot list its datasets: {}", error_chain(&e)),
+    };
+    format!(
+        "nothing published for dataset {name:?} in {} ({there})",
+        store.url()
+    )
+}
+
+/// Serves the newest complete version in the cache at once (no storage needed), then follows
+/// `CURRENT` in the store: each new version is fetched, verified, opened, warmed and swapped in.
+/// Whatever fails, the dataset keeps serving what it has and tries again at the next poll.
+async fn watch_store(
+    d: Arc<Dataset>,
+    store: snapkv_store::Store,
+    cache: snapkv_store::Cache,
+    interval: Duration,
+    cache_bytes: usize,
+    mut stop: watch::Receiver<bool>,
+) {
+    let name = d.name.clone();
+    let listed = {
+        let (c, n) = (cache.clone(), name.clone());
+        tokio::task::spawn_blocking(move || c.versions(&n)).await
+    };
+    // The store's version names (the cache entries), not the labels inside the files.
+    let mut served: Option<String> = None;
+    if let Ok(Ok(mut versions)) = listed {
+        versions.sort_by(|a, b| a.version.cmp(&b.version));
+        // Versions beyond the newest two are left over from an earlier run.
+        let keep = versions.len().saturating_sub(2);
+        for old in versions.drain(..keep) {
+            let _ = cache.remove(&old.dataset, &old.version);
+        }
+        if let Some(newest) = versions.pop() {
+            let version = newest.version.clone();
+            match load_cached(newest, &cache, cache_bytes).await {
+                Ok(l) => {
+                    tracing::info!(dataset = %name, %version, "serving the cached version");
+                    d.swap(l);
+                    served = Some(version);
+                }
+                Err(e) => d.record(Err(e)),
+            }
+        }
+    }
+    let mut tag: Option<snapkv_store::Tag> = None;
+    loop {
+        let result = match store.poll_current(&name, tag.as_ref()).await {
+            Ok(snapkv_store::Poll::Unchanged) => Ok(()),
+            Ok(snapkv_store::Poll::Missing) => Err(missing(&store, &name).await),
+            Ok(snapkv_store::Poll::Changed(current)) => {
+                let version = current.pointer.version.clone();
+                if served.as_deref() == Some(version.as_str()) {
+                    tag = Some(current.tag);
+                    Ok(())
+                } else {
+                    let mut options = snapkv_store::FetchOptions::default();
+                    // Verify downloads through the mapping, not by reading them into memory.
+                    options.open = Arc::new(|p| Ok(crate::open_snapshot(p, &Default::default())?));
+                    match store.fetch(&name, &version, &cache, &options).await {
+                        Ok(cached) => load_cached(cached, &cache, cache_bytes).await.map(|l| {
+                            d.swap(l);
+                            served = Some(version);
+                            tag = Some(current.tag);
+                        }),
+                        Err(e) => Err(error_chain(&e)),
+                    }
+                }
+            }
+            Err(e) => Err(error_chain(&e)),
+        };
+        d.record(result);
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// `error: cause: cause`, for logs and the dataset info.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(c) = source {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        source = c.source();
+    }
+    s
+}
