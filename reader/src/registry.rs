@@ -286,3 +286,69 @@ impl Dataset {
         v
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use snapkv_format::{Metadata, SnapshotWriter, WriterOptions};
+    use std::time::Duration;
+
+    /// A released version in a cache directory: `(cache root, version dir, loaded)`.
+    fn released(dir: &Path) -> (PathBuf, Loaded) {
+        let version_dir = dir.join("d").join("v1");
+        std::fs::create_dir_all(&version_dir).unwrap();
+        let path = version_dir.join("d.snapkv");
+        let mut w =
+            SnapshotWriter::new(Vec::new(), WriterOptions::default(), Metadata::default()).unwrap();
+        w.insert(b"k", b"v").unwrap();
+        std::fs::write(&path, w.finish().unwrap().0).unwrap();
+        let release = CachedRelease {
+            cache: snapkv_store::Cache::new(dir),
+            dataset: "d".into(),
+            version: "v1".into(),
+        };
+        let fallback = Fallback {
+            version: "v1".into(),
+            built_at: SystemTime::now(),
+        };
+        let loaded = Loaded::open(&path, 1 << 20, fallback, Some(release), false).unwrap();
+        loaded.release();
+        (version_dir, loaded)
+    }
+
+    #[test]
+    fn removal_of_a_released_version_runs_on_the_blocking_pool() {
+        let dir = tempfile::tempdir().unwrap();
+        let (version_dir, loaded) = released(dir.path());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .max_blocking_threads(1)
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            // The one blocking thread is busy: a removal queued behind it cannot have run yet.
+            let (tx, rx) = std::sync::mpsc::channel::<()>();
+            let busy = tokio::task::spawn_blocking(move || rx.recv());
+            drop(loaded);
+            assert!(
+                version_dir.exists(),
+                "the last holder (an async task) removed the version itself"
+            );
+            tx.send(()).unwrap();
+            busy.await.unwrap().unwrap();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            while version_dir.exists() {
+                assert!(tokio::time::Instant::now() < deadline, "never removed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+    }
+
+    #[test]
+    fn without_a_runtime_the_removal_is_immediate() {
+        let dir = tempfile::tempdir().unwrap();
+        let (version_dir, loaded) = released(dir.path());
+        drop(loaded);
+        assert!(!version_dir.exists());
+    }
+}
