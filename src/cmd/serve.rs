@@ -54,7 +54,7 @@ pub struct Args {
     )]
     listen: SocketAddr,
     /// How often sources are checked for a new version.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration, env = "SNAPKV_POLL_INTERVAL")]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = super::parse_duration, env = "SNAPKV_POLL_INTERVAL")]
     poll_interval: Duration,
     /// Block cache bound per dataset (decompressed blocks kept for the next lookup).
     #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = snapkv_builder::parse_size, env = "SNAPKV_CACHE_BYTES")]
@@ -72,13 +72,13 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_scan_limit)]
     max_scan_limit: usize,
     /// Time a client has to send request headers.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = super::parse_duration)]
     header_read_timeout: Duration,
     /// Most connections at once; further clients wait to be accepted.
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_connections)]
     max_connections: usize,
     /// How long in-flight requests may take to finish on shutdown.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = super::parse_duration)]
     drain_timeout: Duration,
     /// Threads answering requests (0: one per CPU the process may use).
     #[arg(
@@ -97,30 +97,6 @@ fn parse_file_source(s: &str) -> Result<(String, PathBuf), String> {
         }
         _ => Err(format!("expected NAME=PATH, got {s:?}")),
     }
-}
-
-/// `250ms`, `10s`, `5m`, `1h`; a bare number is seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
-    let n: f64 = n
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 500ms, 10s, 5m or 1h"))?;
-    let secs = match unit.trim() {
-        "ms" => n / 1000.0,
-        "" | "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        other => {
-            return Err(format!(
-                "unknown duration unit {other:?}: use ms, s, m or h"
-            ))
-        }
-    };
-    Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?} is out of range"))
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
