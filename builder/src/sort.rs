@@ -14,7 +14,8 @@
 
 use crate::error::{printable_key, Error, Result};
 use crate::file_writer::FileWriter;
-use crate::{pool, Interrupt, OnDuplicate};
+use crate::{Interrupt, OnDuplicate};
+use snapkv_format::pool;
 use std::cmp::Ordering;
 use std::fs::File;
 use std::io::{BufReader, Read, Write};
@@ -757,7 +758,7 @@ impl RunWriter {
         {
             let target = if last { 0 } else { *max_in_flight };
             while submit.submitted() - done.received() > target {
-                let frame = done.next().ok_or_else(stopped)??;
+                let frame = done.recv().ok_or_else(stopped)??;
                 self.file.write_all(&frame)?;
             }
         }

@@ -35,6 +35,8 @@ mod filter;
 mod fst_check;
 mod layout;
 mod metadata;
+#[doc(hidden)]
+pub mod pool;
 mod snapshot;
 mod writer;
 
