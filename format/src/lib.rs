@@ -38,6 +38,8 @@ mod metadata;
 #[doc(hidden)]
 pub mod pool;
 mod snapshot;
+#[doc(hidden)]
+pub mod varint;
 mod writer;
 
 pub use cache::CacheStats;
