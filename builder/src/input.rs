@@ -221,30 +221,16 @@ fn partitions_of(root: &Path, path: &Path) -> Result<Vec<(String, Option<String>
     Ok(partitions)
 }
 
-/// Decodes Hive's `%XX` escapes in partition folder names.
+/// Decodes Hive's `%XX` escapes in partition folder names. A `%` not followed by two hex
+/// digits stays as it is (Hive and Spark leave it so); the decoded bytes must be UTF-8.
 fn percent_decode(s: &str, path: &Path) -> Result<String> {
-    if !s.contains('%') {
-        return Ok(s.to_owned());
-    }
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8(out).map_err(|_| Error::NotUtf8 {
-        input: path.display().to_string(),
-        what: format!("the decoded partition folder name {s:?}"),
-    })
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .map(std::borrow::Cow::into_owned)
+        .map_err(|_| Error::NotUtf8 {
+            input: path.display().to_string(),
+            what: format!("the decoded partition folder name {s:?}"),
+        })
 }
 
 /// Every file must sit under the same partition folders (same names, same order).
@@ -321,7 +307,18 @@ mod tests {
         assert_eq!(percent_decode("a%3Ab%2F", p).unwrap(), "a:b/");
         assert_eq!(percent_decode("100%", p).unwrap(), "100%");
         assert_eq!(percent_decode("%zz", p).unwrap(), "%zz");
+        assert_eq!(percent_decode("plain", p).unwrap(), "plain");
+        assert_eq!(percent_decode("%3a%3A", p).unwrap(), "::");
+        assert_eq!(percent_decode("%C3%A9t%C3%A9", p).unwrap(), "été");
+        assert_eq!(percent_decode("50%25", p).unwrap(), "50%");
+        // Not an escape: kept as written.
+        assert_eq!(percent_decode("%", p).unwrap(), "%");
+        assert_eq!(percent_decode("a%4", p).unwrap(), "a%4");
+        assert_eq!(percent_decode("%4g%", p).unwrap(), "%4g%");
+        assert_eq!(percent_decode("%%41", p).unwrap(), "%A");
         assert!(percent_decode("%ff", p).is_err());
+        // Half of a two-byte character.
+        assert!(percent_decode("%C3", p).is_err());
     }
 
     #[test]

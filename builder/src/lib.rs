@@ -25,7 +25,6 @@ mod extract;
 mod file_writer;
 mod input;
 mod pipeline;
-mod pool;
 mod read;
 mod sort;
 

@@ -11,10 +11,10 @@
 use crate::error::{Error, Result};
 use crate::extract::{FilePlan, Plan};
 use crate::input::Source;
-use crate::pool::{self, Pool, Submitter};
 use crate::read;
 use crate::sort::{PairWriter, Pairs};
 use arrow_array::RecordBatch;
+use snapkv_format::pool::{self, Pool, Submitter};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
@@ -139,7 +139,7 @@ impl Pipeline {
         if self.ended {
             return None;
         }
-        let event = self.events.next().unwrap_or(Err(Error::Internal(
+        let event = self.events.recv().unwrap_or(Err(Error::Internal(
             "a reading thread stopped unexpectedly",
         )));
         if matches!(event, Ok(Event::End) | Err(_)) {

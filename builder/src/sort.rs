@@ -14,7 +14,8 @@
 
 use crate::error::{printable_key, Error, Result};
 use crate::file_writer::FileWriter;
-use crate::{pool, Interrupt, OnDuplicate};
+use crate::{Interrupt, OnDuplicate};
+use snapkv_format::{pool, varint};
 use std::cmp::Ordering;
 use std::fs::File;
 use std::io::{BufReader, Read, Write};
@@ -722,11 +723,9 @@ impl RunWriter {
     }
 
     fn write(&mut self, key: &[u8], value: &[u8], seq: u64) -> std::io::Result<()> {
-        let mut head = [0u8; MAX_HEAD];
-        let mut n = put_varint(&mut head, 0, key.len() as u64);
-        n = put_varint(&mut head, n, value.len() as u64);
-        n = put_varint(&mut head, n, seq);
-        self.raw.extend_from_slice(&head[..n]);
+        varint::put(&mut self.raw, key.len() as u64);
+        varint::put(&mut self.raw, value.len() as u64);
+        varint::put(&mut self.raw, seq);
         self.raw.extend_from_slice(key);
         self.raw.extend_from_slice(value);
         if self.raw.len() >= self.frame {
@@ -757,7 +756,7 @@ impl RunWriter {
         {
             let target = if last { 0 } else { *max_in_flight };
             while submit.submitted() - done.received() > target {
-                let frame = done.next().ok_or_else(stopped)??;
+                let frame = done.recv().ok_or_else(stopped)??;
                 self.file.write_all(&frame)?;
             }
         }
@@ -768,16 +767,6 @@ impl RunWriter {
         self.cut(true)?;
         self.file.finish()
     }
-}
-
-fn put_varint(buf: &mut [u8], mut at: usize, mut v: u64) -> usize {
-    while v >= 0x80 {
-        buf[at] = (v as u8) | 0x80;
-        v >>= 7;
-        at += 1;
-    }
-    buf[at] = v as u8;
-    at + 1
 }
 
 /// Reads a run back, one frame at a time.
@@ -802,23 +791,6 @@ fn corrupt(what: &str) -> std::io::Error {
         format!("a temporary run file is corrupt: {what}"),
     )
 }
-
-/// Reads a varint at `buf[*at..]`; `None` if it does not end there.
-fn get_varint(buf: &[u8], at: &mut usize) -> Option<u64> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let b = *buf.get(*at)?;
-        *at += 1;
-        v |= u64::from(b & 0x7f) << shift;
-        if b < 0x80 {
-            return Some(v);
-        }
-    }
-    None
-}
-
-/// The longest pair header: three varints of 64-bit numbers.
-const MAX_HEAD: usize = 30;
 
 impl RunReader {
     fn new(file: File, pairs: u64) -> std::io::Result<RunReader> {
@@ -868,7 +840,8 @@ impl RunReader {
         }
         let mut at = self.pos;
         let buf = &self.buf;
-        let mut next = || get_varint(buf, &mut at).ok_or_else(|| corrupt("a pair is cut short"));
+        let mut next =
+            || varint::get(buf, &mut at).ok_or_else(|| corrupt("a pair header is malformed"));
         let (key_len, value_len, seq) = (next()? as usize, next()? as usize, next()?);
         let end = at
             .checked_add(key_len)
@@ -1152,6 +1125,84 @@ mod tests {
                 }
                 Err(e) => prop_assert!(false, "unexpected error {e}"),
             }
+        }
+    }
+
+    /// The run format, byte by byte: frames of whole pairs, each pair three varints (key
+    /// length, value length, sequence number) then key and value.
+    #[test]
+    fn run_files_hold_pairs_in_frames() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run");
+        let value = vec![7u8; 200];
+        // With 64-byte frames, each of these pairs ends a frame.
+        let mut first = vec![0x01, 0xc8, 0x01, 0x00, b'a'];
+        first.extend_from_slice(&value);
+        let mut second = vec![0x02, 0x00];
+        second.extend_from_slice(&[0xff; 9]);
+        second.extend_from_slice(&[0x01, b'b', b'b']);
+        for threads in [1, 3] {
+            let mut w = RunWriter::new(File::create(&path).unwrap(), threads, 64).unwrap();
+            w.write(b"a", &value, 0).unwrap();
+            w.write(b"bb", b"", u64::MAX).unwrap();
+            w.finish().unwrap();
+
+            let bytes = std::fs::read(&path).unwrap();
+            let mut frames = Vec::new();
+            let mut at = 0;
+            while at < bytes.len() {
+                let stored = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+                let raw = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+                let frame = &bytes[at + FRAME_HEAD..at + FRAME_HEAD + stored];
+                frames.push(zstd::bulk::decompress(frame, raw).unwrap());
+                at += FRAME_HEAD + stored;
+            }
+            assert_eq!(frames, [first.clone(), second.clone()], "{threads} threads");
+
+            let mut r = RunReader::new(File::open(&path).unwrap(), 2).unwrap();
+            assert!(r.advance().unwrap());
+            assert_eq!(
+                (&r.buf[r.key.clone()], &r.buf[r.value.clone()], r.seq),
+                (&b"a"[..], &value[..], 0)
+            );
+            assert!(r.advance().unwrap());
+            assert_eq!(
+                (&r.buf[r.key.clone()], &r.buf[r.value.clone()], r.seq),
+                (&b"bb"[..], &b""[..], u64::MAX)
+            );
+            assert!(!r.advance().unwrap());
+        }
+    }
+
+    /// A pair header that is cut short, longer than 10 bytes or above 64 bits is a corrupt
+    /// run, not a panic or a wrapped number.
+    #[test]
+    fn bad_pair_headers_are_corrupt_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run");
+        // Bit 64 set: a decoder that drops it would read a key length of 0.
+        let mut too_big = vec![0x80; 9];
+        too_big.push(0x02);
+        let too_long = vec![0x80; 11];
+        for head in [too_big, too_long, vec![0x80]] {
+            let mut raw = head.clone();
+            raw.extend_from_slice(&[0, 0]);
+            let frame = zstd::bulk::compress(&raw, RUN_LEVEL).unwrap();
+            let mut bytes = (frame.len() as u32).to_le_bytes().to_vec();
+            bytes.extend_from_slice(&(raw.len() as u32).to_le_bytes());
+            bytes.extend_from_slice(&frame);
+            std::fs::write(&path, &bytes).unwrap();
+            let mut r = RunReader::new(File::open(&path).unwrap(), 1).unwrap();
+            let e = r.advance().unwrap_err();
+            assert_eq!(
+                e.kind(),
+                std::io::ErrorKind::InvalidData,
+                "{head:02x?}: {e}"
+            );
+            assert!(
+                e.to_string().contains("temporary run file is corrupt"),
+                "{e}"
+            );
         }
     }
 

@@ -5,29 +5,15 @@
 //! first entry of a block has `shared = 0`. Entries are in strictly increasing key order.
 
 use crate::error::{Error, Result};
+use crate::varint;
 
-/// Appends `v` as a LEB128 varint.
-pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
+/// Entry header varints are values below 2^35, at most 5 bytes (FORMAT.md, "Conventions").
+const HEADER_VARINT_BITS: u32 = 35;
 
-/// Reads a LEB128 varint of at most 5 bytes (all lengths in a block fit in 32 bits).
+/// Reads one entry header varint.
 #[inline]
 fn get_varint(buf: &[u8], pos: &mut usize) -> Option<usize> {
-    let mut v: u64 = 0;
-    for shift in (0..35).step_by(7) {
-        let b = *buf.get(*pos)?;
-        *pos += 1;
-        v |= u64::from(b & 0x7f) << shift;
-        if b < 0x80 {
-            return usize::try_from(v).ok();
-        }
-    }
-    None
+    varint::get_bits(buf, pos, HEADER_VARINT_BITS).and_then(|v| usize::try_from(v).ok())
 }
 
 pub(crate) fn common_prefix(a: &[u8], b: &[u8]) -> usize {
@@ -37,16 +23,16 @@ pub(crate) fn common_prefix(a: &[u8], b: &[u8]) -> usize {
 /// Appends one entry to `buf`, given the previous key of the block (empty for the first).
 pub(crate) fn put_entry(buf: &mut Vec<u8>, prev: &[u8], key: &[u8], value: &[u8]) {
     let shared = common_prefix(prev, key);
-    put_varint(buf, shared as u64);
-    put_varint(buf, (key.len() - shared) as u64);
-    put_varint(buf, value.len() as u64);
+    varint::put(buf, shared as u64);
+    varint::put(buf, (key.len() - shared) as u64);
+    varint::put(buf, value.len() as u64);
     buf.extend_from_slice(&key[shared..]);
     buf.extend_from_slice(value);
 }
 
 /// The encoded size of an entry, at most (as if nothing were shared).
 pub(crate) fn entry_len_bound(key: &[u8], value: &[u8]) -> usize {
-    let v = |n: usize| (usize::BITS - n.leading_zeros()).div_ceil(7).max(1) as usize;
+    let v = |n: usize| varint::len(n as u64);
     v(0) + v(key.len()) + v(value.len()) + key.len() + value.len()
 }
 

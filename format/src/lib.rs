@@ -35,7 +35,11 @@ mod filter;
 mod fst_check;
 mod layout;
 mod metadata;
+#[doc(hidden)]
+pub mod pool;
 mod snapshot;
+#[doc(hidden)]
+pub mod varint;
 mod writer;
 
 pub use cache::CacheStats;

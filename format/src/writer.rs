@@ -5,12 +5,10 @@ use crate::codec::{CompressionSpec, Compressor};
 use crate::error::{Error, Result};
 use crate::layout::{self, BlockEntry, Codec, Footer, SectionRef};
 use crate::metadata::{FormatInfo, Metadata};
+use crate::pool::{self, Pool, Submitter};
 use crate::{filter, MAX_BLOCK_SIZE, MAX_KEY_LEN, MAX_VALUE_LEN, MIN_BLOCK_SIZE};
-use std::collections::BTreeMap;
 use std::io::Write;
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed, Xxh3};
 
 /// How value blocks are compressed.
@@ -170,44 +168,27 @@ impl<W: Write> Output<W> {
     }
 }
 
-type Job = (u32, Vec<u8>);
 /// A block's stored bytes and codec.
 type Stored = Result<(Vec<u8>, Codec)>;
-/// A compressed block: number, uncompressed length, stored bytes and codec.
-type Done = (u32, u32, Stored);
+/// A compressed block: uncompressed length, stored bytes and codec.
+type Done = (u32, Stored);
 /// Blocks go to the compression threads in groups of about this many bytes: one hand-off (and
 /// thread wake-up) per group rather than per block.
 const GROUP_BYTES: usize = 64 << 10;
-
-/// Compression worker threads; dropping them closes the queue and joins them.
-struct Workers {
-    jobs: Option<mpsc::SyncSender<Vec<Job>>>,
-    handles: Vec<JoinHandle<()>>,
-}
-
-impl Drop for Workers {
-    fn drop(&mut self) {
-        self.jobs.take();
-        for h in self.handles.drain(..) {
-            let _ = h.join();
-        }
-    }
-}
 
 /// Compresses blocks, on worker threads or inline, and hands them back in block order.
 enum Pipeline {
     Inline(Compressor),
     Threads {
-        workers: Workers,
-        done: mpsc::Receiver<Vec<Done>>,
-        /// Groups sent and not yet received.
-        in_flight: usize,
-        max_in_flight: usize,
+        /// Groups of blocks, in block order.
+        submit: Submitter<Vec<Vec<u8>>>,
+        /// Compressed groups, in the order they were submitted.
+        done: Pool<Vec<Done>>,
+        /// Groups allowed between submission and writing (bounds the memory they hold).
+        max_in_flight: u64,
         /// Blocks not yet sent, and their bytes.
-        group: Vec<Job>,
+        group: Vec<Vec<u8>>,
         group_bytes: usize,
-        /// Finished blocks waiting for an earlier one.
-        ready: BTreeMap<u32, (u32, Stored)>,
     },
 }
 
@@ -217,44 +198,27 @@ impl Pipeline {
         if threads <= 1 {
             return Pipeline::Inline(Compressor::new(level));
         }
-        let (jobs, job_rx) = mpsc::sync_channel::<Vec<Job>>(threads);
-        let (done_tx, done) = mpsc::channel::<Vec<Done>>();
-        let job_rx = Arc::new(Mutex::new(job_rx));
-        let handles = (0..threads)
-            .map(|_| {
-                let job_rx = Arc::clone(&job_rx);
-                let done_tx = done_tx.clone();
-                let spec = Arc::clone(spec);
-                std::thread::spawn(move || {
-                    let mut c = Compressor::new(level);
-                    loop {
-                        let group = job_rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                        let Ok(group) = group else { return };
-                        let out = group
-                            .into_iter()
-                            .map(|(seq, raw)| {
-                                let raw_len = raw.len() as u32;
-                                (seq, raw_len, c.compress(&spec, raw))
-                            })
-                            .collect();
-                        if done_tx.send(out).is_err() {
-                            return;
-                        }
-                    }
-                })
-            })
-            .collect();
-        Pipeline::Threads {
-            workers: Workers {
-                jobs: Some(jobs),
-                handles,
+        let spec = Arc::clone(spec);
+        let (submit, done) = pool::start(
+            threads,
+            threads,
+            move || Compressor::new(level),
+            move |c: &mut Compressor, group: Vec<Vec<u8>>| {
+                group
+                    .into_iter()
+                    .map(|raw| {
+                        let raw_len = raw.len() as u32;
+                        (raw_len, c.compress(&spec, raw))
+                    })
+                    .collect()
             },
+        );
+        Pipeline::Threads {
+            submit,
             done,
-            in_flight: 0,
-            max_in_flight: threads * 2,
+            max_in_flight: 2 * threads as u64,
             group: Vec::new(),
             group_bytes: 0,
-            ready: BTreeMap::new(),
         }
     }
 }
@@ -265,7 +229,7 @@ struct Training {
     sample_bytes: usize,
     samples: Vec<u8>,
     sizes: Vec<usize>,
-    blocks: Vec<Job>,
+    blocks: Vec<Vec<u8>>,
     /// Bytes of the held-back blocks.
     held_bytes: usize,
 }
@@ -454,7 +418,6 @@ impl<W: Write> SnapshotWriter<W> {
                 max: u64::from(u32::MAX),
             });
         }
-        let seq = self.blocks_cut;
         self.blocks_cut += 1;
         self.block_entries.push(self.entries_in_block);
         self.entries_in_block = 0;
@@ -468,14 +431,14 @@ impl<W: Write> SnapshotWriter<W> {
             // Held back for a while: only its bytes.
             raw.shrink_to_fit();
             t.held_bytes += raw.len();
-            t.blocks.push((seq, raw));
+            t.blocks.push(raw);
             // Small or empty values fill the sample slowly: bound what is held back anyway.
             if t.samples.len() >= t.sample_bytes || t.held_bytes >= 4 * t.sample_bytes {
                 self.end_training()?;
             }
             return Ok(());
         }
-        self.submit((seq, raw))
+        self.submit(raw)
     }
 
     /// Trains the dictionary on the samples so far and releases the held-back blocks.
@@ -494,13 +457,13 @@ impl<W: Write> SnapshotWriter<W> {
                 self.dictionary = dict;
             }
         }
-        for job in t.blocks {
-            self.submit(job)?;
+        for raw in t.blocks {
+            self.submit(raw)?;
         }
         Ok(())
     }
 
-    fn submit(&mut self, (seq, raw): Job) -> Result<()> {
+    fn submit(&mut self, raw: Vec<u8>) -> Result<()> {
         if self.pipeline.is_none() {
             let threads = match self.options.threads {
                 0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -523,7 +486,7 @@ impl<W: Write> SnapshotWriter<W> {
                 group, group_bytes, ..
             } => {
                 *group_bytes += raw.len();
-                group.push((seq, raw));
+                group.push(raw);
                 if *group_bytes >= GROUP_BYTES {
                     self.write_ready(false)?;
                 }
@@ -532,55 +495,43 @@ impl<W: Write> SnapshotWriter<W> {
         }
     }
 
-    /// Sends the group of blocks, then writes the finished blocks that are next in order;
-    /// with `all`, waits for every block.
+    /// Sends the group of blocks, then writes finished groups, in order, until no more than
+    /// the allowed number are in flight; with `all`, until none is.
     fn write_ready(&mut self, all: bool) -> Result<()> {
         let stopped = || Error::Compression("a compression thread stopped");
         if let Some(Pipeline::Threads {
-            workers,
-            done,
-            in_flight,
-            max_in_flight,
+            submit,
             group,
             group_bytes,
-            ready,
+            ..
         }) = self.pipeline.as_mut()
         {
             if !group.is_empty() {
-                let sender = workers.jobs.as_ref().expect("open until finish");
-                sender.send(std::mem::take(group)).map_err(|_| stopped())?;
+                if !submit.submit(std::mem::take(group)) {
+                    return Err(stopped());
+                }
                 *group_bytes = 0;
-                *in_flight += 1;
-            }
-            // Bound the groups in flight (and so the memory they hold).
-            while *in_flight > *max_in_flight {
-                let blocks = done.recv().map_err(|_| stopped())?;
-                *in_flight -= 1;
-                ready.extend(blocks.into_iter().map(|(s, len, r)| (s, (len, r))));
             }
         }
         loop {
-            let next = self.summary.block_count as u32;
             let Some(Pipeline::Threads {
+                submit,
                 done,
-                in_flight,
-                ready,
+                max_in_flight,
                 ..
             }) = self.pipeline.as_mut()
             else {
                 return Ok(());
             };
-            let (raw_len, block) = match ready.remove(&next) {
-                Some(b) => b,
-                None if all && *in_flight > 0 => {
-                    let blocks = done.recv().map_err(|_| stopped())?;
-                    *in_flight -= 1;
-                    ready.extend(blocks.into_iter().map(|(s, len, r)| (s, (len, r))));
-                    continue;
-                }
-                None => return Ok(()),
-            };
-            self.write_block(block?, raw_len)?;
+            let allowed = if all { 0 } else { *max_in_flight };
+            if submit.submitted() - done.received() <= allowed {
+                return Ok(());
+            }
+            // `None`: a compression thread panicked.
+            let blocks = done.recv().ok_or_else(stopped)?;
+            for (raw_len, block) in blocks {
+                self.write_block(block?, raw_len)?;
+            }
         }
     }
 
@@ -610,7 +561,7 @@ impl<W: Write> SnapshotWriter<W> {
         self.cut_block()?;
         self.end_training()?;
         self.write_ready(true)?;
-        // Joins the compression threads.
+        // Every block is written: the compression threads end.
         self.pipeline = None;
         if let Some(last) = self.pending_separator.take() {
             self.insert_separator(last, self.blocks_cut - 1)?;

@@ -26,15 +26,11 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     keep: usize,
     /// Age after which an incomplete version counts as abandoned (e.g. 30m, 6h, 2d).
-    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = super::parse_duration)]
     grace: Duration,
     /// Print what would be deleted; delete nothing.
     #[arg(long)]
     dry_run: bool,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e}"))
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {

@@ -16,6 +16,7 @@ pub mod versions;
 use anyhow::Context;
 use snapkv_format::{OpenOptions, Snapshot};
 use std::path::Path;
+use std::time::Duration;
 
 /// Exit code of a negative answer: a missing key, a corrupt file.
 pub const NEGATIVE: u8 = 1;
@@ -24,6 +25,13 @@ pub const NEGATIVE: u8 = 1;
 pub fn open(path: &Path) -> anyhow::Result<Snapshot> {
     snapkv_reader::open_snapshot(path, &OpenOptions::default())
         .with_context(|| format!("cannot open {}", path.display()))
+}
+
+/// The value parser of every duration flag: humantime's grammar, numbers each followed by a
+/// unit (`500ms`, `10s`, `1m30s`, `2h`, `7d`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{e}; expected a duration such as 500ms, 10s, 1m30s or 2h"))
 }
 
 /// True when `e` is a write to a closed pipe (`snapkv scan ... | head`): not a failure.
@@ -98,4 +106,21 @@ pub fn print_listening(format: LogFormat, addr: std::net::SocketAddr) -> std::io
         )?,
     }
     out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_humantime() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86_400)));
+        for bad in ["10parsecs", "10", "", "-1s", "s"] {
+            let e = parse_duration(bad).unwrap_err();
+            assert!(e.contains("500ms, 10s, 1m30s or 2h"), "{bad:?}: {e}");
+        }
+    }
 }

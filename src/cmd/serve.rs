@@ -54,7 +54,7 @@ pub struct Args {
     )]
     listen: SocketAddr,
     /// How often sources are checked for a new version.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration, env = "SNAPKV_POLL_INTERVAL")]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = super::parse_duration, env = "SNAPKV_POLL_INTERVAL")]
     poll_interval: Duration,
     /// Block cache bound per dataset (decompressed blocks kept for the next lookup).
     #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = snapkv_builder::parse_size, env = "SNAPKV_CACHE_BYTES")]
@@ -76,14 +76,14 @@ pub struct Args {
     #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = snapkv_builder::parse_size)]
     max_response_bytes: u64,
     /// Time a client has to send request headers (for a new connection, counted from connecting).
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = super::parse_duration)]
     header_read_timeout: Duration,
     /// Time a client has to send a request body.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = super::parse_duration)]
     body_read_timeout: Duration,
     /// Close a connection on which nothing was read or written for this long (keep-alive
     /// and HTTP/2 connections between requests, clients that stop reading).
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = super::parse_duration)]
     idle_timeout: Duration,
     /// Most connections at once; further clients wait to be accepted.
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_connections)]
@@ -98,7 +98,7 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_in_flight)]
     max_in_flight: usize,
     /// How long in-flight requests may take to finish on shutdown.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = super::parse_duration)]
     drain_timeout: Duration,
     /// Threads answering requests (0: one per CPU the process may use).
     #[arg(
@@ -117,30 +117,6 @@ fn parse_file_source(s: &str) -> Result<(String, PathBuf), String> {
         }
         _ => Err(format!("expected NAME=PATH, got {s:?}")),
     }
-}
-
-/// `250ms`, `10s`, `5m`, `1h`; a bare number is seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
-    let n: f64 = n
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 500ms, 10s, 5m or 1h"))?;
-    let secs = match unit.trim() {
-        "ms" => n / 1000.0,
-        "" | "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        other => {
-            return Err(format!(
-                "unknown duration unit {other:?}: use ms, s, m or h"
-            ))
-        }
-    };
-    Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?} is out of range"))
 }
 
 pub fn run(args: Args, log_format: super::LogFormat) -> anyhow::Result<ExitCode> {

@@ -3,5 +3,6 @@
 
 mod build;
 mod build_errors;
+mod durations;
 mod tools;
 mod util;
