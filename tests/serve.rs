@@ -893,3 +893,76 @@ fn text_logs_have_no_colours_off_a_terminal() {
     );
     assert!(!lines.iter().any(|l| l.contains('\x1b')), "{lines:?}");
 }
+
+/// A store that cannot be reached: each failed poll is one warning at the default level; the
+/// storage client's own retries of that poll are not logged (they show at debug).
+#[test]
+fn an_unreachable_store_logs_one_line_per_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    // A local port nothing listens on: every request fails to connect and is retried.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let cache = dir.path().join("cache");
+    let options = [
+        format!("endpoint={endpoint}"),
+        "allow_http=true".into(),
+        "access_key_id=k".into(),
+        "secret_access_key=s".into(),
+        "region=us-east-1".into(),
+        "max_retries=2".into(),
+        "retry_timeout=5s".into(),
+    ];
+    let mut args = vec![
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--store",
+        "s3://bucket/root",
+        "--dataset",
+        "d",
+        "--poll-interval",
+        "50ms",
+        "--cache-dir",
+        cache.to_str().unwrap(),
+    ];
+    for o in &options {
+        args.extend(["--store-option", o.as_str()]);
+    }
+    let mut server = Server::spawn_with(&args, |c| {
+        c.env_remove("SNAPKV_LOG")
+            .stderr(std::process::Stdio::piped());
+    });
+    let stderr = server.take_stderr().unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let reader = {
+        let seen = Arc::clone(&seen);
+        // Reads to the end, so that the server never writes into a closed pipe.
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr).lines() {
+                seen.lock().unwrap().push(line.unwrap());
+            }
+        })
+    };
+    // The first failure comes after the client's retries of that poll.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !seen
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("sync failed"))
+    {
+        assert!(Instant::now() < deadline, "no sync failure logged");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let lines = seen.lock().unwrap().clone();
+    assert!(server.terminate().success());
+    reader.join().unwrap();
+    let failures: Vec<_> = lines.iter().filter(|l| l.contains("sync failed")).collect();
+    assert_eq!(failures.len(), 1, "{lines:#?}");
+    assert!(
+        !lines.iter().any(|l| l.contains("object_store")),
+        "retries logged: {lines:#?}"
+    );
+}
