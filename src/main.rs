@@ -2,6 +2,12 @@
 
 mod cmd;
 
+/// jemalloc: with its background thread (started by the servers) freed memory goes back to
+/// the system within seconds after a burst of connections, where the C library's allocator
+/// keeps it (benches/http/burst.sh measures it).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 

@@ -599,14 +599,23 @@ fn follows_a_store_through_publishes_restarts_and_corruption() {
         ["v1", "v2", "v3"].map(String::from).into(),
         "{n} requests"
     );
+    // Only the served version and the previous one stay in the cache (v1 goes on the
+    // server's blocking pool once nothing holds it).
+    let cached = || {
+        let mut v: Vec<_> = std::fs::read_dir(cache.join("d"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while cached() != ["v2", "v3"] {
+        assert!(Instant::now() < deadline, "{:?}", cached());
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(server.terminate().success());
-    // Only the served version and the previous one stay in the cache.
-    let mut cached: Vec<_> = std::fs::read_dir(cache.join("d"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    cached.sort();
-    assert_eq!(cached, ["v2", "v3"], "{cached:?}");
+    assert_eq!(cached(), ["v2", "v3"]);
 
     // Restart with the store gone: the cached v3 is served at once; the sync error shows.
     let gone = dir.path().join("no-such-store");
@@ -959,8 +968,10 @@ fn an_unreachable_store_logs_one_line_per_failure() {
     let lines = seen.lock().unwrap().clone();
     assert!(server.terminate().success());
     reader.join().unwrap();
-    let failures: Vec<_> = lines.iter().filter(|l| l.contains("sync failed")).collect();
-    assert_eq!(failures.len(), 1, "{lines:#?}");
+    // Failures in a row are logged after 1, 2, 4, ... of them: by the time the first was
+    // read, at most the second may have followed.
+    let failures = lines.iter().filter(|l| l.contains("sync failed")).count();
+    assert!((1..=2).contains(&failures), "{lines:#?}");
     assert!(
         !lines.iter().any(|l| l.contains("object_store")),
         "retries logged: {lines:#?}"

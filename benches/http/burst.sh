@@ -21,7 +21,7 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
-ulimit -n 65536
+ulimit -n "$(ulimit -Hn)"
 
 python3 - "$KEYS" "$work" <<'PY'
 import json, sys
@@ -49,6 +49,10 @@ def memory():
         fields[k] = v.strip()
     kb = lambda k: int(fields[k].split()[0]) / 1024
     return kb("VmRSS"), kb("RssAnon")
+
+def fds():
+    import os
+    return len(os.listdir(f"/proc/{pid}/fd"))
 
 async def client(r):
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -81,7 +85,7 @@ async def main():
         print(f"{'burst %d peak' % (i + 1):>14}: RSS {peak[0]:7.1f} MiB, anonymous {peak[1]:7.1f} MiB")
         time.sleep(settle)
         rss, anon = memory()
-        print(f"{'%d s after' % settle:>14}: RSS {rss:7.1f} MiB, anonymous {anon:7.1f} MiB")
+        print(f"{'%d s after' % settle:>14}: RSS {rss:7.1f} MiB, anonymous {anon:7.1f} MiB, {fds()} open files")
 
 asyncio.run(main())
 PY

@@ -1,5 +1,6 @@
 //! The HTTP API (`spec/openapi.yaml`): shared state, routing, handlers, JSON errors.
 
+use crate::conn::{InFlight, InFlightGuard, RequestGuard};
 use crate::registry::{Dataset, Loaded};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
@@ -14,7 +15,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::metrics::Metrics;
@@ -25,8 +25,8 @@ pub(crate) struct State {
     pub datasets: BTreeMap<String, Arc<Dataset>>,
     pub limits: Limits,
     pub metrics: Metrics,
-    /// One permit per request being answered, held until its answer is sent.
-    in_flight: Arc<Semaphore>,
+    /// Requests being answered, each counted until its answer is sent.
+    in_flight: Arc<InFlight>,
 }
 
 impl State {
@@ -36,9 +36,7 @@ impl State {
         metrics: Metrics,
     ) -> State {
         State {
-            in_flight: Arc::new(Semaphore::new(
-                limits.max_in_flight.min(Semaphore::MAX_PERMITS),
-            )),
+            in_flight: InFlight::new(limits.max_in_flight),
             datasets,
             limits,
             metrics,
@@ -46,19 +44,27 @@ impl State {
     }
 }
 
-/// A response body: the bytes of the answer, and the in-flight permit of its request, given
-/// back once the body is sent (or dropped).
+/// A response body: the bytes of the answer, and what its request holds until the answer is
+/// sent (or dropped): its in-flight slot, and the mark of a request being answered on its
+/// connection.
 pub(crate) struct Body {
     inner: Full<Bytes>,
-    _permit: Option<OwnedSemaphorePermit>,
+    slot: Option<InFlightGuard>,
+    request: Option<RequestGuard>,
 }
 
 impl Body {
     fn new(bytes: Bytes) -> Body {
         Body {
             inner: Full::new(bytes),
-            _permit: None,
+            slot: None,
+            request: None,
         }
+    }
+
+    /// Keeps `request` until this body is sent or dropped.
+    pub fn hold(&mut self, request: RequestGuard) {
+        self.request = Some(request);
     }
 }
 
@@ -234,30 +240,15 @@ pub(crate) async fn handle(
     let (parts, body) = req.into_parts();
     let route = route(parts.uri.path());
     let label = route.label();
-    let response = match Arc::clone(&state.in_flight).try_acquire_owned() {
-        Ok(permit) => {
-            let mut r = respond(&state, route, &parts, body).await;
-            r.body_mut()._permit = Some(permit);
-            r
-        }
-        Err(_) => fail(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded",
-            format!(
-                "{} requests are being answered, the limit; retry shortly",
-                state.limits.max_in_flight
-            ),
-        )
-        .into_response(),
-    };
+    let response = respond(&state, route, &parts, body).await;
     state
         .metrics
         .observe(label, response.status().as_u16(), started.elapsed());
     Ok(response)
 }
 
-/// The response to one admitted request, with `X-Snapkv-Version` on every answer about a
-/// dataset that has a version loaded, errors included.
+/// The response to one request, with `X-Snapkv-Version` on every answer about a dataset that
+/// has a version loaded, errors included.
 async fn respond(
     state: &State,
     route: Route<'_>,
@@ -278,10 +269,35 @@ async fn respond(
         .as_ref()
         .and_then(|t| t.loaded.as_ref())
         .map(|l| l.version_header.clone());
+    // Health, readiness and metrics are cheap and must answer under any load: only the
+    // other routes take an in-flight slot.
+    let slot = if matches!(route, Route::Healthz | Route::Readyz | Route::Metrics) {
+        None
+    } else {
+        match state.in_flight.enter() {
+            Some(slot) => Some(slot),
+            None => {
+                let mut r = fail(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "overloaded",
+                    format!(
+                        "{} requests are being answered, the limit; retry shortly",
+                        state.limits.max_in_flight
+                    ),
+                )
+                .into_response();
+                if let Some(v) = version {
+                    r.headers_mut().insert(VERSION_HEADER, v);
+                }
+                return r;
+            }
+        }
+    };
     let mut response = match answer(state, route, target, parts, body).await {
         Ok(r) => r,
         Err(f) => f.into_response(),
     };
+    response.body_mut().slot = slot;
     if let Some(v) = version {
         response.headers_mut().insert(VERSION_HEADER, v);
     }
@@ -340,7 +356,15 @@ fn metrics_response(state: &State, headers: &HeaderMap) -> Response<Body> {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|t| t.trim().starts_with("application/openmetrics-text"));
+        .any(|t| {
+            let mut params = t.split(';').map(str::trim);
+            params.next() == Some("application/openmetrics-text")
+                && !params.any(|p| {
+                    p.strip_prefix("q=")
+                        .and_then(|q| q.parse::<f32>().ok())
+                        .is_some_and(|q| q <= 0.0)
+                })
+        });
     let (text, content_type) = if openmetrics {
         (
             text,

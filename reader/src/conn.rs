@@ -1,20 +1,16 @@
-//! A connection's socket, tracked: when bytes last moved and how many requests came in, so the
-//! server can close connections that went quiet whatever state the HTTP machinery is in.
+//! What happened on a connection: when it started, how many requests came and are still being
+//! answered, and when one last started or ended. The connection's task reads it to close
+//! connections that send no request in time or stay without one for too long, whatever the
+//! client keeps sending otherwise (bytes of a preface, HTTP/2 PINGs).
 
-use std::io::IoSlice;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
-/// What happened on a connection: shared by its socket (which records progress) and its task
-/// (which reads it to decide when the connection went quiet).
 pub(crate) struct Activity {
     start: Instant,
-    /// Milliseconds from `start` to the last read or write that moved bytes.
+    /// Milliseconds from `start` to the last request start or end.
     last_ms: AtomicU64,
     requests: AtomicU64,
 }
@@ -33,13 +29,24 @@ impl Activity {
         self.last_ms.store(ms, Ordering::Relaxed);
     }
 
-    /// When bytes last moved (or the connection started).
-    pub fn last(&self) -> Instant {
-        self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    /// A request came in; its end is recorded when the returned guard is dropped (with its
+    /// response body, once sent).
+    pub fn request_started(self: &Arc<Self>) -> RequestGuard {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.touch();
+        RequestGuard(Arc::clone(self))
     }
 
-    pub fn request_started(&self) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
+    /// When the connection must have shown a sign of use: the header timeout after its start
+    /// while no request came, else the idle timeout after the last request started or ended.
+    /// `None` when the deadline is beyond what the clock can represent.
+    pub fn deadline(&self, header_timeout: Duration, idle_timeout: Duration) -> Option<Instant> {
+        if self.requests.load(Ordering::Relaxed) == 0 {
+            self.start.checked_add(header_timeout)
+        } else {
+            let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+            self.start.checked_add(last)?.checked_add(idle_timeout)
+        }
     }
 
     /// Requests received so far.
@@ -48,67 +55,45 @@ impl Activity {
     }
 }
 
-/// A socket that records in its [`Activity`] every read or write that moves bytes.
-pub(crate) struct Tracked<S> {
-    inner: S,
-    activity: Arc<Activity>,
-}
+/// Marks a request as answered when dropped.
+pub(crate) struct RequestGuard(Arc<Activity>);
 
-impl<S> Tracked<S> {
-    pub fn new(inner: S, activity: Arc<Activity>) -> Tracked<S> {
-        Tracked { inner, activity }
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        self.0.touch();
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.activity.touch();
+/// Requests being answered over all connections, up to a bound. A counter rather than a
+/// semaphore: nothing ever waits for a slot, and the count is taken on every request.
+pub(crate) struct InFlight {
+    count: std::sync::atomic::AtomicUsize,
+    max: usize,
+}
+
+impl InFlight {
+    pub fn new(max: usize) -> Arc<InFlight> {
+        Arc::new(InFlight {
+            count: std::sync::atomic::AtomicUsize::new(0),
+            max,
+        })
+    }
+
+    /// A slot for one request, or `None` when `max` requests are being answered.
+    pub fn enter(self: &Arc<Self>) -> Option<InFlightGuard> {
+        if self.count.fetch_add(1, Ordering::AcqRel) >= self.max {
+            self.count.fetch_sub(1, Ordering::AcqRel);
+            return None;
         }
-        result
+        Some(InFlightGuard(Arc::clone(self)))
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        result
-    }
+/// One request's slot, given back when dropped.
+pub(crate) struct InFlightGuard(Arc<InFlight>);
 
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        result
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.count.fetch_sub(1, Ordering::AcqRel);
     }
 }

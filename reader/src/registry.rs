@@ -46,12 +46,30 @@ pub(crate) struct CachedRelease {
     pub cache: snapkv_store::Cache,
     pub dataset: String,
     pub version: String,
+    /// How many `Loaded` of each of the dataset's cached versions exist: a version loaded
+    /// again (a rollback to it) while an older `Loaded` of it is still held must not lose its
+    /// directory when that older one goes.
+    pub live: LiveVersions,
 }
+
+/// Counts of loaded versions of one dataset's cache entries, by version.
+pub(crate) type LiveVersions = Arc<Mutex<std::collections::HashMap<String, usize>>>;
 
 impl Drop for Loaded {
     fn drop(&mut self) {
         let Some(r) = self.release.take() else { return };
-        if !self.released.load(Ordering::Acquire) {
+        let still_loaded = {
+            let mut live = r.live.lock().unwrap_or_else(|e| e.into_inner());
+            let n = live.get_mut(&r.version).map_or(0, |n| {
+                *n = n.saturating_sub(1);
+                *n
+            });
+            if n == 0 {
+                live.remove(&r.version);
+            }
+            n > 0
+        };
+        if still_loaded || !self.released.load(Ordering::Acquire) {
             return;
         }
         // Unlinking a mapped file is safe: the mapping keeps the inode until it goes. Removing
@@ -122,6 +140,10 @@ impl Loaded {
         let header = |s: &str, default: &'static str| {
             HeaderValue::from_str(s).unwrap_or(HeaderValue::from_static(default))
         };
+        if let Some(r) = &release {
+            let mut live = r.live.lock().unwrap_or_else(|e| e.into_inner());
+            *live.entry(r.version.clone()).or_default() += 1;
+        }
         Ok(Loaded {
             version_header: header(&version, "unknown"),
             content_type: header(&content_type, "application/octet-stream"),
@@ -167,6 +189,8 @@ pub(crate) struct Dataset {
     pub hits: Counter,
     /// Key lookups that found nothing.
     pub misses: Counter,
+    /// The cache-dir versions loaded now (store sources).
+    pub live: LiveVersions,
 }
 
 impl Dataset {
@@ -180,6 +204,7 @@ impl Dataset {
             current: ArcSwapOption::empty(),
             previous: ArcSwapOption::empty(),
             status: Mutex::new(SyncStatus::default()),
+            live: LiveVersions::default(),
         }
     }
 
@@ -293,27 +318,52 @@ mod tests {
     use snapkv_format::{Metadata, SnapshotWriter, WriterOptions};
     use std::time::Duration;
 
-    /// A released version in a cache directory: `(cache root, version dir, loaded)`.
+    /// A released version in a cache directory: `(version dir, loaded)`.
     fn released(dir: &Path) -> (PathBuf, Loaded) {
+        let (version_dir, loaded) = cached(dir, &LiveVersions::default());
+        loaded.release();
+        (version_dir, loaded)
+    }
+
+    /// Version v1 of dataset d in the cache at `dir`, loaded: `(version dir, loaded)`.
+    fn cached(dir: &Path, live: &LiveVersions) -> (PathBuf, Loaded) {
         let version_dir = dir.join("d").join("v1");
         std::fs::create_dir_all(&version_dir).unwrap();
         let path = version_dir.join("d.snapkv");
         let mut w =
             SnapshotWriter::new(Vec::new(), WriterOptions::default(), Metadata::default()).unwrap();
         w.insert(b"k", b"v").unwrap();
-        std::fs::write(&path, w.finish().unwrap().0).unwrap();
+        if !path.exists() {
+            // Never rewritten: a mapped file must not change.
+            std::fs::write(&path, w.finish().unwrap().0).unwrap();
+        }
         let release = CachedRelease {
             cache: snapkv_store::Cache::new(dir),
             dataset: "d".into(),
             version: "v1".into(),
+            live: Arc::clone(live),
         };
         let fallback = Fallback {
             version: "v1".into(),
             built_at: SystemTime::now(),
         };
         let loaded = Loaded::open(&path, 1 << 20, fallback, Some(release), false).unwrap();
-        loaded.release();
         (version_dir, loaded)
+    }
+
+    #[test]
+    fn a_version_loaded_again_keeps_its_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = LiveVersions::default();
+        let (version_dir, old) = cached(dir.path(), &live);
+        // Rolled back to: the same cache entry is loaded again while the old one is held.
+        let (_, again) = cached(dir.path(), &live);
+        old.release();
+        drop(old);
+        assert!(version_dir.exists(), "removed while loaded again");
+        again.release();
+        drop(again);
+        assert!(!version_dir.exists());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The server: accept loop, connection cap, per-connection tasks with timeouts, graceful drain.
 
 use crate::api::State;
-use crate::conn::{Activity, Tracked};
+use crate::conn::Activity;
 use crate::metrics::Metrics;
 use crate::registry::Dataset;
 use crate::sync::Source;
@@ -32,18 +32,21 @@ pub struct Limits {
     /// Largest mget or scan answer: an mget over it is refused, a scan page ends early with a
     /// cursor (a page always holds at least one entry). Default: 16 MiB.
     pub max_response_bytes: usize,
-    /// Time a client has to send a request's headers, counted from the connection's start for
-    /// its first request. Default: 10 s.
+    /// Time a new connection has to send its first request's headers, counted from its start
+    /// whatever it sends meanwhile. Default: 10 s.
     pub header_read_timeout: Duration,
-    /// Time a client has to send a request body. Default: 10 s.
+    /// Time a client has to send a request body (408 beyond). At most `idle_timeout`.
+    /// Default: 10 s.
     pub body_read_timeout: Duration,
-    /// A connection on which nothing was read or written for this long is closed (HTTP/2
-    /// with GOAWAY); this also bounds clients that stop reading their answer. Default: 60 s.
+    /// A connection on which no request started or ended for this long is closed (HTTP/2
+    /// with GOAWAY): keep-alive connections between requests, and requests whose answer the
+    /// client does not take. Default: 60 s.
     pub idle_timeout: Duration,
     /// Most connections served at once; more wait to be accepted. Default: 4096.
     pub max_connections: usize,
-    /// Most requests answered at once over all connections (HTTP/2 multiplexes many on one
-    /// connection); more are refused with 503. Default: 512.
+    /// Most requests answered at once over all connections (HTTP/2 multiplexes up to 64 on
+    /// one connection); more are refused with 503. `/healthz`, `/readyz` and `/metrics` are
+    /// not counted: they answer under any load. Default: 512.
     pub max_in_flight: usize,
     /// Longest request target (path and query). Default: 8 KiB.
     pub max_uri_bytes: usize,
@@ -135,17 +138,7 @@ pub async fn run(
         return Err(ServeError::NoSources);
     }
     let limits = config.limits.clone();
-    if limits.max_connections == 0 || limits.max_connections > Semaphore::MAX_PERMITS {
-        return Err(ServeError::BadLimit(format!(
-            "max connections must be 1 to {}",
-            Semaphore::MAX_PERMITS
-        )));
-    }
-    if limits.max_in_flight == 0 {
-        return Err(ServeError::BadLimit(
-            "max in-flight must be at least 1".into(),
-        ));
-    }
+    check_limits(&limits, config.drain_timeout)?;
     let metrics = Metrics::new();
     let mut datasets = BTreeMap::new();
     for source in &config.sources {
@@ -219,26 +212,68 @@ pub async fn run(
     Ok(())
 }
 
+/// The longest timeout accepted: far beyond any sensible setting, and far from the limits of
+/// the clock's arithmetic.
+const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+
+fn check_limits(limits: &Limits, drain_timeout: Duration) -> Result<(), ServeError> {
+    let bad = |m: String| Err(ServeError::BadLimit(m));
+    let max_connections = usize::try_from(u32::MAX)
+        .unwrap_or(usize::MAX)
+        .min(Semaphore::MAX_PERMITS);
+    if !(1..=max_connections).contains(&limits.max_connections) {
+        return bad(format!("max connections must be 1 to {max_connections}"));
+    }
+    if limits.max_in_flight == 0 {
+        return bad("max in-flight must be at least 1".into());
+    }
+    for (name, t) in [
+        ("header read timeout", limits.header_read_timeout),
+        ("body read timeout", limits.body_read_timeout),
+        ("idle timeout", limits.idle_timeout),
+        ("drain timeout", drain_timeout),
+    ] {
+        if t.is_zero() || t > MAX_TIMEOUT {
+            return bad(format!("{name} must be more than 0 and at most 7 days"));
+        }
+    }
+    if limits.body_read_timeout > limits.idle_timeout {
+        return bad(format!(
+            "the body read timeout ({:?}) must not exceed the idle timeout ({:?}), which would \
+             close the connection first",
+            limits.body_read_timeout, limits.idle_timeout
+        ));
+    }
+    Ok(())
+}
+
 fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+        // The connection task bounds the wait for a request (from the connection's start,
+        // then the idle timeout); hyper's own timer would restart between keep-alive requests.
+        .header_read_timeout(None)
         .keep_alive(true)
         // A client may shut down its sending side once its request is out and still read
         // the answer.
         .half_close(true);
+    // HTTP/2 counts 32 bytes per field on top of names and values: leave room for the
+    // server's own check of the header size to answer first, with a JSON error.
+    let header_list = u32::try_from(limits.max_header_bytes.saturating_mul(2)).unwrap_or(u32::MAX);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(256);
+        .max_concurrent_streams(64)
+        .max_header_list_size(header_list.max(16 << 10));
     builder
 }
 
 /// Serves one connection until it ends, the server shuts down (graceful, then closed at the
 /// drain timeout) or the client goes quiet: no request within the header timeout of
-/// connecting, or nothing read or written for the idle timeout.
+/// connecting, or no request started or answered for the idle timeout. What else the client
+/// sends (a byte at a time, HTTP/2 PINGs) does not keep a connection open.
 async fn serve_connection(
     stream: TcpStream,
     permit: OwnedSemaphorePermit,
@@ -250,27 +285,36 @@ async fn serve_connection(
     let _permit = permit;
     let _ = stream.set_nodelay(true);
     let activity = Arc::new(Activity::new());
-    let io = TokioIo::new(Tracked::new(stream, Arc::clone(&activity)));
+    let io = TokioIo::new(stream);
     let service = {
         let (state, activity) = (Arc::clone(&state), Arc::clone(&activity));
         hyper::service::service_fn(move |req| {
-            activity.request_started();
-            crate::api::handle(Arc::clone(&state), req)
+            let request = activity.request_started();
+            let state = Arc::clone(&state);
+            async move {
+                let mut response = crate::api::handle(state, req).await?;
+                response.body_mut().hold(request);
+                Ok::<_, std::convert::Infallible>(response)
+            }
         })
     };
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
     let limits = &state.limits;
+    let quiet_by = || activity.deadline(limits.header_read_timeout, limits.idle_timeout);
     // Set once the connection was asked to close: then it has until this instant.
     let mut closing_by: Option<Instant> = None;
     loop {
-        let deadline = closing_by.unwrap_or_else(|| {
-            let quiet = if activity.requests() == 0 {
-                limits.header_read_timeout
+        // The timer does not follow requests as they come: before the first one, look again
+        // after the idle timeout at the latest, since a request then moves the deadline to
+        // the idle timeout after it, which may come before the header timeout.
+        let deadline = closing_by.or_else(|| {
+            let quiet = quiet_by()?;
+            if activity.requests() == 0 {
+                Some(quiet.min(Instant::now().checked_add(limits.idle_timeout)?))
             } else {
-                limits.idle_timeout
-            };
-            activity.last() + quiet
+                Some(quiet)
+            }
         });
         tokio::select! {
             result = conn.as_mut() => {
@@ -282,25 +326,28 @@ async fn serve_connection(
             _ = stop.changed(), if closing_by.is_none() => {
                 // The server is shutting down (or gone): finish what is in flight, then close.
                 conn.as_mut().graceful_shutdown();
-                closing_by = Some(Instant::now() + drain_timeout);
+                closing_by = Instant::now().checked_add(drain_timeout);
             }
-            () = tokio::time::sleep_until(deadline) => {
+            () = sleep_until(deadline) => {
                 if closing_by.is_some() {
                     tracing::debug!("connection closed: it did not finish in time");
                     return;
                 }
-                // Activity may have moved the deadline while this timer slept.
-                let quiet = if activity.requests() == 0 {
-                    limits.header_read_timeout
-                } else {
-                    limits.idle_timeout
-                };
-                if activity.last() + quiet <= Instant::now() {
+                // A request may have moved the deadline while this timer slept.
+                if quiet_by().is_some_and(|d| d <= Instant::now()) {
                     tracing::debug!(requests = activity.requests(), "closing a quiet connection");
                     conn.as_mut().graceful_shutdown();
-                    closing_by = Some(Instant::now() + IDLE_CLOSE_GRACE);
+                    closing_by = Instant::now().checked_add(IDLE_CLOSE_GRACE);
                 }
             }
         }
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
     }
 }

@@ -3,7 +3,7 @@
 //! Whatever fails, a dataset keeps serving what it has, and the failure stays visible (logs,
 //! `/v1/datasets/{ds}`, `snapkv_sync_last_success`) until a good version replaces the bad one.
 
-use crate::registry::{CachedRelease, Dataset, Fallback, Loaded};
+use crate::registry::{CachedRelease, Dataset, Fallback, LiveVersions, Loaded};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -78,14 +78,41 @@ fn file_identity(path: &Path) -> std::io::Result<FileIdentity> {
     Ok((m.dev(), m.ino(), m.len(), m.modified()?))
 }
 
-/// Opens the file at `path` for dataset `name` (blocking): verified in full, and refused when
-/// it was built for another dataset (the rule `publish` applies).
+/// Why a file could not be loaded, and whether trying the same file again could succeed.
+struct LoadFailure {
+    message: String,
+    /// The file itself is at fault (corrupt, built for another dataset): the same file fails
+    /// again. Otherwise (an I/O error, no memory for the mapping) the next poll retries.
+    lasting: bool,
+}
+
+/// Opens the file at `path` for dataset `name` (blocking): refused when it was built for
+/// another dataset (the rule `publish` applies), checked before the full verification.
 fn load_file(
     name: &str,
     path: &Path,
     id: &FileIdentity,
     cache_bytes: usize,
-) -> Result<Loaded, String> {
+) -> Result<Loaded, LoadFailure> {
+    let failure = |e: crate::OpenError| LoadFailure {
+        lasting: matches!(e, crate::OpenError::Format { .. }),
+        message: error_chain(&e),
+    };
+    let snapshot = crate::open_snapshot(path, &Default::default()).map_err(failure)?;
+    if let Some(built_for) = snapshot.metadata().dataset.as_deref() {
+        if built_for != name {
+            return Err(LoadFailure {
+                message: format!(
+                    "{} was built for dataset {built_for:?}, not {name:?}: serve it as \
+                     --file {built_for}={}, or rebuild it with --dataset {name}",
+                    path.display(),
+                    path.display()
+                ),
+                lasting: true,
+            });
+        }
+    }
+    drop(snapshot);
     // A version label for files without one in their metadata: their mtime.
     let mtime = id.3;
     let fallback = Fallback {
@@ -98,22 +125,12 @@ fn load_file(
         ),
         built_at: mtime,
     };
-    let loaded =
-        Loaded::open(path, cache_bytes, fallback, None, false).map_err(|e| error_chain(&e))?;
-    match loaded.snapshot.metadata().dataset.as_deref() {
-        Some(built_for) if built_for != name => Err(format!(
-            "{} was built for dataset {built_for:?}, not {name:?}: serve it as \
-             --file {built_for}={}, or rebuild it with --dataset {name}",
-            path.display(),
-            path.display()
-        )),
-        _ => Ok(loaded),
-    }
+    Loaded::open(path, cache_bytes, fallback, None, false).map_err(failure)
 }
 
 /// Loads the file at `path` and reloads it whenever the path points at a different file. A
 /// file that cannot be loaded keeps its error recorded at every poll until another file
-/// replaces it.
+/// replaces it; a failure that is not the file's fault is retried at the next poll.
 async fn watch_file(
     d: Arc<Dataset>,
     path: PathBuf,
@@ -121,7 +138,7 @@ async fn watch_file(
     cache_bytes: usize,
     mut stop: watch::Receiver<bool>,
 ) {
-    // The identity last looked at, and the outcome of loading it.
+    // The file last loaded or refused for good, and the outcome.
     let mut last: Option<(FileIdentity, Result<(), String>)> = None;
     loop {
         let p = path.clone();
@@ -134,10 +151,25 @@ async fn watch_file(
                     let loaded =
                         tokio::task::spawn_blocking(move || load_file(&name, &p, &id, cache_bytes))
                             .await
-                            .unwrap_or_else(|e| Err(format!("loading task failed: {e}")));
-                    let outcome = loaded.map(|l| d.swap(l));
-                    last = Some((id, outcome.clone()));
-                    outcome
+                            .unwrap_or_else(|e| {
+                                Err(LoadFailure {
+                                    message: format!("loading task failed: {e}"),
+                                    lasting: false,
+                                })
+                            });
+                    match loaded {
+                        Ok(l) => {
+                            d.swap(l);
+                            last = Some((id, Ok(())));
+                            Ok(())
+                        }
+                        Err(f) => {
+                            if f.lasting {
+                                last = Some((id, Err(f.message.clone())));
+                            }
+                            Err(f.message)
+                        }
+                    }
                 }
             },
             Ok(Err(e)) => Err(format!("cannot read {}: {e}", path.display())),
@@ -155,6 +187,7 @@ async fn watch_file(
 async fn load_cached(
     cached: snapkv_store::CachedVersion,
     cache: &snapkv_store::Cache,
+    live: &LiveVersions,
     cache_bytes: usize,
 ) -> Result<Loaded, String> {
     let [file] = cached.manifest.files.as_slice() else {
@@ -169,6 +202,7 @@ async fn load_cached(
         cache: cache.clone(),
         dataset: cached.dataset.clone(),
         version: cached.version.clone(),
+        live: Arc::clone(live),
     };
     let published = crate::time::parse_rfc3339(&cached.manifest.created_at);
     let fallback = Fallback {
@@ -213,22 +247,27 @@ async fn watch_store(
     mut stop: watch::Receiver<bool>,
 ) {
     let name = d.name.clone();
+    // Versions beyond the newest two are left over from an earlier run: removed here, on the
+    // blocking pool, with the listing.
     let listed = {
         let (c, n) = (cache.clone(), name.clone());
-        tokio::task::spawn_blocking(move || c.versions(&n)).await
+        tokio::task::spawn_blocking(move || {
+            let mut versions = c.versions(&n)?;
+            versions.sort_by(|a, b| a.version.cmp(&b.version));
+            let keep = versions.len().saturating_sub(2);
+            for old in versions.drain(..keep) {
+                let _ = c.remove(&old.dataset, &old.version);
+            }
+            Ok::<_, snapkv_store::Error>(versions)
+        })
+        .await
     };
     // The store's version names (the cache entries), not the labels inside the files.
     let mut served: Option<String> = None;
     if let Ok(Ok(mut versions)) = listed {
-        versions.sort_by(|a, b| a.version.cmp(&b.version));
-        // Versions beyond the newest two are left over from an earlier run.
-        let keep = versions.len().saturating_sub(2);
-        for old in versions.drain(..keep) {
-            let _ = cache.remove(&old.dataset, &old.version);
-        }
         if let Some(newest) = versions.pop() {
             let version = newest.version.clone();
-            match load_cached(newest, &cache, cache_bytes).await {
+            match load_cached(newest, &cache, &d.live, cache_bytes).await {
                 Ok(l) => {
                     tracing::info!(dataset = %name, %version, "serving the cached version");
                     d.swap(l);
@@ -253,11 +292,15 @@ async fn watch_store(
                     // Verify downloads through the mapping, not by reading them into memory.
                     options.open = Arc::new(|p| Ok(crate::open_snapshot(p, &Default::default())?));
                     match store.fetch(&name, &version, &cache, &options).await {
-                        Ok(cached) => load_cached(cached, &cache, cache_bytes).await.map(|l| {
-                            d.swap(l);
-                            served = Some(version);
-                            tag = Some(current.tag);
-                        }),
+                        Ok(cached) => {
+                            load_cached(cached, &cache, &d.live, cache_bytes)
+                                .await
+                                .map(|l| {
+                                    d.swap(l);
+                                    served = Some(version);
+                                    tag = Some(current.tag);
+                                })
+                        }
                         Err(e) => Err(error_chain(&e)),
                     }
                 }

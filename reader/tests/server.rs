@@ -152,6 +152,72 @@ async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Reads one HTTP/1.1 answer (head and `Content-Length` body) from `s`, at most 10 s.
+async fn read_answer(s: &mut TcpStream) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read = async {
+        loop {
+            if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+                let length = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+                if got.len() >= end + 4 + length {
+                    return;
+                }
+            }
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(
+                n > 0,
+                "connection closed mid-answer: {:?}",
+                String::from_utf8_lossy(&got)
+            );
+            got.extend_from_slice(&buf[..n]);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("no whole answer");
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// HTTP/2 with prior knowledge: the preface and an empty SETTINGS frame.
+fn h2_preface() -> Vec<u8> {
+    let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    bytes.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    bytes
+}
+
+/// An HTTP/2 PING frame.
+const H2_PING: [u8; 17] = [0, 0, 8, 6, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8];
+
+/// The frame types in `bytes`, a server's HTTP/2 frames.
+fn h2_frame_types(bytes: &[u8]) -> Vec<u8> {
+    let mut types = Vec::new();
+    let mut at = 0;
+    while at + 9 <= bytes.len() {
+        // HTTP/2 frame lengths are 24-bit big-endian.
+        let len = (usize::from(bytes[at]) << 16)
+            | (usize::from(bytes[at + 1]) << 8)
+            | usize::from(bytes[at + 2]);
+        types.push(bytes[at + 3]);
+        at += 9 + len;
+    }
+    types
+}
+
+/// Reads until the server closes the connection (at most 10 s): what it sent.
+async fn read_until_closed(s: &mut TcpStream, what: &str) -> Vec<u8> {
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got))
+        .await
+        .unwrap_or_else(|_| panic!("{what} stayed open"))
+        .ok();
+    got
+}
+
 /// A served JSON dataset `d` of 100 keys, with `limits`.
 async fn serve_json(dir: &Path, limits: Limits) -> (Running, PathBuf) {
     let path = dir.join("d.snapkv");
@@ -182,6 +248,29 @@ async fn silent_connections_cannot_lock_out_health_checks() {
         }
         silent.push(c);
     }
+    // And some that keep talking without ever asking: a byte of a request line at a time, or
+    // HTTP/2 PINGs. They hold their slots no longer than the silent ones.
+    let mut talkers = Vec::new();
+    for i in 0..8 {
+        let mut c = TcpStream::connect(s.addr).await.unwrap();
+        if i % 2 == 1 {
+            c.write_all(&h2_preface()).await.unwrap();
+        }
+        talkers.push(tokio::spawn(async move {
+            for _ in 0..400 {
+                let sent = if i % 2 == 0 {
+                    c.write_all(b"G").await
+                } else {
+                    c.write_all(&H2_PING).await
+                };
+                if sent.is_err() {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            false
+        }));
+    }
     // The slots free up as the silent ones time out: a health check gets through.
     let c = client();
     let started = Instant::now();
@@ -198,13 +287,15 @@ async fn silent_connections_cannot_lock_out_health_checks() {
     })
     .await;
     assert!(started.elapsed() < Duration::from_secs(15));
-    // And every silent connection was closed by the server.
+    // And every one of them was closed by the server.
     for mut c in silent {
-        let mut buf = Vec::new();
-        tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut buf))
-            .await
-            .expect("a silent connection stayed open")
-            .ok();
+        read_until_closed(&mut c, "a silent connection").await;
+    }
+    for t in talkers {
+        assert!(
+            t.await.unwrap(),
+            "a talking connection that never asked stayed open"
+        );
     }
     s.stop().await;
 }
@@ -214,41 +305,43 @@ async fn idle_connections_are_closed() {
     let dir = tempfile::tempdir().unwrap();
     let mut limits = Limits::default();
     limits.idle_timeout = Duration::from_millis(300);
-    limits.header_read_timeout = Duration::from_millis(300);
+    limits.body_read_timeout = Duration::from_millis(300);
+    limits.header_read_timeout = Duration::from_secs(30);
     let (s, _) = serve_json(dir.path(), limits).await;
-    // HTTP/2 (prior knowledge): preface and SETTINGS, then no request. The server says GOAWAY
-    // (frame type 7) and closes.
-    let mut preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-    preface.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    // HTTP/2 (prior knowledge): one request (HEADERS for GET / on stream 1, HPACK-indexed),
+    // then only PINGs. The server answers, then says GOAWAY (frame type 7) and closes.
     let mut c = TcpStream::connect(s.addr).await.unwrap();
-    c.write_all(&preface).await.unwrap();
+    c.write_all(&h2_preface()).await.unwrap();
+    c.write_all(&[
+        0, 0, 6, 1, 5, 0, 0, 0, 1, 0x82, 0x86, 0x84, 0x41, 0x01, b'x',
+    ])
+    .await
+    .unwrap();
+    let (mut rd, mut wr) = c.into_split();
+    let pinger = tokio::spawn(async move {
+        while wr.write_all(&H2_PING).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
     let mut got = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut got))
+    tokio::time::timeout(Duration::from_secs(10), rd.read_to_end(&mut got))
         .await
-        .expect("an idle HTTP/2 connection stayed open")
+        .expect("an HTTP/2 connection kept alive by PINGs stayed open")
         .ok();
-    let mut frames = Vec::new();
-    let mut at = 0;
-    while at + 9 <= got.len() {
-        // HTTP/2 frame lengths are 24-bit big-endian.
-        let len = (usize::from(got[at]) << 16)
-            | (usize::from(got[at + 1]) << 8)
-            | usize::from(got[at + 2]);
-        frames.push(got[at + 3]);
-        at += 9 + len;
-    }
-    assert!(frames.contains(&7), "no GOAWAY among frames {frames:?}");
+    pinger.abort();
+    let types = h2_frame_types(&got);
+    assert!(
+        types.contains(&1),
+        "no answer (HEADERS) among frames {types:?}"
+    );
+    assert!(types.contains(&7), "no GOAWAY among frames {types:?}");
 
-    // HTTP/1.1 keep-alive: one request, then silence.
+    // HTTP/1.1 keep-alive: one request, then silence, well within the header timeout.
     let mut c = TcpStream::connect(s.addr).await.unwrap();
     c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
-    let mut got = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut got))
-        .await
-        .expect("an idle keep-alive connection stayed open")
-        .unwrap();
+    let got = read_until_closed(&mut c, "an idle keep-alive connection").await;
     assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
     s.stop().await;
 }
@@ -267,12 +360,7 @@ async fn bodies_are_bounded_in_time_and_size() {
     )
     .await
     .unwrap();
-    let mut got = vec![0; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(10), c.read(&mut got))
-        .await
-        .expect("no answer to a body that never came")
-        .unwrap();
-    let answer = String::from_utf8_lossy(&got[..n]);
+    let answer = read_answer(&mut c).await;
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("body_timeout"), "{answer}");
     assert!(
@@ -322,13 +410,17 @@ async fn requests_in_flight_are_capped() {
     })
     .await;
     assert_eq!(r.headers()["retry-after"], "1");
+    assert_eq!(r.headers()["x-snapkv-version"], "v1");
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "overloaded");
+    // Health, readiness and metrics answer all the same.
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let r = c.get(s.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+    }
     // The held request finishes; the slot is free again.
     held.write_all(b" [\"k0001\"]}        ").await.unwrap();
-    let mut got = vec![0; 4096];
-    let n = held.read(&mut got).await.unwrap();
-    assert!(String::from_utf8_lossy(&got[..n]).starts_with("HTTP/1.1 200"));
+    assert!(read_answer(&mut held).await.starts_with("HTTP/1.1 200"));
     let r = c
         .get(s.url("/v1/datasets/d/keys/k0001"))
         .send()

@@ -142,6 +142,7 @@ pub fn run(args: Args, log_format: super::LogFormat) -> anyhow::Result<ExitCode>
     let data = args.dir.join("data");
     let store_dir = args.dir.join("store");
     std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
+    super::return_freed_memory();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -28,8 +28,12 @@ pub fn open(path: &Path) -> anyhow::Result<Snapshot> {
 }
 
 /// The value parser of every duration flag: humantime's grammar, numbers each followed by a
-/// unit (`500ms`, `10s`, `1m30s`, `2h`, `7d`).
+/// unit (`500ms`, `10s`, `1m30s`, `2h`, `7d`); a bare whole number is seconds, as earlier
+/// releases read it.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    if let Ok(secs) = s.trim().parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
     humantime::parse_duration(s)
         .map_err(|e| format!("{e}; expected a duration such as 500ms, 10s, 1m30s or 2h"))
 }
@@ -108,6 +112,14 @@ pub fn print_listening(format: LogFormat, addr: std::net::SocketAddr) -> std::io
     out.flush()
 }
 
+/// Starts the allocator's background thread, which returns freed memory to the system a few
+/// seconds after it was freed (long-running servers; a short command has no need).
+pub fn return_freed_memory() {
+    if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
+        tracing::debug!(error = %e, "cannot start the allocator's background thread");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,7 +130,8 @@ mod tests {
         assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
         assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86_400)));
-        for bad in ["10parsecs", "10", "", "-1s", "s"] {
+        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+        for bad in ["10parsecs", "", "-1s", "s", "1.5"] {
             let e = parse_duration(bad).unwrap_err();
             assert!(e.contains("500ms, 10s, 1m30s or 2h"), "{bad:?}: {e}");
         }

@@ -161,6 +161,7 @@ pub fn run(args: Args, log_format: super::LogFormat) -> anyhow::Result<ExitCode>
     limits.max_uri_bytes = usize::try_from(args.max_uri_bytes).unwrap_or(usize::MAX);
     limits.max_header_bytes = usize::try_from(args.max_header_bytes).unwrap_or(usize::MAX);
 
+    super::return_freed_memory();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if args.worker_threads > 0 {
         runtime.worker_threads(args.worker_threads);
