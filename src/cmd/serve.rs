@@ -75,14 +75,14 @@ pub struct Args {
     /// with a cursor.
     #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = snapkv_builder::parse_size)]
     max_response_bytes: u64,
-    /// Time a client has to send request headers (for a new connection, counted from connecting).
+    /// Time a new connection has to send its first request's headers, counted from connecting.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = super::parse_duration)]
     header_read_timeout: Duration,
     /// Time a client has to send a request body.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = super::parse_duration)]
     body_read_timeout: Duration,
-    /// Close a connection on which nothing was read or written for this long (keep-alive
-    /// and HTTP/2 connections between requests, clients that stop reading).
+    /// Close a connection on which no request started or was answered for this long
+    /// (keep-alive and HTTP/2 connections between requests, clients that stop reading).
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = super::parse_duration)]
     idle_timeout: Duration,
     /// Most connections at once; further clients wait to be accepted.
@@ -94,7 +94,8 @@ pub struct Args {
     /// Most bytes of request headers; more get 431.
     #[arg(long, value_name = "SIZE", default_value = "16KiB", value_parser = snapkv_builder::parse_size)]
     max_header_bytes: u64,
-    /// Most requests answered at once, over all connections; more get 503 with Retry-After.
+    /// Most requests answered at once, over all connections; more get 503 with Retry-After
+    /// (/healthz, /readyz and /metrics are not counted).
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_in_flight)]
     max_in_flight: usize,
     /// How long in-flight requests may take to finish on shutdown.
