@@ -1,5 +1,14 @@
 //! The `snapkv` command line.
 
+/// `println!` that gives back the write's error instead of panicking, so that a closed
+/// stdout (`snapkv inspect … | head`) ends the command quietly (see `main`).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*)
+    }};
+}
+
 mod cmd;
 
 /// jemalloc: with its background thread (started by the servers) freed memory goes back to

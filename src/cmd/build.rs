@@ -190,7 +190,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     bars.clear();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&summary_json(&summary))?);
+        outln!("{}", serde_json::to_string_pretty(&summary_json(&summary))?)?;
     } else if !args.quiet {
         eprintln!("{}", summary_line(&summary));
     }

@@ -200,9 +200,9 @@ pub fn run(args: Args, log_format: super::LogFormat) -> anyhow::Result<ExitCode>
                 "seconds": started.elapsed().as_secs_f64(),
                 "dataset": format!("{url}"),
             });
-            println!("{ready}");
+            outln!("{ready}")?;
         } else {
-            println!(
+            outln!(
             "\nready in {:.1}s. Try:\n\n  curl {url}/keys/SE/t0000042\n  \
              curl -X POST {url}/mget -d '{{\"keys\": [\"SE/t0000042\", \"US/t0000007\", \"XX/none\"]}}'\n  \
              curl '{url}/scan?prefix=JP/t000001&limit=5'\n\n\
@@ -212,7 +212,7 @@ pub fn run(args: Args, log_format: super::LogFormat) -> anyhow::Result<ExitCode>
              cargo run --release -- publish {dir}/next.snapkv --store {dir}/store --dataset {DATASET}\n\n\
              Ctrl-C stops the server.",
             started.elapsed().as_secs_f64()
-            );
+            )?;
         }
         use std::io::Write;
         std::io::stdout().flush()?;

@@ -46,19 +46,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         "deleted"
     };
     for v in &report.deleted {
-        println!("{verb} {v}");
+        outln!("{verb} {v}")?;
     }
     for v in &report.abandoned {
-        println!("{verb} {v} (incomplete, abandoned)");
+        outln!("{verb} {v} (incomplete, abandoned)")?;
     }
     for v in &report.in_progress {
-        println!(
+        outln!(
             "kept {v} (incomplete, younger than {})",
             humantime::format_duration(args.grace)
-        );
+        )?;
     }
     for v in &report.kept {
-        println!("kept {v}");
+        outln!("kept {v}")?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -39,43 +39,48 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 "metadata_bytes": s.metadata_bytes,
             },
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        outln!("{}", serde_json::to_string_pretty(&out)?)?;
         return Ok(ExitCode::SUCCESS);
     }
     let opt = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
-    println!("file          {}", args.file.display());
-    println!("dataset       {}", opt(&m.dataset));
-    println!("version       {}", opt(&m.version));
-    println!("created_at    {}", opt(&m.created_at));
-    println!("encoding      {:?}", m.value_encoding);
+    outln!("file          {}", args.file.display())?;
+    outln!("dataset       {}", opt(&m.dataset))?;
+    outln!("version       {}", opt(&m.version))?;
+    outln!("created_at    {}", opt(&m.created_at))?;
+    outln!("encoding      {:?}", m.value_encoding)?;
     if !m.key_columns.is_empty() {
-        println!("key columns   {}", m.key_columns.join(", "));
+        outln!("key columns   {}", m.key_columns.join(", "))?;
     }
-    println!("keys          {}", s.key_count);
-    println!(
+    outln!("keys          {}", s.key_count)?;
+    outln!(
         "blocks        {} ({} raw), target {} bytes, {} {}",
-        s.block_count, s.raw_blocks, m.format.block_size, m.format.compression, m.format.level
-    );
-    println!("file          {} bytes", s.file_bytes);
-    println!(
+        s.block_count,
+        s.raw_blocks,
+        m.format.block_size,
+        m.format.compression,
+        m.format.level
+    )?;
+    outln!("file          {} bytes", s.file_bytes)?;
+    outln!(
         "values        {} bytes stored, {} raw (ratio {ratio:.2})",
-        s.block_bytes_stored, s.block_bytes_raw
-    );
+        s.block_bytes_stored,
+        s.block_bytes_raw
+    )?;
     let per_key = |b: u64| b as f64 / s.key_count.max(1) as f64;
-    println!(
+    outln!(
         "index         {} bytes ({:.2}/key)",
         s.index_bytes,
         per_key(s.index_bytes)
-    );
-    println!(
+    )?;
+    outln!(
         "filter        {} bytes ({:.2}/key)",
         s.filter_bytes,
         per_key(s.filter_bytes)
-    );
-    println!("dictionary    {} bytes", s.dictionary_bytes);
-    println!("block table   {} bytes", s.block_table_bytes);
+    )?;
+    outln!("dictionary    {} bytes", s.dictionary_bytes)?;
+    outln!("block table   {} bytes", s.block_table_bytes)?;
     if let Some(schema) = &m.schema {
-        println!("schema        {schema}");
+        outln!("schema        {schema}")?;
     }
     Ok(ExitCode::SUCCESS)
 }

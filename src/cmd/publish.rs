@@ -71,7 +71,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     bar.finish_and_clear();
     let published = published?;
     let m = &published.manifest;
-    println!(
+    outln!(
         "published {} version {}: {} file(s), {} bytes, {} keys; CURRENT {} -> {}",
         m.dataset,
         m.version,
@@ -80,6 +80,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         m.total_keys(),
         published.previous.as_deref().unwrap_or("(none)"),
         m.version
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }

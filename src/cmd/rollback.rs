@@ -28,12 +28,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let store = args.store.open()?;
     let dataset = &args.store.dataset;
     match runtime()?.block_on(store.rollback(dataset, &args.to))? {
-        Some(p) => println!(
+        Some(p) => outln!(
             "CURRENT of {dataset}: {} -> {}",
             p.previous.as_deref().unwrap_or("(none)"),
             p.version
-        ),
-        None => println!("CURRENT of {dataset} is already {}", args.to),
+        )?,
+        None => outln!("CURRENT of {dataset} is already {}", args.to)?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -25,15 +25,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Ok(s) => s.verify().map(|()| s),
         };
         match result {
-            Ok(s) => println!(
+            Ok(s) => outln!(
                 "{}: ok ({} keys, {} bytes, {:.2}s)",
                 path.display(),
                 s.len(),
                 s.stats()?.file_bytes,
                 started.elapsed().as_secs_f64()
-            ),
+            )?,
             Err(e) => {
-                println!("{}: CORRUPT: {e}", path.display());
+                outln!("{}: CORRUPT: {e}", path.display())?;
                 code = ExitCode::from(NEGATIVE);
             }
         }

@@ -42,25 +42,28 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        outln!("{}", serde_json::to_string_pretty(&rows)?)?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    outln!(
         "  {:<20} {:>5} {:>14} {:>12}  CREATED",
-        "VERSION", "FILES", "BYTES", "KEYS"
-    );
+        "VERSION",
+        "FILES",
+        "BYTES",
+        "KEYS"
+    )?;
     for v in &versions {
         let mark = if v.current { '*' } else { ' ' };
         match &v.manifest {
-            Some(m) => println!(
+            Some(m) => outln!(
                 "{mark} {:<20} {:>5} {:>14} {:>12}  {}",
                 v.version,
                 m.files.len(),
                 m.total_bytes(),
                 m.total_keys(),
                 m.created_at
-            ),
-            None => println!("{mark} {:<20} (incomplete)", v.version),
+            )?,
+            None => outln!("{mark} {:<20} (incomplete)", v.version)?,
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -184,3 +184,29 @@ fn help_has_examples() {
     let run = snapkv(&["build"], None);
     assert_eq!(run.code, 2);
 }
+
+#[test]
+fn a_closed_stdout_ends_quietly_with_success() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = users(dir.path());
+    let f = f.to_str().unwrap();
+    for args in [
+        vec!["inspect", f],
+        vec!["inspect", "--json", f],
+        vec!["scan", f],
+        vec!["get", f, "user:001", "user:002"],
+        vec!["verify", f],
+    ] {
+        // A reader that is gone before anything is written, as `| head` is after its lines.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = command(&args)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(stderr.is_empty(), "{args:?}: {stderr}");
+    }
+}
