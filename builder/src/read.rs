@@ -146,16 +146,34 @@ pub(crate) fn open(source: &Source, text_columns: &[String]) -> Result<Opened> {
                 .map_err(|e| read_error(source, e))?
                 .starts_with(b"ARROW1");
             if is_file {
-                let f = File::open(source.path.as_ref().expect("an IPC file is a file"))
-                    .map_err(|e| read_error(source, e))?;
-                let reader = arrow_ipc::reader::FileReader::try_new(BufReader::new(count(f)), None)
-                    .map_err(|e| malformed(source, None, e))?;
-                let schema = reader.schema();
+                let (schema, kind) = match &source.path {
+                    Some(path) => {
+                        let f = File::open(path).map_err(|e| read_error(source, e))?;
+                        let reader =
+                            arrow_ipc::reader::FileReader::try_new(BufReader::new(count(f)), None)
+                                .map_err(|e| malformed(source, None, e))?;
+                        (reader.schema(), Kind::Ipc(Box::new(reader)))
+                    }
+                    None => {
+                        // The IPC file format is read from its end (the footer): standard
+                        // input is first copied to an anonymous temporary file, which the
+                        // system removes when it is closed, however the build ends. Its bytes
+                        // were counted as they came in.
+                        let mut spool = tempfile::tempfile().map_err(|e| read_error(source, e))?;
+                        std::io::copy(&mut input, &mut spool)
+                            .and_then(|_| spool.seek(std::io::SeekFrom::Start(0)))
+                            .map_err(|e| read_error(source, e))?;
+                        let reader =
+                            arrow_ipc::reader::FileReader::try_new(BufReader::new(spool), None)
+                                .map_err(|e| malformed(source, None, e))?;
+                        (reader.schema(), Kind::Ipc(Box::new(reader)))
+                    }
+                };
                 Ok(Opened {
                     schema,
                     rows: None,
                     consumed,
-                    kind: Kind::Ipc(Box::new(reader)),
+                    kind,
                 })
             } else {
                 let reader = arrow_ipc::reader::StreamReader::try_new(input, None)

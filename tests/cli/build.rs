@@ -508,6 +508,46 @@ fn arrow_ipc_file_raw_values_and_composite_keys() {
     .ok();
     let s = open(&out2);
     assert_eq!(s.get(b"us/1").unwrap().as_deref(), Some(&b"us"[..]));
+
+    // The IPC file piped on stdin builds the same entries as from its path, and leaves no
+    // temporary file in the output's folder.
+    let out3 = dir.path().join("stdin.snapkv");
+    let bytes = std::fs::read(&path).unwrap();
+    snapkv(
+        &[
+            "build",
+            "-i",
+            "-",
+            "--format",
+            "arrow",
+            "-k",
+            "region,id",
+            "--raw-value",
+            "payload",
+            "-o",
+            out3.to_str().unwrap(),
+        ],
+        Some(&bytes),
+    )
+    .ok();
+    let s = open(&out3);
+    assert_eq!(s.len(), n as u64);
+    for i in 0..n {
+        let key = format!("{}/{i}", regions[i as usize % 3]);
+        assert_eq!(
+            s.get(key.as_bytes()).unwrap().as_deref(),
+            Some(&payload(i)[..])
+        );
+    }
+    assert_only(
+        dir.path(),
+        &[
+            "regions.snapkv",
+            "stdin.snapkv",
+            "vectors.arrow",
+            "vectors.snapkv",
+        ],
+    );
 }
 
 #[test]
