@@ -420,6 +420,38 @@ fn bad_store_urls_and_options_are_errors() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid dataset name"));
+
+    // One slash too few is not a local folder named `s3:`: refused, and nothing is created.
+    let cwd = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_snapkv"))
+        .current_dir(cwd.path())
+        .args([
+            "publish",
+            arg(&a),
+            "--store",
+            "s3:/bucket/x",
+            "--dataset",
+            "ds",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("looks like a s3: URL"), "{stderr}");
+    assert_eq!(std::fs::read_dir(cwd.path()).unwrap().count(), 0);
+
+    // `versions` of a dataset that does not exist says which ones do.
+    env.ok("publish", &[arg(&a), "--version", "v1"]);
+    let out = Command::new(env!("CARGO_BIN_EXE_snapkv"))
+        .args(["versions", "--store", &env.store, "--dataset", "nope"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no dataset \"nope\"") && stderr.contains("datasets there: ds"),
+        "{stderr}"
+    );
 }
 
 /// `SNAPKV_STORE` stands in for `--store`, and the flag wins over it.

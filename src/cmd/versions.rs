@@ -24,7 +24,19 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let store = args.store.open()?;
-    let versions = runtime()?.block_on(store.versions(&args.store.dataset))?;
+    let dataset = &args.store.dataset;
+    let rt = runtime()?;
+    let versions = rt.block_on(store.versions(dataset))?;
+    if versions.is_empty() {
+        // Not even an incomplete version: the dataset does not exist.
+        let names = rt.block_on(store.datasets())?;
+        let there = if names.is_empty() {
+            "it holds no dataset".to_owned()
+        } else {
+            format!("datasets there: {}", names.join(", "))
+        };
+        anyhow::bail!("no dataset {dataset:?} in {} ({there})", store.url());
+    }
     if args.json {
         let rows: Vec<_> = versions
             .iter()

@@ -43,6 +43,12 @@ impl Store {
     pub fn open(url: &str, options: &[(String, String)]) -> Result<Store> {
         let bad = |detail: String| Error::invalid("store URL", detail);
         let Some((scheme, rest)) = url.split_once("://") else {
+            if let Some(scheme) = url_like_scheme(url) {
+                return Err(bad(format!(
+                    "{url:?} looks like a {scheme}: URL but is not one: write {scheme}://…; \
+                     for a local directory with a colon in its name, write ./{url}"
+                )));
+            }
             return open_local(url, Path::new(url), options);
         };
         let no_options = |kind: &str| -> Result<()> {
@@ -95,6 +101,16 @@ impl Store {
             ))),
         }
     }
+}
+
+/// The scheme of a store argument that starts like a URL (`s3:/bucket`, `gs:bucket`), which
+/// must not be taken for a local directory name.
+fn url_like_scheme(s: &str) -> Option<&str> {
+    let (scheme, _) = s.split_once(':')?;
+    let mut chars = scheme.chars();
+    let starts = chars.next()?.is_ascii_alphabetic();
+    let rest = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    (starts && rest).then_some(scheme)
 }
 
 fn object_path(prefix: &str, url: &str) -> Result<ObjectPath> {
@@ -257,6 +273,17 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn url_like_paths_are_refused() {
+        for bad in ["s3:/bucket/x", "s3:bucket", "gs:/b", "file:/tmp/x", "ftp:x"] {
+            let e = Store::open(bad, &[]).err().expect(bad).to_string();
+            assert!(e.contains("looks like a"), "{bad}: {e}");
+        }
+        assert_eq!(url_like_scheme("./s3:x"), None);
+        assert_eq!(url_like_scheme("/data/x:y"), None);
+        assert_eq!(url_like_scheme("data"), None);
     }
 
     #[test]
