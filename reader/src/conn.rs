@@ -40,13 +40,31 @@ impl Activity {
     /// When the connection must have shown a sign of use: the header timeout after its start
     /// while no request came, else the idle timeout after the last request started or ended.
     /// `None` when the deadline is beyond what the clock can represent.
-    pub fn deadline(&self, header_timeout: Duration, idle_timeout: Duration) -> Option<Instant> {
+    fn deadline(&self, header_timeout: Duration, idle_timeout: Duration) -> Option<Instant> {
         if self.requests.load(Ordering::Relaxed) == 0 {
             self.start.checked_add(header_timeout)
         } else {
             let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
             self.start.checked_add(last)?.checked_add(idle_timeout)
         }
+    }
+
+    /// When to look again whether the connection is quiet: its deadline, but before the first
+    /// request no later than `idle_timeout` from now, since a request then moves the deadline
+    /// to the idle timeout after it, which may come before the header timeout.
+    pub fn next_check(&self, header_timeout: Duration, idle_timeout: Duration) -> Option<Instant> {
+        let deadline = self.deadline(header_timeout, idle_timeout)?;
+        if self.requests() == 0 {
+            Some(deadline.min(Instant::now().checked_add(idle_timeout)?))
+        } else {
+            Some(deadline)
+        }
+    }
+
+    /// Whether the connection is past its deadline.
+    pub fn is_quiet(&self, header_timeout: Duration, idle_timeout: Duration) -> bool {
+        self.deadline(header_timeout, idle_timeout)
+            .is_some_and(|d| d <= Instant::now())
     }
 
     /// Requests received so far.

@@ -301,21 +301,11 @@ async fn serve_connection(
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
     let limits = &state.limits;
-    let quiet_by = || activity.deadline(limits.header_read_timeout, limits.idle_timeout);
+    let (header_timeout, idle_timeout) = (limits.header_read_timeout, limits.idle_timeout);
     // Set once the connection was asked to close: then it has until this instant.
     let mut closing_by: Option<Instant> = None;
     loop {
-        // The timer does not follow requests as they come: before the first one, look again
-        // after the idle timeout at the latest, since a request then moves the deadline to
-        // the idle timeout after it, which may come before the header timeout.
-        let deadline = closing_by.or_else(|| {
-            let quiet = quiet_by()?;
-            if activity.requests() == 0 {
-                Some(quiet.min(Instant::now().checked_add(limits.idle_timeout)?))
-            } else {
-                Some(quiet)
-            }
-        });
+        let deadline = closing_by.or_else(|| activity.next_check(header_timeout, idle_timeout));
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(e) = result {
@@ -334,7 +324,7 @@ async fn serve_connection(
                     return;
                 }
                 // A request may have moved the deadline while this timer slept.
-                if quiet_by().is_some_and(|d| d <= Instant::now()) {
+                if activity.is_quiet(header_timeout, idle_timeout) {
                     tracing::debug!(requests = activity.requests(), "closing a quiet connection");
                     conn.as_mut().graceful_shutdown();
                     closing_by = Instant::now().checked_add(IDLE_CLOSE_GRACE);
