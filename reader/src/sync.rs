@@ -224,11 +224,7 @@ async fn load_cached(
 
 /// Says that nothing is published for `name`, and which datasets the store does have.
 async fn missing(store: &snapkv_store::Store, name: &str) -> String {
-    let there = match store.datasets().await {
-        Ok(names) if names.is_empty() => "it holds no dataset".to_owned(),
-        Ok(names) => format!("datasets there: {}", names.join(", ")),
-        Err(e) => format!("cannot list its datasets: {}", error_chain(&e)),
-    };
+    let there = store.datasets_there().await;
     format!(
         "nothing published for dataset {name:?} in {} ({there})",
         store.url()

@@ -29,12 +29,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let versions = rt.block_on(store.versions(dataset))?;
     if versions.is_empty() {
         // Not even an incomplete version: the dataset does not exist.
-        let names = rt.block_on(store.datasets())?;
-        let there = if names.is_empty() {
-            "it holds no dataset".to_owned()
-        } else {
-            format!("datasets there: {}", names.join(", "))
-        };
+        let there = rt.block_on(store.datasets_there());
         anyhow::bail!("no dataset {dataset:?} in {} ({there})", store.url());
     }
     if args.json {

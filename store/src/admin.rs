@@ -97,7 +97,7 @@ impl Store {
     /// The datasets of this store, sorted: the folders directly under the root whose names
     /// are valid dataset names and that hold a `CURRENT` or a `versions/` folder (a dataset
     /// whose first publish is under way has only the latter). One listing of the root, then
-    /// one of each such folder, up to 8 at once.
+    /// one of each such folder, in turn.
     pub async fn datasets(&self) -> Result<Vec<String>> {
         let mut names: Vec<String> = self
             .list_subfolders(&self.root)
@@ -126,6 +126,24 @@ impl Store {
             }
         }
         Ok(found)
+    }
+
+    /// What a "no such dataset" message says of this store: `datasets there: a, b`, `it holds
+    /// no dataset`, or why its datasets cannot be listed.
+    pub async fn datasets_there(&self) -> String {
+        match self.datasets().await {
+            Ok(names) if names.is_empty() => "it holds no dataset".to_owned(),
+            Ok(names) => format!("datasets there: {}", names.join(", ")),
+            Err(e) => {
+                let mut s = format!("cannot list its datasets: {e}");
+                let mut source = std::error::Error::source(&e);
+                while let Some(c) = source {
+                    s.push_str(&format!(": {c}"));
+                    source = c.source();
+                }
+                s
+            }
+        }
     }
 
     /// Moves `CURRENT` of `dataset` to the complete version `to` (older or newer), by
