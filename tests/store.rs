@@ -454,6 +454,74 @@ fn bad_store_urls_and_options_are_errors() {
     );
 }
 
+/// Commands that only read (`versions`, `gc --dry-run`, `serve`) create no folder; the first
+/// publish does.
+#[test]
+fn read_only_commands_create_no_folders() {
+    let env = Env::new(Backend::Local, "ro");
+    let store = Path::new(&env.store);
+    for (command, args) in [
+        ("versions", &[][..]),
+        ("gc", &["--keep", "1", "--dry-run"][..]),
+    ] {
+        let stderr = env.fails(command, args);
+        assert!(
+            stderr.contains("no dataset \"ds\"") && stderr.contains("does not exist"),
+            "{command}: {stderr}"
+        );
+        assert!(!store.exists(), "{command} created {}", store.display());
+    }
+    // `serve` starts (a pod may start before its volume is mounted), says what is missing,
+    // and creates nothing.
+    let cache = env.path("cache");
+    let mut server = Command::new(env!("CARGO_BIN_EXE_snapkv"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--poll-interval",
+            "50ms",
+        ])
+        .args([
+            "--store",
+            &env.store,
+            "--dataset",
+            "ds",
+            "--cache-dir",
+            arg(&cache),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = server.stderr.take().unwrap();
+    let found = std::thread::spawn(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .find(|l| l.contains("does not exist"))
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !found.is_finished() {
+        assert!(Instant::now() < deadline, "no sync error logged");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let line = found
+        .join()
+        .unwrap()
+        .expect("serve exited without a sync error");
+    assert!(line.contains("nothing published for dataset"), "{line}");
+    assert!(!store.exists(), "serve created {}", store.display());
+
+    let a = env.snapshot("a.snapkv", 10_000, 1);
+    env.ok("publish", &[arg(&a), "--version", "v1"]);
+    assert_eq!(env.current().as_deref(), Some("v1"));
+}
+
 /// `SNAPKV_STORE` stands in for `--store`, and the flag wins over it.
 #[test]
 fn store_from_the_environment() {

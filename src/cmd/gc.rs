@@ -1,6 +1,6 @@
 //! `snapkv gc`: delete old versions and abandoned uploads.
 
-use super::store_args::{runtime, StoreArgs};
+use super::store_args::{no_dataset, runtime, StoreArgs};
 use snapkv_store::GcOptions;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -39,7 +39,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     options.keep = args.keep;
     options.grace = args.grace;
     options.dry_run = args.dry_run;
-    let report = runtime()?.block_on(store.gc(&args.store.dataset, &options))?;
+    let rt = runtime()?;
+    let dataset = &args.store.dataset;
+    let report = rt.block_on(store.gc(dataset, &options))?;
+    let r = &report;
+    if [&r.deleted, &r.abandoned, &r.in_progress, &r.kept]
+        .iter()
+        .all(|v| v.is_empty())
+    {
+        // Not even an incomplete version: the dataset does not exist.
+        return Err(rt.block_on(no_dataset(&store, dataset)));
+    }
     let verb = if args.dry_run {
         "would delete"
     } else {

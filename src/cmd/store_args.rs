@@ -30,6 +30,12 @@ impl StoreArgs {
     }
 }
 
+/// The error for a dataset that has no version in `store`: it names the datasets there are.
+pub async fn no_dataset(store: &Store, dataset: &str) -> anyhow::Error {
+    let there = store.datasets_there().await;
+    anyhow::anyhow!("no dataset {dataset:?} in {} ({there})", store.url())
+}
+
 /// Parses one `--store-option KEY=VALUE`.
 pub fn parse_option(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {

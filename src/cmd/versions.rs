@@ -1,6 +1,6 @@
 //! `snapkv versions`: the versions of a dataset in a store.
 
-use super::store_args::{runtime, StoreArgs};
+use super::store_args::{no_dataset, runtime, StoreArgs};
 use std::process::ExitCode;
 
 const EXAMPLES: &str = "\
@@ -29,8 +29,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let versions = rt.block_on(store.versions(dataset))?;
     if versions.is_empty() {
         // Not even an incomplete version: the dataset does not exist.
-        let there = rt.block_on(store.datasets_there());
-        anyhow::bail!("no dataset {dataset:?} in {} ({there})", store.url());
+        return Err(rt.block_on(no_dataset(&store, dataset)));
     }
     if args.json {
         let rows: Vec<_> = versions

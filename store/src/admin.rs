@@ -131,6 +131,9 @@ impl Store {
     /// What a "no such dataset" message says of this store: `datasets there: a, b`, `it holds
     /// no dataset`, or why its datasets cannot be listed.
     pub async fn datasets_there(&self) -> String {
+        if let Some(dir) = self.local_dir.as_ref().filter(|d| !d.exists()) {
+            return format!("the directory {} does not exist", dir.display());
+        }
         match self.datasets().await {
             Ok(names) if names.is_empty() => "it holds no dataset".to_owned(),
             Ok(names) => format!("datasets there: {}", names.join(", ")),

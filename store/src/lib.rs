@@ -56,6 +56,7 @@ mod current;
 mod error;
 mod files;
 mod layout;
+mod local;
 mod manifest;
 mod objects;
 mod open;

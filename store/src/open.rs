@@ -1,11 +1,11 @@
 //! Opening a store from a URL, options and the environment.
 
 use crate::error::{Error, Result};
+use crate::local::LocalDir;
 use crate::Store;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
 use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
-use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path as ObjectPath;
 use object_store::{BackoffConfig, ObjectStore, RetryConfig};
@@ -32,7 +32,8 @@ impl Store {
     ///   `aws_`/`google_`/`azure_` prefix), plus `max_retries` (default 5) and `retry_timeout`
     ///   (default `60s`), which bound the retries of each request. An `http://` endpoint
     ///   implies `allow_http=true`.
-    /// - `file:///dir`, or a path without a scheme: a local directory, created if missing.
+    /// - `file:///dir`, or a path without a scheme: a local directory. It is created by the
+    ///   first write, never by opening or reading; until then it reads as an empty store.
     ///   Writes are fsynced; `CURRENT` is swapped under an exclusive `flock` of
     ///   `<dataset>/CURRENT.lock`, so the directory must be on a local file system.
     /// - `memory://name`: an in-process store, shared by every `Store` opened with the same
@@ -128,17 +129,16 @@ fn open_local(url: &str, dir: &Path, options: &[(String, String)]) -> Result<Sto
     if dir.as_os_str().is_empty() {
         return Err(Error::invalid("store URL", "empty path"));
     }
-    std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
-    let dir: PathBuf = std::fs::canonicalize(dir).map_err(|e| Error::io("resolve", dir, e))?;
-    let objects = LocalFileSystem::new_with_prefix(&dir)
-        .map_err(|e| Error::Storage {
-            url: url.to_owned(),
-            op: "OPEN",
-            path: dir.display().to_string(),
-            source: Box::new(e),
-        })?
-        .with_fsync(true)
-        .with_automatic_cleanup(true);
+    // The directory is created by the first write (see `LocalDir`), so commands that only
+    // read leave nothing behind. An existing one is resolved through its symlinks.
+    let dir: PathBuf = match std::fs::canonicalize(dir) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::path::absolute(dir).map_err(|e| Error::io("resolve", dir, e))?
+        }
+        Err(e) => return Err(Error::io("resolve", dir, e)),
+    };
+    let objects = LocalDir::new(dir.clone()).map_err(|e| Error::io("open", &dir, e))?;
     Ok(Store {
         objects: Arc::new(objects),
         root: ObjectPath::default(),
@@ -267,6 +267,7 @@ fn install_crypto_provider() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use object_store::ObjectStoreExt;
 
     fn opts(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
@@ -289,15 +290,23 @@ mod tests {
         assert_eq!(url_like_scheme("data"), None);
     }
 
-    #[test]
-    fn local_paths_and_file_urls() {
+    #[tokio::test]
+    async fn local_paths_and_file_urls() {
         let dir = tempfile::tempdir().unwrap();
-        let nested = dir.path().join("a/b");
+        let nested = dir.path().canonicalize().unwrap().join("a/b");
         let s = Store::open(nested.to_str().unwrap(), &[]).unwrap();
-        assert!(nested.is_dir());
+        // Opening and reading create nothing; the first write creates the directory.
+        assert_eq!(s.local_dir.as_deref(), Some(&*nested));
+        assert!(s.datasets().await.unwrap().is_empty());
+        assert!(s.current("d").await.unwrap().is_none());
+        assert!(!dir.path().join("a").exists());
+        let at = ObjectPath::from("d/x");
+        s.objects.put(&at, "x".into()).await.unwrap();
+        assert_eq!(std::fs::read(nested.join("d/x")).unwrap(), b"x");
+        let again = Store::open(nested.to_str().unwrap(), &[]).unwrap();
         assert_eq!(
-            s.local_dir.as_deref(),
-            Some(&*nested.canonicalize().unwrap())
+            &*again.objects.get(&at).await.unwrap().bytes().await.unwrap(),
+            b"x"
         );
         let url = format!("file://{}", nested.display());
         let s = Store::open(&url, &[]).unwrap();
