@@ -454,6 +454,78 @@ fn bad_store_urls_and_options_are_errors() {
     );
 }
 
+/// A missing bucket or missing credentials are one line that says what to set, from every
+/// command (against the S3-compatible test server).
+#[test]
+fn cloud_misconfiguration_is_one_line() {
+    let env = Env::new(Backend::S3, "misconfigured");
+    let a = env.snapshot("a.snapkv", 10_000, 1);
+    let run = |args: &[&str], strip_credentials: bool| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_snapkv"));
+        c.args(args).stdin(Stdio::null());
+        c.args(["--store-option", "max_retries=0"]);
+        for pair in env.options.chunks(2) {
+            if !(strip_credentials && pair[1].contains("access_key")) {
+                c.args(pair);
+            }
+        }
+        if strip_credentials {
+            for var in [
+                "AWS_ACCESS_KEY_ID",
+                "AWS_SECRET_ACCESS_KEY",
+                "AWS_SESSION_TOKEN",
+            ] {
+                c.env_remove(var);
+            }
+        }
+        let out = c.output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let one_line = |stderr: &str, says: &[&str]| {
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(!stderr.contains("<?xml"), "{stderr}");
+        for s in says {
+            assert!(stderr.contains(s), "{s:?} not in {stderr}");
+        }
+    };
+    let nowhere = "s3://no-such-bucket-snapkv/p";
+    for args in [
+        &[
+            "publish",
+            arg(&a),
+            "--store",
+            nowhere,
+            "--dataset",
+            "ds",
+            "--version",
+            "v1",
+        ][..],
+        &["versions", "--store", nowhere, "--dataset", "ds"][..],
+    ] {
+        let stderr = run(args, false);
+        one_line(
+            &stderr,
+            &[
+                "the bucket \"no-such-bucket-snapkv\" does not exist",
+                "create it",
+            ],
+        );
+    }
+    let stderr = run(
+        &["versions", "--store", &env.store, "--dataset", "ds"],
+        true,
+    );
+    one_line(
+        &stderr,
+        &[
+            "no credentials were found",
+            "AWS_ACCESS_KEY_ID",
+            "access_key_id=",
+        ],
+    );
+}
+
 /// Commands that only read (`versions`, `gc --dry-run`, `serve`) create no folder; the first
 /// publish does.
 #[test]

@@ -1,6 +1,7 @@
 //! The public error, grouped by what the caller can do about it. Backend errors stay private:
 //! they are mapped once, in [`Error::storage`], and kept only as a `source()`.
 
+use crate::diagnose::{summary, Cloud};
 use crate::manifest::Pointer;
 use std::path::PathBuf;
 
@@ -82,6 +83,17 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The store is not usable as configured: its bucket or container does not exist, or
+    /// credentials are missing or refused. The message names the option or variable to set.
+    #[error("{problem} ({url}): {hint}")]
+    Misconfigured {
+        /// The store's URL.
+        url: String,
+        /// What is missing or wrong.
+        problem: String,
+        /// What sets it.
+        hint: String,
+    },
     /// Any other storage failure (permission denied, an unsupported operation, a malformed
     /// answer): usually needs an operator.
     #[error("storage at {url} failed ({op} {path})")]
@@ -99,31 +111,43 @@ pub enum Error {
 }
 
 impl Error {
-    /// Maps an object-store error: the one place backend errors are classified.
+    /// Maps an object-store error: the one place backend errors are classified. The cause
+    /// is kept as one line (see [`summary`]).
     pub(crate) fn storage(
         url: &str,
+        cloud: Option<&Cloud>,
         op: &'static str,
         path: &str,
         e: object_store::Error,
     ) -> Error {
+        if let Some(e) = cloud.and_then(|c| c.diagnose(url, &e)) {
+            return e;
+        }
         match e {
             object_store::Error::NotFound { .. } => Error::NotFound {
                 what: format!("object {path}"),
             },
-            e if is_transport(&e) => Error::Unavailable {
-                url: url.to_owned(),
-                op,
-                path: path.to_owned(),
-                source: Box::new(e),
-            },
+            e if is_transport(&e) => {
+                let mut cause = summary(&e);
+                if let Some(hint) = cloud.and_then(Cloud::endpoint_hint) {
+                    cause = format!("{cause} ({hint})");
+                }
+                Error::Unavailable {
+                    url: url.to_owned(),
+                    op,
+                    path: path.to_owned(),
+                    source: cause.into(),
+                }
+            }
             object_store::Error::NotImplemented { .. }
             | object_store::Error::NotSupported { .. } => Error::Storage {
                 url: url.to_owned(),
                 op,
                 path: path.to_owned(),
                 source: format!(
-                    "{e}; snapkv needs conditional writes (S3: If-None-Match and If-Match, \
-                         the default `conditional_put=etag`)"
+                    "{}; snapkv needs conditional writes (S3: If-None-Match and If-Match, \
+                         the default `conditional_put=etag`)",
+                    summary(&e)
                 )
                 .into(),
             },
@@ -131,7 +155,7 @@ impl Error {
                 url: url.to_owned(),
                 op,
                 path: path.to_owned(),
-                source: Box::new(e),
+                source: summary(&e).into(),
             },
         }
     }
@@ -167,6 +191,13 @@ impl Error {
     pub fn is_not_found(&self) -> bool {
         matches!(self, Error::NotFound { .. })
     }
+}
+
+/// True when `e` says the object is absent (not that the bucket is: see
+/// [`crate::diagnose::is_missing_bucket_error`]).
+pub(crate) fn is_absent(e: &object_store::Error) -> bool {
+    matches!(e, object_store::Error::NotFound { .. })
+        && !crate::diagnose::is_missing_bucket_error(e)
 }
 
 /// True when the request never got an answer: connection refused, DNS failure, timeouts

@@ -53,6 +53,7 @@
 mod admin;
 mod cache;
 mod current;
+mod diagnose;
 mod error;
 mod files;
 mod layout;
@@ -71,6 +72,7 @@ pub use layout::{MAX_CLAIM_BYTES, MAX_CURRENT_BYTES, MAX_MANIFEST_BYTES};
 pub use manifest::{Manifest, ManifestFile, Pointer};
 pub use publish::{PublishOptions, Published};
 
+use diagnose::Cloud;
 use object_store::path::Path as ObjectPath;
 use object_store::ObjectStore;
 use std::path::PathBuf;
@@ -91,6 +93,8 @@ pub struct Store {
     local_dir: Option<PathBuf>,
     /// The URL as given, for messages.
     url: String,
+    /// For cloud stores: what their error messages name (bucket, endpoint, credentials).
+    cloud: Option<Arc<Cloud>>,
 }
 
 impl std::fmt::Debug for Store {

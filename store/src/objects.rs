@@ -6,7 +6,7 @@
 //! `create`, …). What is not shared stays with its one user: the compare-and-swap of `CURRENT`
 //! (current.rs), multipart uploads (publish.rs) and ranged, streamed downloads (cache.rs).
 
-use crate::error::{Error, Result};
+use crate::error::{is_absent, Error, Result};
 use crate::files::blocking;
 use crate::layout::{
     DatasetPaths, CLAIM, MANIFEST, MAX_CLAIM_BYTES, MAX_CURRENT_BYTES, MAX_MANIFEST_BYTES,
@@ -83,7 +83,7 @@ enum Capped {
 impl Store {
     /// An object-store error of `op` on `path`, classified by [`Error::storage`].
     pub(crate) fn err(&self, op: &'static str, path: &ObjectPath, e: object_store::Error) -> Error {
-        Error::storage(&self.url, op, path.as_ref(), e)
+        Error::storage(&self.url, self.cloud.as_deref(), op, path.as_ref(), e)
     }
 
     /// `GET` of a small object with `options`: [`Got::Found`] only if its size (from the
@@ -98,7 +98,7 @@ impl Store {
         let result = match self.objects.get_opts(path, options).await {
             Ok(r) => r,
             Err(object_store::Error::NotModified { .. }) => return Ok(Got::NotModified),
-            Err(object_store::Error::NotFound { .. }) => return Ok(Got::Missing),
+            Err(e) if is_absent(&e) => return Ok(Got::Missing),
             Err(e) => return Err(self.err("GET", path, e)),
         };
         if result.meta.size > cap.bytes {
@@ -222,7 +222,8 @@ impl Store {
     /// Deletes the object at `path`; an object already gone is not an error.
     pub(crate) async fn delete(&self, path: &ObjectPath) -> Result<()> {
         match self.objects.delete(path).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Ok(()) => Ok(()),
+            Err(e) if is_absent(&e) => Ok(()),
             Err(e) => Err(self.err("DELETE", path, e)),
         }
     }
@@ -309,6 +310,7 @@ mod tests {
             root: ObjectPath::default(),
             local_dir: None,
             url: "memory://objects-test".into(),
+            cloud: None,
         }
     }
 

@@ -1,5 +1,6 @@
 //! Opening a store from a URL, options and the environment.
 
+use crate::diagnose::{Cloud, Kind};
 use crate::error::{Error, Result};
 use crate::local::LocalDir;
 use crate::Store;
@@ -80,6 +81,7 @@ impl Store {
                     root: object_path(prefix, url)?,
                     local_dir: None,
                     url: url.to_owned(),
+                    cloud: None,
                 })
             }
             "s3" | "s3a" | "gs" | "az" | "azure" | "abfs" | "abfss" => {
@@ -88,12 +90,13 @@ impl Store {
                     return Err(bad(format!("{url}: no bucket or container")));
                 }
                 let root = object_path(parsed.path(), url)?;
-                let objects = open_cloud(scheme, url, options)?;
+                let (objects, cloud) = open_cloud(scheme, url, options)?;
                 Ok(Store {
                     objects,
                     root,
                     local_dir: None,
                     url: url.to_owned(),
+                    cloud: Some(Arc::new(cloud)),
                 })
             }
             other => Err(bad(format!(
@@ -144,6 +147,7 @@ fn open_local(url: &str, dir: &Path, options: &[(String, String)]) -> Result<Sto
         root: ObjectPath::default(),
         local_dir: Some(dir),
         url: url.to_owned(),
+        cloud: None,
     })
 }
 
@@ -181,7 +185,7 @@ fn open_cloud(
     scheme: &str,
     url: &str,
     options: &[(String, String)],
-) -> Result<Arc<dyn ObjectStore>> {
+) -> Result<(Arc<dyn ObjectStore>, Cloud)> {
     install_crypto_provider();
     let (retry, options) = take_retry(options)?;
     let retry = RetryConfig {
@@ -202,6 +206,14 @@ fn open_cloud(
     let build_err = |e: object_store::Error| Error::Invalid {
         what: "store configuration",
         detail: format!("{url}: {e}"),
+    };
+    let mut cloud = Cloud {
+        kind: Kind::S3,
+        bucket: url::Url::parse(url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .unwrap_or_default(),
+        endpoint: None,
     };
     let is_http = |endpoint: Option<String>| endpoint.is_some_and(|e| e.starts_with("http://"));
     let store: Arc<dyn ObjectStore> = match scheme.to_ascii_lowercase().as_str() {
@@ -227,6 +239,10 @@ fn open_cloud(
                     "true",
                 );
             }
+            cloud.endpoint = b.get_config_value(&AmazonS3ConfigKey::Endpoint);
+            cloud.bucket = b
+                .get_config_value(&AmazonS3ConfigKey::Bucket)
+                .unwrap_or(cloud.bucket);
             Arc::new(b.with_retry(retry).build().map_err(build_err)?)
         }
         "gs" => {
@@ -235,6 +251,7 @@ fn open_cloud(
                 let key: GoogleConfigKey = k.parse().map_err(|_| unknown(k))?;
                 b = b.with_config(key, v);
             }
+            cloud.kind = Kind::Gcs;
             Arc::new(b.with_retry(retry).build().map_err(build_err)?)
         }
         _ => {
@@ -243,6 +260,8 @@ fn open_cloud(
                 let key: AzureConfigKey = k.parse().map_err(|_| unknown(k))?;
                 b = b.with_config(key, v);
             }
+            cloud.kind = Kind::Azure;
+            cloud.endpoint = b.get_config_value(&AzureConfigKey::Endpoint);
             if is_http(b.get_config_value(&AzureConfigKey::Endpoint)) {
                 b = b.with_config(
                     AzureConfigKey::Client(object_store::ClientConfigKey::AllowHttp),
@@ -252,7 +271,7 @@ fn open_cloud(
             Arc::new(b.with_retry(retry).build().map_err(build_err)?)
         }
     };
-    Ok(store)
+    Ok((store, cloud))
 }
 
 /// TLS for the cloud stores runs on ring, installed once per process as rustls's default
