@@ -509,3 +509,24 @@ fn dockerfile_builds_a_release_binary_that_runs_unprivileged() {
         assert!(ignored.contains(&must), ".dockerignore lacks {must}");
     }
 }
+
+/// The publisher reads the job output from object storage itself: no copy step before it.
+#[test]
+fn publisher_builds_straight_from_object_storage() {
+    let docs = manifests();
+    let cronjob = only(&docs, "CronJob");
+    let template = cronjob.pod_template().unwrap();
+    assert!(
+        array(&template["spec"]["initContainers"]).is_empty(),
+        "{}: an init container copies the input",
+        cronjob.name()
+    );
+    let builds: Vec<Vec<String>> = snapkv_containers(template)
+        .into_iter()
+        .flat_map(snapkv_commands)
+        .filter(|c| c.first().is_some_and(|w| w == "build"))
+        .collect();
+    assert_eq!(builds.len(), 1, "{builds:?}");
+    let input = flag(&builds[0], "--input").unwrap();
+    assert!(input.starts_with("s3://"), "{input}");
+}

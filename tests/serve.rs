@@ -751,7 +751,10 @@ fn demo_builds_publishes_serves_and_reuses() {
         "127.0.0.1:0",
     ];
     for run in 0..2 {
-        let mut server = Server::spawn(&args);
+        // Run directly, not through cargo: the instructions name this binary.
+        let mut server = Server::spawn_with(&args, |c| {
+            c.env_remove("CARGO_MANIFEST_DIR");
+        });
         server.wait_ready();
         let c = client();
         let r = c
@@ -778,7 +781,63 @@ fn demo_builds_publishes_serves_and_reuses() {
             .json()
             .unwrap();
         assert_eq!(body["items"].as_array().unwrap().len(), 3);
+        if run == 0 {
+            run_printed_instructions(&server);
+        }
         assert!(server.terminate().success());
+    }
+}
+
+/// Runs the commands the demo prints under "Publish a new version", as a user copies them,
+/// and waits until the server answers from the version they published.
+fn run_printed_instructions(server: &Server) {
+    let mut printed = Vec::new();
+    loop {
+        let line = server
+            .stdout
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the demo printed no instructions");
+        if line.contains("Ctrl-C stops the server") {
+            break;
+        }
+        printed.push(line);
+    }
+    let from = printed
+        .iter()
+        .position(|l| l.contains("Publish a new version"))
+        .expect("no publishing instructions");
+    let commands: Vec<&str> = printed[from + 1..]
+        .iter()
+        .map(|l| l.trim())
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(commands.len(), 2, "{commands:?}");
+    let bin = std::fs::canonicalize(env!("CARGO_BIN_EXE_snapkv")).unwrap();
+    for c in &commands {
+        assert!(
+            c.starts_with(&format!("{} ", bin.display())),
+            "{c} does not name the binary that ran"
+        );
+        let out = std::process::Command::new("sh")
+            .args(["-c", c])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{c}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let url = format!("{}/v1/datasets/content/keys/SE/t0000042", server.url);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = client().get(&url).send().unwrap();
+        let version = r.headers()["x-snapkv-version"].to_str().unwrap().to_owned();
+        if version != "20261127T000000Z" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still serving {version}");
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

@@ -454,6 +454,151 @@ fn bad_store_urls_and_options_are_errors() {
     );
 }
 
+/// `build` reads job output straight from object storage: a Spark/Hive directory of Parquet
+/// files, a glob of them, a compressed text object; with the store options of `publish`.
+#[test]
+fn build_reads_inputs_from_object_storage() {
+    use arrow_array::{Int64Array, RecordBatch, StringArray};
+    use object_store::ObjectStoreExt;
+    use std::sync::Arc;
+
+    let env = Env::new(Backend::S3, "build-input");
+    let options = common::store::s3_options();
+    let store = snapkv_store::Store::open(&env.store, &options).unwrap();
+    let (objects, root) = store.raw_objects();
+    let put = |rel: &str, bytes: Vec<u8>| {
+        let path = object_store::path::Path::parse(format!("{root}/{rel}")).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(objects.put(&path, bytes.into())).unwrap();
+    };
+    let parquet = |ids: &[&str], scores: &[i64]| {
+        let batch = RecordBatch::try_from_iter([
+            (
+                "id",
+                Arc::new(StringArray::from(ids.to_vec())) as arrow_array::ArrayRef,
+            ),
+            ("score", Arc::new(Int64Array::from(scores.to_vec())) as _),
+        ])
+        .unwrap();
+        let mut buf = Vec::new();
+        let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, batch.schema(), None).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        buf
+    };
+    put(
+        "out/day=2026-11-01/part-0.parquet",
+        parquet(&["a", "b"], &[1, 2]),
+    );
+    put("out/day=2026-11-02/part-0.parquet", parquet(&["c"], &[3]));
+    put("out/_SUCCESS", Vec::new());
+    put("out/_temporary/0/part-9.parquet", b"not parquet".to_vec());
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, b"id;score\nx;7\n").unwrap();
+    put("text/rows.csv.gz", gz.finish().unwrap());
+
+    let build = |input: &str, extra: &[&str]| {
+        let out = env.path("built.snapkv");
+        let _ = std::fs::remove_file(&out);
+        let mut c = Command::new(env!("CARGO_BIN_EXE_snapkv"));
+        c.args(["build", "-i", input, "--key", "id", "-o", arg(&out), "-q"])
+            .args(extra)
+            .args(&env.options)
+            .stdin(Stdio::null());
+        let out_ = c.output().unwrap();
+        (out_, out)
+    };
+    let get = |file: &Path, key: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_snapkv"))
+            .args(["get", arg(file), key])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{key}: {out:?}");
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let ok = |(out, file): (Output, PathBuf)| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        file
+    };
+
+    // The directory: both partitions, `_SUCCESS` and `_temporary/` skipped.
+    let file = ok(build(&format!("{}/out/", env.store), &[]));
+    assert_eq!(
+        get(&file, "c"),
+        serde_json::json!({"score": 3, "day": "2026-11-02"})
+    );
+    assert_eq!(get(&file, "a")["day"], "2026-11-01");
+    // A glob below the URL, still with its partition folder.
+    let file = ok(build(&format!("{}/out/day=*01/*.parquet", env.store), &[]));
+    assert_eq!(
+        get(&file, "b"),
+        serde_json::json!({"score": 2, "day": "2026-11-01"})
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_snapkv"))
+        .args(["get", arg(&file), "c"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "c is not in the glob's files");
+    // One compressed text object, with its delimiter.
+    let file = ok(build(
+        &format!("{}/text/rows.csv.gz", env.store),
+        &["--delimiter", ";"],
+    ));
+    assert_eq!(get(&file, "x"), serde_json::json!({"score": 7}));
+    // Nothing there.
+    let (out, file) = build(&format!("{}/nothing/", env.store), &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no input matches"), "{stderr}");
+    assert!(!file.exists());
+}
+
+/// A file built without `--dataset`/`--version` is published under what `publish` is given;
+/// labels given at build are still checked.
+#[test]
+fn unlabelled_builds_publish_under_any_name() {
+    let env = Env::new(Backend::Local, "labels");
+    let input = env.path("rows.ndjson");
+    std::fs::write(&input, "{\"id\":\"a\",\"v\":1}\n").unwrap();
+    let build = |out: &str, extra: &[&str]| {
+        let out = env.path(out);
+        let status = Command::new(env!("CARGO_BIN_EXE_snapkv"))
+            .args([
+                "build",
+                "-i",
+                arg(&input),
+                "--key",
+                "id",
+                "-q",
+                "-o",
+                arg(&out),
+            ])
+            .args(extra)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        out
+    };
+    let plain = build("next.snapkv", &[]);
+    env.ok("publish", &[arg(&plain), "--version", "v7"]);
+    assert_eq!(env.current().as_deref(), Some("v7"));
+    let labelled = build("other.snapkv", &["--dataset", "other", "--version", "v8"]);
+    let stderr = env.fails("publish", &[arg(&labelled)]);
+    assert!(stderr.contains("built for dataset \"other\""), "{stderr}");
+    let labelled = build("ds.snapkv", &["--dataset", "ds", "--version", "v8"]);
+    let stderr = env.fails("publish", &[arg(&labelled), "--version", "v9"]);
+    assert!(stderr.contains("built as version \"v8\""), "{stderr}");
+    env.ok("publish", &[arg(&labelled)]);
+    assert_eq!(env.current().as_deref(), Some("v8"));
+}
+
 /// A missing bucket or missing credentials are one line that says what to set, from every
 /// command (against the S3-compatible test server).
 #[test]

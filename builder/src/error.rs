@@ -54,8 +54,8 @@ pub enum Error {
     #[error("no input matches {0:?}")]
     NoMatch(String),
     /// A directory holds no data files (after skipping `_` and `.` files).
-    #[error("{} contains no data files", .0.display())]
-    EmptyDirectory(PathBuf),
+    #[error("{0} contains no data files")]
+    EmptyDirectory(String),
     /// An input file has zero bytes.
     #[error("{0} is empty (0 bytes)")]
     EmptyFile(String),
@@ -77,7 +77,7 @@ pub enum Error {
     /// The format of an input could not be told from its name or first bytes.
     #[error(
         "cannot tell the format of {0} from its name or contents: \
-         pass --format parquet|arrow|csv|ndjson"
+         pass --format parquet|arrow|csv|tsv|ndjson"
     )]
     UnknownFormat(String),
     /// A format cannot be read from standard input.

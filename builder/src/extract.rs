@@ -2,15 +2,17 @@
 //! JSON or raw values.
 
 use crate::error::{ColumnRole, Error, Location, Result};
-use crate::input::Source;
+use crate::json::instant_text;
 use crate::sort::{PairWriter, Pairs};
+use crate::source::Source;
 use arrow_array::cast::AsArray;
+use arrow_array::timezone::Tz;
 use arrow_array::types::{Int64Type, UInt64Type};
 use arrow_array::{
     new_null_array, Array, ArrayRef, Int64Array, RecordBatch, StringArray, StructArray,
 };
 use arrow_cast::display::{ArrayFormatter, FormatOptions};
-use arrow_schema::{DataType, Field, FieldRef, Fields, Schema};
+use arrow_schema::{DataType, Field, FieldRef, Fields, Schema, TimeUnit};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -42,6 +44,8 @@ pub(crate) struct Plan {
     pub schema: Schema,
     /// The first input, named when a later one differs.
     pub first_input: String,
+    /// How values become JSON, and what it counted.
+    pub json: Arc<crate::json::Factory>,
 }
 
 fn key_type(t: &DataType) -> Option<DataType> {
@@ -106,6 +110,7 @@ impl Plan {
         first: &Source,
         first_schema: &Schema,
         sources: &[Source],
+        json: Arc<crate::json::Factory>,
     ) -> Result<Plan> {
         let mut fields: Vec<Field> = first_schema
             .fields()
@@ -202,6 +207,7 @@ impl Plan {
             partitions,
             schema,
             first_input: first.name.clone(),
+            json,
         })
     }
 
@@ -357,7 +363,9 @@ impl FilePlan {
             .collect::<Result<_>>()?;
         let value_struct;
         let raw_array;
-        let json_options = arrow_json::writer::EncoderOptions::default().with_explicit_nulls(true);
+        let json_options = arrow_json::writer::EncoderOptions::default()
+            .with_explicit_nulls(true)
+            .with_encoder_factory(self.plan.json.clone());
         let struct_field: FieldRef;
         let mut values = match &self.plan.values {
             ValuePlan::Json(cols) => {
@@ -509,8 +517,15 @@ enum Render<'a> {
     Bytes(Bytes<'a>),
     Int(&'a arrow_array::PrimitiveArray<Int64Type>),
     UInt(&'a arrow_array::PrimitiveArray<UInt64Type>),
-    /// Dates and timestamps, as Arrow displays them (`2026-11-27`, `2026-11-27T03:15:00`).
+    /// Dates and timestamps without a zone, as Arrow displays them (`2026-11-27`,
+    /// `2026-11-27T03:15:00`).
     Display(ArrayFormatter<'a>),
+    /// Timestamps with a zone: instants in RFC 3339, as in values (`2026-11-27T03:15:00Z`).
+    Instant {
+        values: arrow_buffer::ScalarBuffer<i64>,
+        text: fn(i64, &Tz) -> Option<String>,
+        tz: Tz,
+    },
 }
 
 impl<'a> KeyColumn<'a> {
@@ -518,6 +533,40 @@ impl<'a> KeyColumn<'a> {
         let render = match array.data_type() {
             DataType::Int64 => Render::Int(array.as_primitive()),
             DataType::UInt64 => Render::UInt(array.as_primitive()),
+            DataType::Timestamp(unit, Some(tz)) => {
+                use arrow_array::types::*;
+                let (values, text): (_, fn(i64, &Tz) -> Option<String>) = match unit {
+                    TimeUnit::Second => (
+                        array.as_primitive::<TimestampSecondType>().values().clone(),
+                        instant_text::<TimestampSecondType>,
+                    ),
+                    TimeUnit::Millisecond => (
+                        array
+                            .as_primitive::<TimestampMillisecondType>()
+                            .values()
+                            .clone(),
+                        instant_text::<TimestampMillisecondType>,
+                    ),
+                    TimeUnit::Microsecond => (
+                        array
+                            .as_primitive::<TimestampMicrosecondType>()
+                            .values()
+                            .clone(),
+                        instant_text::<TimestampMicrosecondType>,
+                    ),
+                    TimeUnit::Nanosecond => (
+                        array
+                            .as_primitive::<TimestampNanosecondType>()
+                            .values()
+                            .clone(),
+                        instant_text::<TimestampNanosecondType>,
+                    ),
+                };
+                let tz = tz
+                    .parse()
+                    .map_err(|e: arrow_schema::ArrowError| Error::InvalidOption(e.to_string()))?;
+                Render::Instant { values, text, tz }
+            }
             DataType::Date32 | DataType::Date64 | DataType::Timestamp(_, _) => Render::Display(
                 ArrayFormatter::try_new(array, format)
                     .map_err(|e| Error::InvalidOption(e.to_string()))?,
@@ -541,6 +590,11 @@ impl<'a> KeyColumn<'a> {
             Render::Display(f) => {
                 use std::io::Write;
                 let _ = write!(out, "{}", f.value(i));
+            }
+            Render::Instant { values, text, tz } => {
+                if let Some(t) = text(values[i], tz) {
+                    out.extend_from_slice(t.as_bytes());
+                }
             }
         }
     }

@@ -7,28 +7,32 @@
 //! a temporary file next to the output, renamed over the output only when complete.
 //!
 //! ```no_run
-//! use snapkv_builder::{build, BuildOptions, NoProgress};
+//! use snapkv_builder::{build, BuildOptions, Input, NoProgress};
 //!
-//! let mut options = BuildOptions::new(vec!["out/predictions/".into()], vec!["user_id".into()]);
-//! options.version = Some("20261127T031500Z".into());
+//! let inputs = vec![Input::Path("out/predictions/".into())];
+//! let mut options = BuildOptions::new(inputs, vec!["user_id".into()]);
+//! options.dataset = Some("predictions".into());
 //! let summary = build(&options, "predictions.snapkv".as_ref(), &NoProgress)?;
 //! println!("{} keys, {} bytes", summary.keys, summary.bytes_out);
 //! # Ok::<(), snapkv_builder::Error>(())
 //! ```
 //!
-//! Same inputs, options and version give a byte-identical file, whatever the memory limit,
-//! thread count or temporary directory.
+//! Same inputs and options (with a fixed `built_at`) give a byte-identical file, whatever the
+//! memory limit, thread count or temporary directory.
 #![forbid(unsafe_code)]
 
 mod error;
 mod extract;
 mod file_writer;
-mod input;
+mod json;
 mod pipeline;
 mod read;
 mod sort;
+mod source;
 
 pub use error::{ColumnRole, Error, Location, Result};
+pub use json::BigNumbers;
+pub use source::{BatchInput, Input};
 
 use snapkv_format::{Metadata, SnapshotWriter, ValueEncoding, WriterOptions};
 use std::collections::BTreeMap;
@@ -46,8 +50,10 @@ pub enum InputFormat {
     Parquet,
     /// Arrow IPC, file or stream (`.arrow`, `.arrows`, `.ipc`, `.feather`).
     Arrow,
-    /// CSV with a header row (`.csv`).
+    /// CSV with a header row (`.csv`), comma-separated unless a delimiter is given.
     Csv,
+    /// Tab-separated text with a header row (`.tsv`, `.tab`): CSV with a tab delimiter.
+    Tsv,
     /// Newline-delimited JSON objects (`.ndjson`, `.jsonl`, `.json`).
     Ndjson,
 }
@@ -59,6 +65,7 @@ impl InputFormat {
             "parquet" | "parq" | "pq" => InputFormat::Parquet,
             "arrow" | "arrows" | "ipc" | "feather" => InputFormat::Arrow,
             "csv" => InputFormat::Csv,
+            "tsv" | "tab" => InputFormat::Tsv,
             "ndjson" | "jsonl" | "json" => InputFormat::Ndjson,
             _ => return None,
         })
@@ -70,6 +77,7 @@ impl InputFormat {
             InputFormat::Parquet => "parquet",
             InputFormat::Arrow => "arrow",
             InputFormat::Csv => "csv",
+            InputFormat::Tsv => "tsv",
             InputFormat::Ndjson => "ndjson",
         }
     }
@@ -82,9 +90,10 @@ impl std::str::FromStr for InputFormat {
             "parquet" => Ok(InputFormat::Parquet),
             "arrow" | "ipc" => Ok(InputFormat::Arrow),
             "csv" => Ok(InputFormat::Csv),
+            "tsv" => Ok(InputFormat::Tsv),
             "ndjson" | "jsonl" | "json" => Ok(InputFormat::Ndjson),
             _ => Err(format!(
-                "unknown format {s:?}: parquet, arrow, csv or ndjson"
+                "unknown format {s:?}: parquet, arrow, csv, tsv or ndjson"
             )),
         }
     }
@@ -130,14 +139,19 @@ impl OnDuplicate {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BuildOptions {
-    /// Files, directories, globs, or `-` for stdin.
-    pub inputs: Vec<String>,
+    /// What to read: local files, directories, globs or stdin; object-storage URLs; record
+    /// batches from the caller.
+    pub inputs: Vec<Input>,
     /// The input format; detected per file from its extension or first bytes when `None`.
     pub format: Option<InputFormat>,
+    /// The field delimiter of CSV inputs; default `,` (tab for `.tsv` files).
+    pub delimiter: Option<u8>,
     /// Key columns; several are joined with `/`.
     pub key_columns: Vec<String>,
     /// What the values are.
     pub values: Values,
+    /// How integers beyond ±2^53 and decimals are written in JSON values.
+    pub json_bigint: BigNumbers,
     /// Duplicate key policy.
     pub on_duplicate: OnDuplicate,
     /// Memory for sorting, in bytes; beyond it sorted runs are spilled to disk. Default 1 GiB.
@@ -147,10 +161,15 @@ pub struct BuildOptions {
     /// Snapshot writer options (compression, block size, dictionary, threads). Its thread count
     /// is also the number of threads making pairs, sorting and compressing spilled runs.
     pub writer: WriterOptions,
-    /// Dataset name; default: the output file's name without extension.
+    /// Dataset name, recorded in the file; `None` records none, and the file may be published
+    /// as any dataset.
     pub dataset: Option<String>,
-    /// Version label; default: the current UTC time as `YYYYMMDDTHHMMSSZ`.
+    /// Version label, recorded in the file; `None` records none, and `publish` labels it.
     pub version: Option<String>,
+    /// When the build ran, in seconds since the Unix epoch, recorded in the file as its
+    /// `created_at`; `None` is now. A fixed time (the CLI takes `SOURCE_DATE_EPOCH`) makes the
+    /// output reproducible byte for byte.
+    pub built_at: Option<i64>,
     /// Free-form labels stored in the metadata.
     pub user_metadata: BTreeMap<String, String>,
     /// Set to true (from a signal handler) to stop the build; it then removes what it wrote and
@@ -160,18 +179,21 @@ pub struct BuildOptions {
 
 impl BuildOptions {
     /// Options with defaults for everything but the inputs and key columns.
-    pub fn new(inputs: Vec<String>, key_columns: Vec<String>) -> BuildOptions {
+    pub fn new(inputs: Vec<Input>, key_columns: Vec<String>) -> BuildOptions {
         BuildOptions {
             inputs,
             format: None,
+            delimiter: None,
             key_columns,
             values: Values::Json(None),
+            json_bigint: BigNumbers::Number,
             on_duplicate: OnDuplicate::Error,
             memory_limit: 1 << 30,
             temp_dir: None,
             writer: WriterOptions::default(),
             dataset: None,
             version: None,
+            built_at: None,
             user_metadata: BTreeMap::new(),
             interrupt: None,
         }
@@ -216,10 +238,12 @@ impl Progress for NoProgress {
 pub struct BuildSummary {
     /// The output file.
     pub output: PathBuf,
-    /// Dataset name written to the metadata.
-    pub dataset: String,
-    /// Version written to the metadata.
-    pub version: String,
+    /// Dataset name written to the metadata, if one was given.
+    pub dataset: Option<String>,
+    /// Version written to the metadata, if one was given.
+    pub version: Option<String>,
+    /// When the build ran (RFC 3339, UTC), written to the metadata as `created_at`.
+    pub built_at: String,
     /// Input files read.
     pub files: usize,
     /// Rows read.
@@ -228,6 +252,8 @@ pub struct BuildSummary {
     pub keys: u64,
     /// Rows dropped as duplicates (`first`/`last`).
     pub duplicates: u64,
+    /// NaN and infinite floats in JSON values, written as `null` (JSON has no such numbers).
+    pub non_finite_floats: u64,
     /// Input bytes (file sizes; bytes read for stdin).
     pub bytes_in: u64,
     /// Output file size.
@@ -273,50 +299,17 @@ fn in_flight_budget(limit: u64) -> usize {
 /// Smallest `memory_limit` accepted.
 pub const MIN_MEMORY_LIMIT: u64 = 4 << 20;
 
-/// A version or dataset name: letters, digits, `.`, `_`, `-`; not starting with `.`.
+/// A dataset name or version, checked against the one grammar the store uses too.
 fn check_label(what: &str, s: &str) -> Result<()> {
-    let ok = !s.is_empty()
-        && s.len() <= 128
-        && !s.starts_with('.')
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::InvalidOption(format!(
-            "{what} {s:?} must be 1 to 128 letters, digits, '.', '_' or '-', not starting with '.'"
-        )))
-    }
+    snapkv_format::names::check_name(s)
+        .map_err(|detail| Error::InvalidOption(format!("invalid {what} {detail}")))
 }
 
-/// `20261127T031500Z` for a time in seconds since the Unix epoch, and its RFC 3339 form.
-pub fn version_for(unix_seconds: i64) -> (String, String) {
-    // Out of chrono's range (±262,000 years) only for a broken clock: the epoch stands in.
-    let t = chrono::DateTime::from_timestamp(unix_seconds, 0).unwrap_or_default();
-    (
-        t.format("%Y%m%dT%H%M%SZ").to_string(),
-        t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-    )
-}
-
-/// The RFC 3339 time of a version written as `YYYYMMDDTHHMMSSZ`, if it is one.
-fn created_at_of(version: &str) -> Option<String> {
-    let b = version.as_bytes();
-    let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
-    if b.len() == 16 && b[8] == b'T' && b[15] == b'Z' && digits(0..8) && digits(9..15) {
-        let s = |r: std::ops::Range<usize>| &version[r];
-        Some(format!(
-            "{}-{}-{}T{}:{}:{}Z",
-            s(0..4),
-            s(4..6),
-            s(6..8),
-            s(9..11),
-            s(11..13),
-            s(13..15)
-        ))
-    } else {
-        None
-    }
+/// The RFC 3339 form (UTC, seconds) of a time in seconds since the Unix epoch.
+fn rfc3339(unix_seconds: i64) -> Result<String> {
+    chrono::DateTime::from_timestamp(unix_seconds, 0)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .ok_or_else(|| Error::InvalidOption(format!("build time {unix_seconds} is out of range")))
 }
 
 /// The temporary output file; removed on drop unless renamed over the output.
@@ -360,32 +353,6 @@ impl Drop for TempOutput {
             self.file.take();
             let _ = std::fs::remove_file(&self.path);
         }
-    }
-}
-
-/// The output's file name without extension, with characters a dataset name cannot have
-/// replaced by `-`.
-fn default_dataset(output: &Path) -> String {
-    let stem = output
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let name: String = stem
-        .trim_start_matches('.')
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '-'
-            }
-        })
-        .take(128)
-        .collect();
-    if name.is_empty() {
-        "snapshot".to_owned()
-    } else {
-        name
     }
 }
 
@@ -475,27 +442,28 @@ pub fn build(
             MIN_MEMORY_LIMIT >> 20
         )));
     }
-    let (version, created_at) = match &options.version {
-        Some(v) => (v.clone(), created_at_of(v)),
-        None => {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs() as i64);
-            let (v, c) = version_for(now);
-            (v, Some(c))
-        }
-    };
-    check_label("version", &version)?;
-    let dataset = match &options.dataset {
-        Some(d) => d.clone(),
-        None => default_dataset(output),
-    };
-    check_label("dataset name", &dataset)?;
+    if let Some(v) = &options.version {
+        check_label("version", v)?;
+    }
+    if let Some(d) = &options.dataset {
+        check_label("dataset name", d)?;
+    }
+    let built_at = rfc3339(
+        options
+            .built_at
+            .unwrap_or_else(|| chrono::Utc::now().timestamp()),
+    )?;
     // Probe that the writer accepts the options before reading anything.
     SnapshotWriter::new(std::io::sink(), options.writer.clone(), Metadata::default())
         .map_err(Error::Snapshot)?;
 
-    let sources = input::discover(&options.inputs, options.format)?;
+    let sources = source::discover(
+        &options.inputs,
+        source::Reading {
+            format: options.format,
+            delimiter: options.delimiter,
+        },
+    )?;
     let temp_out = TempOutput::create(output)?;
     let temp_base = match &options.temp_dir {
         Some(d) => d.clone(),
@@ -510,6 +478,10 @@ pub fn build(
         &sources[0],
         &first.schema,
         &sources,
+        Arc::new(json::Factory {
+            big: options.json_bigint,
+            counts: Default::default(),
+        }),
     )?);
     let threads = match options.writer.threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -539,9 +511,9 @@ pub fn build(
         in_flight_budget(options.memory_limit),
     );
     // The input being read: its source, rows (when known), bytes consumed, rows so far.
-    let mut current: Option<(&input::Source, Option<u64>, Arc<AtomicU64>)> = None;
+    let mut current: Option<(&source::Source, Option<u64>, Arc<AtomicU64>)> = None;
     let mut row = 0u64;
-    let input_bytes = |current: &Option<(&input::Source, Option<u64>, Arc<AtomicU64>)>| {
+    let input_bytes = |current: &Option<(&source::Source, Option<u64>, Arc<AtomicU64>)>| {
         current.as_ref().map_or(0, |(source, _, consumed)| {
             source
                 .size
@@ -618,6 +590,10 @@ pub fn build(
     match &plan.values {
         extract::ValuePlan::Json(cols) => {
             builder.insert("value_columns".to_owned(), serde_json::json!(cols));
+            builder.insert(
+                "json_bigint".to_owned(),
+                serde_json::json!(options.json_bigint.name()),
+            );
         }
         extract::ValuePlan::Raw(col) => {
             builder.insert("raw_value_column".to_owned(), serde_json::json!(col));
@@ -628,9 +604,9 @@ pub fn build(
         builder.insert("partition_columns".to_owned(), serde_json::json!(names));
     }
     let mut metadata = Metadata::default();
-    metadata.dataset = Some(dataset.clone());
-    metadata.version = Some(version.clone());
-    metadata.created_at = created_at;
+    metadata.dataset = options.dataset.clone();
+    metadata.version = options.version.clone();
+    metadata.created_at = Some(built_at.clone());
     metadata.value_encoding = value_encoding;
     metadata.content_type = Some(content_type.to_owned());
     metadata.key_columns = options.key_columns.clone();
@@ -679,12 +655,14 @@ pub fn build(
     let _ = std::io::stderr().flush();
     Ok(BuildSummary {
         output: output.to_owned(),
-        dataset,
-        version,
+        dataset: options.dataset.clone(),
+        version: options.version.clone(),
+        built_at,
         files: sources.len(),
         rows: seq,
         keys: file_summary.key_count,
         duplicates,
+        non_finite_floats: plan.json.counts.non_finite.load(Ordering::Relaxed),
         bytes_in,
         bytes_out: file_summary.file_bytes,
         block_bytes_raw: file_summary.block_bytes_raw,
@@ -756,26 +734,13 @@ mod tests {
     }
 
     #[test]
-    fn versions() {
-        assert_eq!(
-            version_for(1_795_749_300),
-            (
-                "20261127T031500Z".to_owned(),
-                "2026-11-27T03:15:00Z".to_owned()
-            )
-        );
-        assert_eq!(version_for(0).0, "19700101T000000Z");
-        assert_eq!(
-            created_at_of("20261127T031500Z").as_deref(),
-            Some("2026-11-27T03:15:00Z")
-        );
-        assert_eq!(created_at_of("v1"), None);
+    fn labels_and_times() {
+        assert_eq!(rfc3339(1_795_749_300).unwrap(), "2026-11-27T03:15:00Z");
+        assert!(rfc3339(i64::MAX).is_err());
         assert!(check_label("version", "20261127T031500Z").is_ok());
         assert!(check_label("version", "a/b").is_err());
+        assert!(check_label("version", "_rc1").is_err());
         assert!(check_label("version", "").is_err());
-        assert_eq!(default_dataset(Path::new("out/users.snapkv")), "users");
-        assert_eq!(default_dataset(Path::new(".tmp x.snapkv")), "tmp-x");
-        assert_eq!(default_dataset(Path::new("/")), "snapshot");
     }
 
     #[test]

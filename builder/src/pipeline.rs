@@ -10,9 +10,9 @@
 
 use crate::error::{Error, Result};
 use crate::extract::{FilePlan, Plan};
-use crate::input::Source;
 use crate::read;
 use crate::sort::{PairWriter, Pairs};
+use crate::source::Source;
 use arrow_array::RecordBatch;
 use snapkv_format::pool::{self, Pool, Submitter};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

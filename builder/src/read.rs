@@ -2,65 +2,46 @@
 //! needs.
 
 use crate::error::{Error, Result};
-use crate::input::Source;
+use crate::source::{Counting, Location, RandomAccess, ReadSeek, Source};
 use crate::InputFormat;
 use arrow_array::RecordBatch;
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
 use parquet::arrow::ProjectionMask;
-use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 /// Rows per record batch.
 pub(crate) const BATCH_ROWS: usize = 8192;
 /// CSV and NDJSON column types are inferred from this many leading rows.
 pub(crate) const INFER_ROWS: usize = 10_000;
-/// Reading stdin, at most this much is held back to infer the schema from.
-const STDIN_SAMPLE_BYTES: usize = 64 << 20;
+/// Of a text input, at most this much is held back to infer the schema from.
+const SAMPLE_BYTES: usize = 64 << 20;
 
-/// A file opened far enough to know its schema.
+/// A source opened far enough to know its schema.
 pub(crate) struct Opened {
-    /// The file's columns.
+    /// The source's columns.
     pub schema: SchemaRef,
-    /// Rows in the file, when its format records them.
+    /// Rows in the source, when its format records them.
     pub rows: Option<u64>,
-    /// Bytes consumed from the file so far, for formats read as a stream.
+    /// Bytes consumed from the source so far (as stored), for formats read as a stream.
     pub consumed: Arc<AtomicU64>,
     kind: Kind,
 }
 
-/// Counts the bytes read through it (for progress).
-struct Counting<R> {
-    inner: R,
-    count: Arc<AtomicU64>,
-}
-
-impl<R: Read> Read for Counting<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.count.fetch_add(n as u64, Ordering::Relaxed);
-        Ok(n)
-    }
-}
-
-impl<R: Seek> Seek for Counting<R> {
-    fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
-        let at = self.inner.seek(pos)?;
-        self.count.store(at, Ordering::Relaxed);
-        Ok(at)
-    }
-}
+type ArrowBatches = Box<dyn Iterator<Item = Result<RecordBatch, ArrowError>> + Send>;
 
 enum Kind {
-    Parquet(ParquetRecordBatchReaderBuilder<File>),
-    Ipc(Box<dyn Iterator<Item = Result<RecordBatch, ArrowError>> + Send>),
+    Parquet(Box<ParquetRecordBatchReaderBuilder<RandomAccess>>),
+    Ipc(ArrowBatches),
     Csv(Box<dyn Read + Send>),
     Ndjson(Box<dyn BufRead + Send>),
 }
 
-/// Streams record batches of one file.
+/// Streams record batches of one source.
 pub(crate) trait Batches {
     /// The next batch, `None` at the end.
     fn next_batch(&mut self) -> Result<Option<RecordBatch>>;
@@ -71,13 +52,6 @@ fn malformed(source: &Source, line: Option<u64>, e: impl std::fmt::Display) -> E
         input: source.name.clone(),
         line,
         message: e.to_string(),
-    }
-}
-
-fn read_error(source: &Source, e: std::io::Error) -> Error {
-    Error::Read {
-        input: source.name.clone(),
-        source: e,
     }
 }
 
@@ -94,7 +68,7 @@ fn text_error(source: &Source, line: Option<u64>, e: ArrowError) -> Error {
         };
     }
     if let ArrowError::IoError(_, io) = e {
-        return read_error(source, io);
+        return source.read_error(io);
     }
     malformed(source, line, text)
 }
@@ -107,108 +81,184 @@ fn skip_bom<R: BufRead>(mut r: R) -> std::io::Result<R> {
     Ok(r)
 }
 
+/// A delimiter as a user writes it.
+pub(crate) fn delimiter_name(d: u8) -> String {
+    match d {
+        b'\t' => "tab".to_owned(),
+        d => format!("'{}'", d as char),
+    }
+}
+
+/// A header that parses to one column but holds another common delimiter is a file written
+/// with that delimiter (a spreadsheet's `;`, a `\t`-separated export).
+fn check_single_column(source: &Source, header: &[u8]) -> Result<()> {
+    if header.contains(&source.delimiter) {
+        return Ok(());
+    }
+    let seen = [b';', b'\t', b'|', b',']
+        .into_iter()
+        .find(|d| *d != source.delimiter && header.contains(d));
+    match seen {
+        Some(d) => Err(malformed(
+            source,
+            Some(1),
+            format!(
+                "the header is one column with the delimiter {} but it contains {}: pass \
+                 --delimiter {}",
+                delimiter_name(source.delimiter),
+                delimiter_name(d),
+                delimiter_name(d),
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Adds to a CSV error of a file whose header is one column which delimiter was used.
+fn one_column(source: &Source, e: Error) -> Error {
+    match e {
+        Error::Malformed {
+            input,
+            line,
+            message,
+        } => Error::Malformed {
+            input,
+            line,
+            message: format!(
+                "{message} (the header is one column with the delimiter {}: pass --delimiter \
+                 if the file uses another)",
+                delimiter_name(source.delimiter)
+            ),
+        },
+        e => e,
+    }
+}
+
+/// The schema with `INT96` columns (Spark's default timestamps, instants stored as UTC) read
+/// as UTC instants, in microseconds (the nanoseconds Arrow defaults to end in 2262); `None`
+/// when there are none.
+fn int96_as_utc(metadata: &ArrowReaderMetadata) -> Option<SchemaRef> {
+    let parquet = metadata.metadata().file_metadata().schema_descr();
+    let roots = parquet.root_schema().get_fields();
+    let schema = metadata.schema();
+    if roots.len() != schema.fields().len() {
+        return None;
+    }
+    let mut changed = false;
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .zip(roots)
+        .map(|(f, root)| {
+            let int96 =
+                root.is_primitive() && root.get_physical_type() == parquet::basic::Type::INT96;
+            if int96 && matches!(f.data_type(), DataType::Timestamp(_, None)) {
+                changed = true;
+                f.as_ref().clone().with_data_type(DataType::Timestamp(
+                    arrow_schema::TimeUnit::Microsecond,
+                    Some("UTC".into()),
+                ))
+            } else {
+                f.as_ref().clone()
+            }
+        })
+        .collect();
+    changed.then(|| Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone())))
+}
+
 /// Opens a source and reads its schema. `text_columns` are read as strings from CSV whatever
 /// they look like (keys keep their exact text: `007` stays `007`).
 pub(crate) fn open(source: &Source, text_columns: &[String]) -> Result<Opened> {
-    let file = match &source.path {
-        Some(p) => Some(File::open(p).map_err(|e| read_error(source, e))?),
-        None => None,
-    };
     let consumed = Arc::new(AtomicU64::new(0));
-    let count = |inner| Counting {
-        inner,
-        count: consumed.clone(),
+    let opened = |schema: SchemaRef, rows: Option<u64>, kind: Kind| Opened {
+        schema,
+        rows,
+        consumed: consumed.clone(),
+        kind,
     };
-    let stdin = || Counting {
-        inner: std::io::stdin(),
-        count: consumed.clone(),
-    };
+    if let Location::Batches(batches) = &source.location {
+        let reader = batches.take().ok_or_else(|| {
+            Error::InvalidOption(format!("{}: its batches were already read", source.name))
+        })?;
+        return Ok(opened(reader.schema(), None, Kind::Ipc(Box::new(reader))));
+    }
     match source.format {
         InputFormat::Parquet => {
-            let file = file.expect("stdin is never Parquet");
-            let builder = ParquetRecordBatchReaderBuilder::try_new(file)
-                .map_err(|e| malformed(source, None, e))?;
-            Ok(Opened {
-                schema: builder.schema().clone(),
-                rows: Some(builder.metadata().file_metadata().num_rows().max(0) as u64),
-                consumed,
-                kind: Kind::Parquet(builder),
-            })
+            let file = source.random_access()?.ok_or_else(|| {
+                Error::Stdin("Parquet is read from the end: pass a file, not a stream".into())
+            })?;
+            let bad = |e| malformed(source, None, e);
+            let options = ArrowReaderOptions::new();
+            let mut metadata = ArrowReaderMetadata::load(&file, options.clone()).map_err(bad)?;
+            if let Some(schema) = int96_as_utc(&metadata) {
+                metadata = ArrowReaderMetadata::try_new(
+                    metadata.metadata().clone(),
+                    options.with_schema(schema),
+                )
+                .map_err(bad)?;
+            }
+            let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata);
+            let rows = builder.metadata().file_metadata().num_rows().max(0) as u64;
+            Ok(opened(
+                builder.schema().clone(),
+                Some(rows),
+                Kind::Parquet(Box::new(builder)),
+            ))
         }
         InputFormat::Arrow => {
-            let input: Box<dyn Read + Send> = match file {
-                Some(f) => Box::new(count(f)),
-                None => Box::new(stdin()),
-            };
-            let mut input = BufReader::with_capacity(1 << 20, input);
+            let mut input = BufReader::with_capacity(1 << 20, source.stream(&consumed)?);
             let is_file = input
                 .fill_buf()
-                .map_err(|e| read_error(source, e))?
+                .map_err(|e| source.read_error(e))?
                 .starts_with(b"ARROW1");
-            if is_file {
-                let (schema, kind) = match &source.path {
-                    Some(path) => {
-                        let f = File::open(path).map_err(|e| read_error(source, e))?;
-                        let reader =
-                            arrow_ipc::reader::FileReader::try_new(BufReader::new(count(f)), None)
-                                .map_err(|e| malformed(source, None, e))?;
-                        (reader.schema(), Kind::Ipc(Box::new(reader)))
-                    }
-                    None => {
-                        // The IPC file format is read from its end (the footer): standard
-                        // input is first copied to an anonymous temporary file, which the
-                        // system removes when it is closed, however the build ends. Its bytes
-                        // were counted as they came in.
-                        let mut spool = tempfile::tempfile().map_err(|e| read_error(source, e))?;
-                        std::io::copy(&mut input, &mut spool)
-                            .and_then(|_| spool.seek(std::io::SeekFrom::Start(0)))
-                            .map_err(|e| read_error(source, e))?;
-                        let reader =
-                            arrow_ipc::reader::FileReader::try_new(BufReader::new(spool), None)
-                                .map_err(|e| malformed(source, None, e))?;
-                        (reader.schema(), Kind::Ipc(Box::new(reader)))
-                    }
-                };
-                Ok(Opened {
-                    schema,
-                    rows: None,
-                    consumed,
-                    kind,
-                })
-            } else {
+            if !is_file {
                 let reader = arrow_ipc::reader::StreamReader::try_new(input, None)
                     .map_err(|e| malformed(source, None, e))?;
-                Ok(Opened {
-                    schema: reader.schema(),
-                    rows: None,
-                    consumed,
-                    kind: Kind::Ipc(Box::new(reader)),
-                })
+                return Ok(opened(reader.schema(), None, Kind::Ipc(Box::new(reader))));
             }
-        }
-        InputFormat::Csv => {
-            let format = arrow_csv::reader::Format::default().with_header(true);
-            let (schema, input): (Schema, Box<dyn Read + Send>) = match file {
-                Some(f) => {
-                    let mut r = skip_bom(BufReader::with_capacity(1 << 20, count(f)))
-                        .map_err(|e| read_error(source, e))?;
-                    let (schema, _) = format
-                        .infer_schema(&mut r, Some(INFER_ROWS))
-                        .map_err(|e| text_error(source, None, e))?;
-                    r.rewind().map_err(|e| read_error(source, e))?;
-                    let r = skip_bom(r).map_err(|e| read_error(source, e))?;
-                    (schema, Box::new(r))
+            // The IPC file format is read from its end (the footer): a stream (standard
+            // input, a compressed file) is first copied to an anonymous temporary file, which
+            // the system removes when it is closed, however the build ends. Its bytes were
+            // counted as they came in.
+            let seekable: Box<dyn ReadSeek> = match source.random_access()? {
+                Some(file) => {
+                    drop(input);
+                    Box::new(Counting {
+                        inner: file.into_read_seek(),
+                        count: consumed.clone(),
+                    })
                 }
                 None => {
-                    let (sample, rest) = stdin_sample(source, stdin())?;
-                    let sample = skip_bom(std::io::Cursor::new(sample))
-                        .map_err(|e| read_error(source, e))?;
-                    let (schema, _) = format
-                        .infer_schema(sample.clone(), Some(INFER_ROWS))
-                        .map_err(|e| text_error(source, None, e))?;
-                    (schema, Box::new(sample.chain(rest)))
+                    let mut spool = tempfile::tempfile().map_err(|e| source.read_error(e))?;
+                    std::io::copy(&mut input, &mut spool)
+                        .and_then(|_| spool.seek(std::io::SeekFrom::Start(0)))
+                        .map_err(|e| source.read_error(e))?;
+                    Box::new(spool)
                 }
             };
+            let reader = arrow_ipc::reader::FileReader::try_new(BufReader::new(seekable), None)
+                .map_err(|e| malformed(source, None, e))?;
+            Ok(opened(reader.schema(), None, Kind::Ipc(Box::new(reader))))
+        }
+        InputFormat::Csv | InputFormat::Tsv => {
+            let format = arrow_csv::reader::Format::default()
+                .with_header(true)
+                .with_delimiter(source.delimiter);
+            let (sample, rest) = sample(source, source.stream(&consumed)?)?;
+            let sample =
+                skip_bom(std::io::Cursor::new(sample)).map_err(|e| source.read_error(e))?;
+            let header = sample.get_ref()[sample.position() as usize..]
+                .split(|b| *b == b'\n')
+                .next()
+                .unwrap_or_default();
+            check_single_column(source, header)?;
+            let single = !header.contains(&source.delimiter);
+            let (schema, _) = format
+                .infer_schema(sample.clone(), Some(INFER_ROWS))
+                .map_err(|e| match text_error(source, None, e) {
+                    e if single => one_column(source, e),
+                    e => e,
+                })?;
             let fields: Vec<Field> = schema
                 .fields()
                 .iter()
@@ -221,33 +271,19 @@ pub(crate) fn open(source: &Source, text_columns: &[String]) -> Result<Opened> {
                     }
                 })
                 .collect();
-            Ok(Opened {
-                schema: Arc::new(Schema::new(fields)),
-                rows: None,
-                consumed,
-                kind: Kind::Csv(input),
-            })
+            let input: Box<dyn Read + Send> = Box::new(sample.chain(rest));
+            Ok(opened(
+                Arc::new(Schema::new(fields)),
+                None,
+                Kind::Csv(input),
+            ))
         }
         InputFormat::Ndjson => {
-            let (sample_lines, input): (Vec<Vec<u8>>, Box<dyn BufRead + Send>) = match file {
-                Some(f) => {
-                    let mut r = skip_bom(BufReader::with_capacity(1 << 20, count(f)))
-                        .map_err(|e| read_error(source, e))?;
-                    let lines = read_lines(source, &mut r, INFER_ROWS, usize::MAX)?;
-                    r.rewind().map_err(|e| read_error(source, e))?;
-                    let r = skip_bom(r).map_err(|e| read_error(source, e))?;
-                    (lines, Box::new(r))
-                }
-                None => {
-                    let mut stdin = skip_bom(BufReader::with_capacity(1 << 20, stdin()))
-                        .map_err(|e| read_error(source, e))?;
-                    let lines = read_lines(source, &mut stdin, INFER_ROWS, STDIN_SAMPLE_BYTES)?;
-                    let replay: Vec<u8> = lines.concat();
-                    (lines, Box::new(std::io::Cursor::new(replay).chain(stdin)))
-                }
-            };
+            let mut input = skip_bom(BufReader::with_capacity(1 << 20, source.stream(&consumed)?))
+                .map_err(|e| source.read_error(e))?;
+            let lines = read_lines(source, &mut input, INFER_ROWS, SAMPLE_BYTES)?;
             let mut values = Vec::new();
-            for (i, line) in sample_lines.iter().enumerate() {
+            for (i, line) in lines.iter().enumerate() {
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
@@ -266,12 +302,12 @@ pub(crate) fn open(source: &Source, text_columns: &[String]) -> Result<Opened> {
                 values.into_iter().map(Ok::<_, ArrowError>),
             )
             .map_err(|e| malformed(source, None, e))?;
-            Ok(Opened {
-                schema: Arc::new(schema),
-                rows: None,
-                consumed,
-                kind: Kind::Ndjson(input),
-            })
+            let replay = std::io::Cursor::new(lines.concat());
+            Ok(opened(
+                Arc::new(schema),
+                None,
+                Kind::Ndjson(Box::new(replay.chain(input))),
+            ))
         }
     }
 }
@@ -288,7 +324,7 @@ fn read_lines(
     while lines.len() < max_lines && bytes < max_bytes {
         let mut line = Vec::new();
         if r.read_until(b'\n', &mut line)
-            .map_err(|e| read_error(source, e))?
+            .map_err(|e| source.read_error(e))?
             == 0
         {
             break;
@@ -299,14 +335,12 @@ fn read_lines(
     Ok(lines)
 }
 
-/// The head of stdin (enough rows to infer a CSV schema from) and the rest of it.
-fn stdin_sample(
-    source: &Source,
-    stdin: impl Read + Send + 'static,
-) -> Result<(Vec<u8>, Box<dyn Read + Send>)> {
-    let mut stdin = BufReader::with_capacity(1 << 20, stdin);
-    let lines = read_lines(source, &mut stdin, INFER_ROWS + 1, STDIN_SAMPLE_BYTES)?;
-    Ok((lines.concat(), Box::new(stdin)))
+/// The head of a text stream (enough rows to infer a CSV schema from) and the rest of it:
+/// read once, whatever the stream is (a file, an object, standard input, a decompressor).
+fn sample(source: &Source, input: Box<dyn Read + Send>) -> Result<(Vec<u8>, Box<dyn Read + Send>)> {
+    let mut input = BufReader::with_capacity(1 << 20, input);
+    let lines = read_lines(source, &mut input, INFER_ROWS + 1, SAMPLE_BYTES)?;
+    Ok((lines.concat(), Box::new(input)))
 }
 
 impl Opened {
@@ -333,8 +367,9 @@ impl Opened {
                 source: source.clone(),
             }),
             Kind::Csv(input) => {
-                let reader = arrow_csv::ReaderBuilder::new(self.schema)
+                let reader = arrow_csv::ReaderBuilder::new(self.schema.clone())
                     .with_header(true)
+                    .with_delimiter(source.delimiter)
                     .with_batch_size(BATCH_ROWS)
                     .with_projection(needed)
                     .build(input)
@@ -342,6 +377,7 @@ impl Opened {
                 Box::new(CsvBatches {
                     reader,
                     source: source.clone(),
+                    single_column: self.schema.fields().len() == 1,
                 })
             }
             Kind::Ndjson(input) => {
@@ -365,7 +401,7 @@ impl Opened {
 }
 
 struct ArrowIter {
-    iter: Box<dyn Iterator<Item = Result<RecordBatch, ArrowError>> + Send>,
+    iter: ArrowBatches,
     project: Option<Vec<usize>>,
     source: Source,
 }
@@ -376,7 +412,7 @@ impl Batches for ArrowIter {
             return Ok(None);
         };
         let batch = batch.map_err(|e| match e {
-            ArrowError::IoError(_, io) => read_error(&self.source, io),
+            ArrowError::IoError(_, io) => self.source.read_error(io),
             e => malformed(&self.source, None, e),
         })?;
         match &self.project {
@@ -392,14 +428,20 @@ impl Batches for ArrowIter {
 struct CsvBatches {
     reader: arrow_csv::Reader<Box<dyn Read + Send>>,
     source: Source,
+    /// The header is one column: an error says which delimiter was used.
+    single_column: bool,
 }
 
 impl Batches for CsvBatches {
     fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
-        self.reader
-            .next()
-            .transpose()
-            .map_err(|e| text_error(&self.source, None, e))
+        self.reader.next().transpose().map_err(|e| {
+            let e = text_error(&self.source, None, e);
+            if self.single_column {
+                one_column(&self.source, e)
+            } else {
+                e
+            }
+        })
     }
 }
 
@@ -464,7 +506,7 @@ impl Batches for NdjsonBatches {
             let n = self
                 .input
                 .read_until(b'\n', &mut line)
-                .map_err(|e| read_error(&self.source, e))?;
+                .map_err(|e| self.source.read_error(e))?;
             if n == 0 {
                 return self.flush();
             }

@@ -35,6 +35,7 @@ mod filter;
 mod fst_check;
 mod layout;
 mod metadata;
+pub mod names;
 #[doc(hidden)]
 pub mod pool;
 mod snapshot;

@@ -2,7 +2,9 @@
 
 use anyhow::Context;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use snapkv_builder::{BuildOptions, BuildSummary, InputFormat, OnDuplicate, Phase, Values};
+use snapkv_builder::{
+    BigNumbers, BuildOptions, BuildSummary, Input, InputFormat, OnDuplicate, Phase, Values,
+};
 use snapkv_format::{Compression, Dictionary, WriterOptions};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -20,14 +22,24 @@ Examples:
   snapkv build -i 'day=*/part-*.parquet' -i extra.parquet --key country,user_id \\
       --version 20261127T031500Z -o predictions.snapkv
 
-  # CSV from stdin, two columns as the JSON value, the last row of a repeated key wins
-  zcat users.csv.gz | snapkv build -i - --format csv --key id --value-columns name,email \\
-      --on-duplicate last -o users.snapkv
+  # Straight from object storage (credentials and endpoint as for publish)
+  snapkv build -i s3://my-bucket/jobs/predictions/ --key user_id -o predictions.snapkv
+
+  # Compressed CSV, two columns as the JSON value, the last row of a repeated key wins
+  snapkv build -i users.csv.gz --key id --value-columns name,email --on-duplicate last \\
+      -o users.snapkv
+
+  # A spreadsheet's semicolon-separated export, and CSV from stdin
+  snapkv build -i export.csv --delimiter ';' --key id -o export.snapkv
+  cat users.csv | snapkv build -i - --format csv --key id -o users.snapkv
 
   # Values stored as they are (a binary column), within 256 MiB of memory
   snapkv build -i embeddings.arrow --key id --raw-value vector --memory-limit 256MiB -o emb.snapkv
 
 Values are a JSON object of the non-key columns (or --value-columns) unless --raw-value is given.
+Timestamps with a zone are RFC 3339 instants with their offset (Z for UTC; Spark's INT96 is
+UTC); without a zone they are wall-clock times without an offset. NaN and infinite floats are
+null (counted in the summary).
 The output is written to a temporary file next to it and renamed when complete.
 Exit codes: 0 built; 2 an error (the message says what and where); 130 interrupted.";
 
@@ -35,10 +47,15 @@ Exit codes: 0 built; 2 an error (the message says what and where); 130 interrupt
 #[derive(clap::Args)]
 #[command(after_help = EXAMPLES)]
 pub struct Args {
-    /// Input file, directory (Spark/Hive/DuckDB/pandas layout) or glob; `-` reads stdin.
-    /// Repeatable.
-    #[arg(long, short = 'i', value_name = "PATH", required = true, num_args = 1..)]
+    /// Input file, directory (Spark/Hive/DuckDB/pandas layout) or glob, local or in object
+    /// storage (s3://, gs://, az:// URLs, opened as `publish` opens its store); `-` reads
+    /// stdin. Repeatable.
+    #[arg(long, short = 'i', value_name = "PATH|URL", required = true, num_args = 1..)]
     input: Vec<String>,
+    /// Option for s3://, gs://, az:// inputs, KEY=VALUE, repeatable: endpoint, region,
+    /// access_key_id, … as for `publish` (AWS_*, GOOGLE_* and AZURE_* variables are read too).
+    #[arg(long = "store-option", value_name = "KEY=VALUE", value_parser = super::store_args::parse_option)]
+    store_options: Vec<(String, String)>,
     /// Key column(s); several are joined with `/` (integers in decimal).
     #[arg(
         long,
@@ -51,9 +68,13 @@ pub struct Args {
     /// The snapshot file to write.
     #[arg(long, short = 'o', value_name = "FILE")]
     output: PathBuf,
-    /// Input format, instead of detecting it from file names and contents.
-    #[arg(long, value_name = "parquet|arrow|csv|ndjson")]
+    /// Input format, instead of detecting it from file names and contents. Text inputs may
+    /// be compressed: `.gz` and `.zst` names are decompressed.
+    #[arg(long, value_name = "parquet|arrow|csv|tsv|ndjson")]
     format: Option<InputFormat>,
+    /// Field delimiter of CSV inputs: one character, or `tab` (default `,`; tab for .tsv).
+    #[arg(long, value_name = "CHAR", value_parser = parse_delimiter)]
+    delimiter: Option<u8>,
     /// Columns of the JSON value, in this order (default: every column but the keys).
     #[arg(
         long,
@@ -62,14 +83,21 @@ pub struct Args {
         conflicts_with = "raw_value"
     )]
     value_columns: Option<Vec<String>>,
+    /// Integers beyond ±2^53 and decimals in JSON values: exact JSON numbers (number), or
+    /// strings that JavaScript clients cannot round (string).
+    #[arg(long, value_name = "number|string", default_value = "number", value_parser = parse_bigint)]
+    json_bigint: BigNumbers,
     /// Store this string/binary column's bytes as the value, as they are.
     #[arg(long, value_name = "COL")]
     raw_value: Option<String>,
-    /// Dataset name (default: the output file name without extension).
+    /// Dataset name to record in the file; publish then refuses another. Without it the file
+    /// can be published as any dataset.
     #[arg(long, value_name = "NAME")]
     dataset: Option<String>,
-    /// Version label (default: the current UTC time, like 20261127T031500Z). Same input, flags
-    /// and version give a byte-identical file.
+    /// Version label to record in the file; publish then refuses another. Without it publish
+    /// labels the file (with its --version, else the UTC time). The build time is recorded
+    /// either way (SOURCE_DATE_EPOCH fixes it: same input, flags and time give a byte-identical
+    /// file).
     #[arg(long, value_name = "V")]
     version: Option<String>,
     /// Block compression.
@@ -127,6 +155,24 @@ fn parse_block_size(s: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("block size must be {min} to {max} bytes"))
 }
 
+fn parse_bigint(s: &str) -> Result<BigNumbers, String> {
+    match s {
+        "number" => Ok(BigNumbers::Number),
+        "string" => Ok(BigNumbers::String),
+        _ => Err("expected number or string".into()),
+    }
+}
+
+fn parse_delimiter(s: &str) -> Result<u8, String> {
+    match s {
+        "tab" | "\\t" | "\t" => Ok(b'\t'),
+        _ if s.len() == 1 && s.is_ascii() && s != "\n" && s != "\r" && s != "\"" => {
+            Ok(s.as_bytes()[0])
+        }
+        _ => Err("expected one ASCII character (not a quote or a newline), or tab".into()),
+    }
+}
+
 fn parse_on_duplicate(s: &str) -> Result<OnDuplicate, String> {
     match s {
         "error" => Ok(OnDuplicate::Error),
@@ -153,17 +199,25 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         });
     }
-    let mut options = BuildOptions::new(args.input, args.key);
+    let inputs = args
+        .input
+        .iter()
+        .map(|i| Input::parse(i, &args.store_options))
+        .collect();
+    let mut options = BuildOptions::new(inputs, args.key);
     options.format = args.format;
+    options.delimiter = args.delimiter;
     options.values = match args.raw_value {
         Some(c) => Values::Raw(c),
         None => Values::Json(args.value_columns),
     };
+    options.json_bigint = args.json_bigint;
     options.on_duplicate = args.on_duplicate;
     options.memory_limit = args.memory_limit;
     options.temp_dir = args.temp_dir;
     options.dataset = args.dataset;
     options.version = args.version;
+    options.built_at = source_date_epoch()?;
     options.user_metadata = args.label.into_iter().collect::<BTreeMap<_, _>>();
     options.interrupt = Some(interrupted);
     let mut writer = WriterOptions::default();
@@ -197,22 +251,45 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `SOURCE_DATE_EPOCH`, the reproducible-builds convention for a fixed build time.
+fn source_date_epoch() -> anyhow::Result<Option<i64>> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(s) => Ok(Some(s.trim().parse().map_err(|_| {
+            anyhow::anyhow!("SOURCE_DATE_EPOCH={s:?} is not a number of seconds")
+        })?)),
+        Err(_) => Ok(None),
+    }
+}
+
 fn mb(bytes: u64) -> String {
     format!("{:.1} MB", bytes as f64 / 1e6)
 }
 
 fn summary_line(s: &BuildSummary) -> String {
     let secs = s.seconds.max(1e-9);
-    let dups = if s.duplicates > 0 {
+    let mut dups = if s.duplicates > 0 {
         format!(" ({} duplicate rows dropped)", s.duplicates)
     } else {
         String::new()
     };
+    if s.non_finite_floats > 0 {
+        dups.push_str(&format!(
+            " ({} NaN or infinite floats written as null)",
+            s.non_finite_floats
+        ));
+    }
+    let labels: Vec<String> = [("dataset", &s.dataset), ("version", &s.version)]
+        .into_iter()
+        .filter_map(|(what, v)| v.as_ref().map(|v| format!("{what} {v}")))
+        .collect();
+    let labels = if labels.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", labels.join(", "))
+    };
     format!(
-        "built {} ({} {}): {} rows, {} keys{dups}; {} in, {} out (ratio {:.2}); {:.2}s, {:.0} rows/s{}",
+        "built {}{labels}: {} rows, {} keys{dups}; {} in, {} out (ratio {:.2}); {:.2}s, {:.0} rows/s{}",
         s.output.display(),
-        s.dataset,
-        s.version,
         s.rows,
         s.keys,
         mb(s.bytes_in),
@@ -234,10 +311,12 @@ fn summary_json(s: &BuildSummary) -> serde_json::Value {
         "output": s.output,
         "dataset": s.dataset,
         "version": s.version,
+        "built_at": s.built_at,
         "files": s.files,
         "rows": s.rows,
         "keys": s.keys,
         "duplicates_dropped": s.duplicates,
+        "non_finite_floats": s.non_finite_floats,
         "bytes_in": s.bytes_in,
         "bytes_out": s.bytes_out,
         "ratio": s.bytes_in as f64 / s.bytes_out.max(1) as f64,

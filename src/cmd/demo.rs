@@ -162,7 +162,7 @@ pub fn run(args: Args, log_format: super::LogFormat) -> anyhow::Result<ExitCode>
         let snapshot = args.dir.join(format!("{DATASET}-{VERSION}.snapkv"));
         eprintln!("building {} ...", snapshot.display());
         let mut options = snapkv_builder::BuildOptions::new(
-            vec![data.display().to_string()],
+            vec![snapkv_builder::Input::Path(data.display().to_string())],
             vec!["country".into(), "title_id".into()],
         );
         options.dataset = Some(DATASET.into());
@@ -207,11 +207,11 @@ pub fn run(args: Args, log_format: super::LogFormat) -> anyhow::Result<ExitCode>
              curl -X POST {url}/mget -d '{{\"keys\": [\"SE/t0000042\", \"US/t0000007\", \"XX/none\"]}}'\n  \
              curl '{url}/scan?prefix=JP/t000001&limit=5'\n\n\
              Publish a new version while it runs (it is picked up within seconds):\n\n  \
-             cargo run --release -- build --input {dir}/data --key country,title_id \\\n      \
-             --version 20261128T000000Z --output {dir}/next.snapkv\n  \
-             cargo run --release -- publish {dir}/next.snapkv --store {dir}/store --dataset {DATASET}\n\n\
+             {bin} build --input {dir}/data --key country,title_id --output {dir}/next.snapkv\n  \
+             {bin} publish {dir}/next.snapkv --store {dir}/store --dataset {DATASET}\n\n\
              Ctrl-C stops the server.",
-            started.elapsed().as_secs_f64()
+            started.elapsed().as_secs_f64(),
+            bin = this_command(),
             )?;
         }
         use std::io::Write;
@@ -219,4 +219,33 @@ pub fn run(args: Args, log_format: super::LogFormat) -> anyhow::Result<ExitCode>
         snapkv_reader::run(listener, config, super::serve::shutdown_signal()).await?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// How to run this same binary again: `cargo run --release --` when `cargo run` started it,
+/// `snapkv` when that is what `PATH` finds, else its path.
+fn this_command() -> String {
+    let Ok(exe) = std::env::current_exe().and_then(std::fs::canonicalize) else {
+        return "snapkv".to_owned();
+    };
+    let under_cargo = std::env::var_os("CARGO_MANIFEST_DIR")
+        .and_then(|d| std::fs::canonicalize(d).ok())
+        .is_some_and(|d| exe.starts_with(d.join("target")));
+    if under_cargo {
+        let release = exe.parent().is_some_and(|p| p.ends_with("release"));
+        return if release {
+            "cargo run --release --"
+        } else {
+            "cargo run --"
+        }
+        .to_owned();
+    }
+    let on_path = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path)
+            .any(|dir| std::fs::canonicalize(dir.join("snapkv")).is_ok_and(|p| p == exe))
+    });
+    if on_path {
+        "snapkv".to_owned()
+    } else {
+        exe.display().to_string()
+    }
 }

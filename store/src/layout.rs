@@ -24,30 +24,10 @@ pub const MAX_CLAIM_BYTES: u64 = 64 << 10;
 /// refuse to read one.
 pub const MAX_MANIFEST_BYTES: u64 = 8 << 20;
 
-/// Longest dataset, version or file name.
-pub(crate) const MAX_NAME_LEN: usize = 128;
-
-/// Checks a dataset, version or file name: 1 to 128 of `[A-Za-z0-9._-]`, starting with a
-/// letter or digit. Such names are safe as object keys and file names everywhere, and sort
-/// bytewise the way they read.
+/// Checks a dataset, version or file name ([`snapkv_format::names::check_name`]): safe as
+/// object keys and file names everywhere, and sorting bytewise the way they read.
 pub(crate) fn check_name(what: &'static str, name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_NAME_LEN
-        && name.as_bytes()[0].is_ascii_alphanumeric()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::invalid(
-            what,
-            format!(
-                "{name:?}: use 1 to {MAX_NAME_LEN} letters, digits, '.', '_' or '-', starting \
-                 with a letter or digit"
-            ),
-        ))
-    }
+    snapkv_format::names::check_name(name).map_err(|detail| Error::invalid(what, detail))
 }
 
 /// Checks a snapshot file name inside a version: a name, and not one the layout reserves.

@@ -195,9 +195,11 @@ fn spark_partitioned_parquet_every_value() {
         r#"{"name":"user-1 \"é\" 日本 🎉","scores":[0.5,1.25],"profile":{"age":1,"tags":["t1","x"]},"amount":1.01,"seen":"2023-11-14T22:13:01","country":"FR","bucket":0}"#
     );
     let m = s.metadata();
-    assert_eq!(m.dataset.as_deref(), Some("users"));
+    // The version given is recorded, no dataset name was; the build time always is.
+    assert_eq!(m.dataset, None);
     assert_eq!(m.version.as_deref(), Some("20261127T031500Z"));
-    assert_eq!(m.created_at.as_deref(), Some("2026-11-27T03:15:00Z"));
+    let built = chrono::DateTime::parse_from_rfc3339(m.created_at.as_deref().unwrap()).unwrap();
+    assert!((chrono::Utc::now() - built.to_utc()).num_seconds().abs() < 600);
     assert_eq!(m.key_columns, ["user_id"]);
     assert_eq!(m.content_type.as_deref(), Some("application/json"));
     assert_eq!(m.value_encoding, snapkv_format::ValueEncoding::Json);
@@ -651,7 +653,7 @@ fn spilling_build_is_byte_identical_to_in_memory_build() {
             "--json",
         ];
         args.extend_from_slice(extra);
-        let run = snapkv(&args, None).ok();
+        let run = snapkv_with(&args, None, &[("SOURCE_DATE_EPOCH", "0")]).ok();
         let summary: Value = serde_json::from_str(&run.stdout).unwrap();
         (std::fs::read(&out).unwrap(), summary)
     };
@@ -751,32 +753,34 @@ fn same_input_and_version_give_the_same_file() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("job");
     spark_dir(&input);
+    // `snapkv build` of the job into `out` with `extra` flags, at a fixed build time.
+    let build = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "build",
+            "-i",
+            input.to_str().unwrap(),
+            "-k",
+            "user_id",
+            "-o",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        snapkv_with(&args, None, &[("SOURCE_DATE_EPOCH", "1795749300")])
+    };
     let a = dir.path().join("a.snapkv");
     let b = dir.path().join("b.snapkv");
     for out in [&a, &b] {
-        snapkv(
-            &[
-                "build",
-                "-i",
-                input.to_str().unwrap(),
-                "-k",
-                "user_id",
-                "-o",
-                out.to_str().unwrap(),
-                "--version",
-                "20261127T031500Z",
-                "--dataset",
-                "users",
-            ],
-            None,
+        build(
+            out,
+            &["--version", "20261127T031500Z", "--dataset", "users"],
         )
         .ok();
     }
     assert!(std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap());
 
-    // Without --version the version is the build time.
+    // Without labels, none is recorded; the build time always is.
     let c = dir.path().join("c.snapkv");
-    snapkv(
+    let run = snapkv(
         &[
             "build",
             "-i",
@@ -785,17 +789,33 @@ fn same_input_and_version_give_the_same_file() {
             "user_id",
             "-o",
             c.to_str().unwrap(),
+            "--json",
         ],
         None,
     )
     .ok();
+    let summary: Value = serde_json::from_str(&run.stdout).unwrap();
     let s = open(&c);
-    let v = s.metadata().version.clone().unwrap();
-    assert!(
-        v.len() == 16 && v.starts_with("20") && v.as_bytes()[8] == b'T' && v.ends_with('Z'),
-        "{v}"
+    assert_eq!(s.metadata().version, None);
+    assert_eq!(s.metadata().dataset, None);
+    assert_eq!(summary["version"], Value::Null);
+    assert_eq!(
+        s.metadata().created_at.as_deref(),
+        summary["built_at"].as_str()
     );
-    assert!(s.metadata().created_at.is_some());
+    // A label is only a label: a timestamp-like one (even with month 13) is not the build
+    // time, and any other still has one.
+    for label in ["v2", "20261327T000000Z"] {
+        build(&c, &["--version", label]).ok();
+        let m = open(&c).metadata().clone();
+        assert_eq!(m.version.as_deref(), Some(label));
+        assert_eq!(m.created_at.as_deref(), Some("2026-11-27T03:15:00Z"));
+    }
+    // Labels follow the store's grammar: what builds, publishes.
+    build(&c, &["--version", "_rc1"]).fails_with(&[
+        "invalid version \"_rc1\"",
+        "starting with a letter or digit",
+    ]);
 }
 
 #[test]

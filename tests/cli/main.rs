@@ -4,5 +4,8 @@
 mod build;
 mod build_errors;
 mod durations;
+mod json_numbers;
+mod text_inputs;
+mod timestamps;
 mod tools;
 mod util;

@@ -26,6 +26,8 @@ fn users(dir: &Path) -> PathBuf {
             out.to_str().unwrap(),
             "--version",
             "20261127T031500Z",
+            "--dataset",
+            "users",
             "-q",
         ],
         None,

@@ -54,7 +54,13 @@ pub fn command(args: &[&str]) -> Command {
 
 /// Runs `snapkv ARGS`, with `stdin` as standard input when given.
 pub fn snapkv(args: &[&str], stdin: Option<&[u8]>) -> Run {
+    snapkv_with(args, stdin, &[])
+}
+
+/// As [`snapkv`], with `env` set.
+pub fn snapkv_with(args: &[&str], stdin: Option<&[u8]>, env: &[(&str, &str)]) -> Run {
     let mut cmd = command(args);
+    cmd.envs(env.iter().copied());
     cmd.stdin(if stdin.is_some() {
         Stdio::piped()
     } else {

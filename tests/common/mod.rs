@@ -65,6 +65,8 @@ pub struct Server {
     pub url: String,
     /// The first line the server printed on stdout (its address).
     pub first_line: String,
+    /// The lines it printed on stdout after the first, as they come.
+    pub stdout: std::sync::mpsc::Receiver<String>,
     child: Child,
 }
 
@@ -104,7 +106,12 @@ impl Server {
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         stdout.read_line(&mut line).unwrap();
         // Keep reading what follows, so the child never writes into a closed pipe.
-        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        let (lines, stdout_lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                let _ = lines.send(line);
+            }
+        });
         // `listening on URL`, or in JSON log format `{"listening": URL, ...}`.
         let json = serde_json::from_str::<serde_json::Value>(&line).ok();
         let url = match json.as_ref().and_then(|v| v["listening"].as_str()) {
@@ -118,6 +125,7 @@ impl Server {
         Server {
             url,
             first_line: line.trim().to_owned(),
+            stdout: stdout_lines,
             child,
         }
     }
