@@ -8,11 +8,14 @@
 //! against a byte limit; the reader waits while it is reached, and one batch may always be in
 //! flight.
 
+use crate::error::Location;
 use crate::error::{Error, Result};
 use crate::extract::{FilePlan, Plan};
+use crate::progress::{Phase, Progress, SpillReport};
 use crate::read;
-use crate::sort::{PairWriter, Pairs};
+use crate::sort::{Locate, PairWriter, Pairs, Sorter};
 use crate::source::Source;
+use crate::Interrupt;
 use arrow_array::RecordBatch;
 use snapkv_format::pool::{self, Pool, Submitter};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -264,4 +267,127 @@ fn read_input(
         row += n;
     }
     Ok(true)
+}
+
+/// Sequence numbers to (input, row): the first sequence number of each input.
+pub(crate) struct Inputs {
+    starts: Vec<(u64, String)>,
+}
+
+impl Locate for Inputs {
+    fn locate(&self, seq: u64) -> Location {
+        let i = self
+            .starts
+            .partition_point(|(s, _)| *s <= seq)
+            .saturating_sub(1);
+        let (start, name) = &self.starts[i];
+        Location {
+            input: name.clone(),
+            row: seq - start + 1,
+        }
+    }
+}
+
+/// What reading the inputs did.
+pub(crate) struct ReadAll {
+    /// Rows read.
+    pub rows: u64,
+    /// Bytes read (file sizes, or bytes consumed from streams).
+    pub bytes: u64,
+    /// Where each row came from.
+    pub inputs: Inputs,
+}
+
+/// The read stage: every input through the pipeline, each batch's pairs into `sorter` in input
+/// order, with progress.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn read_inputs(
+    sources: &[Source],
+    first: read::Opened,
+    plan: &Arc<Plan>,
+    text_columns: &[String],
+    sorter: &mut Sorter,
+    threads: usize,
+    in_flight: usize,
+    progress: &dyn Progress,
+    interrupt: &Interrupt,
+) -> Result<ReadAll> {
+    let total_bytes: Option<u64> = sources.iter().map(|s| s.size).sum();
+    progress.start(Phase::Read, total_bytes);
+    let mut inputs = Inputs { starts: Vec::new() };
+    let mut seq = 0u64;
+    let mut bytes_done = 0u64;
+    let spill_report = SpillReport { progress };
+    let mut pipeline = Pipeline::start(
+        Reader {
+            sources: sources.to_vec(),
+            first,
+            plan: Arc::clone(plan),
+            text_columns: text_columns.to_vec(),
+        },
+        threads,
+        in_flight,
+    );
+    // The input being read: its source, rows (when known), bytes consumed, rows so far.
+    let mut current: Option<(&Source, Option<u64>, Arc<AtomicU64>)> = None;
+    let mut row = 0u64;
+    let input_bytes = |current: &Option<(&Source, Option<u64>, Arc<AtomicU64>)>| {
+        current.as_ref().map_or(0, |(source, _, consumed)| {
+            source
+                .size
+                .unwrap_or_else(|| consumed.load(Ordering::Relaxed))
+        })
+    };
+    while let Some(event) = pipeline.next() {
+        interrupt.check()?;
+        match event? {
+            Event::Input {
+                index,
+                rows,
+                consumed,
+            } => {
+                bytes_done += input_bytes(&current);
+                let source = &sources[index];
+                inputs.starts.push((seq, source.name.clone()));
+                current = Some((source, rows, consumed));
+                row = 0;
+            }
+            Event::Batch {
+                pairs,
+                rows,
+                consumed,
+                memory,
+            } => {
+                sorter.push(pairs, seq, &inputs, &spill_report)?;
+                pipeline.done_with(memory);
+                row += rows as u64;
+                seq += rows as u64;
+                let Some((source, file_rows, _)) = &current else {
+                    continue;
+                };
+                let in_file = match (file_rows, source.size) {
+                    (Some(n), Some(size)) if *n > 0 => size * row / n,
+                    _ => consumed,
+                };
+                progress.update(
+                    Phase::Read,
+                    bytes_done + in_file,
+                    &format!("{seq} rows from {}", source.name),
+                );
+            }
+            Event::End => bytes_done += input_bytes(&current),
+        }
+    }
+    drop(pipeline);
+    progress.finish(Phase::Read);
+    if seq == 0 {
+        return Err(Error::NoRows {
+            files: sources.len(),
+        });
+    }
+    Ok(ReadAll {
+        rows: seq,
+        bytes: bytes_done,
+        inputs,
+    })
 }
