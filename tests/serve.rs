@@ -2,7 +2,10 @@
 
 mod common;
 
-use common::{client, client_builder, dataset, value_of, write_snapshot, Server};
+use common::{
+    build_snapshot, client, client_builder, dataset, snapkv_stdout, value_of, write_snapshot,
+    Server,
+};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
@@ -350,6 +353,48 @@ fn every_endpoint_and_error() {
     ] {
         assert!(text.contains(needle), "metrics lack {needle}:\n{text}");
     }
+}
+
+/// A JSON value's fields come in the order of the source columns from `get`, `scan` and every
+/// HTTP answer alike: the order they are stored in.
+#[test]
+fn values_keep_the_column_order_everywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    // CSV columns keep the header's order (NDJSON's inferred columns are sorted by name).
+    let text = "id,zeta,alpha,mid\na,1,2,3\nb,4,5,6\n";
+    let file = build_snapshot(dir.path(), "in.csv", text, "id");
+    let f = file.to_str().unwrap();
+    let (a, b) = (
+        r#"{"zeta":1,"alpha":2,"mid":3}"#,
+        r#"{"zeta":4,"alpha":5,"mid":6}"#,
+    );
+    let entry = |k: &str, v: &str| format!(r#"{{"key":"{k}","value":{v}}}"#);
+    let (entry_a, entry_b) = (entry("a", a), entry("b", b));
+
+    assert_eq!(snapkv_stdout(&["get", f, "a", "b"]), format!("{a}\n{b}\n"));
+    assert_eq!(
+        snapkv_stdout(&["scan", f]),
+        format!("{entry_a}\n{entry_b}\n")
+    );
+
+    let server = Server::start(&["--file", &format!("d={f}")]);
+    let c = client();
+    let url = |p: &str| format!("{}/v1/datasets/d/{p}", server.url);
+    let get = c.get(url("keys/a")).send().unwrap().text().unwrap();
+    assert_eq!(get, a);
+    let mget = c
+        .post(url("mget"))
+        .body(r#"{"keys":["a","b"]}"#)
+        .send()
+        .unwrap();
+    let mget = mget.text().unwrap();
+    assert!(
+        mget.contains(&format!(r#""values":{{"a":{a},"b":{b}}}"#)),
+        "{mget}"
+    );
+    let scan = c.get(url("scan")).send().unwrap().text().unwrap();
+    let items = format!(r#""items":[{entry_a},{entry_b}]"#);
+    assert!(scan.contains(&items), "{scan}");
 }
 
 #[test]
