@@ -397,6 +397,70 @@ fn values_keep_the_column_order_everywhere() {
     assert!(scan.contains(&items), "{scan}");
 }
 
+/// Integer key columns make keys of their decimal text, which sort as text; mget takes them
+/// as JSON numbers too, and refuses other non-strings naming their place.
+#[test]
+fn integer_keys_are_their_decimal_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let text: String = [7, 42, 43, 44, 100, -3]
+        .iter()
+        .map(|id| format!("{{\"user_id\": {id}, \"score\": {}}}\n", id * 10))
+        .collect();
+    let file = build_snapshot(dir.path(), "in.ndjson", &text, "user_id");
+    let f = file.to_str().unwrap();
+    let keys = |args: &[&str]| -> Vec<String> {
+        let out = snapkv_stdout(&[&["scan", f], args].concat());
+        out.lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["key"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    };
+    assert_eq!(keys(&[]), ["-3", "100", "42", "43", "44", "7"]);
+    assert_eq!(keys(&["--prefix", "4"]), ["42", "43", "44"]);
+
+    let server = Server::start(&["--file", &format!("d={f}")]);
+    let c = client();
+    let url = |p: &str| format!("{}/v1/datasets/d/{p}", server.url);
+    let r = c.get(url("keys/7")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().unwrap(), r#"{"score":70}"#);
+
+    let r = c
+        .post(url("mget"))
+        .body(r#"{"keys": [7, "42", 100, 7, 99, -3, "7"]}"#)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().unwrap();
+    let values = json!({"7": {"score": 70}, "42": {"score": 420}, "100": {"score": 1000}, "-3": {"score": -30}});
+    assert_eq!(body["values"], values);
+    assert_eq!(body["missing"], json!(["99"]));
+
+    for (keys, message) in [
+        ("[7, 1.5]", "keys[1] is 1.5, not an integer"),
+        ("[7.0]", "keys[0] is 7.0, not an integer"),
+        ("[\"a\", true]", "keys[1] is true"),
+        ("[null]", "keys[0] is null"),
+        ("[\"a\", \"b\", {\"id\": 7}]", "keys[2] is an object"),
+        ("[[7]]", "keys[0] is an array"),
+    ] {
+        let r = c
+            .post(url("mget"))
+            .body(format!("{{\"keys\": {keys}}}"))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{keys}");
+        let body: Value = r.json().unwrap();
+        assert_eq!(body["error"]["code"], "bad_json", "{keys}");
+        let got = body["error"]["message"].as_str().unwrap();
+        assert!(got.starts_with(message), "{keys}: {got}");
+    }
+}
+
 #[test]
 fn http2_prior_knowledge_works() {
     let dir = tempfile::tempdir().unwrap();
