@@ -2,7 +2,10 @@
 
 mod common;
 
-use common::{client, client_builder, dataset, value_of, write_snapshot, Server};
+use common::{
+    build_snapshot, client, client_builder, dataset, snapkv_stdout, value_of, write_snapshot,
+    Server,
+};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
@@ -349,6 +352,112 @@ fn every_endpoint_and_error() {
         "snapkv_sync_last_success{dataset=\"d\"} 1",
     ] {
         assert!(text.contains(needle), "metrics lack {needle}:\n{text}");
+    }
+}
+
+/// A JSON value's fields come in the order of the source columns from `get`, `scan` and every
+/// HTTP answer alike: the order they are stored in.
+#[test]
+fn values_keep_the_column_order_everywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    // CSV columns keep the header's order (NDJSON's inferred columns are sorted by name).
+    let text = "id,zeta,alpha,mid\na,1,2,3\nb,4,5,6\n";
+    let file = build_snapshot(dir.path(), "in.csv", text, "id");
+    let f = file.to_str().unwrap();
+    let (a, b) = (
+        r#"{"zeta":1,"alpha":2,"mid":3}"#,
+        r#"{"zeta":4,"alpha":5,"mid":6}"#,
+    );
+    let entry = |k: &str, v: &str| format!(r#"{{"key":"{k}","value":{v}}}"#);
+    let (entry_a, entry_b) = (entry("a", a), entry("b", b));
+
+    assert_eq!(snapkv_stdout(&["get", f, "a", "b"]), format!("{a}\n{b}\n"));
+    assert_eq!(
+        snapkv_stdout(&["scan", f]),
+        format!("{entry_a}\n{entry_b}\n")
+    );
+
+    let server = Server::start(&["--file", &format!("d={f}")]);
+    let c = client();
+    let url = |p: &str| format!("{}/v1/datasets/d/{p}", server.url);
+    let get = c.get(url("keys/a")).send().unwrap().text().unwrap();
+    assert_eq!(get, a);
+    let mget = c
+        .post(url("mget"))
+        .body(r#"{"keys":["a","b"]}"#)
+        .send()
+        .unwrap();
+    let mget = mget.text().unwrap();
+    assert!(
+        mget.contains(&format!(r#""values":{{"a":{a},"b":{b}}}"#)),
+        "{mget}"
+    );
+    let scan = c.get(url("scan")).send().unwrap().text().unwrap();
+    let items = format!(r#""items":[{entry_a},{entry_b}]"#);
+    assert!(scan.contains(&items), "{scan}");
+}
+
+/// Integer key columns make keys of their decimal text, which sort as text; mget takes them
+/// as JSON numbers too, and refuses other non-strings naming their place.
+#[test]
+fn integer_keys_are_their_decimal_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let text: String = [7, 42, 43, 44, 100, -3]
+        .iter()
+        .map(|id| format!("{{\"user_id\": {id}, \"score\": {}}}\n", id * 10))
+        .collect();
+    let file = build_snapshot(dir.path(), "in.ndjson", &text, "user_id");
+    let f = file.to_str().unwrap();
+    let keys = |args: &[&str]| -> Vec<String> {
+        let out = snapkv_stdout(&[&["scan", f], args].concat());
+        out.lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["key"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    };
+    assert_eq!(keys(&[]), ["-3", "100", "42", "43", "44", "7"]);
+    assert_eq!(keys(&["--prefix", "4"]), ["42", "43", "44"]);
+
+    let server = Server::start(&["--file", &format!("d={f}")]);
+    let c = client();
+    let url = |p: &str| format!("{}/v1/datasets/d/{p}", server.url);
+    let r = c.get(url("keys/7")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().unwrap(), r#"{"score":70}"#);
+
+    let r = c
+        .post(url("mget"))
+        .body(r#"{"keys": [7, "42", 100, 7, 99, -3, "7"]}"#)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().unwrap();
+    let values = json!({"7": {"score": 70}, "42": {"score": 420}, "100": {"score": 1000}, "-3": {"score": -30}});
+    assert_eq!(body["values"], values);
+    assert_eq!(body["missing"], json!(["99"]));
+
+    for (keys, message) in [
+        ("[7, 1.5]", "keys[1] is 1.5, not an integer"),
+        ("[7.0]", "keys[0] is 7.0, not an integer"),
+        ("[\"a\", true]", "keys[1] is true"),
+        ("[null]", "keys[0] is null"),
+        ("[\"a\", \"b\", {\"id\": 7}]", "keys[2] is an object"),
+        ("[[7]]", "keys[0] is an array"),
+    ] {
+        let r = c
+            .post(url("mget"))
+            .body(format!("{{\"keys\": {keys}}}"))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{keys}");
+        let body: Value = r.json().unwrap();
+        assert_eq!(body["error"]["code"], "bad_json", "{keys}");
+        let got = body["error"]["message"].as_str().unwrap();
+        assert!(got.starts_with(message), "{keys}: {got}");
     }
 }
 

@@ -663,10 +663,38 @@ fn write_key_field(out: &mut BytesMut, key: &[u8]) {
     }
 }
 
+/// The body of an mget: `{"keys": [...]}`.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct MgetRequest {
-    keys: Vec<String>,
+    /// Strings and integers, each the key [`key_text`] makes of it.
+    keys: Vec<serde_json::Value>,
+}
+
+/// The key that item `i` of an mget's `keys` names: a string is the key's text, and an integer
+/// JSON number its decimal text (`7` is the key `7`): the key encoding of integer key columns
+/// (spec/BUILD.md), so that `[7]` finds what `GET .../keys/7` finds. Anything else is a 400.
+///
+/// Integers are taken for every dataset, whatever its key columns: a key is only its bytes,
+/// the decimal text names the same key whichever column type made it, and the schema in the
+/// metadata is optional (files from other writers have none).
+fn key_text(i: usize, item: serde_json::Value) -> Result<String, Failure> {
+    use serde_json::Value;
+    let what = match item {
+        Value::String(s) => return Ok(s),
+        // A fraction or an exponent (`7.0`, `7e0`) makes a float: not the key's text.
+        Value::Number(n) if n.is_i64() || n.is_u64() => return Ok(n.to_string()),
+        Value::Number(n) => format!("{n}, not an integer"),
+        Value::Bool(b) => format!("{b}"),
+        Value::Null => "null".into(),
+        Value::Array(_) => "an array".into(),
+        Value::Object(_) => "an object".into(),
+    };
+    Err(fail(
+        StatusCode::BAD_REQUEST,
+        "bad_json",
+        format!("keys[{i}] is {what}; keys are strings, or integers (7 is the key \"7\")"),
+    ))
 }
 
 /// Starts the JSON body of an mget or scan answer: `{"version":…,"encoding":…,"FIELD":`, in a
@@ -705,7 +733,7 @@ fn mget(state: &State, t: &Target<'_>, body: &[u8]) -> Result<Response<Body>, Fa
         fail(
             StatusCode::BAD_REQUEST,
             "bad_json",
-            format!("expected {{\"keys\": [\"...\"]}}: {e}"),
+            format!("expected {{\"keys\": [\"...\", 7, ...]}}: {e}"),
         )
     })?;
     if req.keys.len() > state.limits.max_mget_keys {
@@ -719,15 +747,18 @@ fn mget(state: &State, t: &Target<'_>, body: &[u8]) -> Result<Response<Body>, Fa
             ),
         ));
     }
-    for k in &req.keys {
+    let keys = (req.keys.into_iter().enumerate())
+        .map(|(i, item)| key_text(i, item))
+        .collect::<Result<Vec<String>, Failure>>()?;
+    for k in &keys {
         check_key(state, k.as_bytes())?;
     }
     let (d, l) = (t.dataset, t.loaded()?);
-    let mut found = Vec::with_capacity(req.keys.len());
+    let mut found = Vec::with_capacity(keys.len());
     let mut missing = Vec::new();
     let mut seen = std::collections::HashSet::new();
     let mut size = 0usize;
-    for k in &req.keys {
+    for k in &keys {
         if !seen.insert(k.as_str()) {
             continue;
         }
@@ -880,6 +911,28 @@ mod tests {
         assert_eq!(percent_decode("%00%ff").ok(), Some(vec![0, 255]));
         for bad in ["%", "%4", "%zz", "a%g0"] {
             assert!(percent_decode(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn mget_keys_are_strings_or_integers() {
+        let key = |i, v: &str| key_text(i, serde_json::from_str(v).unwrap());
+        assert_eq!(key(0, "\"7\"").ok().as_deref(), Some("7"));
+        assert_eq!(key(0, "7").ok().as_deref(), Some("7"));
+        assert_eq!(key(0, "-42").ok().as_deref(), Some("-42"));
+        let max = u64::MAX.to_string();
+        assert_eq!(key(0, &max).ok(), Some(max));
+        for (bad, what) in [
+            ("7.0", "keys[3] is 7.0, not an integer"),
+            ("1e3", "keys[3] is 1000.0, not an integer"),
+            ("true", "keys[3] is true"),
+            ("null", "keys[3] is null"),
+            ("[7]", "keys[3] is an array"),
+            ("{}", "keys[3] is an object"),
+        ] {
+            let f = key(3, bad).err().unwrap();
+            assert_eq!(f.status, StatusCode::BAD_REQUEST);
+            assert!(f.message.starts_with(what), "{bad}: {}", f.message);
         }
     }
 

@@ -138,6 +138,93 @@ fn inspect_shows_metadata_and_sizes() {
     }
 }
 
+/// `inspect` lists the source columns as a table, and under `--json`, with readable types
+/// and roles (not Arrow's serde form with `dict_id`).
+#[test]
+fn inspect_lists_columns_with_types_and_roles() {
+    use arrow_array::builder::{ListBuilder, StringBuilder};
+    use arrow_array::{ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray};
+    use arrow_schema::{DataType, Field, Schema, TimeUnit};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut tags = ListBuilder::new(StringBuilder::new());
+    tags.values().append_value("a");
+    tags.append(true);
+    tags.append(true);
+    let utc = DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into()));
+    let item = Arc::new(Field::new("item", DataType::Utf8, true));
+    let schema = Schema::new(vec![
+        Field::new("id", DataType::Utf8, false),
+        Field::new("seen_at", utc, true),
+        Field::new("tags", DataType::List(item), true),
+        Field::new("note", DataType::Utf8, true),
+    ]);
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(vec!["u1", "u2"])),
+        Arc::new(TimestampMicrosecondArray::from(vec![1, 2]).with_timezone("+00:00")),
+        Arc::new(tags.finish()),
+        Arc::new(StringArray::from(vec![Some("x"), None])),
+    ];
+    let batch = RecordBatch::try_new(Arc::new(schema), columns).unwrap();
+    let input = dir.path().join("in.arrow");
+    write_ipc_file(&input, &[batch]);
+    let out = dir.path().join("c.snapkv");
+    let (input, out) = (input.to_str().unwrap(), out.to_str().unwrap());
+    let build = ["build", "-i", input, "-k", "id", "-o", out, "-q"];
+    // The key is the raw value too.
+    let build_raw = [&build[..], &["--raw-value", "id"]].concat();
+    snapkv(&build_raw, None).ok();
+
+    let rows = [
+        ("id", "Utf8", false, "key and value"),
+        ("seen_at", "Timestamp(µs, \"+00:00\")", true, "unused"),
+        ("tags", "List(Utf8)", true, "unused"),
+        ("note", "Utf8", true, "unused"),
+    ];
+    let text = snapkv(&["inspect", out], None).ok().stdout;
+    assert!(!text.contains("dict_id"), "{text}");
+    // Each line with its runs of spaces as one.
+    let lines: Vec<String> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    assert!(lines.contains(&"schema 4 columns".to_owned()), "{text}");
+    assert!(
+        lines.contains(&"COLUMN TYPE NULLABLE ROLE".to_owned()),
+        "{text}"
+    );
+    for (name, ty, nullable, role) in rows {
+        let nullable = if nullable { "yes" } else { "no" };
+        let row = format!("{name} {ty} {nullable} {role}");
+        assert!(lines.contains(&row), "{row:?} in {text}");
+    }
+    let v: Value =
+        serde_json::from_str(&snapkv(&["inspect", out, "--json"], None).ok().stdout).unwrap();
+    let want: Vec<Value> = rows
+        .iter()
+        .map(|(name, ty, nullable, role)| {
+            json!({"name": name, "type": ty, "nullable": nullable, "role": role})
+        })
+        .collect();
+    assert_eq!(v["columns"], json!(want));
+    // Everything the metadata holds stays in the JSON, the stored schema included.
+    assert_eq!(v["metadata"]["schema"]["fields"][0]["dict_id"], 0);
+    assert_eq!(v["metadata"]["builder"]["raw_value_column"], "id");
+
+    // JSON values of every column but the key.
+    snapkv(&build, None).ok();
+    let v: Value =
+        serde_json::from_str(&snapkv(&["inspect", out, "--json"], None).ok().stdout).unwrap();
+    let roles: Vec<&Value> = v["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| &c["role"])
+        .collect();
+    assert_eq!(roles, ["key", "value", "value", "value"]);
+}
+
 #[test]
 fn verify_exit_code_is_the_verdict() {
     let dir = tempfile::tempdir().unwrap();

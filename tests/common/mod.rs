@@ -172,6 +172,39 @@ impl Drop for Server {
     }
 }
 
+/// What `snapkv ARGS` prints on stdout; panics unless it succeeds.
+pub fn snapkv_stdout(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_snapkv"))
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "snapkv {args:?}: {stderr}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Builds `d.snapkv` in `dir`, version `v1`, keyed by `key`, from an input file named `name`
+/// that holds `text`.
+pub fn build_snapshot(dir: &Path, name: &str, text: &str, key: &str) -> std::path::PathBuf {
+    let input = dir.join(name);
+    std::fs::write(&input, text).unwrap();
+    let output = dir.join("d.snapkv");
+    let (i, o) = (input.to_str().unwrap(), output.to_str().unwrap());
+    snapkv_stdout(&[
+        "build",
+        "-i",
+        i,
+        "-k",
+        key,
+        "-o",
+        o,
+        "--version",
+        "v1",
+        "-q",
+    ]);
+    output
+}
+
 /// What `snapkv SUBCOMMAND --help` prints.
 pub fn help_text(subcommand: &str) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_snapkv"))
