@@ -283,6 +283,7 @@ pub(crate) fn open(source: &Source, text_columns: &[String]) -> Result<Opened> {
                 .map_err(|e| source.read_error(e))?;
             let lines = read_lines(source, &mut input, INFER_ROWS, SAMPLE_BYTES)?;
             let mut values = Vec::new();
+            let mut order = FieldOrder::default();
             for (i, line) in lines.iter().enumerate() {
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
@@ -293,7 +294,10 @@ pub(crate) fn open(source: &Source, text_columns: &[String]) -> Result<Opened> {
                     what: format!("line {}", i + 1),
                 })?;
                 match serde_json::from_str::<serde_json::Value>(text) {
-                    Ok(v @ serde_json::Value::Object(_)) => values.push(v),
+                    Ok(v @ serde_json::Value::Object(_)) => {
+                        order.add(text);
+                        values.push(v);
+                    }
                     Ok(_) => return Err(malformed(source, line_no, "not a JSON object")),
                     Err(e) => return Err(malformed(source, line_no, e)),
                 }
@@ -304,11 +308,72 @@ pub(crate) fn open(source: &Source, text_columns: &[String]) -> Result<Opened> {
             .map_err(|e| malformed(source, None, e))?;
             let replay = std::io::Cursor::new(lines.concat());
             Ok(opened(
-                Arc::new(schema),
+                Arc::new(order.apply(&schema)),
                 None,
                 Kind::Ndjson(Box::new(replay.chain(input))),
             ))
         }
+    }
+}
+
+/// The order NDJSON fields first appear in: the columns' order, as a CSV header or a Parquet
+/// schema gives it (JSON maps parse into name order).
+#[derive(Default)]
+struct FieldOrder {
+    names: Vec<String>,
+    seen: std::collections::HashSet<String>,
+}
+
+/// The top-level names of one JSON object, in the order they are written.
+struct ObjectNames(Vec<String>);
+
+impl<'de> serde::Deserialize<'de> for ObjectNames {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Names;
+        impl<'de> serde::de::Visitor<'de> for Names {
+            type Value = ObjectNames;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<ObjectNames, A::Error> {
+                let mut names = Vec::new();
+                while let Some(name) = map.next_key::<String>()? {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                    names.push(name);
+                }
+                Ok(ObjectNames(names))
+            }
+        }
+        d.deserialize_map(Names)
+    }
+}
+
+impl FieldOrder {
+    /// Notes the names of the object `line` (already parsed once: valid JSON).
+    fn add(&mut self, line: &str) {
+        if let Ok(ObjectNames(names)) = serde_json::from_str(line) {
+            for n in names {
+                if self.seen.insert(n.clone()) {
+                    self.names.push(n);
+                }
+            }
+        }
+    }
+
+    /// `schema` with its fields in first-appearance order.
+    fn apply(&self, schema: &Schema) -> Schema {
+        let rank: std::collections::HashMap<&str, usize> = self
+            .names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.as_str(), i))
+            .collect();
+        let mut fields: Vec<_> = schema.fields().iter().cloned().collect();
+        fields.sort_by_key(|f| rank.get(f.name().as_str()).copied().unwrap_or(usize::MAX));
+        Schema::new_with_metadata(fields, schema.metadata().clone())
     }
 }
 

@@ -106,3 +106,23 @@ fn gzip_and_zstd_by_extension() {
     )
     .fails_with(&["rows.csv.gz"]);
 }
+
+#[test]
+fn ndjson_fields_keep_their_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("rows.ndjson");
+    // A field first seen on a later line comes after the others.
+    std::fs::write(
+        &input,
+        "{\"id\":\"a\",\"zeta\":1,\"alpha\":2}\n{\"mid\":3,\"id\":\"b\",\"alpha\":4,\"zeta\":5}\n",
+    )
+    .unwrap();
+    let out = dir.path().join("x.snapkv");
+    let (i, o) = (input.to_str().unwrap(), out.to_str().unwrap());
+    snapkv(&["build", "-i", i, "--key", "id", "-o", o], None).ok();
+    let s = open(&out);
+    assert_eq!(
+        &*s.get(b"b").unwrap().unwrap(),
+        br#"{"zeta":5,"alpha":4,"mid":3}"#
+    );
+}

@@ -42,14 +42,14 @@ fn get_prints_values_and_exits_1_on_a_missing_key() {
     let f = users(dir.path());
     let f = f.to_str().unwrap();
     let run = snapkv(&["get", f, "user:007", "user:042"], None).ok();
-    // NDJSON columns are inferred in name order.
+    // NDJSON fields keep the order the input writes them in.
     assert_eq!(
         run.stdout,
-        "{\"name\":\"n7\",\"score\":7}\n{\"name\":\"n42\",\"score\":42}\n"
+        "{\"score\":7,\"name\":\"n7\"}\n{\"score\":42,\"name\":\"n42\"}\n"
     );
     let run = snapkv(&["get", f, "user:001", "user:999"], None);
     assert_eq!(run.code, 1);
-    assert_eq!(run.stdout, "{\"name\":\"n1\",\"score\":1}\n");
+    assert_eq!(run.stdout, "{\"score\":1,\"name\":\"n1\"}\n");
     assert!(
         run.stderr.contains("key not found: user:999"),
         "{}",
