@@ -103,11 +103,10 @@ fn check_single_column(source: &Source, header: &[u8]) -> Result<()> {
             source,
             Some(1),
             format!(
-                "the header is one column with the delimiter {} but it contains {}: pass \
-                 --delimiter {}",
+                "the header is one column with the delimiter {} but it contains {seen}: pass \
+                 --delimiter {seen}",
                 delimiter_name(source.delimiter),
-                delimiter_name(d),
-                delimiter_name(d),
+                seen = delimiter_name(d),
             ),
         )),
         None => Ok(()),

@@ -1,7 +1,7 @@
 //! Reading any object below a store's root: job output that `snapkv build` reads from the
 //! same URLs, options and environment as `publish` writes to.
 
-use crate::error::{is_absent, Error, Result};
+use crate::error::{Error, Result};
 use crate::Store;
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
@@ -60,13 +60,13 @@ impl Store {
     /// The object at `path` (relative to the root), `None` if there is none.
     pub async fn object(&self, path: &str) -> Result<Option<Object>> {
         let at = self.below_root(path)?;
-        match self.objects.head(&at).await {
+        match self.head(&at).await {
             Ok(meta) => Ok(Some(Object {
                 path: path.trim_matches('/').to_owned(),
                 size: meta.size,
             })),
-            Err(e) if is_absent(&e) => Ok(None),
-            Err(e) => Err(self.err("HEAD", &at, e)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
         }
     }
 

@@ -216,6 +216,19 @@ fn store_error(url: &str, e: snapkv_store::Error) -> Error {
     }
 }
 
+/// Runs a store request for the input `url` from a build thread.
+fn wait<T>(
+    url: &str,
+    request: impl std::future::Future<Output = snapkv_store::Result<T>>,
+) -> Result<T> {
+    block_on(request)
+        .map_err(|e| Error::Read {
+            input: url.to_owned(),
+            source: e,
+        })?
+        .map_err(|e| store_error(url, e))
+}
+
 /// Adds the data objects a URL names: one object, every object below it, or a glob's
 /// matches.
 pub(super) fn discover(
@@ -227,13 +240,7 @@ pub(super) fn discover(
     let (base, pattern) = split_glob(url);
     let store = Store::open(base, options).map_err(|e| store_error(url, e))?;
     let objects = Arc::new(Objects { store });
-    let read_error = |e: std::io::Error| Error::Read {
-        input: url.to_owned(),
-        source: e,
-    };
-    let listed = block_on(objects.store.list_objects(""))
-        .map_err(read_error)?
-        .map_err(|e| store_error(url, e))?;
+    let listed = wait(url, objects.store.list_objects(""))?;
     let pattern = match pattern {
         Some(p) => Some(
             glob::Pattern::new(p)
@@ -286,10 +293,7 @@ pub(super) fn discover(
         return Err(Error::NoMatch(url.to_owned()));
     }
     // Not a folder: the URL may name one object.
-    match block_on(objects.store.object(""))
-        .map_err(read_error)?
-        .map_err(|e| store_error(url, e))?
-    {
+    match wait(url, objects.store.object(""))? {
         Some(o) if o.size == 0 => Err(Error::EmptyFile(url.to_owned())),
         Some(o) => {
             out.push(object_source(
