@@ -1,0 +1,110 @@
+"""snapkv for Python: build immutable, versioned key-value snapshots from the data a job
+computes, and read them in-process.
+
+    >>> import pandas as pd, snapkv
+    >>> df = pd.DataFrame({"user_id": [42, 43], "score": [0.93, 0.41]})
+    >>> summary = snapkv.build(df, key="user_id", output="scores.snapkv")
+    >>> snapkv.Snapshot("scores.snapkv")[42]
+    {'score': 0.93}
+
+Building and reading run in the Rust crates behind the `snapkv` command: the same formats,
+limits and errors.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Union
+
+from ._snapkv import BuildError, CorruptError, Snapshot, SnapkvError
+from ._snapkv import build as _build
+
+__all__ = ["build", "Snapshot", "SnapkvError", "BuildError", "CorruptError"]
+
+
+def _arrow_stream(data: Any) -> Any:
+    """An object with ``__arrow_c_stream__`` for ``data``."""
+    if hasattr(data, "__arrow_c_stream__"):
+        return data
+    import pyarrow as pa  # type: ignore[import-untyped]
+
+    module = type(data).__module__.split(".")[0]
+    if module == "pandas":
+        return pa.Table.from_pandas(data, preserve_index=False)
+    if module == "polars":
+        return data.to_arrow()
+    if isinstance(data, (pa.RecordBatch, pa.Table)):
+        return data
+    if isinstance(data, Iterable):
+        batches = iter(data)
+        try:
+            first = next(batches)
+        except StopIteration:
+            raise ValueError("data is an empty iterable: no record batches to build from")
+        if not isinstance(first, pa.RecordBatch):
+            raise TypeError(
+                f"an iterable of data must yield pyarrow.RecordBatch, not {type(first).__name__}"
+            )
+
+        def all_batches() -> Iterable[pa.RecordBatch]:
+            yield first
+            yield from batches
+
+        return pa.RecordBatchReader.from_batches(first.schema, all_batches())
+    raise TypeError(
+        "data must be a pyarrow Table or RecordBatchReader, a pandas or polars DataFrame, an "
+        f"object with __arrow_c_stream__, or an iterable of record batches, not {type(data).__name__}"
+    )
+
+
+def build(
+    data: Any,
+    key: Union[str, Sequence[str]],
+    output: Union[str, "os.PathLike[str]"],
+    *,
+    dataset: Optional[str] = None,
+    version: Optional[str] = None,
+    value_columns: Optional[Sequence[str]] = None,
+    raw_value: Optional[str] = None,
+    compression: str = "zstd:3",
+    memory_limit: str = "1GiB",
+    on_duplicate: str = "error",
+    labels: Optional[Mapping[str, str]] = None,
+) -> Dict[str, Any]:
+    """Build a snapshot file from ``data``, keyed by the column(s) ``key``.
+
+    ``data`` is a pyarrow Table or RecordBatchReader, a pandas or polars DataFrame, any object
+    with ``__arrow_c_stream__``, or an iterable of ``pyarrow.RecordBatch`` (read as a stream:
+    it may be larger than memory). Rows cross into Rust through the Arrow C stream, without
+    copies, and the GIL is released while building.
+
+    Values are a JSON object of the other columns (or ``value_columns``, in that order), or
+    the bytes of the ``raw_value`` column. Several key columns are joined with ``/``.
+    ``dataset`` and ``version`` are recorded in the file when given (``publish`` then refuses
+    others). ``on_duplicate`` is ``"error"``, ``"first"`` or ``"last"``. The file is written
+    next to ``output`` and renamed over it when complete.
+
+    Returns a summary dict (``rows``, ``keys``, ``bytes_out``, ``built_at``, ...). Raises
+    ``BuildError`` for bad data (naming the row), ``ValueError`` for bad options and
+    ``OSError`` when the output cannot be written.
+
+        >>> import pyarrow as pa
+        >>> t = pa.table({"id": ["a", "b"], "n": [1, 2]})
+        >>> snapkv.build(t, key="id", output="n.snapkv")["keys"]
+        2
+    """
+    keys = [key] if isinstance(key, str) else list(key)
+    return _build(
+        _arrow_stream(data),
+        keys,
+        os.fspath(output),
+        dataset=dataset,
+        version=version,
+        value_columns=None if value_columns is None else list(value_columns),
+        raw_value=raw_value,
+        compression=compression,
+        memory_limit=memory_limit,
+        on_duplicate=on_duplicate,
+        labels=None if labels is None else dict(labels),
+        name=type(data).__name__,
+    )
