@@ -14,12 +14,39 @@ limits and errors.
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
-from ._snapkv import BuildError, CorruptError, Snapshot, SnapkvError
+from ._snapkv import (
+    BuildError,
+    ConflictError,
+    CorruptError,
+    RefusedError,
+    Scan,
+    Snapshot,
+    SnapkvError,
+    StoreError,
+)
 from ._snapkv import build as _build
+from ._snapkv import publish as _publish
+from ._snapkv import rollback as _rollback
+from ._snapkv import versions as _versions
 
-__all__ = ["build", "Snapshot", "SnapkvError", "BuildError", "CorruptError"]
+__all__ = [
+    "build",
+    "publish",
+    "versions",
+    "rollback",
+    "Snapshot",
+    "Scan",
+    "SnapkvError",
+    "BuildError",
+    "CorruptError",
+    "StoreError",
+    "RefusedError",
+    "ConflictError",
+]
+
+PathLike = Union[str, "os.PathLike[str]"]
 
 
 def _arrow_stream(data: Any) -> Any:
@@ -60,7 +87,7 @@ def _arrow_stream(data: Any) -> Any:
 def build(
     data: Any,
     key: Union[str, Sequence[str]],
-    output: Union[str, "os.PathLike[str]"],
+    output: PathLike,
     *,
     dataset: Optional[str] = None,
     version: Optional[str] = None,
@@ -70,6 +97,7 @@ def build(
     memory_limit: str = "1GiB",
     on_duplicate: str = "error",
     labels: Optional[Mapping[str, str]] = None,
+    json_bigint: str = "number",
 ) -> Dict[str, Any]:
     """Build a snapshot file from ``data``, keyed by the column(s) ``key``.
 
@@ -81,8 +109,10 @@ def build(
     Values are a JSON object of the other columns (or ``value_columns``, in that order), or
     the bytes of the ``raw_value`` column. Several key columns are joined with ``/``.
     ``dataset`` and ``version`` are recorded in the file when given (``publish`` then refuses
-    others). ``on_duplicate`` is ``"error"``, ``"first"`` or ``"last"``. The file is written
-    next to ``output`` and renamed over it when complete.
+    others). ``on_duplicate`` is ``"error"``, ``"first"`` or ``"last"``. ``json_bigint="string"``
+    writes 64-bit integers and decimals as JSON strings, which JavaScript clients keep exact.
+    ``labels`` are free-form strings recorded in the metadata. The file is written next to
+    ``output`` and renamed over it when complete: a failed build leaves nothing behind.
 
     Returns a summary dict (``rows``, ``keys``, ``bytes_out``, ``built_at``, ...). Raises
     ``BuildError`` for bad data (naming the row), ``ValueError`` for bad options and
@@ -106,5 +136,79 @@ def build(
         memory_limit=memory_limit,
         on_duplicate=on_duplicate,
         labels=None if labels is None else dict(labels),
+        json_bigint=json_bigint,
         name=type(data).__name__,
     )
+
+
+def _files(files: Union[PathLike, Iterable[PathLike]]) -> List[str]:
+    if isinstance(files, (str, os.PathLike)):
+        return [os.fspath(files)]
+    return [os.fspath(f) for f in files]
+
+
+def publish(
+    files: Union[PathLike, Iterable[PathLike]],
+    store: str,
+    dataset: str,
+    *,
+    version: Optional[str] = None,
+    options: Optional[Mapping[str, str]] = None,
+) -> Dict[str, Any]:
+    """Upload snapshot ``files`` as a new version of ``dataset`` and make it current.
+
+    ``store`` is a URL as the ``snapkv`` command takes it: ``s3://bucket/prefix``, ``gs://…``,
+    ``az://…``, ``file:///dir`` or a local directory. ``options`` are store options
+    (``endpoint``, ``region``, ``allow_http``, …); ``AWS_*``, ``GOOGLE_*`` and ``AZURE_*``
+    environment variables are read too. ``version`` defaults to the version recorded in the
+    files, else the current UTC time as ``YYYYMMDDTHHMMSSZ``.
+
+    Every file is verified, uploaded, checked and listed in the version's manifest before
+    ``CURRENT`` moves, by compare-and-swap: readers never see a partial version. Raises
+    ``RefusedError`` for a version not newer than ``CURRENT`` (use ``rollback``) or one that
+    exists, ``ConflictError`` when another publisher moved ``CURRENT`` first, ``StoreError``
+    when the store is unreachable or misconfigured, ``ValueError`` for a bad URL or name.
+
+    Returns ``{"dataset", "version", "previous", "files", "bytes", "keys", "created_at"}``.
+
+        >>> snapkv.publish("scores.snapkv", "s3://my-bucket/snapkv", "scores")["version"]
+        '20261130T031500Z'
+    """
+    return _publish(
+        _files(files),
+        store,
+        dataset,
+        version=version,
+        options=None if options is None else dict(options),
+    )
+
+
+def versions(
+    store: str, dataset: str, *, options: Optional[Mapping[str, str]] = None
+) -> List[Dict[str, Any]]:
+    """The versions of ``dataset`` in ``store``, oldest first.
+
+    Each is ``{"version", "current", "complete"}``, and for a complete version also
+    ``"created_at"``, ``"files"``, ``"bytes"`` and ``"keys"``. An incomplete version has no
+    manifest: an upload under way or abandoned.
+
+        >>> [v["version"] for v in snapkv.versions("./store", "scores") if v["current"]]
+        ['20261130T031500Z']
+    """
+    return _versions(store, dataset, options=None if options is None else dict(options))
+
+
+def rollback(
+    store: str, dataset: str, to: str, *, options: Optional[Mapping[str, str]] = None
+) -> Dict[str, Any]:
+    """Make the complete version ``to`` of ``dataset`` current again (by compare-and-swap).
+
+    Readers following the store switch to it at their next poll. Returns
+    ``{"dataset", "version", "changed", "previous"}``; ``changed`` is false when ``to`` was
+    already current. Raises ``StoreError`` for an unknown version and ``RefusedError`` for an
+    incomplete one.
+
+        >>> snapkv.rollback("./store", "scores", "20261129T031500Z")["changed"]
+        True
+    """
+    return _rollback(store, dataset, to, options=None if options is None else dict(options))

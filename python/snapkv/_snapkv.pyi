@@ -1,11 +1,16 @@
 import os
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+
+import pyarrow
 
 Key = Union[str, bytes, int, Tuple[Union[str, bytes, int], ...]]
 
 class SnapkvError(Exception): ...
 class BuildError(SnapkvError): ...
 class CorruptError(SnapkvError): ...
+class StoreError(SnapkvError): ...
+class RefusedError(StoreError): ...
+class ConflictError(StoreError): ...
 
 def build(
     data: Any,
@@ -20,18 +25,76 @@ def build(
     memory_limit: str = ...,
     on_duplicate: str = ...,
     labels: Optional[Mapping[str, str]] = ...,
+    json_bigint: str = ...,
     name: str = ...,
 ) -> Dict[str, Any]: ...
+def publish(
+    files: List[str],
+    store: str,
+    dataset: str,
+    *,
+    version: Optional[str] = ...,
+    options: Optional[Dict[str, str]] = ...,
+) -> Dict[str, Any]: ...
+def versions(
+    store: str, dataset: str, *, options: Optional[Dict[str, str]] = ...
+) -> List[Dict[str, Any]]: ...
+def rollback(
+    store: str, dataset: str, to: str, *, options: Optional[Dict[str, str]] = ...
+) -> Dict[str, Any]: ...
+
+class Scan:
+    """An iterator over a snapshot's entries in key order."""
+
+    def __iter__(self) -> "Scan": ...
+    def __next__(self) -> Any: ...
 
 class Snapshot:
-    """A memory-mapped snapshot file: ``snap[key]``, ``get``, ``get_many``, ``len``."""
+    """A memory-mapped snapshot file.
 
-    def __init__(self, path: Union[str, "os.PathLike[str]"]) -> None: ...
+    ``snap[key]`` (``KeyError`` when absent), ``get``, ``get_many``, ``scan``, ``to_arrow``,
+    ``key in snap``, ``len(snap)``, ``iter(snap)`` (the keys). Values decode to Python objects
+    for JSON datasets and to ``bytes`` for raw ones. Keys are ``str``, ``bytes``, ``int`` or a
+    tuple of them (a composite key, joined with ``/``). Safe to share across threads.
+
+        >>> snap = snapkv.Snapshot("scores.snapkv")
+        >>> snap[42], snap.get(7), snap.get_many([42, 7])
+        ({'score': 0.93}, None, [{'score': 0.93}, None])
+    """
+
+    def __init__(self, path: Union[str, "os.PathLike[str]"], *, cache_bytes: int = ...) -> None: ...
     def __len__(self) -> int: ...
     def __contains__(self, key: Key) -> bool: ...
     def __getitem__(self, key: Key) -> Any: ...
-    def get(self, key: Key, default: Any = ...) -> Any: ...
-    def get_many(self, keys: Iterable[Key]) -> List[Any]: ...
+    def __iter__(self) -> Iterator[Union[str, bytes]]: ...
+    def get(self, key: Key, default: Any = ...) -> Any:
+        """The value of ``key``, or ``default`` (``None``) when it is absent."""
+    def get_many(self, keys: Iterable[Key]) -> List[Any]:
+        """The values of ``keys``, in order, ``None`` where a key is absent."""
+    def scan(
+        self,
+        prefix: Optional[Key] = ...,
+        *,
+        start: Optional[Key] = ...,
+        end: Optional[Key] = ...,
+        limit: Optional[int] = ...,
+    ) -> Iterator[Tuple[Union[str, bytes], Any]]:
+        """``(key, value)`` pairs in key order: keys starting with ``prefix``, or from ``start``
+        (inclusive) to ``end`` (exclusive); at most ``limit``. Keys are ``str`` when UTF-8."""
+    def to_arrow(
+        self,
+        prefix: Optional[Key] = ...,
+        *,
+        start: Optional[Key] = ...,
+        end: Optional[Key] = ...,
+        limit: Optional[int] = ...,
+    ) -> pyarrow.Table:
+        """The entries as a pyarrow Table with the stored schema: key columns, then values."""
     @property
-    def metadata(self) -> Dict[str, Any]: ...
-    def verify(self) -> None: ...
+    def schema(self) -> pyarrow.Schema:
+        """The schema of ``to_arrow``'s table."""
+    @property
+    def metadata(self) -> Dict[str, Any]:
+        """Dataset, version, created_at, key_columns, the source schema, builder, labels."""
+    def verify(self) -> None:
+        """Check every block's checksum; raises ``CorruptError`` naming the first bad one."""

@@ -1,7 +1,12 @@
-"""The Python package against real files: builds from pyarrow, pandas and batch iterables,
-reads them back through the memory-mapped Snapshot, and every error path."""
+"""The Python package against real files and stores: builds from pyarrow, pandas, polars and
+batch iterables, reads them back through the memory-mapped Snapshot, publishes to a local
+directory and to the S3-compatible test server, and every error path."""
 
+import os
 import threading
+import urllib.error
+import urllib.request
+import uuid
 
 import pandas as pd
 import pyarrow as pa
@@ -103,5 +108,180 @@ def test_errors(tmp_path):
     with pytest.raises(snapkv.CorruptError):
         snapkv.Snapshot(bad)
     snapkv.build(dup, key="id", output=out, on_duplicate="last")
-    with pytest.raises(ValueError, match="key"):
+    with pytest.raises(TypeError, match="key"):
         snapkv.Snapshot(out)[1.5]
+    with pytest.raises(TypeError, match="bool"):
+        snapkv.Snapshot(out)[True]
+    with pytest.raises(ValueError, match="json_bigint"):
+        snapkv.build(dup, key="id", output=out, json_bigint="hex", on_duplicate="last")
+    with pytest.raises(ValueError, match="memory_limit"):
+        snapkv.build(dup, key="id", output=out, memory_limit="lots", on_duplicate="last")
+    with pytest.raises(ValueError, match="empty iterable"):
+        snapkv.build(iter([]), key="id", output=out)
+    with pytest.raises(ValueError, match="prefix"):
+        snapkv.Snapshot(out).scan("a", start="b")
+
+
+def test_a_damaged_block_fails_verify_and_the_read_that_meets_it(tmp_path):
+    out = tmp_path / "d.snapkv"
+    t = pa.table({"id": [f"k{i:05d}" for i in range(5000)], "v": [f"value {i}" * 4 for i in range(5000)]})
+    snapkv.build(t, key="id", output=out, compression="none")
+    data = bytearray(out.read_bytes())
+    at = data.find(b"value 2500")
+    assert at > 0
+    data[at] ^= 0xFF
+    out.write_bytes(bytes(data))
+    s = snapkv.Snapshot(out)
+    with pytest.raises(snapkv.CorruptError, match="checksum"):
+        s.verify()
+    with pytest.raises(snapkv.CorruptError):
+        s.get_many([f"k{i:05d}" for i in range(5000)])
+    assert s["k00000"] == {"v": "value 0" * 4}
+
+
+def test_polars_round_trip(tmp_path):
+    import polars as pl
+
+    df = pl.DataFrame({"id": [3, 1, 2], "name": ["c", "a", "b"], "w": [0.5, None, 1.5]})
+    out = tmp_path / "pl.snapkv"
+    assert snapkv.build(df, key="id", output=out)["keys"] == 3
+    s = snapkv.Snapshot(out)
+    assert s[1] == {"name": "a", "w": None}
+    back = pl.from_arrow(s.to_arrow())
+    assert back.sort("id").equals(df.sort("id"))
+
+
+def test_to_arrow_gives_back_the_source_table(tmp_path):
+    df = pd.DataFrame(
+        {
+            "country": ["SE", "US", "SE"],
+            "user": [42, 7, 100],
+            "at": pd.to_datetime(["2026-11-30 12:00", "2026-11-30 13:00", "2026-12-01 00:00:00.5"], format="ISO8601").tz_localize("UTC"),
+            "n": pd.array([1, None, 3], dtype="Int64"),
+            "kind": pd.Categorical(["a", "b", "a"]),
+            "tags": [["x", "y"], [], None],
+            "score": [0.25, float("nan"), -1.0],
+        }
+    )
+    out = tmp_path / "a.snapkv"
+    snapkv.build(df, key=["country", "user"], output=out)
+    s = snapkv.Snapshot(out)
+    table = s.to_arrow()
+    source = pa.Table.from_pandas(df, preserve_index=False)
+    assert table.schema == source.schema.remove_metadata()
+    # Entries come back in key order (keys sort as bytes: "SE/100" < "SE/42" < "US/7").
+    assert table.column("user").to_pylist() == [100, 42, 7]
+    expected = source.take([2, 0, 1])
+    for name in ["country", "user", "at", "n", "kind", "tags"]:
+        assert table.column(name).to_pylist() == expected.column(name).to_pylist(), name
+    # NaN is written as JSON null: it comes back as a null.
+    assert table.column("score").to_pylist() == [-1.0, 0.25, None]
+    assert s.schema == table.schema
+    assert s.to_arrow(prefix="SE/").num_rows == 2
+    assert s.to_arrow(start="SE/42", limit=1).column("user").to_pylist() == [42]
+
+
+def test_scan_and_iteration_in_key_order(tmp_path):
+    keys = [f"user/{i:03d}" for i in range(200)] + ["zzz", "a"]
+    t = pa.table({"id": keys, "n": list(range(len(keys)))})
+    out = tmp_path / "s.snapkv"
+    snapkv.build(t, key="id", output=out)
+    s = snapkv.Snapshot(out)
+    assert list(s) == sorted(keys)
+    pairs = list(s.scan(prefix="user/01"))
+    assert [k for k, _ in pairs] == [f"user/{i:03d}" for i in range(10, 20)]
+    assert pairs[0][1] == {"n": 10}
+    assert [k for k, _ in s.scan(start="user/198", end="zzz")] == ["user/198", "user/199"]
+    assert [k for k, _ in s.scan(limit=3)] == ["a", "user/000", "user/001"]
+    assert list(s.scan(prefix=b"nothing")) == []
+    assert [k for k, _ in s.scan(prefix=("user", "19"))] == [f"user/{i}" for i in range(190, 200)]
+
+
+def test_raw_values_are_bytes(tmp_path):
+    t = pa.table({"id": ["a", "b"], "blob": [b"\x00\xffpayload", b""]})
+    out = tmp_path / "r.snapkv"
+    snapkv.build(t, key="id", output=out, raw_value="blob")
+    s = snapkv.Snapshot(out)
+    assert s["a"] == b"\x00\xffpayload" and s["b"] == b""
+    assert s.metadata["value_encoding"] == "raw"
+    assert s.to_arrow().to_pydict() == {"id": ["a", "b"], "blob": [b"\x00\xffpayload", b""]}
+
+
+def test_big_integers_as_strings(tmp_path):
+    t = pa.table({"id": ["a"], "big": pa.array([2**63 - 1], pa.int64())})
+    out = tmp_path / "b.snapkv"
+    snapkv.build(t, key="id", output=out, json_bigint="string")
+    s = snapkv.Snapshot(out)
+    assert s["a"] == {"big": str(2**63 - 1)}
+    assert s.to_arrow().column("big").to_pylist() == [2**63 - 1]
+
+
+def _version(day: int) -> str:
+    return f"202611{day:02d}T000000Z"
+
+
+def _publish_versions_rollback(store: str, options: "dict[str, str] | None", tmp_path) -> None:
+    files = []
+    for day in (1, 2):
+        out = tmp_path / f"day{day}.snapkv"
+        snapkv.build(pa.table({"id": ["k"], "day": [day]}), key="id", output=out)
+        files.append(out)
+    first = snapkv.publish(files[0], store, "daily", version=_version(1), options=options)
+    assert first["previous"] is None and first["keys"] == 1 and first["files"] == ["day1.snapkv"]
+    second = snapkv.publish([files[1]], store, "daily", version=_version(2), options=options)
+    assert second["previous"] == _version(1)
+    listed = snapkv.versions(store, "daily", options=options)
+    assert [(v["version"], v["current"], v["complete"]) for v in listed] == [
+        (_version(1), False, True),
+        (_version(2), True, True),
+    ]
+    with pytest.raises(snapkv.RefusedError, match="not newer"):
+        snapkv.publish(files[0], store, "daily", version=_version(1), options=options)
+    back = snapkv.rollback(store, "daily", _version(1), options=options)
+    assert back["changed"] and back["previous"] == _version(2)
+    assert snapkv.rollback(store, "daily", _version(1), options=options)["changed"] is False
+    assert [v["version"] for v in snapkv.versions(store, "daily", options=options) if v["current"]] == [_version(1)]
+    with pytest.raises(snapkv.StoreError, match="not found"):
+        snapkv.rollback(store, "daily", _version(9), options=options)
+
+
+def test_publish_versions_rollback_in_a_local_store(tmp_path):
+    store = tmp_path / "store"
+    _publish_versions_rollback(str(store), None, tmp_path)
+    current = (store / "daily" / "CURRENT").read_text()
+    assert _version(1) in current
+    published = store / "daily" / "versions" / _version(1) / "day1.snapkv"
+    assert snapkv.Snapshot(published)["k"] == {"day": 1}
+
+
+def test_publish_versions_rollback_on_the_s3_test_server(tmp_path):
+    endpoint = os.environ.get("SNAPKV_TEST_S3_ENDPOINT")
+    assert endpoint, "SNAPKV_TEST_S3_ENDPOINT is not set: run the tests through scripts/test"
+    bucket = "snapkv-test"
+    # The test server accepts an unsigned path-style PUT /bucket (200, or 409 if it exists).
+    request = urllib.request.Request(f"{endpoint}/{bucket}", method="PUT", data=b"")
+    try:
+        urllib.request.urlopen(request, timeout=10)
+    except urllib.error.HTTPError as e:
+        assert e.code == 409, f"cannot create bucket {bucket}: {e}"
+    store = f"s3://{bucket}/python-{uuid.uuid4().hex[:8]}"
+    options = {"endpoint": endpoint, "allow_http": "true", "region": "us-east-1"}
+    _publish_versions_rollback(store, options, tmp_path)
+
+
+def test_publish_errors(tmp_path):
+    good = tmp_path / "g.snapkv"
+    snapkv.build(pa.table({"id": ["k"], "n": [1]}), key="id", output=good)
+    with pytest.raises(OSError, match="missing"):
+        snapkv.publish(tmp_path / "missing.snapkv", str(tmp_path / "store"), "d")
+    bad = tmp_path / "bad.snapkv"
+    bad.write_bytes(b"\0" * 4096)
+    with pytest.raises(snapkv.CorruptError):
+        snapkv.publish(bad, str(tmp_path / "store"), "d")
+    with pytest.raises(ValueError, match="dataset"):
+        snapkv.publish(good, str(tmp_path / "store"), "no/slashes")
+    with pytest.raises(ValueError, match="store"):
+        snapkv.publish(good, "s3:/typo", "d")
+    with pytest.raises(ValueError, match="option"):
+        snapkv.publish(good, str(tmp_path / "store"), "d", options={"endpoint": "x"})
+    assert not (tmp_path / "store" / "d" / "CURRENT").exists()

@@ -1,0 +1,349 @@
+//! `Snapshot`: a memory-mapped snapshot file, read in-process.
+
+use crate::errors::{error_chain, CorruptError, SnapkvError};
+use crate::table;
+use bytes::Bytes;
+use pyo3::exceptions::{PyKeyError, PyOSError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBool, PyBytes, PyList, PyString, PyTuple};
+use std::ops::Bound as Edge;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+/// A memory-mapped snapshot file (see `snapkv.Snapshot`). Lookups share the file's pages and
+/// a bounded block cache; the object is safe to use from several threads at once.
+#[pyclass(frozen, module = "snapkv._snapkv")]
+pub(crate) struct Snapshot {
+    inner: snapkv_format::Snapshot,
+    json: bool,
+}
+
+/// `json.loads`, looked up once.
+static JSON_LOADS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// The key bytes of a Python key: `str` (UTF-8), `bytes`, `int` (its decimal text), or a
+/// tuple of those joined with `/` (a composite key).
+pub(crate) fn key_bytes(key: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+    let mut out = Vec::new();
+    append_key(key, &mut out, true)?;
+    Ok(out)
+}
+
+fn append_key(key: &Bound<'_, PyAny>, out: &mut Vec<u8>, tuple_ok: bool) -> PyResult<()> {
+    if let Ok(s) = key.cast::<PyString>() {
+        out.extend_from_slice(s.to_cow()?.as_bytes());
+    } else if let Ok(b) = key.cast::<PyBytes>() {
+        out.extend_from_slice(b.as_bytes());
+    } else if key.is_instance_of::<PyBool>() {
+        return Err(PyTypeError::new_err(
+            "a key cannot be a bool: use an int or a str",
+        ));
+    } else if let Ok(i) = key.extract::<i128>() {
+        out.extend_from_slice(i.to_string().as_bytes());
+    } else if let (true, Ok(t)) = (tuple_ok, key.cast::<PyTuple>()) {
+        if t.is_empty() {
+            return Err(PyValueError::new_err(
+                "a composite key needs at least one part",
+            ));
+        }
+        for (i, part) in t.iter().enumerate() {
+            if i > 0 {
+                out.push(b'/');
+            }
+            append_key(&part, out, false)?;
+        }
+    } else {
+        return Err(PyTypeError::new_err(format!(
+            "a key is a str, bytes, int or a tuple of them, not {}",
+            key.get_type().name()?
+        )));
+    }
+    Ok(())
+}
+
+/// A key as Python: `str` when it is UTF-8 (every key built from text, integers, dates and
+/// times is), else `bytes`.
+fn key_object<'py>(py: Python<'py>, key: &[u8]) -> Bound<'py, PyAny> {
+    match std::str::from_utf8(key) {
+        Ok(s) => PyString::new(py, s).into_any(),
+        Err(_) => PyBytes::new(py, key).into_any(),
+    }
+}
+
+fn corrupt(e: snapkv_format::Error) -> PyErr {
+    CorruptError::new_err(error_chain(&e))
+}
+
+impl Snapshot {
+    fn lookup(&self, key: &[u8]) -> PyResult<Option<Bytes>> {
+        self.inner.get(key).map_err(corrupt)
+    }
+
+    /// A stored value as Python: JSON values parsed, raw ones as `bytes`.
+    fn decode<'py>(&self, py: Python<'py>, value: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+        decode(py, self.json, value)
+    }
+}
+
+pub(crate) fn decode<'py>(
+    py: Python<'py>,
+    json: bool,
+    value: &[u8],
+) -> PyResult<Bound<'py, PyAny>> {
+    if !json {
+        return Ok(PyBytes::new(py, value).into_any());
+    }
+    let text = std::str::from_utf8(value)
+        .map_err(|e| CorruptError::new_err(format!("a JSON value is not UTF-8: {e}")))?;
+    let loads = JSON_LOADS.get_or_try_init(py, || {
+        Ok::<_, PyErr>(py.import("json")?.getattr("loads")?.unbind())
+    })?;
+    loads.bind(py).call1((PyString::new(py, text),))
+}
+
+fn bound(value: Option<&Bound<'_, PyAny>>, inclusive: bool) -> PyResult<Edge<Vec<u8>>> {
+    Ok(match value {
+        None => Edge::Unbounded,
+        Some(k) if inclusive => Edge::Included(key_bytes(k)?),
+        Some(k) => Edge::Excluded(key_bytes(k)?),
+    })
+}
+
+#[pymethods]
+impl Snapshot {
+    /// Maps the file at `path` and checks its structure (not every block: see `verify`).
+    #[new]
+    #[pyo3(signature = (path, *, cache_bytes=64 << 20))]
+    fn new(path: PathBuf, cache_bytes: usize) -> PyResult<Snapshot> {
+        let mut options = snapkv_format::OpenOptions::default();
+        options.cache_bytes = cache_bytes;
+        let inner = snapkv_reader::open_snapshot(&path, &options).map_err(|e| match &e {
+            snapkv_reader::OpenError::Io { .. } => PyOSError::new_err(error_chain(&e)),
+            _ => CorruptError::new_err(error_chain(&e)),
+        })?;
+        let json = inner.metadata().value_encoding == snapkv_format::ValueEncoding::Json;
+        Ok(Snapshot { inner, json })
+    }
+
+    fn __len__(&self) -> usize {
+        usize::try_from(self.inner.len()).unwrap_or(usize::MAX)
+    }
+
+    fn __contains__(&self, key: &Bound<'_, PyAny>) -> PyResult<bool> {
+        Ok(self.lookup(&key_bytes(key)?)?.is_some())
+    }
+
+    fn __getitem__<'py>(&self, key: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        match self.lookup(&key_bytes(key)?)? {
+            Some(v) => self.decode(key.py(), &v),
+            None => Err(PyKeyError::new_err(key.clone().unbind())),
+        }
+    }
+
+    /// Iterates over every key, in key order.
+    fn __iter__(&self) -> Scan {
+        Scan::new(self.inner.iter(), self.json, ScanItems::Keys, None)
+    }
+
+    /// The value of `key`, or `default` when it is absent.
+    #[pyo3(signature = (key, default=None))]
+    fn get<'py>(
+        &self,
+        key: &Bound<'py, PyAny>,
+        default: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = key.py();
+        match self.lookup(&key_bytes(key)?)? {
+            Some(v) => self.decode(py, &v),
+            None => Ok(default.unwrap_or_else(|| py.None().into_bound(py))),
+        }
+    }
+
+    /// The values of `keys`, in order, `None` where a key is absent. The lookups run without
+    /// the GIL.
+    fn get_many<'py>(
+        &self,
+        py: Python<'py>,
+        keys: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let keys = keys
+            .try_iter()?
+            .map(|k| key_bytes(&k?))
+            .collect::<PyResult<Vec<_>>>()?;
+        let values = py.detach(|| {
+            keys.iter()
+                .map(|k| self.inner.get(k))
+                .collect::<Result<Vec<_>, _>>()
+        });
+        let values = values.map_err(corrupt)?;
+        let out = PyList::empty(py);
+        for v in values {
+            match v {
+                Some(v) => out.append(self.decode(py, &v)?)?,
+                None => out.append(py.None())?,
+            }
+        }
+        Ok(out)
+    }
+
+    /// `(key, value)` pairs in key order: those whose keys start with `prefix`, from `start`
+    /// (inclusive) to `end` (exclusive), at most `limit` of them.
+    #[pyo3(signature = (prefix=None, *, start=None, end=None, limit=None))]
+    fn scan(
+        &self,
+        prefix: Option<&Bound<'_, PyAny>>,
+        start: Option<&Bound<'_, PyAny>>,
+        end: Option<&Bound<'_, PyAny>>,
+        limit: Option<u64>,
+    ) -> PyResult<Scan> {
+        let iter = range(&self.inner, prefix, start, end)?;
+        Ok(Scan::new(iter, self.json, ScanItems::Pairs, limit))
+    }
+
+    /// The entries (optionally only those under `prefix`, or from `start` to `end`) as a
+    /// pyarrow Table with the stored schema: the key columns, then the value columns.
+    #[pyo3(signature = (prefix=None, *, start=None, end=None, limit=None))]
+    fn to_arrow<'py>(
+        &self,
+        py: Python<'py>,
+        prefix: Option<&Bound<'py, PyAny>>,
+        start: Option<&Bound<'py, PyAny>>,
+        end: Option<&Bound<'py, PyAny>>,
+        limit: Option<u64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let iter = range(&self.inner, prefix, start, end)?;
+        let limit = limit.unwrap_or(u64::MAX);
+        let metadata = self.inner.metadata();
+        let (schema, batches) = py.detach(|| {
+            table::collect(
+                metadata,
+                iter.take(usize::try_from(limit).unwrap_or(usize::MAX)),
+            )
+        })?;
+        table::to_pyarrow_table(py, schema, batches)
+    }
+
+    /// The metadata, as a dict (dataset, version, created_at, key_columns, schema, …).
+    #[getter]
+    fn metadata<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let text = serde_json::to_string(self.inner.metadata())
+            .map_err(|e| SnapkvError::new_err(e.to_string()))?;
+        JSON_LOADS
+            .get_or_try_init(py, || {
+                Ok::<_, PyErr>(py.import("json")?.getattr("loads")?.unbind())
+            })?
+            .bind(py)
+            .call1((text,))
+    }
+
+    /// The schema of `to_arrow`'s table, as a pyarrow Schema.
+    #[getter]
+    fn schema<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        table::to_pyarrow_schema(py, table::output_schema(self.inner.metadata())?)
+    }
+
+    /// Checks every block's checksum; raises `CorruptError` naming the first bad one.
+    fn verify(&self, py: Python<'_>) -> PyResult<()> {
+        py.detach(|| self.inner.verify()).map_err(corrupt)
+    }
+
+    fn __repr__(&self) -> String {
+        let m = self.inner.metadata();
+        format!(
+            "Snapshot(dataset={:?}, version={:?}, keys={})",
+            m.dataset.as_deref().unwrap_or(""),
+            m.version.as_deref().unwrap_or(""),
+            self.inner.len()
+        )
+    }
+}
+
+fn range(
+    snapshot: &snapkv_format::Snapshot,
+    prefix: Option<&Bound<'_, PyAny>>,
+    start: Option<&Bound<'_, PyAny>>,
+    end: Option<&Bound<'_, PyAny>>,
+) -> PyResult<snapkv_format::Iter> {
+    match prefix {
+        Some(p) => {
+            if start.is_some() || end.is_some() {
+                return Err(PyValueError::new_err(
+                    "give a prefix, or start and end, not both",
+                ));
+            }
+            Ok(snapshot.prefix(&key_bytes(p)?))
+        }
+        None => {
+            let start = bound(start, true)?;
+            let end = bound(end, false)?;
+            Ok(snapshot.range(
+                start.as_ref().map(Vec::as_slice),
+                end.as_ref().map(Vec::as_slice),
+            ))
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum ScanItems {
+    Keys,
+    Pairs,
+}
+
+/// An iterator over a snapshot's entries in key order (from `Snapshot.scan` or iterating a
+/// `Snapshot`). It keeps the snapshot's file mapped while it lives.
+#[pyclass(frozen, module = "snapkv._snapkv")]
+pub(crate) struct Scan {
+    state: Mutex<ScanState>,
+    json: bool,
+    items: ScanItems,
+}
+
+struct ScanState {
+    iter: snapkv_format::Iter,
+    left: u64,
+}
+
+impl Scan {
+    fn new(iter: snapkv_format::Iter, json: bool, items: ScanItems, limit: Option<u64>) -> Scan {
+        Scan {
+            state: Mutex::new(ScanState {
+                iter,
+                left: limit.unwrap_or(u64::MAX),
+            }),
+            json,
+            items,
+        }
+    }
+}
+
+#[pymethods]
+impl Scan {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let next = {
+            let mut state = self
+                .state
+                .lock()
+                .map_err(|_| SnapkvError::new_err("a scan failed in another thread"))?;
+            if state.left == 0 {
+                return Ok(None);
+            }
+            state.left -= 1;
+            state.iter.next()
+        };
+        let Some(entry) = next else {
+            return Ok(None);
+        };
+        let (key, value) = entry.map_err(corrupt)?;
+        let key = key_object(py, &key);
+        Ok(Some(match self.items {
+            ScanItems::Keys => key,
+            ScanItems::Pairs => PyTuple::new(py, [key, decode(py, self.json, &value)?])?.into_any(),
+        }))
+    }
+}
