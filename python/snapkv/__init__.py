@@ -1,5 +1,5 @@
 """snapkv for Python: build immutable, versioned key-value snapshots from the data a job
-computes, and read them in-process.
+computes, publish them to a store, read them in-process, and query ``snapkv serve``.
 
     >>> import pandas as pd, snapkv
     >>> df = pd.DataFrame({"user_id": [42, 43], "score": [0.93, 0.41]})
@@ -26,6 +26,7 @@ from ._snapkv import (
     SnapkvError,
     StoreError,
 )
+from .client import Client, ConnectionFailed, DatasetNotFound, HttpError, Key, VersionMismatch
 from ._snapkv import build as _build
 from ._snapkv import publish as _publish
 from ._snapkv import rollback as _rollback
@@ -44,6 +45,12 @@ __all__ = [
     "StoreError",
     "RefusedError",
     "ConflictError",
+    "Client",
+    "HttpError",
+    "DatasetNotFound",
+    "VersionMismatch",
+    "ConnectionFailed",
+    "Key",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -53,7 +60,7 @@ def _arrow_stream(data: Any) -> Any:
     """An object with ``__arrow_c_stream__`` for ``data``."""
     if hasattr(data, "__arrow_c_stream__"):
         return data
-    import pyarrow as pa  # type: ignore[import-untyped]
+    import pyarrow as pa
 
     module = type(data).__module__.split(".")[0]
     if module == "pandas":
