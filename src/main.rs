@@ -66,7 +66,11 @@ enum Command {
     Demo(cmd::demo::Args),
     Publish(cmd::publish::Args),
     Versions(cmd::versions::Args),
+    Promote(cmd::promote::Args),
     Rollback(cmd::rollback::Args),
+    Pin(cmd::pin::PinArgs),
+    Unpin(cmd::pin::UnpinArgs),
+    History(cmd::history::Args),
     Gc(cmd::gc::Args),
 }
 
@@ -90,7 +94,11 @@ fn main() -> ExitCode {
         Command::Demo(args) => cmd::demo::run(args, log_format),
         Command::Publish(args) => cmd::publish::run(args),
         Command::Versions(args) => cmd::versions::run(args),
+        Command::Promote(args) => cmd::promote::run(args),
         Command::Rollback(args) => cmd::rollback::run(args),
+        Command::Pin(args) => cmd::pin::pin(args),
+        Command::Unpin(args) => cmd::pin::unpin(args),
+        Command::History(args) => cmd::history::run(args),
         Command::Gc(args) => cmd::gc::run(args),
     };
     match result {

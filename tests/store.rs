@@ -120,7 +120,134 @@ both_backends!(
     refusals_are_errors_with_reasons,
     racing_publishers_one_wins,
     killed_publish_leaves_current_and_gc_cleans_it,
+    stage_promote_pin_and_history,
 );
+
+/// The safe-rollout path an operator takes: stage a version, promote it, roll back (which pins),
+/// watch the nightly publish get staged, unpin and promote; every step in the history.
+fn stage_promote_pin_and_history(backend: Backend) {
+    let env = Env::new(backend, "rollout");
+    let a = env.snapshot("a.snapkv", 10_000, 1);
+    env.ok("publish", &[arg(&a), "--version", "v1"]);
+    let out = env.ok(
+        "publish",
+        &[
+            arg(&a),
+            "--version",
+            "v2",
+            "--stage",
+            "--reason",
+            "canary first",
+        ],
+    );
+    assert!(
+        out.starts_with("staged ds version v2") && out.contains("CURRENT stays v1"),
+        "{out}"
+    );
+    assert_eq!(env.current().as_deref(), Some("v1"));
+    let json = env.versions();
+    assert_eq!(
+        json.iter()
+            .map(|v| (
+                v["version"].as_str().unwrap(),
+                v["current"] == true,
+                v["staged"] == true
+            ))
+            .collect::<Vec<_>>(),
+        [("v1", true, false), ("v2", false, true)]
+    );
+    assert!(env.ok("versions", &[]).contains("\n+ v2 "));
+
+    let out = env.ok("promote", &["--version", "v2"]);
+    assert_eq!(out.trim(), "CURRENT of ds: v1 -> v2");
+    let err = env.fails("promote", &["--version", "v1"]);
+    assert!(err.contains("older than the current version v2"), "{err}");
+    let err = env.fails("promote", &["--version", "v9"]);
+    assert!(err.contains("version v9 of ds not found"), "{err}");
+
+    // A rollback pins by default: the nightly publish stages instead of undoing it.
+    let out = env.ok("rollback", &["--to", "v1", "--reason", "INC-7: bad scores"]);
+    assert!(
+        out.contains("v2 -> v1; pinned (INC-7: bad scores)"),
+        "{out}"
+    );
+    let out = env.ok("publish", &[arg(&a), "--version", "v3"]);
+    assert!(
+        out.starts_with("staged ds version v3") && out.contains("pinned to v1"),
+        "{out}"
+    );
+    assert_eq!(env.current().as_deref(), Some("v1"));
+    let json = env.versions();
+    let v1 = json.iter().find(|v| v["version"] == "v1").unwrap();
+    assert_eq!(v1["pin"]["reason"], "INC-7: bad scores");
+    assert!(env.ok("versions", &[]).contains("pinned to v1 by "));
+    let err = env.fails("promote", &["--version", "v3"]);
+    assert!(
+        err.contains("pinned to v1") && err.contains("unpin it first"),
+        "{err}"
+    );
+
+    let out = env.ok("unpin", &["--reason", "fixed upstream"]);
+    assert!(out.contains("no longer pinned (CURRENT stays v1)"), "{out}");
+    assert_eq!(env.ok("unpin", &[]).trim(), "ds is not pinned");
+    env.ok("promote", &["--version", "v3"]);
+    assert_eq!(env.current().as_deref(), Some("v3"));
+
+    // pin --version moves CURRENT and holds it.
+    let out = env.ok("pin", &["--version", "v2", "--reason", "hold"]);
+    assert!(out.contains("pinned to v2"), "{out}");
+    assert_eq!(env.current().as_deref(), Some("v2"));
+    let err = env.fails("pin", &["--version", "v7", "--reason", "x"]);
+    assert!(err.contains("version v7 of ds not found"), "{err}");
+
+    let history: Vec<serde_json::Value> =
+        serde_json::from_str(&env.ok("history", &["--json"])).unwrap();
+    // (seq, action, from, to, reason)
+    type Step<'a> = (
+        u64,
+        &'a str,
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<&'a str>,
+    );
+    let steps: Vec<Step> = history
+        .iter()
+        .map(|e| {
+            (
+                e["seq"].as_u64().unwrap(),
+                e["action"].as_str().unwrap(),
+                e["from"].as_str(),
+                e["to"].as_str(),
+                e["reason"].as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            (1, "publish", None, Some("v1"), None),
+            (2, "stage", Some("v1"), Some("v2"), Some("canary first")),
+            (3, "promote", Some("v1"), Some("v2"), None),
+            (
+                4,
+                "rollback",
+                Some("v2"),
+                Some("v1"),
+                Some("INC-7: bad scores")
+            ),
+            (5, "stage", Some("v1"), Some("v3"), None),
+            (6, "unpin", Some("v1"), Some("v1"), Some("fixed upstream")),
+            (7, "promote", Some("v1"), Some("v3"), None),
+            (8, "pin", Some("v3"), Some("v2"), Some("hold")),
+        ]
+    );
+    assert!(history
+        .iter()
+        .all(|e| e["by"].as_str().unwrap().contains('@')));
+    let table = env.ok("history", &["--last", "2"]);
+    assert_eq!(table.lines().count(), 3, "{table}");
+    assert!(table.contains("pin") && table.contains("hold"), "{table}");
+}
 
 fn publish_versions_rollback_gc(backend: Backend) {
     let env = Env::new(backend, "lifecycle");
@@ -164,10 +291,10 @@ fn publish_versions_rollback_gc(backend: Backend) {
     assert_eq!(json[1]["current"], true);
     assert_eq!(json[1]["complete"], true);
 
-    let out = env.ok("rollback", &["--to", "v1"]);
+    let out = env.ok("rollback", &["--to", "v1", "--no-pin"]);
     assert_eq!(out.trim(), "CURRENT of ds: v2 -> v1");
     assert_eq!(env.current().as_deref(), Some("v1"));
-    let out = env.ok("rollback", &["--to", "v1"]);
+    let out = env.ok("rollback", &["--to", "v1", "--no-pin"]);
     assert_eq!(out.trim(), "CURRENT of ds is already v1");
 
     // CURRENT is v1 and v2 is the newest: with --keep 1 both stay.

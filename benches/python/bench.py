@@ -104,7 +104,7 @@ def build_bench(rows: int, cli: str, work: Path) -> List[Dict[str, Any]]:
     to_parquet = timed(lambda: df.to_parquet(parquet, index=False))
     del df
     from_arrow = timed(lambda: snapkv.build(t, key="id", output=work / "py.snapkv"))
-    command = [cli, "build", str(parquet), "--key", "id", "--output", str(work / "cli.snapkv")]
+    command = [cli, "build", "--input", str(parquet), "--key", "id", "--output", str(work / "cli.snapkv")]
     from_cli = timed(lambda: subprocess.run(command, check=True, stdout=subprocess.DEVNULL))
     same = snapkv.Snapshot(work / "py.snapkv").get_many(t.column("id")[:1000].to_pylist())
     assert same == snapkv.Snapshot(work / "cli.snapkv").get_many(t.column("id")[:1000].to_pylist())

@@ -423,12 +423,14 @@ impl Opened {
                     iter: Box::new(reader),
                     project: None,
                     source: source.clone(),
+                    rest: None,
                 })
             }
             Kind::Ipc(iter) => Box::new(ArrowIter {
                 iter,
                 project: Some(needed),
                 source: source.clone(),
+                rest: None,
             }),
             Kind::Csv(input) => {
                 let reader = arrow_csv::ReaderBuilder::new(self.schema.clone())
@@ -464,21 +466,42 @@ impl Opened {
     }
 }
 
+/// Arrow IPC and in-memory batches. A batch of more than [`BATCH_ROWS`] rows (a whole table
+/// in one chunk, say) is handed on in zero-copy slices of at most that many, so the pipeline
+/// can share it among its threads and bound the rows in flight as for every other format.
 struct ArrowIter {
     iter: ArrowBatches,
     project: Option<Vec<usize>>,
     source: Source,
+    /// The rest of a large batch, not yet handed on.
+    rest: Option<RecordBatch>,
+}
+
+impl ArrowIter {
+    fn next_slice(&mut self) -> Result<Option<RecordBatch>> {
+        let batch = match self.rest.take() {
+            Some(rest) => rest,
+            None => match self.iter.next() {
+                None => return Ok(None),
+                Some(batch) => batch.map_err(|e| match e {
+                    ArrowError::IoError(_, io) => self.source.read_error(io),
+                    e => malformed(&self.source, None, e),
+                })?,
+            },
+        };
+        if batch.num_rows() <= BATCH_ROWS {
+            return Ok(Some(batch));
+        }
+        self.rest = Some(batch.slice(BATCH_ROWS, batch.num_rows() - BATCH_ROWS));
+        Ok(Some(batch.slice(0, BATCH_ROWS)))
+    }
 }
 
 impl Batches for ArrowIter {
     fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
-        let Some(batch) = self.iter.next() else {
+        let Some(batch) = self.next_slice()? else {
             return Ok(None);
         };
-        let batch = batch.map_err(|e| match e {
-            ArrowError::IoError(_, io) => self.source.read_error(io),
-            e => malformed(&self.source, None, e),
-        })?;
         match &self.project {
             Some(p) => batch
                 .project(p)

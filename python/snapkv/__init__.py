@@ -28,8 +28,12 @@ from ._snapkv import (
 )
 from .client import Client, ConnectionFailed, DatasetNotFound, HttpError, Key, VersionMismatch
 from ._snapkv import build as _build
+from ._snapkv import history as _history
+from ._snapkv import pin as _pin
+from ._snapkv import promote as _promote
 from ._snapkv import publish as _publish
 from ._snapkv import rollback as _rollback
+from ._snapkv import unpin as _unpin
 from ._snapkv import versions as _versions
 
 __all__ = [
@@ -37,6 +41,10 @@ __all__ = [
     "publish",
     "versions",
     "rollback",
+    "promote",
+    "pin",
+    "unpin",
+    "history",
     "Snapshot",
     "Scan",
     "SnapkvError",
@@ -160,6 +168,8 @@ def publish(
     dataset: str,
     *,
     version: Optional[str] = None,
+    stage: bool = False,
+    reason: Optional[str] = None,
     options: Optional[Mapping[str, str]] = None,
 ) -> Dict[str, Any]:
     """Upload snapshot ``files`` as a new version of ``dataset`` and make it current.
@@ -171,12 +181,15 @@ def publish(
     files, else the current UTC time as ``YYYYMMDDTHHMMSSZ``.
 
     Every file is verified, uploaded, checked and listed in the version's manifest before
-    ``CURRENT`` moves, by compare-and-swap: readers never see a partial version. Raises
+    ``CURRENT`` moves, by compare-and-swap: readers never see a partial version. With
+    ``stage=True``, or when the dataset is pinned, the version is completed but ``CURRENT``
+    stays (``promote`` moves it later). ``reason`` goes into the dataset's history. Raises
     ``RefusedError`` for a version not newer than ``CURRENT`` (use ``rollback``) or one that
     exists, ``ConflictError`` when another publisher moved ``CURRENT`` first, ``StoreError``
     when the store is unreachable or misconfigured, ``ValueError`` for a bad URL or name.
 
-    Returns ``{"dataset", "version", "previous", "files", "bytes", "keys", "created_at"}``.
+    Returns ``{"dataset", "version", "previous", "files", "bytes", "keys", "created_at",
+    "staged", "pinned"}`` (``pinned``: the pin that made it stage, or ``None``).
 
         >>> snapkv.publish("scores.snapkv", "s3://my-bucket/snapkv", "scores")["version"]
         '20261130T031500Z'
@@ -186,6 +199,8 @@ def publish(
         store,
         dataset,
         version=version,
+        stage=stage,
+        reason=reason,
         options=None if options is None else dict(options),
     )
 
@@ -206,16 +221,91 @@ def versions(
 
 
 def rollback(
-    store: str, dataset: str, to: str, *, options: Optional[Mapping[str, str]] = None
+    store: str,
+    dataset: str,
+    to: str,
+    *,
+    pin: bool = True,
+    reason: Optional[str] = None,
+    options: Optional[Mapping[str, str]] = None,
 ) -> Dict[str, Any]:
     """Make the complete version ``to`` of ``dataset`` current again (by compare-and-swap).
 
-    Readers following the store switch to it at their next poll. Returns
-    ``{"dataset", "version", "changed", "previous"}``; ``changed`` is false when ``to`` was
-    already current. Raises ``StoreError`` for an unknown version and ``RefusedError`` for an
-    incomplete one.
+    Readers following the store switch to it at their next poll. The dataset is pinned to
+    ``to`` unless ``pin=False``, so that the next scheduled publish stages its version rather
+    than undoing the rollback (``unpin`` releases it). Returns ``{"dataset", "version",
+    "changed", "previous", "pinned"}``; ``changed`` is false when nothing had to be written.
+    Raises ``StoreError`` for an unknown version and ``RefusedError`` for an incomplete one.
 
-        >>> snapkv.rollback("./store", "scores", "20261129T031500Z")["changed"]
+        >>> snapkv.rollback("./store", "scores", "20261129T031500Z", reason="bad scores")["changed"]
         True
     """
-    return _rollback(store, dataset, to, options=None if options is None else dict(options))
+    return _rollback(store, dataset, to, pin=pin, reason=reason, options=_options(options))
+
+
+def promote(
+    store: str,
+    dataset: str,
+    version: str,
+    *,
+    reason: Optional[str] = None,
+    options: Optional[Mapping[str, str]] = None,
+) -> Dict[str, Any]:
+    """Make the staged ``version`` current: it must be complete and newer than ``CURRENT``,
+    and the dataset must not be pinned (``RefusedError`` otherwise).
+
+        >>> snapkv.publish("scores.snapkv", "./store", "scores", stage=True)["staged"]
+        True
+        >>> snapkv.promote("./store", "scores", "20261130T031500Z")["changed"]
+        True
+    """
+    return _promote(store, dataset, version, reason=reason, options=_options(options))
+
+
+def pin(
+    store: str,
+    dataset: str,
+    *,
+    reason: str,
+    version: Optional[str] = None,
+    options: Optional[Mapping[str, str]] = None,
+) -> Dict[str, Any]:
+    """Pin ``dataset`` to ``version`` (moving ``CURRENT`` there first) or to the current
+    version: until ``unpin``, publishes stage their versions and ``promote`` refuses.
+
+        >>> snapkv.pin("./store", "scores", reason="INC-7: hold while we investigate")["pinned"]["reason"]
+        'INC-7: hold while we investigate'
+    """
+    return _pin(store, dataset, reason=reason, version=version, options=_options(options))
+
+
+def unpin(
+    store: str,
+    dataset: str,
+    *,
+    reason: Optional[str] = None,
+    options: Optional[Mapping[str, str]] = None,
+) -> Dict[str, Any]:
+    """Release the pin of ``dataset``; ``changed`` is false when it was not pinned."""
+    return _unpin(store, dataset, reason=reason, options=_options(options))
+
+
+def history(
+    store: str,
+    dataset: str,
+    *,
+    last: Optional[int] = None,
+    options: Optional[Mapping[str, str]] = None,
+) -> List[Dict[str, Any]]:
+    """The audit log of ``dataset``, oldest first (the ``last`` newest entries when given):
+    every publish, stage, promote, rollback, pin and unpin, as ``{"seq", "at", "by",
+    "action", "from", "to", "reason", "forced"}``.
+
+        >>> [(e["action"], e["to"]) for e in snapkv.history("./store", "scores", last=2)]
+        [('publish', '20261129T031500Z'), ('rollback', '20261128T031500Z')]
+    """
+    return _history(store, dataset, last=last, options=_options(options))
+
+
+def _options(options: Optional[Mapping[str, str]]) -> Optional[Dict[str, str]]:
+    return None if options is None else dict(options)

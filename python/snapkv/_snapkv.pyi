@@ -34,14 +34,52 @@ def publish(
     dataset: str,
     *,
     version: Optional[str] = ...,
+    stage: bool = ...,
+    reason: Optional[str] = ...,
     options: Optional[Dict[str, str]] = ...,
 ) -> Dict[str, Any]: ...
 def versions(
     store: str, dataset: str, *, options: Optional[Dict[str, str]] = ...
 ) -> List[Dict[str, Any]]: ...
 def rollback(
-    store: str, dataset: str, to: str, *, options: Optional[Dict[str, str]] = ...
+    store: str,
+    dataset: str,
+    to: str,
+    *,
+    pin: bool = ...,
+    reason: Optional[str] = ...,
+    options: Optional[Dict[str, str]] = ...,
 ) -> Dict[str, Any]: ...
+def promote(
+    store: str,
+    dataset: str,
+    version: str,
+    *,
+    reason: Optional[str] = ...,
+    options: Optional[Dict[str, str]] = ...,
+) -> Dict[str, Any]: ...
+def pin(
+    store: str,
+    dataset: str,
+    *,
+    reason: str,
+    version: Optional[str] = ...,
+    options: Optional[Dict[str, str]] = ...,
+) -> Dict[str, Any]: ...
+def unpin(
+    store: str,
+    dataset: str,
+    *,
+    reason: Optional[str] = ...,
+    options: Optional[Dict[str, str]] = ...,
+) -> Dict[str, Any]: ...
+def history(
+    store: str,
+    dataset: str,
+    *,
+    last: Optional[int] = ...,
+    options: Optional[Dict[str, str]] = ...,
+) -> List[Dict[str, Any]]: ...
 
 class Scan:
     """An iterator over a snapshot's entries in key order."""

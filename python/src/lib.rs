@@ -18,6 +18,10 @@ fn _snapkv(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(store::publish, m)?)?;
     m.add_function(wrap_pyfunction!(store::versions, m)?)?;
     m.add_function(wrap_pyfunction!(store::rollback, m)?)?;
+    m.add_function(wrap_pyfunction!(store::promote, m)?)?;
+    m.add_function(wrap_pyfunction!(store::pin, m)?)?;
+    m.add_function(wrap_pyfunction!(store::unpin, m)?)?;
+    m.add_function(wrap_pyfunction!(store::history, m)?)?;
     m.add_class::<snapshot::Snapshot>()?;
     m.add_class::<snapshot::Scan>()?;
     errors::register(m)?;

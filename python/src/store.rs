@@ -5,7 +5,7 @@ use crate::errors::store_error;
 use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
-use snapkv_store::{PublishOptions, Store};
+use snapkv_store::{ChangeOptions, Pin, Pointer, PublishOptions, Store};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -33,18 +33,23 @@ fn run<T: Send, F: std::future::Future<Output = snapkv_store::Result<T>>>(
 /// Uploads snapshot files as a new version of a dataset and makes it current (see
 /// `snapkv.publish`).
 #[pyfunction]
-#[pyo3(signature = (files, store, dataset, *, version=None, options=None))]
+#[pyo3(signature = (files, store, dataset, *, version=None, stage=false, reason=None, options=None))]
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn publish(
     py: Python<'_>,
     files: Vec<PathBuf>,
     store: &str,
     dataset: &str,
     version: Option<String>,
+    stage: bool,
+    reason: Option<String>,
     options: Option<BTreeMap<String, String>>,
 ) -> PyResult<Py<PyDict>> {
     let store = open(store, options)?;
     let mut publish = PublishOptions::default();
     publish.version = version;
+    publish.stage = stage;
+    publish.reason = reason;
     publish.open = Arc::new(|path| Ok(snapkv_reader::open_snapshot(path, &Default::default())?));
     let published = run(py, || store.publish(dataset, &files, &publish))?;
     let m = &published.manifest;
@@ -59,7 +64,46 @@ pub(crate) fn publish(
     d.set_item("bytes", m.total_bytes())?;
     d.set_item("keys", m.total_keys())?;
     d.set_item("created_at", &m.created_at)?;
+    d.set_item("staged", published.staged)?;
+    d.set_item(
+        "pinned",
+        published
+            .pinned
+            .as_ref()
+            .map(|p| pin_dict(py, p))
+            .transpose()?,
+    )?;
     Ok(d.unbind())
+}
+
+fn pin_dict<'py>(py: Python<'py>, pin: &Pin) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("reason", &pin.reason)?;
+    d.set_item("by", &pin.by)?;
+    d.set_item("at", &pin.at)?;
+    Ok(d)
+}
+
+/// What a move of CURRENT wrote: `{dataset, version, changed, previous, pinned}`.
+fn moved<'py>(
+    py: Python<'py>,
+    dataset: &str,
+    version: &str,
+    pointer: Option<&Pointer>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("dataset", dataset)?;
+    d.set_item("version", pointer.map_or(version, |p| p.version.as_str()))?;
+    d.set_item("changed", pointer.is_some())?;
+    d.set_item("previous", pointer.and_then(|p| p.previous.as_deref()))?;
+    d.set_item(
+        "pinned",
+        pointer
+            .and_then(|p| p.pin.as_ref())
+            .map(|p| pin_dict(py, p))
+            .transpose()?,
+    )?;
+    Ok(d)
 }
 
 /// The versions of a dataset, oldest first (see `snapkv.versions`).
@@ -93,25 +137,103 @@ pub(crate) fn versions(
     Ok(out.unbind())
 }
 
-/// Points CURRENT back at an older complete version (see `snapkv.rollback`).
+/// Points CURRENT at another complete version, pinning it by default (see `snapkv.rollback`).
 #[pyfunction]
-#[pyo3(signature = (store, dataset, to, *, options=None))]
-pub(crate) fn rollback(
-    py: Python<'_>,
+#[pyo3(signature = (store, dataset, to, *, pin=true, reason=None, options=None))]
+pub(crate) fn rollback<'py>(
+    py: Python<'py>,
     store: &str,
     dataset: &str,
     to: &str,
+    pin: bool,
+    reason: Option<String>,
     options: Option<BTreeMap<String, String>>,
-) -> PyResult<Py<PyDict>> {
+) -> PyResult<Bound<'py, PyDict>> {
     let store = open(store, options)?;
-    let moved = run(py, || store.rollback(dataset, to))?;
-    let d = PyDict::new(py);
-    d.set_item("dataset", dataset)?;
-    d.set_item("version", to)?;
-    d.set_item("changed", moved.is_some())?;
-    d.set_item(
-        "previous",
-        moved.as_ref().and_then(|p| p.previous.as_deref()),
-    )?;
-    Ok(d.unbind())
+    let mut change = ChangeOptions::default();
+    change.pin = pin;
+    change.reason = reason;
+    let pointer = run(py, || store.rollback_with(dataset, to, &change))?;
+    moved(py, dataset, to, pointer.as_ref())
+}
+
+/// Makes a staged version current (see `snapkv.promote`).
+#[pyfunction]
+#[pyo3(signature = (store, dataset, version, *, reason=None, options=None))]
+pub(crate) fn promote<'py>(
+    py: Python<'py>,
+    store: &str,
+    dataset: &str,
+    version: &str,
+    reason: Option<String>,
+    options: Option<BTreeMap<String, String>>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let store = open(store, options)?;
+    let mut change = ChangeOptions::default();
+    change.reason = reason;
+    let pointer = run(py, || store.promote(dataset, version, &change))?;
+    moved(py, dataset, version, pointer.as_ref())
+}
+
+/// Pins a dataset (see `snapkv.pin`).
+#[pyfunction]
+#[pyo3(signature = (store, dataset, *, reason, version=None, options=None))]
+pub(crate) fn pin<'py>(
+    py: Python<'py>,
+    store: &str,
+    dataset: &str,
+    reason: &str,
+    version: Option<String>,
+    options: Option<BTreeMap<String, String>>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let store = open(store, options)?;
+    let pointer = run(py, || store.pin(dataset, version.as_deref(), reason))?;
+    moved(py, dataset, &pointer.version, Some(&pointer))
+}
+
+/// Releases the pin of a dataset (see `snapkv.unpin`).
+#[pyfunction]
+#[pyo3(signature = (store, dataset, *, reason=None, options=None))]
+pub(crate) fn unpin<'py>(
+    py: Python<'py>,
+    store: &str,
+    dataset: &str,
+    reason: Option<String>,
+    options: Option<BTreeMap<String, String>>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let store = open(store, options)?;
+    let pointer = run(py, || store.unpin(dataset, reason.as_deref()))?;
+    let version = pointer
+        .as_ref()
+        .map_or("", |p| p.version.as_str())
+        .to_owned();
+    moved(py, dataset, &version, pointer.as_ref())
+}
+
+/// The history of a dataset, oldest first (see `snapkv.history`).
+#[pyfunction]
+#[pyo3(signature = (store, dataset, *, last=None, options=None))]
+pub(crate) fn history<'py>(
+    py: Python<'py>,
+    store: &str,
+    dataset: &str,
+    last: Option<usize>,
+    options: Option<BTreeMap<String, String>>,
+) -> PyResult<Bound<'py, PyList>> {
+    let store = open(store, options)?;
+    let entries = run(py, || store.history(dataset, last))?;
+    let out = PyList::empty(py);
+    for e in entries {
+        let d = PyDict::new(py);
+        d.set_item("seq", e.seq)?;
+        d.set_item("at", &e.at)?;
+        d.set_item("by", &e.by)?;
+        d.set_item("action", &e.action)?;
+        d.set_item("from", e.from.as_deref())?;
+        d.set_item("to", e.to.as_deref())?;
+        d.set_item("reason", e.reason.as_deref())?;
+        d.set_item("forced", e.forced)?;
+        out.append(d)?;
+    }
+    Ok(out)
 }

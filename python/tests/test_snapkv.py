@@ -237,12 +237,33 @@ def _publish_versions_rollback(store: str, options: "dict[str, str] | None", tmp
     ]
     with pytest.raises(snapkv.RefusedError, match="not newer"):
         snapkv.publish(files[0], store, "daily", version=_version(1), options=options)
-    back = snapkv.rollback(store, "daily", _version(1), options=options)
+    back = snapkv.rollback(store, "daily", _version(1), reason="bad day 2", options=options)
     assert back["changed"] and back["previous"] == _version(2)
+    assert back["pinned"]["reason"] == "bad day 2"
     assert snapkv.rollback(store, "daily", _version(1), options=options)["changed"] is False
     assert [v["version"] for v in snapkv.versions(store, "daily", options=options) if v["current"]] == [_version(1)]
     with pytest.raises(snapkv.StoreError, match="not found"):
         snapkv.rollback(store, "daily", _version(9), options=options)
+    # Pinned by the rollback: the next publish stages, promote refuses until unpin.
+    staged = snapkv.publish(files[1], store, "daily", version=_version(3), options=options)
+    assert staged["staged"] and staged["pinned"]["reason"] == "bad day 2"
+    with pytest.raises(snapkv.RefusedError, match="pinned"):
+        snapkv.promote(store, "daily", _version(3), options=options)
+    assert snapkv.unpin(store, "daily", reason="fixed", options=options)["changed"]
+    assert snapkv.promote(store, "daily", _version(3), options=options)["previous"] == _version(1)
+    held = snapkv.pin(store, "daily", reason="hold", options=options)
+    assert held["version"] == _version(3) and held["pinned"]["reason"] == "hold"
+    log = snapkv.history(store, "daily", options=options)
+    assert [(e["seq"], e["action"], e["to"]) for e in log] == [
+        (1, "publish", _version(1)),
+        (2, "publish", _version(2)),
+        (3, "rollback", _version(1)),
+        (4, "stage", _version(3)),
+        (5, "unpin", _version(1)),
+        (6, "promote", _version(3)),
+        (7, "pin", _version(3)),
+    ]
+    assert snapkv.history(store, "daily", last=1, options=options) == log[-1:]
 
 
 def test_publish_versions_rollback_in_a_local_store(tmp_path):
@@ -285,3 +306,17 @@ def test_publish_errors(tmp_path):
     with pytest.raises(ValueError, match="option"):
         snapkv.publish(good, str(tmp_path / "store"), "d", options={"endpoint": "x"})
     assert not (tmp_path / "store" / "d" / "CURRENT").exists()
+
+
+def test_one_large_chunk_is_built_in_slices_with_its_row_numbers(tmp_path):
+    # A table of one 30,000-row chunk: the builder cuts it into slices; messages still count
+    # rows from the start of the table.
+    ids = [f"k{i}" for i in range(30_000)]
+    ids[25_000] = "k10"
+    t = pa.table({"id": ids, "v": list(range(30_000))})
+    assert t.column("id").num_chunks == 1
+    with pytest.raises(snapkv.BuildError, match=r"row 11 and in Table row 25001"):
+        snapkv.build(t, key="id", output=tmp_path / "dup.snapkv")
+    summary = snapkv.build(t, key="id", output=tmp_path / "last.snapkv", on_duplicate="last")
+    assert summary["keys"] == 29_999
+    assert snapkv.Snapshot(tmp_path / "last.snapkv")["k10"] == {"v": 25_000}

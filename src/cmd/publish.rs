@@ -18,7 +18,11 @@ Examples:
 Each file is verified, uploaded into <store>/<dataset>/versions/<version>/, checked, listed in the
 version's MANIFEST.json, and only then is CURRENT moved to the version by compare-and-swap. A
 version not newer than CURRENT is refused (use `snapkv rollback`), and so is an existing one. If
-another publisher moves CURRENT first, this one fails and names the winner.";
+another publisher moves CURRENT first, this one fails and names the winner.
+
+--stage stops before CURRENT moves: the version is complete and listed as staged by `snapkv
+versions`, and `snapkv promote` makes it current later. A pinned dataset (`snapkv pin`) stages
+every publish. Every publish is recorded in the dataset's history (`snapkv history`).";
 
 /// Upload snapshot files as a new version of a dataset, then make it current.
 #[derive(clap::Args)]
@@ -42,6 +46,12 @@ pub struct Args {
     /// Parts of a file uploaded at once.
     #[arg(long, value_name = "N", default_value_t = 8)]
     concurrency: usize,
+    /// Upload and complete the version but leave CURRENT alone (`snapkv promote` moves it).
+    #[arg(long)]
+    stage: bool,
+    /// Why: recorded in the dataset's history.
+    #[arg(long, value_name = "TEXT")]
+    reason: Option<String>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -64,6 +74,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     options.max_bytes_per_sec = args.max_rate;
     options.part_size = usize::try_from(args.part_size)?;
     options.concurrency = args.concurrency.max(1);
+    options.stage = args.stage;
+    options.reason = args.reason;
     options.open = mapped();
     let progress = bar.clone();
     options.progress = Some(Arc::new(move |n| progress.inc(n)));
@@ -71,6 +83,30 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     bar.finish_and_clear();
     let published = published?;
     let m = &published.manifest;
+    if published.staged {
+        let why = match &published.pinned {
+            Some(pin) => format!(
+                "the dataset is pinned to {} by {} ({}); `snapkv unpin` releases it",
+                published.previous.as_deref().unwrap_or("(none)"),
+                pin.by,
+                pin.reason
+            ),
+            None => format!(
+                "CURRENT stays {}; `snapkv promote --version {}` makes it current",
+                published.previous.as_deref().unwrap_or("(none)"),
+                m.version
+            ),
+        };
+        outln!(
+            "staged {} version {}: {} file(s), {} bytes, {} keys; {why}",
+            m.dataset,
+            m.version,
+            m.files.len(),
+            m.total_bytes(),
+            m.total_keys(),
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
     outln!(
         "published {} version {}: {} file(s), {} bytes, {} keys; CURRENT {} -> {}",
         m.dataset,

@@ -30,6 +30,14 @@ impl StoreArgs {
     }
 }
 
+/// `; pinned (reason)` when `pointer` pins its dataset, else nothing.
+pub fn pinned_note(pointer: &snapkv_store::Pointer) -> String {
+    match &pointer.pin {
+        Some(pin) => format!("; pinned ({}); `snapkv unpin` releases it", pin.reason),
+        None => String::new(),
+    }
+}
+
 /// The error for a dataset that has no version in `store`: it names the datasets there are.
 pub async fn no_dataset(store: &Store, dataset: &str) -> anyhow::Error {
     let there = store.datasets_there().await;

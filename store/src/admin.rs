@@ -1,9 +1,8 @@
 //! Listing datasets and versions, rolling back, and collecting garbage.
 
-use crate::current::Swap;
 use crate::error::{Error, Result};
 use crate::layout::{check_name, DatasetPaths, CURRENT, VERSIONS};
-use crate::manifest::{Manifest, Pointer};
+use crate::manifest::Manifest;
 use crate::objects::Cap;
 use crate::Store;
 use futures_util::{StreamExt, TryStreamExt};
@@ -147,77 +146,6 @@ impl Store {
                 s
             }
         }
-    }
-
-    /// Moves `CURRENT` of `dataset` to the complete version `to` (older or newer), by
-    /// compare-and-swap. Returns the pointer written, or `None` if `to` was already current
-    /// (nothing is written then).
-    pub async fn rollback(&self, dataset: &str, to: &str) -> Result<Option<Pointer>> {
-        let paths = DatasetPaths::new(&self.root, dataset)?;
-        check_name("version", to)?;
-        let Some(current) = self.current(dataset).await? else {
-            return Err(Error::NotFound {
-                what: format!("CURRENT of {dataset} (nothing was published)"),
-            });
-        };
-        if let Err(e) = self.manifest(dataset, to).await {
-            if !e.is_not_found() {
-                return Err(e);
-            }
-            let objects = self.list_version(&paths, to).await?;
-            return Err(if objects.is_empty() {
-                Error::NotFound {
-                    what: format!("version {to} of {dataset}"),
-                }
-            } else {
-                Error::Refused {
-                    reason: format!(
-                        "version {to} of {dataset} is incomplete (it has no manifest): only \
-                         complete versions can be made current"
-                    ),
-                }
-            });
-        }
-        if current.pointer.version == to {
-            return Ok(None);
-        }
-        let pointer = Pointer::new(to, Some(&current.pointer.version), "rollback");
-        if let Swap::Lost = self
-            .swap_current(&paths, dataset, &pointer, Some(&current.tag))
-            .await?
-        {
-            let now = self.current(dataset).await?;
-            return Err(Error::Conflict {
-                reason: format!(
-                    "CURRENT of {dataset} moved to {} while rolling back from {}: nothing was \
-                     changed; check the versions and try again",
-                    now.as_ref()
-                        .map_or("nothing", |c| c.pointer.version.as_str()),
-                    current.pointer.version
-                ),
-                current: now.map(|c| Box::new(c.pointer)),
-            });
-        }
-        // gc deletes a manifest first and then checks CURRENT; rollback moves CURRENT first
-        // and then checks the manifest: one of the two sees the other.
-        if !self.exists(&paths.manifest(to)).await? {
-            if let Some(now) = self.current(dataset).await? {
-                if now.pointer.nonce == pointer.nonce {
-                    let back = Pointer::new(&current.pointer.version, Some(to), "rollback");
-                    self.swap_current(&paths, dataset, &back, Some(&now.tag))
-                        .await?;
-                }
-            }
-            return Err(Error::Conflict {
-                reason: format!(
-                    "version {to} of {dataset} was deleted while rolling back to it; CURRENT \
-                     was put back to {}",
-                    current.pointer.version
-                ),
-                current: Some(Box::new(current.pointer)),
-            });
-        }
-        Ok(Some(pointer))
     }
 
     /// Deletes old complete versions of `dataset` and abandoned incomplete ones (see

@@ -42,7 +42,7 @@ pub enum Poll {
     /// `CURRENT` is still the write the given tag names (no body was transferred).
     Unchanged,
     /// `CURRENT` is (now) this.
-    Changed(Current),
+    Changed(Box<Current>),
     /// The dataset has no `CURRENT`: nothing was ever published.
     Missing,
 }
@@ -58,7 +58,7 @@ impl Store {
     /// Reads `CURRENT` of `dataset`, or `None` if nothing was ever published.
     pub async fn current(&self, dataset: &str) -> Result<Option<Current>> {
         match self.poll_current(dataset, None).await? {
-            Poll::Changed(c) => Ok(Some(c)),
+            Poll::Changed(c) => Ok(Some(*c)),
             Poll::Missing => Ok(None),
             Poll::Unchanged => unreachable!("an unconditional read always has an answer"),
         }
@@ -91,7 +91,7 @@ impl Store {
         }
         let bytes = self.read_small(*object).await?;
         let pointer = Pointer::parse(&bytes, &format!("{}/{}", dataset, crate::layout::CURRENT))?;
-        Ok(Poll::Changed(Current { pointer, tag }))
+        Ok(Poll::Changed(Box::new(Current { pointer, tag })))
     }
 
     /// Writes `pointer` to `CURRENT` if it is still the write `expected` names (or, for

@@ -13,6 +13,11 @@ pub(crate) const VERSIONS: &str = "versions";
 pub(crate) const MANIFEST: &str = "MANIFEST.json";
 /// Written first into a version folder (create-if-absent): the publisher's claim.
 pub(crate) const CLAIM: &str = "PUBLISHING.json";
+/// The folder of the audit log, per dataset: one object per entry, named by its sequence number.
+pub(crate) const HISTORY: &str = "history";
+/// Digits of a history entry's sequence number in its object name (zero-padded, so that names
+/// sort as numbers).
+const HISTORY_DIGITS: usize = 20;
 
 /// The most bytes a `CURRENT` object may have. A pointer is a few hundred bytes; a larger
 /// object is refused as corrupt without being read.
@@ -23,6 +28,8 @@ pub const MAX_CLAIM_BYTES: u64 = 64 << 10;
 /// parameters (about 1 KiB each). Publish refuses to write a larger manifest, and readers
 /// refuse to read one.
 pub const MAX_MANIFEST_BYTES: u64 = 8 << 20;
+/// The most bytes a history entry may have (a few hundred bytes, and a reason of up to 4 KiB).
+pub const MAX_HISTORY_ENTRY_BYTES: u64 = 64 << 10;
 
 /// Checks a dataset, version or file name ([`snapkv_format::names::check_name`]): safe as
 /// object keys and file names everywhere, and sorting bytewise the way they read.
@@ -84,6 +91,24 @@ impl DatasetPaths {
     pub(crate) fn file(&self, version: &str, name: &str) -> ObjectPath {
         self.version(version).join(name)
     }
+
+    pub(crate) fn history(&self) -> ObjectPath {
+        self.dataset.clone().join(HISTORY)
+    }
+
+    pub(crate) fn history_entry(&self, seq: u64) -> ObjectPath {
+        self.history()
+            .join(format!("{seq:0width$}.json", width = HISTORY_DIGITS))
+    }
+}
+
+/// The sequence number of a history entry's object name, if it is one.
+pub(crate) fn history_seq(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(".json")?;
+    if digits.len() != HISTORY_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
 }
 
 /// The default version: the current UTC time as `YYYYMMDDTHHMMSSZ`.
@@ -144,5 +169,16 @@ mod tests {
             p.file("v1", "a.snapkv").as_ref(),
             "scores/versions/v1/a.snapkv"
         );
+        let entry = p.history_entry(42);
+        assert_eq!(entry.as_ref(), "scores/history/00000000000000000042.json");
+        assert_eq!(history_seq(entry.filename().unwrap()), Some(42));
+        assert_eq!(history_seq(&format!("{}.json", u64::MAX)), Some(u64::MAX));
+        for bad in [
+            "42.json",
+            "0000000000000000004x.json",
+            "00000000000000000042.txt",
+        ] {
+            assert_eq!(history_seq(bad), None, "{bad}");
+        }
     }
 }

@@ -56,6 +56,7 @@ mod current;
 mod diagnose;
 mod error;
 mod files;
+mod history;
 mod input;
 mod layout;
 mod local;
@@ -63,16 +64,19 @@ mod manifest;
 mod objects;
 mod open;
 mod publish;
+mod rollout;
 
 pub use admin::{GcOptions, GcReport, VersionInfo};
 pub use cache::{Cache, CachedVersion, FetchOptions};
 pub use current::{Current, Poll, Tag};
 pub use error::{Error, Result};
 pub use files::{read_snapshot, OpenSnapshot, Progress};
+pub use history::HistoryEntry;
 pub use input::Object;
 pub use layout::{MAX_CLAIM_BYTES, MAX_CURRENT_BYTES, MAX_MANIFEST_BYTES};
-pub use manifest::{Manifest, ManifestFile, Pointer};
+pub use manifest::{Manifest, ManifestFile, Pin, Pointer};
 pub use publish::{PublishOptions, Published};
+pub use rollout::ChangeOptions;
 
 use diagnose::Cloud;
 use object_store::path::Path as ObjectPath;

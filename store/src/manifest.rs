@@ -166,7 +166,7 @@ pub struct Pointer {
     /// The version this write replaced, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous: Option<String>,
-    /// `publish` or `rollback`.
+    /// What wrote it: `publish`, `promote`, `rollback`, `pin` or `unpin`.
     pub reason: String,
     /// When it was written (RFC 3339, UTC).
     pub updated_at: String,
@@ -174,6 +174,32 @@ pub struct Pointer {
     pub updated_by: String,
     /// Random, unique per write.
     pub nonce: String,
+    /// Set while the dataset is pinned to `version`: `publish` stages newer versions instead
+    /// of making them current, and `promote` refuses, until `unpin`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin: Option<Pin>,
+}
+
+/// Why and by whom a dataset is pinned (see [`Pointer::pin`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Pin {
+    /// Why, in the words of whoever pinned it.
+    pub reason: String,
+    /// Who: `user@host`.
+    pub by: String,
+    /// When (RFC 3339, UTC).
+    pub at: String,
+}
+
+impl Pin {
+    pub(crate) fn new(reason: &str) -> Pin {
+        Pin {
+            reason: reason.to_owned(),
+            by: user_at_host(),
+            at: crate::layout::now_rfc3339(),
+        }
+    }
 }
 
 impl Pointer {
@@ -186,6 +212,7 @@ impl Pointer {
             updated_at: crate::layout::now_rfc3339(),
             updated_by: identity(),
             nonce: nonce(),
+            pin: None,
         }
     }
 
@@ -222,20 +249,34 @@ pub(crate) struct Claim {
     pub nonce: String,
 }
 
-/// `snapkv-store <version> on <host> (pid <pid>)`.
-pub(crate) fn identity() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+/// This machine's host name.
+fn host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
         .or_else(|| std::env::var("HOSTNAME").ok())
         .or_else(|| std::env::var("COMPUTERNAME").ok())
-        .unwrap_or_else(|| "unknown-host".into());
+        .unwrap_or_else(|| "unknown-host".into())
+}
+
+/// `snapkv-store <version> on <host> (pid <pid>)`.
+pub(crate) fn identity() -> String {
     format!(
-        "snapkv-store {} on {host} (pid {})",
+        "snapkv-store {} on {} (pid {})",
         env!("CARGO_PKG_VERSION"),
+        host(),
         std::process::id()
     )
+}
+
+/// `<user>@<host>`: the user from `SNAPKV_USER`, else `USER`, `LOGNAME` or `USERNAME`.
+pub(crate) fn user_at_host() -> String {
+    let user = ["SNAPKV_USER", "USER", "LOGNAME", "USERNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|u| !u.trim().is_empty()))
+        .unwrap_or_else(|| "unknown-user".into());
+    format!("{}@{}", user.trim(), host())
 }
 
 /// 128 random bits as hex, from the standard library's randomly seeded hasher, the clock, the

@@ -45,6 +45,11 @@ impl Cap {
         what: "publishing claim",
         bytes: MAX_CLAIM_BYTES,
     };
+    /// An entry of `history/`.
+    pub(crate) const HISTORY: Cap = Cap {
+        what: "history entry",
+        bytes: crate::layout::MAX_HISTORY_ENTRY_BYTES,
+    };
 }
 
 /// The answer of [`Store::get_small_opts`].

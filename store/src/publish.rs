@@ -5,11 +5,12 @@ use crate::error::{Error, Result};
 use crate::files::{
     self, blocking, read_chunk, report, LocalSnapshot, OpenSnapshot, Progress, RateLimit,
 };
+use crate::history::HistoryEntry;
 use crate::layout::{
     check_file_name, check_name, default_version, now_rfc3339, DatasetPaths, MAX_MANIFEST_BYTES,
 };
 use crate::manifest::{
-    format_xxh3, identity, nonce, Claim, Manifest, ManifestFile, Pointer, MANIFEST_VERSION,
+    format_xxh3, identity, nonce, Claim, Manifest, ManifestFile, Pin, Pointer, MANIFEST_VERSION,
 };
 use crate::objects::Cap;
 use crate::Store;
@@ -49,6 +50,11 @@ pub struct PublishOptions {
     /// Opens each local file for the verification pass before upload.
     /// Default: [`crate::read_snapshot`].
     pub open: OpenSnapshot,
+    /// Stage the version: make it complete but leave `CURRENT` as it is, for
+    /// [`Store::promote`] later. Default: false (a pinned dataset stages regardless).
+    pub stage: bool,
+    /// Why: recorded in the dataset's history.
+    pub reason: Option<String>,
 }
 
 impl Default for PublishOptions {
@@ -60,6 +66,8 @@ impl Default for PublishOptions {
             max_bytes_per_sec: None,
             progress: None,
             open: files::default_open(),
+            stage: false,
+            reason: None,
         }
     }
 }
@@ -71,6 +79,8 @@ impl std::fmt::Debug for PublishOptions {
             .field("part_size", &self.part_size)
             .field("concurrency", &self.concurrency)
             .field("max_bytes_per_sec", &self.max_bytes_per_sec)
+            .field("stage", &self.stage)
+            .field("reason", &self.reason)
             .finish_non_exhaustive()
     }
 }
@@ -81,8 +91,13 @@ impl std::fmt::Debug for PublishOptions {
 pub struct Published {
     /// The manifest written.
     pub manifest: Manifest,
-    /// The version `CURRENT` named before, if any.
+    /// The version `CURRENT` named before, if any (and still names, when staged).
     pub previous: Option<String>,
+    /// Whether the version was staged (complete, not current) rather than made current:
+    /// asked for, or because the dataset is pinned.
+    pub staged: bool,
+    /// The pin that made the publish stage, if any.
+    pub pinned: Option<Pin>,
 }
 
 /// Aborts a spawned task when dropped (also when the owning future is dropped midway).
@@ -170,12 +185,34 @@ impl Store {
         drop(heartbeat);
 
         let previous = current.as_ref().map(|c| c.pointer.version.clone());
+        let pinned = current.as_ref().and_then(|c| c.pointer.pin.clone());
+        let reason = options.reason.as_deref();
+        if options.stage || pinned.is_some() {
+            let entry = HistoryEntry::new("stage", previous.as_deref(), Some(&version), reason);
+            self.record(&paths, entry).await;
+            return Ok(Published {
+                manifest,
+                previous,
+                staged: true,
+                pinned,
+            });
+        }
         let pointer = Pointer::new(&version, previous.as_deref(), "publish");
         match self
             .swap_current(&paths, dataset, &pointer, current.as_ref().map(|c| &c.tag))
             .await?
         {
-            Swap::Done => Ok(Published { manifest, previous }),
+            Swap::Done => {
+                let entry =
+                    HistoryEntry::new("publish", previous.as_deref(), Some(&version), reason);
+                self.record(&paths, entry).await;
+                Ok(Published {
+                    manifest,
+                    previous,
+                    staged: false,
+                    pinned: None,
+                })
+            }
             Swap::Lost => {
                 let now = self.current(dataset).await?;
                 let winner = match &now {

@@ -51,7 +51,43 @@ conformance!(
     datasets_are_the_folders_with_current_or_versions,
     oversized_small_objects_are_corrupt,
     publish_refuses_a_manifest_over_the_limit,
+    history_entries_of_racing_writers_all_land,
 );
+
+/// Writers that append to a dataset's history at the same moment each get their own entry:
+/// create-if-absent hands every sequence number to one writer only.
+async fn history_entries_of_racing_writers_all_land(backend: Backend) {
+    let env = Env::new(backend, "history-race");
+    let f = env.snapshot("a.snapkv", 1_000, 1);
+    let stores: Vec<Store> = (0..4).map(|_| env.store()).collect();
+    let versions = ["v1", "v2", "v3", "v4"];
+    let results = futures_util::future::join_all(stores.iter().zip(versions).map(|(s, v)| {
+        let f = f.clone();
+        async move {
+            let mut options = version(v);
+            options.stage = true;
+            options.reason = Some(format!("stage {v}"));
+            s.publish("ds", &[f], &options).await
+        }
+    }))
+    .await;
+    for r in &results {
+        assert!(r.as_ref().unwrap().staged);
+    }
+    let store = env.store();
+    assert!(store.current("ds").await.unwrap().is_none());
+    let history = store.history("ds", None).await.unwrap();
+    assert_eq!(
+        history.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        [1, 2, 3, 4]
+    );
+    let mut staged: Vec<&str> = history.iter().map(|e| e.to.as_deref().unwrap()).collect();
+    staged.sort_unstable();
+    assert_eq!(staged, versions);
+    assert!(history.iter().all(|e| e.action == "stage"
+        && e.reason.as_deref() == Some(&format!("stage {}", e.to.as_deref().unwrap())[..])));
+    assert_eq!(store.history("ds", Some(1)).await.unwrap(), history[3..]);
+}
 
 fn version(v: &str) -> PublishOptions {
     let mut o = PublishOptions::default();

@@ -1,0 +1,254 @@
+//! Moving `CURRENT` by hand: rollback, promote (a staged version), pin and unpin. Every move
+//! is a compare-and-swap on `CURRENT` and is appended to the dataset's history.
+
+use crate::current::{Current, Swap};
+use crate::error::{Error, Result};
+use crate::history::HistoryEntry;
+use crate::layout::{check_name, DatasetPaths};
+use crate::manifest::{Pin, Pointer};
+use crate::Store;
+
+/// How [`Store::rollback_with`], [`Store::promote`] and [`Store::pin`] move `CURRENT`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ChangeOptions {
+    /// Why: recorded in the history (and in the pin, when pinning).
+    pub reason: Option<String>,
+    /// Pin the dataset to the version it moves to (rollback only; `pin` always pins). A
+    /// rollback without it keeps an existing pin, moved to the new version.
+    pub pin: bool,
+}
+
+/// Which move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Move {
+    Rollback,
+    Promote,
+    Pin,
+}
+
+impl Move {
+    fn name(self) -> &'static str {
+        match self {
+            Move::Rollback => "rollback",
+            Move::Promote => "promote",
+            Move::Pin => "pin",
+        }
+    }
+}
+
+impl Store {
+    /// Moves `CURRENT` of `dataset` to the complete version `to` (older or newer), by
+    /// compare-and-swap, without pinning. Returns the pointer written, or `None` if `to` was
+    /// already current (nothing is written then). See [`Store::rollback_with`].
+    pub async fn rollback(&self, dataset: &str, to: &str) -> Result<Option<Pointer>> {
+        self.rollback_with(dataset, to, &ChangeOptions::default())
+            .await
+    }
+
+    /// [`Store::rollback`] with a reason, and optionally pinning the dataset to `to` so that
+    /// the next scheduled publish stages its version rather than undoing the rollback.
+    pub async fn rollback_with(
+        &self,
+        dataset: &str,
+        to: &str,
+        options: &ChangeOptions,
+    ) -> Result<Option<Pointer>> {
+        self.move_current(dataset, to, Move::Rollback, options)
+            .await
+    }
+
+    /// Makes the staged version `version` current: a complete version newer than `CURRENT`
+    /// (as [`Store::publish`] requires of a new one). Refused while the dataset is pinned.
+    /// Returns `None` if it was already current.
+    pub async fn promote(
+        &self,
+        dataset: &str,
+        version: &str,
+        options: &ChangeOptions,
+    ) -> Result<Option<Pointer>> {
+        self.move_current(dataset, version, Move::Promote, options)
+            .await
+    }
+
+    /// Pins `dataset` to `version` (moving `CURRENT` there first, if it names another complete
+    /// version), or to the current version when `version` is `None`. While pinned, `publish`
+    /// stages newer versions and `promote` refuses; `unpin` releases.
+    pub async fn pin(&self, dataset: &str, version: Option<&str>, reason: &str) -> Result<Pointer> {
+        let to = match version {
+            Some(v) => v.to_owned(),
+            None => self.existing_current(dataset).await?.pointer.version,
+        };
+        let options = ChangeOptions {
+            reason: Some(reason.to_owned()),
+            pin: true,
+        };
+        match self.move_current(dataset, &to, Move::Pin, &options).await? {
+            Some(p) => Ok(p),
+            None => Ok(self.existing_current(dataset).await?.pointer),
+        }
+    }
+
+    /// Releases the pin of `dataset`. Returns the pointer written, or `None` if the dataset
+    /// was not pinned (nothing is written then).
+    pub async fn unpin(&self, dataset: &str, reason: Option<&str>) -> Result<Option<Pointer>> {
+        let paths = DatasetPaths::new(&self.root, dataset)?;
+        let current = self.existing_current(dataset).await?;
+        if current.pointer.pin.is_none() {
+            return Ok(None);
+        }
+        let mut pointer = Pointer::new(
+            &current.pointer.version,
+            current.pointer.previous.as_deref(),
+            "unpin",
+        );
+        pointer.pin = None;
+        self.swap_or_conflict(&paths, dataset, &pointer, &current, "unpinning")
+            .await?;
+        let v = Some(current.pointer.version.as_str());
+        self.record(&paths, HistoryEntry::new("unpin", v, v, reason))
+            .await;
+        Ok(Some(pointer))
+    }
+
+    /// `CURRENT` of `dataset`, which must exist.
+    async fn existing_current(&self, dataset: &str) -> Result<Current> {
+        self.current(dataset).await?.ok_or_else(|| Error::NotFound {
+            what: format!("CURRENT of {dataset} (nothing was published)"),
+        })
+    }
+
+    async fn move_current(
+        &self,
+        dataset: &str,
+        to: &str,
+        how: Move,
+        options: &ChangeOptions,
+    ) -> Result<Option<Pointer>> {
+        let paths = DatasetPaths::new(&self.root, dataset)?;
+        check_name("version", to)?;
+        let current = self.existing_current(dataset).await?;
+        self.require_complete(&paths, dataset, to).await?;
+        let was = current.pointer.version.clone();
+        if how == Move::Promote {
+            if let Some(pin) = &current.pointer.pin {
+                return Err(Error::Refused {
+                    reason: format!(
+                        "{dataset} is pinned to {was} by {} since {} ({}): unpin it first",
+                        pin.by, pin.at, pin.reason
+                    ),
+                });
+            }
+            if to < was.as_str() {
+                return Err(Error::Refused {
+                    reason: format!(
+                        "version {to} of {dataset} is older than the current version {was}: \
+                         promote makes newer versions current; use rollback to go back"
+                    ),
+                });
+            }
+        }
+        let reason = options.reason.as_deref().unwrap_or(how.name());
+        // A pin already on the target version stays as it is, unless `pin` gives a new reason.
+        let pin = match &current.pointer.pin {
+            Some(kept) if to == was && (how != Move::Pin || kept.reason == reason) => {
+                Some(kept.clone())
+            }
+            kept if !options.pin => kept.clone(),
+            _ => Some(Pin::new(reason)),
+        };
+        if to == was && pin == current.pointer.pin {
+            return Ok(None);
+        }
+        let previous = if to == was {
+            current.pointer.previous.clone()
+        } else {
+            Some(was.clone())
+        };
+        let mut pointer = Pointer::new(to, previous.as_deref(), how.name());
+        pointer.pin = pin;
+        self.swap_or_conflict(&paths, dataset, &pointer, &current, how.name())
+            .await?;
+        // gc deletes a manifest first and then checks CURRENT; a move writes CURRENT first
+        // and then checks the manifest: one of the two sees the other.
+        if !self.exists(&paths.manifest(to)).await? {
+            if let Some(now) = self.current(dataset).await? {
+                if now.pointer.nonce == pointer.nonce {
+                    let mut back = Pointer::new(&was, Some(to), how.name());
+                    back.pin = current.pointer.pin.clone();
+                    self.swap_current(&paths, dataset, &back, Some(&now.tag))
+                        .await?;
+                }
+            }
+            return Err(Error::Conflict {
+                reason: format!(
+                    "version {to} of {dataset} was deleted while moving CURRENT to it; CURRENT \
+                     was put back to {was}"
+                ),
+                current: Some(Box::new(current.pointer)),
+            });
+        }
+        self.record(
+            &paths,
+            HistoryEntry::new(how.name(), Some(&was), Some(to), options.reason.as_deref()),
+        )
+        .await;
+        Ok(Some(pointer))
+    }
+
+    /// Refuses a version that does not exist or is incomplete (no manifest).
+    async fn require_complete(
+        &self,
+        paths: &DatasetPaths,
+        dataset: &str,
+        version: &str,
+    ) -> Result<()> {
+        let Err(e) = self.manifest(dataset, version).await else {
+            return Ok(());
+        };
+        if !e.is_not_found() {
+            return Err(e);
+        }
+        let objects = self.list_version(paths, version).await?;
+        Err(if objects.is_empty() {
+            Error::NotFound {
+                what: format!("version {version} of {dataset}"),
+            }
+        } else {
+            Error::Refused {
+                reason: format!(
+                    "version {version} of {dataset} is incomplete (it has no manifest): only \
+                     complete versions can be made current"
+                ),
+            }
+        })
+    }
+
+    /// Swaps `CURRENT` from `current` to `pointer`, or fails naming who moved it meanwhile.
+    async fn swap_or_conflict(
+        &self,
+        paths: &DatasetPaths,
+        dataset: &str,
+        pointer: &Pointer,
+        current: &Current,
+        doing: &str,
+    ) -> Result<()> {
+        if let Swap::Done = self
+            .swap_current(paths, dataset, pointer, Some(&current.tag))
+            .await?
+        {
+            return Ok(());
+        }
+        let now = self.current(dataset).await?;
+        Err(Error::Conflict {
+            reason: format!(
+                "CURRENT of {dataset} moved to {} while {doing} from {}: nothing was changed; \
+                 check the versions and try again",
+                now.as_ref()
+                    .map_or("nothing", |c| c.pointer.version.as_str()),
+                current.pointer.version
+            ),
+            current: now.map(|c| Box::new(c.pointer)),
+        })
+    }
+}
