@@ -113,8 +113,10 @@ fn bound(value: Option<&Bound<'_, PyAny>>, inclusive: bool) -> PyResult<Edge<Vec
 #[pymethods]
 impl Snapshot {
     /// Maps the file at `path` and checks its structure (not every block: see `verify`).
+    /// Decompressed blocks are kept for later lookups up to `cache_bytes` (as `snapkv serve`'s
+    /// default).
     #[new]
-    #[pyo3(signature = (path, *, cache_bytes=64 << 20))]
+    #[pyo3(signature = (path, *, cache_bytes=256 << 20))]
     fn new(path: PathBuf, cache_bytes: usize) -> PyResult<Snapshot> {
         let mut options = snapkv_format::OpenOptions::default();
         options.cache_bytes = cache_bytes;
