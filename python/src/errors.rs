@@ -68,7 +68,13 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
 /// `ValueError` for options, `BuildError` for the rest.
 pub(crate) fn build_error(e: snapkv_builder::Error) -> PyErr {
     use snapkv_builder::Error as E;
-    let message = error_chain(&e);
+    // The builder's messages name the command's flags; here they are `build`'s arguments.
+    let message = error_chain(&e)
+        .replace(
+            "--on-duplicate first or last",
+            "on_duplicate=\"first\" or \"last\"",
+        )
+        .replace("--value-columns", "value_columns");
     match e {
         E::InvalidOption(_) => PyValueError::new_err(message),
         E::Read { .. } | E::Output { .. } | E::NoMatch(_) => PyOSError::new_err(message),

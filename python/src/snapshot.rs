@@ -11,9 +11,20 @@ use std::ops::Bound as Edge;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-/// A memory-mapped snapshot file (see `snapkv.Snapshot`). Lookups share the file's pages and
-/// a bounded block cache; the object is safe to use from several threads at once.
-#[pyclass(frozen, module = "snapkv._snapkv")]
+/// A memory-mapped snapshot file.
+///
+/// `snap[key]` (KeyError when absent), `get(key, default=None)`, `get_many(keys)`,
+/// `scan(prefix=None, start=, end=, limit=)`, `to_arrow(...)`, `key in snap`, `len(snap)`,
+/// `iter(snap)` (the keys in order), `metadata`, `schema`, `verify()`.
+///
+/// Values decode to Python objects for JSON datasets and to bytes for raw ones. Keys are str,
+/// bytes, int, or a tuple of them (a composite key, joined with "/"). Lookups share the file's
+/// pages and a bounded block cache; one Snapshot is safe to use from several threads at once.
+///
+///     >>> snap = snapkv.Snapshot("scores.snapkv")
+///     >>> snap[42], snap.get(7), snap.get_many([42, 7])
+///     ({'score': 0.93}, None, [{'score': 0.93}, None])
+#[pyclass(frozen, module = "snapkv")]
 pub(crate) struct Snapshot {
     inner: snapkv_format::Snapshot,
     json: bool,
@@ -116,7 +127,7 @@ impl Snapshot {
     /// Decompressed blocks are kept for later lookups up to `cache_bytes` (as `snapkv serve`'s
     /// default).
     #[new]
-    #[pyo3(signature = (path, *, cache_bytes=256 << 20))]
+    #[pyo3(signature = (path, *, cache_bytes=256 << 20), text_signature = "(path, *, cache_bytes=268435456)")]
     fn new(path: PathBuf, cache_bytes: usize) -> PyResult<Snapshot> {
         let mut options = snapkv_format::OpenOptions::default();
         options.cache_bytes = cache_bytes;
@@ -295,7 +306,7 @@ enum ScanItems {
 
 /// An iterator over a snapshot's entries in key order (from `Snapshot.scan` or iterating a
 /// `Snapshot`). It keeps the snapshot's file mapped while it lives.
-#[pyclass(frozen, module = "snapkv._snapkv")]
+#[pyclass(frozen, module = "snapkv")]
 pub(crate) struct Scan {
     state: Mutex<ScanState>,
     json: bool,
