@@ -1,11 +1,17 @@
 //! `diff` speed: two versions of the realistic workload (hex32 keys, ~100-byte JSON values)
 //! with a known set of changes (1% of values changed, 0.5% of keys removed, 0.5% added), diffed
-//! three ways and compared with a plain iteration over both files. See `benches/README.md`.
+//! on one thread, on every core and without skipping blocks, and compared with a plain
+//! iteration over both files (`Snapshot::iter`, one thread). Every diff is checked against the
+//! changes made. See `benches/README.md`.
 //!
 //! ```text
-//! CARGO_TARGET_DIR=/work/target cargo bench -j1 --bench diff
-//! SNAPKV_BENCH_ENTRIES=10_000_000 CARGO_TARGET_DIR=/work/target nice -n 10 cargo bench -j1 --bench diff
+//! cargo bench --bench diff                                   # 1M entries per version
+//! SNAPKV_BENCH_ENTRIES=10_000_000 nice -n 10 cargo bench --bench diff
 //! ```
+//!
+//! Environment: `SNAPKV_BENCH_ENTRIES` (entries of the old version, default 1_000_000),
+//! `SNAPKV_BENCH_RUNS` (runs of each measurement, the fastest counts; default 3),
+//! `SNAPKV_BENCH_SECONDS` (no further runs of a measurement after this long; default 60).
 //!
 //! Two pairs of files: `default`, each version written with `WriterOptions::default()` (so each
 //! trains its own dictionary: no stored block is shared), and `shared-dict`, the new version
@@ -159,10 +165,11 @@ fn main() {
     let data = common::generate(Workload::Realistic, n);
     eprintln!("generated {n} entries in {:.1?}", t.elapsed());
 
-    let mut table = String::from(
-        "| files | keys (old + new) | file MB (old) | iterate both | diff | diff, no skipping | \
-         diff / iterate | blocks skipped / equal raw / decoded (old) |\n\
-         |---|---|---|---|---|---|---|---|\n",
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut table = format!(
+        "| files | keys (old + new) | old file | iterate both | diff, 1 thread | diff, {threads} threads \
+         | diff without skipping, 1 thread | diff (1 thread) vs iterate | blocks of the old file: \
+         skipped / equal raw / decoded |\n|---|---|---|---|---|---|---|---|---|\n"
     );
     let defaults = WriterOptions::default();
     let t = Instant::now();
@@ -171,6 +178,12 @@ fn main() {
     eprintln!("wrote the old version in {:.1?}", t.elapsed());
     let mut shared = defaults.clone();
     shared.dictionary = Dictionary::Use(old.dictionary().to_vec());
+    let with = |threads: usize, skip: bool| {
+        let mut o = DiffOptions::default();
+        o.threads = threads;
+        o.skip_identical_blocks = skip;
+        o
+    };
     for (name, options) in [("default", &defaults), ("shared-dict", &shared)] {
         let t = Instant::now();
         let (new_bytes, changes) = write_new(&data, options);
@@ -181,49 +194,52 @@ fn main() {
         );
         let keys = old.len() + new.len();
         let rate = |d: Duration| keys as f64 / d.as_secs_f64() / 1e6;
-
+        let measure = |what: &str, options: &DiffOptions| {
+            let (t, d) = best(runs, cap, || diff(&old, &new, options).unwrap());
+            check(&d, &changes);
+            eprintln!(
+                "[{name}] {what}: {t:.2?} ({:.2}M keys/s) {:?}",
+                rate(t),
+                d.blocks
+            );
+            (t, d)
+        };
+        let (t_one, d) = measure("diff, 1 thread", &with(1, true));
+        let (t_all, _) = measure("diff, all threads", &with(0, true));
+        let (t_full, _) = measure("diff without skipping, 1 thread", &with(1, false));
         let (t_iter, _) = best(runs, cap, || iterate(&old, &new));
         eprintln!(
             "[{name}] iterate both: {t_iter:.2?} ({:.2}M keys/s)",
             rate(t_iter)
         );
-        let (t_diff, d) = best(runs, cap, || {
-            diff(&old, &new, &DiffOptions::default()).unwrap()
-        });
-        check(&d, &changes);
-        eprintln!(
-            "[{name}] diff: {t_diff:.2?} ({:.2}M keys/s) {:?}",
-            rate(t_diff),
-            d.blocks
-        );
-        let mut full = DiffOptions::default();
-        full.skip_identical_blocks = false;
-        let (t_full, f) = best(runs, cap, || diff(&old, &new, &full).unwrap());
-        check(&f, &changes);
-        eprintln!(
-            "[{name}] diff without skipping: {t_full:.2?} ({:.2}M keys/s)",
-            rate(t_full)
-        );
         let b = d.blocks;
         let file_mb = old.stats().unwrap().file_bytes as f64 / 1e6;
         table.push_str(&format!(
-            "| {name} | {keys} | {file_mb:.0} | {t_iter:.2?} ({:.1}M keys/s) | {t_diff:.2?} \
-             ({:.1}M keys/s) | {t_full:.2?} ({:.1}M keys/s) | {:.2}× faster | {} / {} / {} of {} |\n",
+            "| {name} | {keys} | {file_mb:.0} MB | {t_iter:.2?} ({:.1}M keys/s) | {t_one:.2?} \
+             ({:.1}M keys/s) | {t_all:.2?} ({:.1}M keys/s) | {t_full:.2?} ({:.1}M keys/s) | \
+             {:.2}× | {} / {} / {} of {} |\n",
             rate(t_iter),
-            rate(t_diff),
+            rate(t_one),
+            rate(t_all),
             rate(t_full),
-            t_iter.as_secs_f64() / t_diff.as_secs_f64(),
+            t_iter.as_secs_f64() / t_one.as_secs_f64(),
             b.skipped,
             b.equal_raw,
             b.decoded_old,
             b.old_blocks,
         ));
     }
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "diff of two versions, {n} entries each side before the changes (1% values changed, \
-         0.5% removed, 0.5% added); fastest of {runs} runs, one thread\n\n{table}"
+        "diff of two versions of {n} entries (1% of values changed, 0.5% of keys removed, 0.5% \
+         added); fastest of {runs} runs; keys/s counts the keys of both files; {threads} cores, \
+         load {}\n\n{table}",
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
     )
     .unwrap();
 }

@@ -1,11 +1,12 @@
 //! Comparing two snapshots: which keys were added, removed or changed, how the schema changed,
 //! and which value fields changed on a sample of the changed keys.
 //!
-//! [`diff`] walks both files once, in key order, as a sorted merge. Counts are exact. Blocks
-//! that the two files store identically at the same point of the merge are counted from the
-//! block table without being decompressed (see [`DiffOptions::skip_identical_blocks`] for why
-//! that is exact), so two versions written with the same dictionary cost little more than their
-//! changed blocks.
+//! [`diff`] walks both files once, in key order, as a sorted merge (key ranges in parallel).
+//! Counts are exact. Blocks that the two files store identically at the same point of the merge
+//! are counted from the block table without being decompressed (see
+//! [`DiffOptions::skip_identical_blocks`] for why that is exact), so two versions written with
+//! the same dictionary cost little more than their changed blocks. `spec/FORMAT.md` ("Diff")
+//! specifies the result.
 //!
 //! ```
 //! use snapkv_format::{diff, DiffOptions, Metadata, Snapshot, SnapshotWriter, WriterOptions};
@@ -290,9 +291,10 @@ pub struct BlockStats {
     /// Pairs of blocks stored differently with identical raw bytes (different dictionaries or
     /// compression): decompressed, but their entries not decoded.
     pub equal_raw: u64,
-    /// Blocks of the old snapshot whose entries were decoded and merged.
+    /// Blocks of the old snapshot whose entries were decoded and merged (a block that two key
+    /// ranges share counts in both).
     pub decoded_old: u64,
-    /// Blocks of the new snapshot whose entries were decoded and merged.
+    /// Blocks of the new snapshot whose entries were decoded and merged (likewise).
     pub decoded_new: u64,
 }
 

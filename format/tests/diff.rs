@@ -477,3 +477,40 @@ proptest! {
         diff_both(&b, &a, &new, &old);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Garbled raw blocks (which are not checksummed when read) give an error or some answer,
+    /// never a panic or a hang, on one thread or several.
+    #[test]
+    fn garbled_blocks_never_panic(
+        (old, edits) in edits(),
+        flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..20),
+        threads in 1usize..4,
+    ) {
+        let new = apply(&old, &edits);
+        let o = options(Compression::None, 64, Dictionary::Off);
+        let good = write(&old, &o, &json());
+        let mut bytes = {
+            let mut w = SnapshotWriter::new(Vec::new(), o.clone(), json()).unwrap();
+            for (k, v) in &new {
+                w.insert(k, v).unwrap();
+            }
+            w.finish().unwrap().0
+        };
+        // The data region: after the 16-byte header, before the dictionary (here: the block
+        // table), whose offset is the footer's first field.
+        let footer = bytes.len() - 168;
+        let data_end = u64::from_le_bytes(bytes[footer..footer + 8].try_into().unwrap()) as usize;
+        if data_end > 16 {
+            for (at, x) in flips {
+                bytes[16 + at % (data_end - 16)] ^= x | 1;
+            }
+        }
+        let bad = Snapshot::open(bytes).unwrap();
+        for (a, b) in [(&good, &bad), (&bad, &good), (&bad, &bad)] {
+            let _ = diff(a, b, &with(threads, true));
+        }
+    }
+}
