@@ -269,6 +269,19 @@ fn schema_changes_dropped_retyped_and_added_columns() {
 }
 
 #[test]
+fn help_has_examples() {
+    let help = snapkv(&["diff", "--help"], None).ok().stdout;
+    for part in [
+        "Examples:",
+        "snapkv diff yesterday.snapkv",
+        "--store <URL>",
+        "--dataset <NAME>",
+    ] {
+        assert!(help.contains(part), "{part:?} in {help}");
+    }
+}
+
+#[test]
 fn identical_files_and_errors() {
     let dir = tempfile::tempdir().unwrap();
     let (old, _) = pair(dir.path(), &[]);
