@@ -27,6 +27,7 @@ Examples:
   snapkv get predictions.snapkv user:42 user:43
   snapkv scan predictions.snapkv --prefix user: --limit 10
   snapkv verify predictions.snapkv && echo intact
+  snapkv diff yesterday.snapkv predictions.snapkv
   snapkv serve --file predictions=predictions.snapkv
   snapkv publish predictions.snapkv --store s3://bucket/snapkv --dataset predictions
   snapkv versions --store s3://bucket/snapkv --dataset predictions
@@ -62,6 +63,7 @@ enum Command {
     Verify(cmd::verify::Args),
     Get(cmd::get::Args),
     Scan(cmd::scan::Args),
+    Diff(cmd::diff::Args),
     Serve(cmd::serve::Args),
     Demo(cmd::demo::Args),
     Publish(cmd::publish::Args),
@@ -90,6 +92,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => cmd::verify::run(args),
         Command::Get(args) => cmd::get::run(args),
         Command::Scan(args) => cmd::scan::run(args),
+        Command::Diff(args) => cmd::diff::run(args),
         Command::Serve(args) => cmd::serve::run(args, log_format),
         Command::Demo(args) => cmd::demo::run(args, log_format),
         Command::Publish(args) => cmd::publish::run(args),

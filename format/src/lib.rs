@@ -4,6 +4,7 @@
 //! - [`SnapshotWriter`] streams a snapshot to any [`std::io::Write`] from keys in increasing order.
 //! - [`Snapshot`] reads one from [`bytes::Bytes`] (a `Vec<u8>`, or a memory mapping wrapped with
 //!   `Bytes::from_owner`): point lookups, ordered range and prefix scans, metadata, verification.
+//! - [`diff()`] compares two snapshots: keys added, removed and changed, schema changes.
 //!
 //! This crate does no file or network I/O of its own and contains no `unsafe` code; every
 //! failure on untrusted bytes is a typed [`Error`].
@@ -30,6 +31,7 @@
 mod block;
 mod cache;
 mod codec;
+pub mod diff;
 mod error;
 mod filter;
 mod fst_check;
@@ -44,6 +46,7 @@ pub mod varint;
 mod writer;
 
 pub use cache::CacheStats;
+pub use diff::{diff, Diff, DiffOptions};
 pub use error::{Error, Result, Section};
 pub use metadata::{FormatInfo, Metadata, ValueEncoding};
 pub use snapshot::{Iter, OpenOptions, Snapshot, Stats};

@@ -214,7 +214,7 @@ impl Snapshot {
     }
 
     /// The block that holds `key` if any does: the first whose separator is `>= key`.
-    fn block_for(&self, key: &[u8]) -> Result<Option<u32>> {
+    pub(crate) fn block_for(&self, key: &[u8]) -> Result<Option<u32>> {
         match lower_bound(self.inner.index.as_fst(), key).map(u32::try_from) {
             None => Ok(None),
             Some(Ok(b)) if u64::from(b) < self.inner.footer.block_count => Ok(Some(b)),
@@ -226,7 +226,7 @@ impl Snapshot {
         }
     }
 
-    fn entry(&self, block: u32) -> Result<BlockEntry> {
+    pub(crate) fn entry(&self, block: u32) -> Result<BlockEntry> {
         let inner = &*self.inner;
         let table = &inner.data[inner.table.clone()];
         BlockEntry::decode(table, inner.table.start as u64, block, inner.data_end)
@@ -234,7 +234,7 @@ impl Snapshot {
 
     /// A block's entries: a slice of the input for raw blocks, else decompressed (through the
     /// cache; `fill` says whether a miss is added to it).
-    fn block(&self, block: u32, fill: bool) -> Result<Bytes> {
+    pub(crate) fn block(&self, block: u32, fill: bool) -> Result<Bytes> {
         let inner = &*self.inner;
         let e = self.entry(block)?;
         let stored = e.offset as usize..e.offset as usize + e.stored_len as usize;
@@ -314,6 +314,32 @@ impl Snapshot {
             .step_by(4096)
             .fold(0u8, |acc, i| acc ^ data[i]);
         std::hint::black_box(folded);
+    }
+
+    /// The stored bytes of a block whose table entry was decoded by [`Snapshot::entry`] (which
+    /// checked that they lie in the data region).
+    pub(crate) fn stored(&self, e: &BlockEntry) -> &[u8] {
+        &self.inner.data[e.offset as usize..e.offset as usize + e.stored_len as usize]
+    }
+
+    /// Number of blocks.
+    pub(crate) fn block_count(&self) -> u64 {
+        self.inner.footer.block_count
+    }
+
+    /// The index: block separators to block numbers `0, 1, 2, ...` in order (checked at open).
+    pub(crate) fn index(&self) -> &fst::Map<Bytes> {
+        &self.inner.index
+    }
+
+    /// The zstd dictionary the blocks were compressed with; empty when there is none.
+    ///
+    /// Writing the next version with it ([`Dictionary::Use`](crate::Dictionary::Use)) keeps
+    /// unchanged blocks byte-identical across versions, which delta downloads and
+    /// [`diff`](crate::diff()) make use of.
+    pub fn dictionary(&self) -> &[u8] {
+        let inner = &*self.inner;
+        &inner.data[range_of(inner.footer.section(Section::Dictionary))]
     }
 
     /// The metadata section.

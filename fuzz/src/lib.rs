@@ -121,5 +121,13 @@ pub fn exercise(snapshot: &Snapshot, data: &[u8]) {
             .take(64)
             .count();
     }
+    // A diff with itself decodes every block (no skipping), on one thread and on ranges cut
+    // at its separators.
+    for threads in [1, 3] {
+        let mut options = snapkv_format::DiffOptions::default();
+        options.threads = threads;
+        options.skip_identical_blocks = false;
+        let _ = snapkv_format::diff(snapshot, snapshot, &options);
+    }
     let _ = snapshot.verify();
 }

@@ -2,6 +2,7 @@
 
 pub mod build;
 pub mod demo;
+pub mod diff;
 pub mod gc;
 pub mod get;
 pub mod history;

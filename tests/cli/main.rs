@@ -3,6 +3,7 @@
 
 mod build;
 mod build_errors;
+mod diff;
 mod durations;
 mod json_numbers;
 mod text_inputs;

@@ -285,6 +285,8 @@ fn a_closed_stdout_ends_quietly_with_success() {
         vec!["scan", f],
         vec!["get", f, "user:001", "user:002"],
         vec!["verify", f],
+        vec!["diff", f, f],
+        vec!["diff", "--json", f, f],
     ] {
         // A reader that is gone before anything is written, as `| head` is after its lines.
         let (reader, writer) = std::io::pipe().unwrap();
