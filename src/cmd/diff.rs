@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use snapkv_format::diff::{ColumnSample, Example, SchemaDiff, SchemaField};
 use snapkv_format::{Diff, DiffOptions, Snapshot, ValueEncoding};
 use snapkv_store::{Cache, FetchOptions, Store};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 const EXAMPLES: &str = "\
@@ -58,14 +58,11 @@ pub struct Args {
     /// Store option KEY=VALUE, repeatable (as for publish).
     #[arg(long = "store-option", value_name = "KEY=VALUE", value_parser = parse_option)]
     store_options: Vec<(String, String)>,
-    /// Where versions are downloaded (and found again by later commands, and by serve).
-    #[arg(
-        long,
-        value_name = "DIR",
-        default_value = "snapkv-cache",
-        env = "SNAPKV_CACHE_DIR"
-    )]
-    cache_dir: PathBuf,
+    /// Where versions are downloaded and kept for later diffs [default: a temporary directory,
+    /// removed at exit]. Never a serving reader's cache directory: a reader serves the newest
+    /// version it finds there at start-up, and a diff may download a staged one.
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
 }
 
 /// One side of the comparison: what it was called and the snapshot.
@@ -75,9 +72,25 @@ struct Side {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    // Declared before the snapshots, so dropped after them: the files stay until unmapped.
+    let mut scratch = None;
     let (old, new) = match &args.dataset {
         None => (open_file(&args, &args.old)?, open_file(&args, &args.new)?),
-        Some(dataset) => open_versions(&args, dataset)?,
+        Some(dataset) => {
+            let cache_dir = match &args.cache_dir {
+                Some(dir) => dir.clone(),
+                None => scratch
+                    .insert(
+                        tempfile::Builder::new()
+                            .prefix("snapkv-diff-")
+                            .tempdir()
+                            .context("cannot create a temporary directory for the versions")?,
+                    )
+                    .path()
+                    .to_owned(),
+            };
+            open_versions(&args, dataset, &cache_dir)?
+        }
     };
     let mut options = DiffOptions::default();
     options.examples = args.examples;
@@ -114,13 +127,13 @@ fn open_file(args: &Args, path: &str) -> anyhow::Result<Side> {
 }
 
 /// Fetches both versions into the cache (verified) and opens them.
-fn open_versions(args: &Args, dataset: &str) -> anyhow::Result<(Side, Side)> {
+fn open_versions(args: &Args, dataset: &str, cache_dir: &Path) -> anyhow::Result<(Side, Side)> {
     let Some(url) = &args.store else {
         anyhow::bail!("--dataset needs --store (or SNAPKV_STORE)");
     };
     let store = Store::open(url, &args.store_options)
         .with_context(|| format!("cannot open store {url}"))?;
-    let cache = Cache::new(&args.cache_dir);
+    let cache = Cache::new(cache_dir);
     let rt = runtime()?;
     rt.block_on(async {
         let (old, new) = (&args.old[..], &args.new[..]);

@@ -339,6 +339,19 @@ fn versions_of_a_store() {
     );
     assert_eq!(d["old"]["source"], "20261126T031500Z");
     assert_eq!(d["new"]["source"], "20261127T031500Z");
+    // Without --cache-dir the versions go to a temporary directory (never a reader's cache).
+    let d = diff_json(&[
+        "previous",
+        "current",
+        "--store",
+        store,
+        "--dataset",
+        "users",
+    ]);
+    assert_eq!(
+        [&d["added"], &d["removed"], &d["changed"], &d["unchanged"]],
+        [&json!(10), &json!(5), &json!(25), &json!(70)]
+    );
     // By label, the other way round, from the cache.
     let mut args = vec!["20261127T031500Z", "20261126T031500Z"];
     args.extend_from_slice(&store_args);
