@@ -117,33 +117,27 @@ fn write_new(data: &Dataset, options: &WriterOptions) -> (Vec<u8>, Changes) {
 /// Runs `f` `runs` times (at least once, until `cap` is spent) and returns the fastest time.
 /// Also returns the CPU time (all threads) of the fastest run: with several threads, wall time
 /// shrinks only if the machine has idle cores.
+/// CPU time of this process so far (zero where it cannot be read).
+fn cpu_time_now() -> Duration {
+    Duration::try_from_secs_f64(common::process_cpu_secs()).unwrap_or_default()
+}
+
 fn best<T>(runs: usize, cap: Duration, mut f: impl FnMut() -> T) -> (Duration, Duration, T) {
     let started = Instant::now();
     let (mut fastest, mut cpu) = (Duration::MAX, Duration::ZERO);
     let mut out = None;
     for _ in 0..runs {
-        let (t, c) = (Instant::now(), cpu_time());
+        let (t, c) = (Instant::now(), cpu_time_now());
         out = Some(black_box(f()));
         if t.elapsed() < fastest {
             fastest = t.elapsed();
-            cpu = cpu_time().saturating_sub(c);
+            cpu = cpu_time_now().saturating_sub(c);
         }
         if started.elapsed() > cap {
             break;
         }
     }
     (fastest, cpu, out.expect("ran once"))
-}
-
-/// User and system CPU time of this process so far (Linux, 100 clock ticks per second).
-fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (which may hold spaces): state is field 3, utime 14.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let ticks: u64 = (rest.split_whitespace().skip(11).take(2))
-        .filter_map(|f| f.parse::<u64>().ok())
-        .sum();
-    Duration::from_millis(ticks * 10)
 }
 
 /// Iterates over every entry of both snapshots, touching keys and values.
@@ -236,17 +230,13 @@ fn main() {
             b.old_blocks,
         ));
     }
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
         "diff of two versions of {n} entries (1% of values changed, 0.5% of keys removed, 0.5% \
          added); fastest of {runs} runs; keys/s counts the keys of both files; {threads} cores, \
          load {}\n\n{table}",
-        load.split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
+        common::loadavg()
     )
     .unwrap();
 }

@@ -182,20 +182,6 @@ fn thread_cpu_secs() -> f64 {
         .map_or(f64::NAN, |ns| ns as f64 / 1e9)
 }
 
-/// CPU time of the whole process, all threads (joined ones included), in seconds.
-fn process_cpu_secs() -> f64 {
-    let ticks = std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| {
-            // Fields after the command name: state is the first, utime the 12th, stime the 13th.
-            let rest = &s[s.rfind(')')? + 1..];
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-        });
-    // USER_HZ is 100 on Linux.
-    ticks.map_or(f64::NAN, |t| t as f64 / 100.0)
-}
-
 /// A build: wall-clock seconds, process CPU seconds, and how they split between inserting and
 /// `finish` (waiting for the last blocks, the index and the filter).
 #[derive(Clone, Copy, Default)]
@@ -265,7 +251,7 @@ fn main() {
         Err(_) => Workload::ALL.to_vec(),
     };
     let started = Instant::now();
-    let load_before = loadavg();
+    let load_before = common::loadavg();
     eprintln!(
         "snapkv table bench: {} entries, {} lookups per measurement (cap {:?}), load {load_before}",
         settings.entries, settings.lookups, settings.cap
@@ -292,7 +278,7 @@ fn main() {
         let index = index_experiment(&data, &hits, &rows, &settings);
         results.push((workload, rows, index));
     }
-    let load_after = loadavg();
+    let load_after = common::loadavg();
 
     let mut out = String::new();
     report(&mut out, &settings, &results, &load_before, &load_after);
@@ -336,17 +322,11 @@ fn git_state() -> String {
     }
 }
 
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
-}
-
 fn build(data: &Dataset, options: &WriterOptions) -> (Vec<u8>, WriteSummary, BuildTime) {
     // Reserve (without touching) more than any configuration writes, so the timing does not
     // include copying a growing Vec; page faults on first write are included.
     let out = Vec::with_capacity(data.payload_bytes() + data.len() * 8 + (1 << 20));
-    let cpu = process_cpu_secs();
+    let cpu = common::process_cpu_secs();
     let t = Instant::now();
     let mut w = SnapshotWriter::new(out, options.clone(), Metadata::default()).expect("writer");
     for (k, v) in data.keys.iter().zip(data.values.iter()) {
@@ -357,7 +337,7 @@ fn build(data: &Dataset, options: &WriterOptions) -> (Vec<u8>, WriteSummary, Bui
     let secs = t.elapsed().as_secs_f64();
     let time = BuildTime {
         secs,
-        cpu_secs: process_cpu_secs() - cpu,
+        cpu_secs: common::process_cpu_secs() - cpu,
         finish_secs: secs - inserted,
     };
     (bytes, summary, time)

@@ -283,3 +283,24 @@ fn realistic(n: usize, seed: u64) -> Dataset {
         values,
     }
 }
+
+/// CPU time of the whole process, all threads (joined ones included), in seconds (Linux:
+/// `/proc/self/stat`, USER_HZ 100); NaN where it cannot be read.
+pub fn process_cpu_secs() -> f64 {
+    let ticks = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name: state is the first, utime the 12th, stime the 13th.
+            let rest = &s[s.rfind(')')? + 1..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        });
+    ticks.map_or(f64::NAN, |t| t as f64 / 100.0)
+}
+
+/// The 1, 5 and 15 minute load averages, or `?`.
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}

@@ -106,8 +106,9 @@ def build_bench(rows: int, cli: str, work: Path) -> List[Dict[str, Any]]:
     from_arrow = timed(lambda: snapkv.build(t, key="id", output=work / "py.snapkv"))
     command = [cli, "build", "--input", str(parquet), "--key", "id", "--output", str(work / "cli.snapkv")]
     from_cli = timed(lambda: subprocess.run(command, check=True, stdout=subprocess.DEVNULL))
-    same = snapkv.Snapshot(work / "py.snapkv").get_many(t.column("id")[:1000].to_pylist())
-    assert same == snapkv.Snapshot(work / "cli.snapkv").get_many(t.column("id")[:1000].to_pylist())
+    some = t.column("id")[:1000].to_pylist()
+    same = snapkv.Snapshot(work / "py.snapkv").get_many(some)
+    assert same == snapkv.Snapshot(work / "cli.snapkv").get_many(some)
     return [
         {"what": f"snapkv.build, {rows:,} rows from an Arrow table", "s": from_arrow, "base": from_arrow},
         {"what": "snapkv build (CLI), the same rows from Parquet", "s": from_cli, "base": from_arrow},

@@ -141,10 +141,7 @@ pub fn build(
         }),
     )?);
 
-    let threads = match options.writer.threads {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        n => n,
-    };
+    let threads = snapkv_format::pool::threads(options.writer.threads);
     let mut sorter = sort::Sorter::new(
         sort_budget(options.memory_limit),
         threads,

@@ -306,7 +306,9 @@ pub struct BlockStats {
 /// into ranges at block boundaries of the file with more blocks, and the ranges are merged in
 /// parallel; the result does not depend on the number of threads (but for
 /// [`BlockStats`], where a block that two ranges share is read by both). Memory is bounded by
-/// the options (examples, sample fields) and two blocks per thread, not by the files. Errors
+/// the options and the number of ranges, not by the files: two blocks per thread, and per
+/// range (up to eight per thread) its examples and its sample's field counts (about 3.6 KB per
+/// field, at most [`DiffOptions::max_columns`] fields), kept until every range is done. Errors
 /// are those of reading the files (a corrupt block); the files are not verified (see
 /// [`DiffOptions::skip_identical_blocks`]).
 pub fn diff(old: &Snapshot, new: &Snapshot, options: &DiffOptions) -> Result<Diff> {
@@ -319,12 +321,10 @@ pub fn diff(old: &Snapshot, new: &Snapshot, options: &DiffOptions) -> Result<Dif
         sample: json && options.sample > 0,
         same_dictionary: old.dictionary() == new.dictionary(),
     };
-    let threads = match options.threads {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        n => n,
-    };
+    let threads = crate::pool::threads(options.threads);
     let ranges = plan(old, new, threads)?;
-    let parts = if threads <= 1 || ranges.len() <= 1 {
+    // `plan` makes one range for one thread.
+    let parts = if ranges.len() <= 1 {
         (ranges.iter().enumerate())
             .map(|(i, r)| diff_range(&ctx, r, i as u64))
             .collect::<Result<Vec<_>>>()?
@@ -429,15 +429,15 @@ fn plan(old: &Snapshot, new: &Snapshot, threads: usize) -> Result<Vec<KeyRange>>
     }
     let starts = std::iter::once(0).chain(cuts.iter().copied());
     let ends = cuts.iter().copied().chain(std::iter::once(blocks));
-    let lowers = std::iter::once(None).chain(separators.clone().into_iter().map(Some));
-    let uppers = separators
-        .into_iter()
-        .map(Some)
-        .chain(std::iter::once(None));
-    Ok((starts.zip(ends).zip(lowers.zip(uppers)))
-        .map(|((start, end), (lower, upper))| KeyRange {
-            lower,
-            upper,
+    // Range i lies between bounds i and i + 1: unbounded, the separators, unbounded.
+    let bounds: Vec<Option<Vec<u8>>> = std::iter::once(None)
+        .chain(separators.into_iter().map(Some))
+        .chain(std::iter::once(None))
+        .collect();
+    Ok((starts.zip(ends).zip(bounds.windows(2)))
+        .map(|((start, end), bounds)| KeyRange {
+            lower: bounds[0].clone(),
+            upper: bounds[1].clone(),
             split,
             blocks: start..end,
         })
@@ -538,7 +538,7 @@ fn diff_range(ctx: &Context<'_>, range: &KeyRange, number: u64) -> Result<Part> 
                     b.skip_block();
                     continue;
                 }
-                let (ra, rb) = (a.read_block()?, b.read_block()?);
+                let (ra, rb) = (a.read_block(&ea)?, b.read_block(&eb)?);
                 if skip && ea.entries == eb.entries && ra == rb {
                     d.unchanged += u64::from(ea.entries);
                     d.blocks.equal_raw += 1;
@@ -550,69 +550,59 @@ fn diff_range(ctx: &Context<'_>, range: &KeyRange, number: u64) -> Result<Part> 
                 b.open(rb)?;
             }
             (State::Boundary, _) => {
-                let raw = a.read_block()?;
+                let raw = a.read_block(&a.boundary_entry()?)?;
                 a.open(raw)?;
             }
             (_, State::Boundary) => {
-                let raw = b.read_block()?;
+                let raw = b.read_block(&b.boundary_entry()?)?;
                 b.open(raw)?;
             }
             (State::Done, State::Done) => break,
-            (State::Entry, State::Done) => {
-                d.removed += 1;
-                keep_example(&mut d.examples.removed, keep, || Example {
-                    key: a.key_bytes(),
-                    old: Some(a.value_bytes()),
-                    new: None,
-                });
-                a.advance()?;
-            }
-            (State::Done, State::Entry) => {
-                d.added += 1;
-                keep_example(&mut d.examples.added, keep, || Example {
-                    key: b.key_bytes(),
-                    old: None,
-                    new: Some(b.value_bytes()),
-                });
-                b.advance()?;
-            }
-            (State::Entry, State::Entry) => match a.key().cmp(b.key()) {
-                Ordering::Less => {
-                    d.removed += 1;
-                    keep_example(&mut d.examples.removed, keep, || Example {
-                        key: a.key_bytes(),
-                        old: Some(a.value_bytes()),
-                        new: None,
-                    });
-                    a.advance()?;
-                }
-                Ordering::Greater => {
-                    d.added += 1;
-                    keep_example(&mut d.examples.added, keep, || Example {
-                        key: b.key_bytes(),
-                        old: None,
-                        new: Some(b.value_bytes()),
-                    });
-                    b.advance()?;
-                }
-                Ordering::Equal => {
-                    if a.value() == b.value() {
-                        d.unchanged += 1;
-                    } else {
-                        d.changed += 1;
-                        if let Some(s) = &mut d.sampler {
-                            s.offer(a.key(), a.value(), b.value());
-                        }
-                        keep_example(&mut d.examples.changed, keep, || Example {
+            (sa, sb) => {
+                // Both at an entry, or one side done: a done side sorts after every key.
+                let order = match (sa, sb) {
+                    (State::Entry, State::Done) => Ordering::Less,
+                    (State::Done, State::Entry) => Ordering::Greater,
+                    _ => a.key().cmp(b.key()),
+                };
+                match order {
+                    Ordering::Less => {
+                        d.removed += 1;
+                        keep_example(&mut d.examples.removed, keep, || Example {
                             key: a.key_bytes(),
                             old: Some(a.value_bytes()),
+                            new: None,
+                        });
+                        a.advance()?;
+                    }
+                    Ordering::Greater => {
+                        d.added += 1;
+                        keep_example(&mut d.examples.added, keep, || Example {
+                            key: b.key_bytes(),
+                            old: None,
                             new: Some(b.value_bytes()),
                         });
+                        b.advance()?;
                     }
-                    a.advance()?;
-                    b.advance()?;
+                    Ordering::Equal => {
+                        if a.value() == b.value() {
+                            d.unchanged += 1;
+                        } else {
+                            d.changed += 1;
+                            if let Some(s) = &mut d.sampler {
+                                s.offer(a.key(), a.value(), b.value());
+                            }
+                            keep_example(&mut d.examples.changed, keep, || Example {
+                                key: a.key_bytes(),
+                                old: Some(a.value_bytes()),
+                                new: Some(b.value_bytes()),
+                            });
+                        }
+                        a.advance()?;
+                        b.advance()?;
+                    }
                 }
-            },
+            }
         }
     }
     d.blocks.decoded_old = a.decoded;
@@ -626,16 +616,14 @@ fn diff_range(ctx: &Context<'_>, range: &KeyRange, number: u64) -> Result<Part> 
 /// `> upper`).
 fn other_blocks(snap: &Snapshot, range: &KeyRange) -> Result<Range<u64>> {
     let count = snap.block_count();
-    let at = |bound: &Option<Vec<u8>>, unbounded: u64| -> Result<u64> {
-        Ok(match bound {
-            None => unbounded,
-            Some(k) => snap.block_for(k)?.map_or(count, u64::from),
-        })
+    let start = match &range.lower {
+        None => 0,
+        Some(k) => snap.block_for(k)?.map_or(count, u64::from),
     };
-    let start = at(&range.lower, 0)?;
+    // `block_for` names a block only when there is one (`b < count`).
     let end = match &range.upper {
         None => count,
-        Some(_) => at(&range.upper, count)?.saturating_add(1).min(count),
+        Some(k) => snap.block_for(k)?.map_or(count, |b| u64::from(b) + 1),
     };
     Ok(start..end.max(start))
 }
@@ -720,9 +708,10 @@ impl<'s> Side<'s> {
         self.snap.entry(self.next_block()?)
     }
 
-    /// The raw bytes of the block at the boundary (decompressed, not cached).
-    fn read_block(&self) -> Result<Bytes> {
-        self.snap.block(self.next_block()?, false)
+    /// The raw bytes of the block at the boundary, whose table entry is `e` (decompressed,
+    /// not cached).
+    fn read_block(&self, e: &BlockEntry) -> Result<Bytes> {
+        self.snap.block_with(self.next_block()?, e, false)
     }
 
     /// Passes the block at the boundary without reading it. Its keys are above `lower` (they

@@ -21,6 +21,14 @@ use std::collections::BTreeMap;
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 
+/// Worker threads for a `threads` setting: the number given, or one per core for 0.
+pub fn threads(setting: usize) -> usize {
+    match setting {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
+}
+
 /// The receiving end: results in submission order.
 pub struct Pool<O> {
     /// Results by job number; `None` when the job panicked.

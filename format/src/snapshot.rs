@@ -235,9 +235,14 @@ impl Snapshot {
     /// A block's entries: a slice of the input for raw blocks, else decompressed (through the
     /// cache; `fill` says whether a miss is added to it).
     pub(crate) fn block(&self, block: u32, fill: bool) -> Result<Bytes> {
+        self.block_with(block, &self.entry(block)?, fill)
+    }
+
+    /// [`Snapshot::block`] of a block whose table entry `e` was decoded already.
+    #[inline]
+    pub(crate) fn block_with(&self, block: u32, e: &BlockEntry, fill: bool) -> Result<Bytes> {
         let inner = &*self.inner;
-        let e = self.entry(block)?;
-        let stored = e.offset as usize..e.offset as usize + e.stored_len as usize;
+        let stored = stored_range(e);
         if e.codec == Codec::Raw {
             return Ok(inner.data.slice(stored));
         }
@@ -319,7 +324,7 @@ impl Snapshot {
     /// The stored bytes of a block whose table entry was decoded by [`Snapshot::entry`] (which
     /// checked that they lie in the data region).
     pub(crate) fn stored(&self, e: &BlockEntry) -> &[u8] {
-        &self.inner.data[e.offset as usize..e.offset as usize + e.stored_len as usize]
+        &self.inner.data[stored_range(e)]
     }
 
     /// Number of blocks.
@@ -584,6 +589,12 @@ fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
         }
     }
     None
+}
+
+/// Where a block's stored bytes lie in the input (checked by [`BlockEntry::decode`] to be
+/// inside the data region).
+fn stored_range(e: &BlockEntry) -> std::ops::Range<usize> {
+    e.offset as usize..e.offset as usize + e.stored_len as usize
 }
 
 /// An iterator over entries in key order, from [`Snapshot::range`], [`Snapshot::prefix`] or

@@ -465,10 +465,7 @@ impl<W: Write> SnapshotWriter<W> {
 
     fn submit(&mut self, raw: Vec<u8>) -> Result<()> {
         if self.pipeline.is_none() {
-            let threads = match self.options.threads {
-                0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-                n => n,
-            };
+            let threads = crate::pool::threads(self.options.threads);
             let threads = if self.spec.level.is_none() {
                 1
             } else {

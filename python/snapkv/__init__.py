@@ -201,7 +201,7 @@ def publish(
         version=version,
         stage=stage,
         reason=reason,
-        options=None if options is None else dict(options),
+        options=_options(options),
     )
 
 
@@ -217,7 +217,7 @@ def versions(
         >>> [v["version"] for v in snapkv.versions("./store", "scores") if v["current"]]
         ['20261130T031500Z']
     """
-    return _versions(store, dataset, options=None if options is None else dict(options))
+    return _versions(store, dataset, options=_options(options))
 
 
 def rollback(

@@ -5,6 +5,11 @@ import pyarrow
 
 Key = Union[str, bytes, int, Tuple[Union[str, bytes, int], ...]]
 
+MAX_KEY_LEN: int
+
+def key_bytes(key: Key) -> bytes:
+    """The bytes of ``key`` as ``Snapshot`` looks it up: ``("SE", 42)`` is ``b"SE/42"``."""
+
 class SnapkvError(Exception): ...
 class BuildError(SnapkvError): ...
 class CorruptError(SnapkvError): ...

@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import email.utils
 import json
-import operator
 import random
 import threading
 import time
@@ -43,7 +42,8 @@ from urllib.parse import quote
 
 import httpx
 
-from ._snapkv import SnapkvError
+from ._snapkv import MAX_KEY_LEN, SnapkvError
+from ._snapkv import key_bytes as _key_bytes
 
 __all__ = [
     "Client",
@@ -60,7 +60,7 @@ joined with ``/`` (``("SE", 42)`` is the key ``SE/42``), as ``snapkv build`` mak
 
 # The format's longest key (spec/FORMAT.md): a longer or empty key is absent from every
 # snapshot, as `Snapshot.get` finds, without asking the server.
-_MAX_KEY_BYTES = 4096
+_MAX_KEY_BYTES = MAX_KEY_LEN
 # The version that answered a request about a dataset; also sent with pinned requests.
 _VERSION_HEADER = "X-Snapkv-Version"
 # Answers that say "try again later": a gateway's or the server's own (overloaded, a dataset
@@ -161,38 +161,6 @@ class ConnectionFailed(SnapkvError, ConnectionError):
 
 def _rebuild(cls: Type[HttpError], args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> HttpError:
     return cls(*args, **kwargs)
-
-
-def _append_key(key: Any, out: bytearray, tuple_ok: bool) -> None:
-    if isinstance(key, str):
-        out += key.encode("utf-8")
-    elif isinstance(key, bytes):
-        out += key
-    elif isinstance(key, bool):
-        raise TypeError("a key cannot be a bool: use an int or a str")
-    elif tuple_ok and isinstance(key, tuple):
-        if not key:
-            raise ValueError("a composite key needs at least one part")
-        for i, part in enumerate(key):
-            if i:
-                out += b"/"
-            _append_key(part, out, False)
-    else:
-        try:
-            number = operator.index(key)
-        except TypeError:
-            raise TypeError(
-                f"a key is a str, bytes, int or a tuple of them, not {type(key).__name__}"
-            ) from None
-        out += str(number).encode("ascii")
-
-
-def _key_bytes(key: Key) -> bytes:
-    """The bytes of ``key``, as ``snapkv build`` and ``snapkv.Snapshot`` make them:
-    ``("SE", 42)`` is ``b"SE/42"``."""
-    out = bytearray()
-    _append_key(key, out, True)
-    return bytes(out)
 
 
 def _path_segment(raw: bytes) -> str:
@@ -432,9 +400,7 @@ class Client:
         if texts:
             pin = self._mget(dataset, texts, pin, found)
         for raw in one_at_a_time:
-            hit, value, served = self._get_one(dataset, raw, pin)
-            if pin is None:
-                pin = served
+            hit, value, pin = self._get_one(dataset, raw, pin)
             if hit:
                 found[raw] = value
         return [found.get(raw, default) for raw in raws]
@@ -471,11 +437,13 @@ class Client:
             raise ValueError("limit must be 0 or more")
         if page_size is not None and page_size < 1:
             raise ValueError("page_size must be at least 1")
-        params: List[Tuple[str, bytes]] = []
-        for name, bound in (("prefix", prefix), ("start", start), ("end", end)):
-            if bound is not None:
-                params.append((name, _key_bytes(bound)))
-        return self._scan(dataset, params, limit, page_size, self._pin(version))
+        # The bounds' part of every page's query, percent-encoded once.
+        bounds = [
+            f"{name}={_path_segment(_key_bytes(bound))}"
+            for name, bound in (("prefix", prefix), ("start", start), ("end", end))
+            if bound is not None
+        ]
+        return self._scan(dataset, bounds, limit, page_size, self._pin(version))
 
     def datasets(self) -> List[Dict[str, Any]]:
         """The datasets the server serves, loaded or not: dicts with ``name``, ``ready``, and,
@@ -484,7 +452,7 @@ class Client:
             >>> [d["name"] for d in client.datasets()]
             ['scores', 'users']
         """
-        response = self._send("GET", "/v1/datasets", None, None)
+        response = self._send("GET", "/v1/datasets", None)
         if response.status_code != 200:
             raise self._error(response, None)
         body = self._json(response)
@@ -505,7 +473,7 @@ class Client:
         another version than the pinned one.
         """
         pin = self._pin(version)
-        response = self._send("GET", self._dataset_path(dataset), dataset, pin)
+        response = self._send("GET", self._dataset_path(dataset), pin)
         if response.status_code != 200:
             raise self._error(response, dataset)
         self._check_version(response, dataset, pin)
@@ -530,7 +498,7 @@ class Client:
         GET is over the request target limit is asked for by mget, unless ``by_mget`` is
         false (the mget sent it here)."""
         path = f"{self._dataset_path(dataset)}/keys/{_path_segment(raw)}"
-        response = self._send("GET", path, dataset, pin)
+        response = self._send("GET", path, pin)
         status = response.status_code
         if status == 414 and by_mget:
             # A key of up to 4096 bytes may take three times as many percent-encoded, over
@@ -562,11 +530,9 @@ class Client:
         while pending:
             batch = pending.popleft()
             body = self._mget_body(batch)
-            response = self._send("POST", path, dataset, pin, body)
+            response = self._send("POST", path, pin, body)
             if response.status_code == 200:
-                served = self._check_version(response, dataset, pin, "during a get_many")
-                if pin is None:
-                    pin = served
+                pin = self._check_version(response, dataset, pin, "during a get_many")
                 answer = self._json(response)
                 try:
                     encoding = answer["encoding"]
@@ -594,9 +560,7 @@ class Client:
             elif code == "response_too_large":
                 # One value over the answer limit of mget: a GET has none.
                 raw = batch[0].encode("utf-8")
-                hit, value, served = self._get_one(dataset, raw, pin, by_mget=False)
-                if pin is None:
-                    pin = served
+                hit, value, pin = self._get_one(dataset, raw, pin, by_mget=False)
                 if hit:
                     found[raw] = value
             else:
@@ -630,7 +594,7 @@ class Client:
     def _scan(
         self,
         dataset: str,
-        params: List[Tuple[str, bytes]],
+        bounds: List[str],
         limit: Optional[int],
         page_size: Optional[int],
         pin: Optional[str],
@@ -647,21 +611,19 @@ class Client:
             wanted = min((n for n in (page_size, remaining) if n is not None), default=None)
             if refused and wanted is not None:
                 wanted = min(wanted, largest_page) if largest_page else None
-            query = [f"{name}={_path_segment(value)}" for name, value in params]
+            query = list(bounds)
             if wanted is not None:
                 query.append(f"limit={wanted}")
             if cursor is not None:
                 query.append(f"after={_path_segment(cursor.encode('ascii'))}")
             target = path + ("?" + "&".join(query) if query else "")
-            response = self._send("GET", target, dataset, pin)
+            response = self._send("GET", target, pin)
             if response.status_code != 200:
                 if self._code(response) == "bad_limit" and wanted is not None and not refused:
                     refused = True
                     continue
                 raise self._error(response, dataset)
-            served = self._check_version(response, dataset, pin, "during a scan")
-            if pin is None:
-                pin = served
+            pin = self._check_version(response, dataset, pin, "during a scan")
             page = self._json(response)
             try:
                 encoding = page["encoding"]
@@ -689,14 +651,13 @@ class Client:
         self,
         method: str,
         path: str,
-        dataset: Optional[str],
         pin: Optional[str],
         body: Optional[bytes] = None,
     ) -> httpx.Response:
         """Sends a request, retrying transport errors and retryable statuses with backoff.
         Returns the last answer, whatever its status."""
         headers: Dict[str, str] = {}
-        if dataset is not None and pin is not None:
+        if pin is not None:
             headers[_VERSION_HEADER] = pin
         if body is not None:
             headers["Content-Type"] = "application/json"

@@ -31,7 +31,14 @@ pub(crate) struct Snapshot {
 }
 
 /// `json.loads`, looked up once.
-static JSON_LOADS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+fn json_loads(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+    static LOADS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    Ok(LOADS
+        .get_or_try_init(py, || {
+            Ok::<_, PyErr>(py.import("json")?.getattr("loads")?.unbind())
+        })?
+        .bind(py))
+}
 
 /// The key bytes of a Python key: `str` (UTF-8), `bytes`, `int` (its decimal text), or a
 /// tuple of those joined with `/` (a composite key).
@@ -73,6 +80,13 @@ fn append_key(key: &Bound<'_, PyAny>, out: &mut Vec<u8>, tuple_ok: bool) -> PyRe
     Ok(())
 }
 
+/// The bytes of a key as `Snapshot` looks it up (see [`key_bytes`]): `("SE", 42)` is
+/// `b"SE/42"`. For the HTTP client, which sends keys as the in-process reader reads them.
+#[pyfunction(name = "key_bytes")]
+pub(crate) fn py_key_bytes<'py>(key: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+    Ok(PyBytes::new(key.py(), &key_bytes(key)?))
+}
+
 /// A key as Python: `str` when it is UTF-8 (every key built from text, integers, dates and
 /// times is), else `bytes`.
 fn key_object<'py>(py: Python<'py>, key: &[u8]) -> Bound<'py, PyAny> {
@@ -107,10 +121,7 @@ pub(crate) fn decode<'py>(
     }
     let text = std::str::from_utf8(value)
         .map_err(|e| CorruptError::new_err(format!("a JSON value is not UTF-8: {e}")))?;
-    let loads = JSON_LOADS.get_or_try_init(py, || {
-        Ok::<_, PyErr>(py.import("json")?.getattr("loads")?.unbind())
-    })?;
-    loads.bind(py).call1((PyString::new(py, text),))
+    json_loads(py)?.call1((PyString::new(py, text),))
 }
 
 fn bound(value: Option<&Bound<'_, PyAny>>, inclusive: bool) -> PyResult<Edge<Vec<u8>>> {
@@ -242,12 +253,7 @@ impl Snapshot {
     fn metadata<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let text = serde_json::to_string(self.inner.metadata())
             .map_err(|e| SnapkvError::new_err(e.to_string()))?;
-        JSON_LOADS
-            .get_or_try_init(py, || {
-                Ok::<_, PyErr>(py.import("json")?.getattr("loads")?.unbind())
-            })?
-            .bind(py)
-            .call1((text,))
+        json_loads(py)?.call1((text,))
     }
 
     /// The schema of `to_arrow`'s table, as a pyarrow Schema.

@@ -1,5 +1,5 @@
-//! `publish`, `versions` and `rollback`: the store operations of the `snapkv` command, with
-//! the same store URLs, options and environment.
+//! `publish`, `versions`, `rollback`, `promote`, `pin`, `unpin` and `history`: the store
+//! operations of the `snapkv` command, with the same store URLs, options and environment.
 
 use crate::errors::store_error;
 use pyo3::exceptions::PyOSError;
@@ -8,7 +8,6 @@ use pyo3::types::{PyDict, PyList};
 use snapkv_store::{ChangeOptions, Pin, Pointer, PublishOptions, Store};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 /// Opens `url` with `options` (`endpoint`, `region`, …).
 fn open(url: &str, options: Option<BTreeMap<String, String>>) -> PyResult<Store> {
@@ -50,7 +49,7 @@ pub(crate) fn publish(
     publish.version = version;
     publish.stage = stage;
     publish.reason = reason;
-    publish.open = Arc::new(|path| Ok(snapkv_reader::open_snapshot(path, &Default::default())?));
+    publish.open = snapkv_reader::mapped();
     let published = run(py, || store.publish(dataset, &files, &publish))?;
     let m = &published.manifest;
     let d = PyDict::new(py);

@@ -52,6 +52,12 @@ pub enum OpenError {
     },
 }
 
+/// How the store opens local snapshot files to verify them (before a publish, after a
+/// download): memory-mapped with [`open_snapshot`], so a large file is not read into memory.
+pub fn mapped() -> snapkv_store::OpenSnapshot {
+    std::sync::Arc::new(|path| Ok(open_snapshot(path, &OpenOptions::default())?))
+}
+
 /// Maps the snapshot at `path` read-only and opens it (see [`Snapshot::open_with`]: structure
 /// and section checksums are checked, data blocks are not; call [`Snapshot::verify`] for that).
 ///

@@ -275,34 +275,33 @@ async fn watch_store(
     }
     let mut tag: Option<snapkv_store::Tag> = None;
     loop {
-        let result = match store.poll_current(&name, tag.as_ref()).await {
-            Ok(snapkv_store::Poll::Unchanged) => Ok(()),
-            Ok(snapkv_store::Poll::Missing) => Err(missing(&store, &name).await),
-            Ok(snapkv_store::Poll::Changed(current)) => {
-                let version = current.pointer.version.clone();
-                if served.as_deref() == Some(version.as_str()) {
-                    tag = Some(current.tag);
-                    Ok(())
-                } else {
-                    let mut options = snapkv_store::FetchOptions::default();
-                    // Verify downloads through the mapping, not by reading them into memory.
-                    options.open = Arc::new(|p| Ok(crate::open_snapshot(p, &Default::default())?));
-                    match store.fetch(&name, &version, &cache, &options).await {
-                        Ok(cached) => {
-                            load_cached(cached, &cache, &d.live, cache_bytes)
+        let result =
+            match store.poll_current(&name, tag.as_ref()).await {
+                Ok(snapkv_store::Poll::Unchanged) => Ok(()),
+                Ok(snapkv_store::Poll::Missing) => Err(missing(&store, &name).await),
+                Ok(snapkv_store::Poll::Changed(current)) => {
+                    let version = current.pointer.version.clone();
+                    if served.as_deref() == Some(version.as_str()) {
+                        tag = Some(current.tag);
+                        Ok(())
+                    } else {
+                        let mut options = snapkv_store::FetchOptions::default();
+                        // Verify downloads through the mapping, not by reading them into memory.
+                        options.open = crate::mapped();
+                        match store.fetch(&name, &version, &cache, &options).await {
+                            Ok(cached) => load_cached(cached, &cache, &d.live, cache_bytes)
                                 .await
                                 .map(|l| {
                                     d.swap(l);
                                     served = Some(version);
                                     tag = Some(current.tag);
-                                })
+                                }),
+                            Err(e) => Err(error_chain(&e)),
                         }
-                        Err(e) => Err(error_chain(&e)),
                     }
                 }
-            }
-            Err(e) => Err(error_chain(&e)),
-        };
+                Err(e) => Err(error_chain(&e)),
+            };
         d.record(result);
         tokio::select! {
             () = tokio::time::sleep(interval) => {}

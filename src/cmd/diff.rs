@@ -1,7 +1,7 @@
 //! `snapkv diff`: what changed between two snapshots, or two versions of a dataset.
 
 use super::printable;
-use super::store_args::{mapped, no_dataset, parse_option, runtime};
+use super::store_args::{no_dataset, parse_option, runtime};
 use anyhow::Context;
 use serde_json::{json, Value};
 use snapkv_format::diff::{ColumnSample, Example, SchemaDiff, SchemaField};
@@ -157,29 +157,33 @@ fn open_versions(args: &Args, dataset: &str, cache_dir: &Path) -> anyhow::Result
                 _ => Ok(label.to_owned()),
             }
         };
-        let mut sides = Vec::new();
-        for label in [old, new] {
-            let version = resolve(label)?;
-            let mut options = FetchOptions::default();
-            options.open = mapped();
-            let cached = store
-                .fetch(dataset, &version, &cache, &options)
-                .await
-                .with_context(|| format!("cannot fetch version {version} of {dataset}"))?;
-            let [file] = cached.manifest.files.as_slice() else {
-                anyhow::bail!(
-                    "version {version} of {dataset} has {} files; diff compares versions of \
-                     one snapshot file (compare the files themselves)",
-                    cached.manifest.files.len()
-                );
-            };
-            sides.push(Side {
-                source: version,
-                snapshot: super::open(&cached.path(&file.name))?,
-            });
-        }
-        let new = sides.pop().expect("two sides");
-        let old = sides.pop().expect("two sides");
+        let mut options = FetchOptions::default();
+        options.open = snapkv_reader::mapped();
+        let fetch = |label: &str| {
+            let version = resolve(label);
+            let (store, cache, options) = (&store, &cache, &options);
+            async move {
+                let version = version?;
+                let cached = store
+                    .fetch(dataset, &version, cache, options)
+                    .await
+                    .with_context(|| format!("cannot fetch version {version} of {dataset}"))?;
+                let [file] = cached.manifest.files.as_slice() else {
+                    anyhow::bail!(
+                        "version {version} of {dataset} has {} files; diff compares versions \
+                         of one snapshot file (compare the files themselves)",
+                        cached.manifest.files.len()
+                    );
+                };
+                let snapshot = super::open(&cached.path(&file.name))?;
+                Ok(Side {
+                    source: version,
+                    snapshot,
+                })
+            }
+        };
+        let old = fetch(old).await?;
+        let new = fetch(new).await?;
         Ok((old, new))
     })
 }
@@ -309,14 +313,16 @@ fn describe(side: &Side) -> String {
 
 fn schema_lines(s: &SchemaDiff) -> Vec<String> {
     let mut lines = Vec::new();
-    let nullable = |n: bool| if n { ", nullable" } else { "" };
-    for f in &s.removed {
-        let t = type_name(&f.data_type);
-        lines.push(format!(
-            "removed    {} ({t}{})",
+    let column = |label: &str, f: &SchemaField| {
+        let nullable = if f.nullable { ", nullable" } else { "" };
+        format!(
+            "{label:<11}{} ({}{nullable})",
             f.name,
-            nullable(f.nullable)
-        ));
+            type_name(&f.data_type)
+        )
+    };
+    for f in &s.removed {
+        lines.push(column("removed", f));
     }
     for c in &s.retyped {
         let (o, n) = (type_name(&c.old), type_name(&c.new));
@@ -332,12 +338,7 @@ fn schema_lines(s: &SchemaDiff) -> Vec<String> {
         ));
     }
     for f in &s.added {
-        let t = type_name(&f.data_type);
-        lines.push(format!(
-            "added      {} ({t}{})",
-            f.name,
-            nullable(f.nullable)
-        ));
+        lines.push(column("added", f));
     }
     if let Some(c) = &s.key_columns {
         let (o, n) = (c.old.join(","), c.new.join(","));

@@ -1,6 +1,6 @@
 //! `snapkv publish`: upload snapshot files as a new version and make it current.
 
-use super::store_args::{mapped, runtime, StoreArgs};
+use super::store_args::{runtime, StoreArgs};
 use indicatif::{ProgressBar, ProgressStyle};
 use snapkv_store::PublishOptions;
 use std::path::PathBuf;
@@ -76,7 +76,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     options.concurrency = args.concurrency.max(1);
     options.stage = args.stage;
     options.reason = args.reason;
-    options.open = mapped();
+    options.open = snapkv_reader::mapped();
     let progress = bar.clone();
     options.progress = Some(Arc::new(move |n| progress.inc(n)));
     let published = runtime()?.block_on(store.publish(&args.store.dataset, &args.files, &options));

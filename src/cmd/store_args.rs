@@ -2,8 +2,7 @@
 //! is, which dataset, and how to run the asynchronous store client.
 
 use anyhow::Context;
-use snapkv_store::{OpenSnapshot, Store};
-use std::sync::Arc;
+use snapkv_store::Store;
 
 /// The store and dataset a command works on.
 #[derive(clap::Args)]
@@ -59,9 +58,4 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")
-}
-
-/// Verification opens files memory-mapped: a large snapshot is not read into memory.
-pub fn mapped() -> OpenSnapshot {
-    Arc::new(|path| Ok(snapkv_reader::open_snapshot(path, &Default::default())?))
 }

@@ -35,6 +35,23 @@ impl Move {
             Move::Pin => "pin",
         }
     }
+
+    /// The move under way, for messages.
+    fn doing(self) -> &'static str {
+        match self {
+            Move::Rollback => "rolling back",
+            Move::Promote => "promoting",
+            Move::Pin => "pinning",
+        }
+    }
+}
+
+/// What a move found and did.
+struct Moved {
+    /// `CURRENT` as read before the move.
+    before: Pointer,
+    /// The pointer written; `None` when nothing had to change.
+    written: Option<Pointer>,
 }
 
 impl Store {
@@ -54,8 +71,10 @@ impl Store {
         to: &str,
         options: &ChangeOptions,
     ) -> Result<Option<Pointer>> {
-        self.move_current(dataset, to, Move::Rollback, options)
-            .await
+        let moved = self
+            .move_current(dataset, Some(to), Move::Rollback, options)
+            .await?;
+        Ok(moved.written)
     }
 
     /// Makes the staged version `version` current: a complete version newer than `CURRENT`
@@ -67,26 +86,24 @@ impl Store {
         version: &str,
         options: &ChangeOptions,
     ) -> Result<Option<Pointer>> {
-        self.move_current(dataset, version, Move::Promote, options)
-            .await
+        let moved = self
+            .move_current(dataset, Some(version), Move::Promote, options)
+            .await?;
+        Ok(moved.written)
     }
 
     /// Pins `dataset` to `version` (moving `CURRENT` there first, if it names another complete
     /// version), or to the current version when `version` is `None`. While pinned, `publish`
     /// stages newer versions and `promote` refuses; `unpin` releases.
     pub async fn pin(&self, dataset: &str, version: Option<&str>, reason: &str) -> Result<Pointer> {
-        let to = match version {
-            Some(v) => v.to_owned(),
-            None => self.existing_current(dataset).await?.pointer.version,
-        };
         let options = ChangeOptions {
             reason: Some(reason.to_owned()),
             pin: true,
         };
-        match self.move_current(dataset, &to, Move::Pin, &options).await? {
-            Some(p) => Ok(p),
-            None => Ok(self.existing_current(dataset).await?.pointer),
-        }
+        let moved = self
+            .move_current(dataset, version, Move::Pin, &options)
+            .await?;
+        Ok(moved.written.unwrap_or(moved.before))
     }
 
     /// Releases the pin of `dataset`. Returns the pointer written, or `None` if the dataset
@@ -118,16 +135,21 @@ impl Store {
         })
     }
 
+    /// Moves `CURRENT` to `to` (the current version when `None`) as `how` does.
     async fn move_current(
         &self,
         dataset: &str,
-        to: &str,
+        to: Option<&str>,
         how: Move,
         options: &ChangeOptions,
-    ) -> Result<Option<Pointer>> {
+    ) -> Result<Moved> {
         let paths = DatasetPaths::new(&self.root, dataset)?;
-        check_name("version", to)?;
+        if let Some(to) = to {
+            check_name("version", to)?;
+        }
         let current = self.existing_current(dataset).await?;
+        let to = to.unwrap_or(&current.pointer.version).to_owned();
+        let to = to.as_str();
         self.require_complete(&paths, dataset, to).await?;
         let was = current.pointer.version.clone();
         if how == Move::Promote {
@@ -158,7 +180,10 @@ impl Store {
             _ => Some(Pin::new(reason)),
         };
         if to == was && pin == current.pointer.pin {
-            return Ok(None);
+            return Ok(Moved {
+                before: current.pointer,
+                written: None,
+            });
         }
         let previous = if to == was {
             current.pointer.previous.clone()
@@ -167,7 +192,7 @@ impl Store {
         };
         let mut pointer = Pointer::new(to, previous.as_deref(), how.name());
         pointer.pin = pin;
-        self.swap_or_conflict(&paths, dataset, &pointer, &current, how.name())
+        self.swap_or_conflict(&paths, dataset, &pointer, &current, how.doing())
             .await?;
         // gc deletes a manifest first and then checks CURRENT; a move writes CURRENT first
         // and then checks the manifest: one of the two sees the other.
@@ -193,7 +218,10 @@ impl Store {
             HistoryEntry::new(how.name(), Some(&was), Some(to), options.reason.as_deref()),
         )
         .await;
-        Ok(Some(pointer))
+        Ok(Moved {
+            before: current.pointer,
+            written: Some(pointer),
+        })
     }
 
     /// Refuses a version that does not exist or is incomplete (no manifest).
