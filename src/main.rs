@@ -33,7 +33,8 @@ Examples:
   snapkv versions --store s3://bucket/snapkv --dataset predictions
 
 Exit codes: 0 success; 1 a negative answer (a key is missing, a file is corrupt); 2 an error
-(bad arguments, unreadable input).";
+(bad arguments, unreadable input); 3 a version refused by its dataset's policy (publish,
+promote).";
 
 /// Serve precomputed results from immutable, versioned snapshot files.
 #[derive(Parser)]
@@ -73,6 +74,7 @@ enum Command {
     Pin(cmd::pin::PinArgs),
     Unpin(cmd::pin::UnpinArgs),
     History(cmd::history::Args),
+    Policy(cmd::policy::Args),
     Gc(cmd::gc::Args),
 }
 
@@ -102,6 +104,7 @@ fn main() -> ExitCode {
         Command::Pin(args) => cmd::pin::pin(args),
         Command::Unpin(args) => cmd::pin::unpin(args),
         Command::History(args) => cmd::history::run(args),
+        Command::Policy(args) => cmd::policy::run(args),
         Command::Gc(args) => cmd::gc::run(args),
     };
     match result {
@@ -115,7 +118,14 @@ fn main() -> ExitCode {
             } else {
                 eprintln!("error: {e:#}");
             }
-            ExitCode::from(2)
+            if matches!(
+                e.downcast_ref::<snapkv_store::Error>(),
+                Some(snapkv_store::Error::Policy { .. })
+            ) {
+                ExitCode::from(cmd::REFUSED_BY_POLICY)
+            } else {
+                ExitCode::from(2)
+            }
         }
     }
 }

@@ -149,9 +149,15 @@ fn check_flags(block: &Block) -> usize {
         if words.first() != Some(&"snapkv") {
             continue;
         }
-        let sub = words.get(1).expect("a subcommand");
-        let flags = common::help_flags(sub);
-        for w in &words[2..] {
+        let mut sub = words.get(1).expect("a subcommand").to_string();
+        let mut first = 2;
+        // `snapkv policy init|set|show`: the flags are the nested subcommand's.
+        if sub == "policy" {
+            sub = format!("policy {}", words[2]);
+            first = 3;
+        }
+        let flags = common::help_flags(&sub);
+        for w in &words[first..] {
             let w = w.trim_matches(['[', ']']);
             if let Some(f) = w.starts_with("--").then(|| w.split('=').next().unwrap()) {
                 assert!(flags.contains(f), "{}: snapkv {sub} has no {f}", block.at);

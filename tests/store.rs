@@ -121,7 +121,65 @@ both_backends!(
     racing_publishers_one_wins,
     killed_publish_leaves_current_and_gc_cleans_it,
     stage_promote_pin_and_history,
+    policy_rules_refuse_with_a_report_and_force_is_recorded,
 );
+
+impl Env {
+    /// Builds `name` from JSON rows `{"id": "user:<i>", ...fields(i)}` for `i` in `ids`.
+    fn build(
+        &self,
+        name: &str,
+        ids: std::ops::Range<u32>,
+        fields: impl Fn(u32) -> String,
+    ) -> PathBuf {
+        let input = self.path(&format!("{name}.ndjson"));
+        let rows: String = ids
+            .map(|i| format!("{{\"id\":\"user:{i}\",{}}}\n", fields(i)))
+            .collect();
+        std::fs::write(&input, rows).unwrap();
+        let output = self.path(name);
+        let out = Command::new(env!("CARGO_BIN_EXE_snapkv"))
+            .args([
+                "build",
+                "--key",
+                "id",
+                "-i",
+                arg(&input),
+                "-o",
+                arg(&output),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        output
+    }
+
+    /// `snapkv policy SUB --store … --dataset ds ARGS…`.
+    fn policy(&self, sub: &str, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_snapkv"))
+            .args(["policy", sub, "--store", &self.store, "--dataset", "ds"])
+            .args(&self.options)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Runs and expects exit code 3 (refused by the policy); returns stderr.
+    fn refused(&self, command: &str, args: &[&str]) -> String {
+        let out = self.run(command, args);
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "snapkv {command} {args:?}: {err}"
+        );
+        err
+    }
+}
 
 /// The safe-rollout path an operator takes: stage a version, promote it, roll back (which pins),
 /// watch the nightly publish get staged, unpin and promote; every step in the history.
@@ -159,7 +217,8 @@ fn stage_promote_pin_and_history(backend: Backend) {
     assert!(env.ok("versions", &[]).contains("\n+ v2 "));
 
     let out = env.ok("promote", &["--version", "v2"]);
-    assert_eq!(out.trim(), "CURRENT of ds: v1 -> v2");
+    assert_eq!(out.lines().next(), Some("CURRENT of ds: v1 -> v2"), "{out}");
+    assert!(out.contains("policy: 3 passed, 0 failed"), "{out}");
     let err = env.fails("promote", &["--version", "v1"]);
     assert!(err.contains("older than the current version v2"), "{err}");
     let err = env.fails("promote", &["--version", "v9"]);
@@ -304,7 +363,7 @@ fn publish_versions_rollback_gc(backend: Backend) {
         2,
         "{out}"
     );
-    env.ok("publish", &[arg(&b), "--version", "v3"]);
+    env.ok("publish", &[arg(&a), "--version", "v3"]);
     let out = env.ok("gc", &["--keep", "1", "--dry-run"]);
     assert!(
         out.contains("would delete v1") && out.contains("would delete v2"),
@@ -891,4 +950,145 @@ fn store_from_the_environment() {
     let (code, out) = versions(arg(&elsewhere), &["--store", &env.store]);
     assert_eq!(code, Some(0));
     assert!(out.contains("v1"), "{out}");
+}
+
+/// Every rule refuses a version that breaks it, with a report of every rule and exit code 3,
+/// before anything is uploaded; `--force --reason` passes and the history names the rules
+/// overridden; promote checks again against what is current then.
+fn policy_rules_refuse_with_a_report_and_force_is_recorded(backend: Backend) {
+    let env = Env::new(backend, "policy");
+    let full = |i: u32| format!("\"score\":{i},\"name\":\"n{i}\"");
+    let v1 = env.build("v1.snapkv", 0..2000, full);
+    env.ok("publish", &[arg(&v1), "--version", "v1"]);
+    let keys_stored = || env.versions().len();
+
+    // No POLICY.json: the recommended rules refuse 2 keys with another schema over 2,000.
+    let out = env.policy("show", &[]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no POLICY.json"));
+    let tiny = env.build("tiny.snapkv", 0..2, |i| format!("\"other\":{i}"));
+    let err = env.refused("publish", &[arg(&tiny), "--version", "v2"]);
+    assert!(
+        err.contains("FAILED      max_key_drop: 2,000 -> 2 keys (-99.9%)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("FAILED      schema: incompatible with v1: dropped \"score\", \"name\""),
+        "{err}"
+    );
+    assert!(
+        err.contains("passed      min_keys: 2 keys (minimum 1)"),
+        "{err}"
+    );
+    assert_eq!(keys_stored(), 1, "nothing uploaded");
+    // --force needs a reason.
+    let err = env.fails("publish", &[arg(&tiny), "--version", "v2", "--force"]);
+    assert!(err.contains("--reason"), "{err}");
+
+    // policy init writes the recommended rules, once.
+    let out = env.policy("init", &["--reason", "guard the nightly job"]);
+    assert!(out.status.success());
+    let out = env.policy("init", &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already has a policy"));
+    let out = env.policy("set", &["colour=blue"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown rule"));
+
+    // One rule at a time, each failing alone.
+    let half_null = env.build("half-null.snapkv", 0..2000, |i| {
+        if i % 2 == 0 {
+            format!("\"score\":null,\"name\":\"n{i}\"")
+        } else {
+            full(i)
+        }
+    });
+    let rules: [(&[&str], &Path, &str); 5] = [
+        (&["min_keys=5000"], &v1, "min_keys: 2,000 keys, fewer than the minimum 5,000"),
+        (&["min_keys=1", "max_key_growth=10%"], &env.build("more.snapkv", 0..3000, full), "max_key_growth: 2,000 -> 3,000 keys (+50%) against v1: more than the 10% growth allowed"),
+        (&["max_key_growth=off", "required_keys=user:1,user:9999"], &v1, "required_keys: 1 of 2 required keys missing: \"user:9999\""),
+        (&["required_keys=off", "max_null_ratio.score=10%"], &half_null, "max_null_ratio: \"score\" 50% null (maximum 10%) in 2,000 sampled rows"),
+        (&["max_null_ratio.score=off", "max_changed_share=0.25"], &half_null, "max_changed_share: 1,000 of the 2,000 keys also in v1 changed value (50%): more than the 25% allowed"),
+    ];
+    for (set, file, failure) in rules {
+        let out = env.policy("set", set);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let err = env.refused("publish", &[arg(file), "--version", "v2"]);
+        assert!(
+            err.contains(&format!("FAILED      {failure}")),
+            "{set:?}: {err}"
+        );
+        assert_eq!(err.matches("FAILED").count(), 1, "{err}");
+        assert_eq!(keys_stored(), 1, "nothing uploaded");
+    }
+    let shown = String::from_utf8(env.policy("show", &["--json"]).stdout).unwrap();
+    let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(shown["policy"]["rules"]["max_changed_share"], 0.25);
+
+    // Forced: published, and the history says which rule was overridden and why.
+    let out = env.ok(
+        "publish",
+        &[
+            arg(&half_null),
+            "--version",
+            "v2",
+            "--force",
+            "--reason",
+            "scores reset on purpose",
+        ],
+    );
+    assert!(
+        out.contains("CURRENT v1 -> v2") && out.contains("FORCED"),
+        "{out}"
+    );
+    let history: serde_json::Value =
+        serde_json::from_str(&env.ok("history", &["--json", "--last", "1"])).unwrap();
+    let last = &history[0];
+    assert_eq!(last["action"], "publish");
+    assert_eq!(last["forced"], true);
+    assert_eq!(last["overridden"], serde_json::json!(["max_changed_share"]));
+    assert_eq!(last["reason"], "scores reset on purpose");
+    assert!(env
+        .ok("history", &[])
+        .contains("(forced past max_changed_share) scores reset"));
+
+    // Promote checks against what is current then: a version staged while it passed is
+    // refused once the policy no longer allows it.
+    env.policy("set", &["max_changed_share=off"]);
+    env.ok("publish", &[arg(&v1), "--version", "v3", "--stage"]);
+    let out = env.policy("set", &["max_changed_share=1%", "--reason", "stricter"]);
+    assert!(out.status.success());
+    let err = env.refused("promote", &["--version", "v3"]);
+    assert!(
+        err.contains("FAILED      max_changed_share: 1,000 of the 2,000 keys also in v2"),
+        "{err}"
+    );
+    assert_eq!(env.current().as_deref(), Some("v2"));
+    let out = env.ok(
+        "promote",
+        &["--version", "v3", "--force", "--reason", "restore scores"],
+    );
+    assert!(out.starts_with("CURRENT of ds: v2 -> v3"), "{out}");
+    let actions: Vec<String> =
+        serde_json::from_str::<Vec<serde_json::Value>>(&env.ok("history", &["--json"]))
+            .unwrap()
+            .iter()
+            .map(|e| {
+                format!(
+                    "{}{}",
+                    e["action"].as_str().unwrap(),
+                    if e["forced"] == true { "!" } else { "" }
+                )
+            })
+            .collect();
+    assert_eq!(
+        actions,
+        [
+            "publish", "policy", "policy", "policy", "policy", "policy", "policy", "publish!",
+            "policy", "stage", "policy", "promote!"
+        ]
+    );
 }

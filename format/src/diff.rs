@@ -781,8 +781,9 @@ impl<'s> Side<'s> {
     }
 }
 
-/// The schema changes between two snapshots' metadata.
-fn schema_diff(old: &Metadata, new: &Metadata) -> SchemaDiff {
+/// The schema changes between two snapshots' metadata (what [`diff()`] reports as
+/// [`Diff::schema`]), from the metadata alone.
+pub fn schema_diff(old: &Metadata, new: &Metadata) -> SchemaDiff {
     let mut s = SchemaDiff::default();
     if old.key_columns != new.key_columns {
         s.key_columns = Some(Change {

@@ -148,10 +148,14 @@ impl Footer {
     /// Decodes and checks the footer at the end of `data` (whose length is at least
     /// `HEADER_LEN + FOOTER_LEN`). Section bounds are checked here too.
     pub fn decode(data: &[u8]) -> Result<Footer> {
-        let len = data.len() as u64;
-        let start = data.len() - FOOTER_LEN;
-        let f = &data[start..];
-        let at = |field: usize| (start + field) as u64;
+        Footer::decode_end(&data[data.len() - FOOTER_LEN..], data.len() as u64)
+    }
+
+    /// [`Footer::decode`] from the last [`FOOTER_LEN`] bytes `f` of a file of `len` bytes (at
+    /// least `HEADER_LEN + FOOTER_LEN`), for a reader that has only the end of the file.
+    pub fn decode_end(f: &[u8], len: u64) -> Result<Footer> {
+        let start = len - FOOTER_LEN as u64;
+        let at = |field: usize| start + field as u64;
         if f[FOOTER_MAGIC..] != MAGIC {
             return Err(Error::MissingFooter { len });
         }
@@ -195,9 +199,7 @@ impl Footer {
             };
             let in_bounds = s.offset >= floor
                 && s.offset % SECTION_ALIGN == 0
-                && s.offset
-                    .checked_add(s.len)
-                    .is_some_and(|end| end <= start as u64);
+                && s.offset.checked_add(s.len).is_some_and(|end| end <= start);
             if !in_bounds {
                 return Err(Error::Corrupt {
                     section: Section::Footer,

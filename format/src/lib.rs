@@ -41,6 +41,7 @@ pub mod names;
 #[doc(hidden)]
 pub mod pool;
 mod snapshot;
+pub mod tail;
 #[doc(hidden)]
 pub mod varint;
 mod writer;
@@ -50,6 +51,7 @@ pub use diff::{diff, Diff, DiffOptions};
 pub use error::{Error, Result, Section};
 pub use metadata::{FormatInfo, Metadata, ValueEncoding};
 pub use snapshot::{Iter, OpenOptions, Snapshot, Stats};
+pub use tail::{Tail, TAIL_LEN};
 pub use writer::{Compression, Dictionary, SnapshotWriter, WriteSummary, WriterOptions};
 
 /// Longest key, in bytes.

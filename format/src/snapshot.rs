@@ -293,8 +293,30 @@ impl Snapshot {
             start: start.map(<[u8]>::to_vec),
             end: end.map(<[u8]>::to_vec),
             loaded: false,
+            one_block: false,
             done: block.is_none() && error.is_none(),
             error,
+        }
+    }
+
+    /// The entries of block `block` (`0..block_count()`), in key order: for reading an even
+    /// sample of a snapshot, a few blocks spread over it, without reading the rest. Empty for a
+    /// block number out of range.
+    pub fn block_entries(&self, block: u64) -> Iter {
+        let block = u32::try_from(block)
+            .ok()
+            .filter(|b| u64::from(*b) < self.block_count());
+        Iter {
+            snapshot: self.clone(),
+            block: block.unwrap_or(0),
+            buf: Bytes::new(),
+            cursor: Cursor::new(block.unwrap_or(0)),
+            start: Bound::Unbounded,
+            end: Bound::Unbounded,
+            loaded: false,
+            one_block: true,
+            done: block.is_none(),
+            error: None,
         }
     }
 
@@ -327,8 +349,8 @@ impl Snapshot {
         &self.inner.data[stored_range(e)]
     }
 
-    /// Number of blocks.
-    pub(crate) fn block_count(&self) -> u64 {
+    /// Number of data blocks.
+    pub fn block_count(&self) -> u64 {
         self.inner.footer.block_count
     }
 
@@ -607,6 +629,8 @@ pub struct Iter {
     start: Bound<Vec<u8>>,
     end: Bound<Vec<u8>>,
     loaded: bool,
+    /// Stop at the end of the first block (for [`Snapshot::block_entries`]).
+    one_block: bool,
     done: bool,
     error: Option<Error>,
 }
@@ -620,6 +644,9 @@ impl Iter {
                 self.loaded = true;
             }
             let Some(value) = self.cursor.next(&self.buf)? else {
+                if self.one_block {
+                    return Ok(None);
+                }
                 self.block += 1;
                 if u64::from(self.block) >= self.snapshot.inner.footer.block_count {
                     return Ok(None);

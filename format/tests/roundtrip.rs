@@ -95,13 +95,18 @@ fn check(model: &Model, bytes: Vec<u8>, probes: &[Vec<u8>]) {
             assert_eq!(collect(snap.range(s, e)), model_range(model, s, e));
         }
     }
-    assert_eq!(
-        collect(snap.iter()),
-        model
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect::<Vec<_>>()
-    );
+    let everything: Vec<_> = model.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    assert_eq!(collect(snap.iter()), everything);
+    // Block by block: every block has entries, and together they are every entry in order.
+    let mut by_block = Vec::new();
+    for b in 0..snap.block_count() {
+        let entries = collect(snap.block_entries(b));
+        assert!(!entries.is_empty(), "block {b} is empty");
+        by_block.extend(entries);
+    }
+    assert_eq!(by_block, everything);
+    assert!(collect(snap.block_entries(snap.block_count())).is_empty());
+    assert!(collect(snap.block_entries(u64::MAX)).is_empty());
 }
 
 fn key() -> impl Strategy<Value = Vec<u8>> {

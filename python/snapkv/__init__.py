@@ -20,6 +20,7 @@ from ._snapkv import (
     BuildError,
     ConflictError,
     CorruptError,
+    PolicyError,
     RefusedError,
     Scan,
     Snapshot,
@@ -52,6 +53,7 @@ __all__ = [
     "CorruptError",
     "StoreError",
     "RefusedError",
+    "PolicyError",
     "ConflictError",
     "Client",
     "HttpError",
@@ -170,6 +172,7 @@ def publish(
     version: Optional[str] = None,
     stage: bool = False,
     reason: Optional[str] = None,
+    force: bool = False,
     options: Optional[Mapping[str, str]] = None,
 ) -> Dict[str, Any]:
     """Upload snapshot ``files`` as a new version of ``dataset`` and make it current.
@@ -183,13 +186,22 @@ def publish(
     Every file is verified, uploaded, checked and listed in the version's manifest before
     ``CURRENT`` moves, by compare-and-swap: readers never see a partial version. With
     ``stage=True``, or when the dataset is pinned, the version is completed but ``CURRENT``
-    stays (``promote`` moves it later). ``reason`` goes into the dataset's history. Raises
-    ``RefusedError`` for a version not newer than ``CURRENT`` (use ``rollback``) or one that
-    exists, ``ConflictError`` when another publisher moved ``CURRENT`` first, ``StoreError``
-    when the store is unreachable or misconfigured, ``ValueError`` for a bad URL or name.
+    stays (``promote`` moves it later). ``reason`` goes into the dataset's history.
+
+    Before uploading, the version is checked against the dataset's policy (``snapkv policy``;
+    the recommended rules when it has none) and the current version. A version that breaks a
+    rule raises ``PolicyError``, whose ``report`` lists every rule checked; ``force=True``
+    with a ``reason`` publishes it anyway, and the history records the rules overridden.
+
+    Raises ``RefusedError`` for a version not newer than ``CURRENT`` (use ``rollback``) or one
+    that exists, ``ConflictError`` when another publisher moved ``CURRENT`` first,
+    ``StoreError`` when the store is unreachable or misconfigured, ``ValueError`` for a bad
+    URL or name.
 
     Returns ``{"dataset", "version", "previous", "files", "bytes", "keys", "created_at",
-    "staged", "pinned"}`` (``pinned``: the pin that made it stage, or ``None``).
+    "staged", "pinned", "checks"}`` (``pinned``: the pin that made it stage, or ``None``;
+    ``checks``: the policy report, ``{"passed", "checks": [{"rule", "outcome", "detail"}],
+    ...}``).
 
         >>> snapkv.publish("scores.snapkv", "s3://my-bucket/snapkv", "scores")["version"]
         '20261130T031500Z'
@@ -201,6 +213,7 @@ def publish(
         version=version,
         stage=stage,
         reason=reason,
+        force=force,
         options=_options(options),
     )
 
@@ -249,17 +262,23 @@ def promote(
     version: str,
     *,
     reason: Optional[str] = None,
+    force: bool = False,
     options: Optional[Mapping[str, str]] = None,
 ) -> Dict[str, Any]:
     """Make the staged ``version`` current: it must be complete and newer than ``CURRENT``,
-    and the dataset must not be pinned (``RefusedError`` otherwise).
+    and the dataset must not be pinned (``RefusedError`` otherwise). It must pass the
+    dataset's policy against ``CURRENT`` (``PolicyError`` with a ``report`` otherwise;
+    ``force=True`` with a ``reason`` overrides, as for ``publish``). The result has the
+    policy report as ``"checks"`` when ``CURRENT`` moved.
 
         >>> snapkv.publish("scores.snapkv", "./store", "scores", stage=True)["staged"]
         True
         >>> snapkv.promote("./store", "scores", "20261130T031500Z")["changed"]
         True
     """
-    return _promote(store, dataset, version, reason=reason, options=_options(options))
+    return _promote(
+        store, dataset, version, reason=reason, force=force, options=_options(options)
+    )
 
 
 def pin(
@@ -299,7 +318,8 @@ def history(
 ) -> List[Dict[str, Any]]:
     """The audit log of ``dataset``, oldest first (the ``last`` newest entries when given):
     every publish, stage, promote, rollback, pin and unpin, as ``{"seq", "at", "by",
-    "action", "from", "to", "reason", "forced"}``.
+    "action", "from", "to", "reason", "forced", "overridden"}`` (``overridden``: the policy
+    rules a forced publish or promote went past).
 
         >>> [(e["action"], e["to"]) for e in snapkv.history("./store", "scores", last=2)]
         [('publish', '20261129T031500Z'), ('rollback', '20261128T031500Z')]

@@ -17,6 +17,10 @@ class StoreError(SnapkvError): ...
 class RefusedError(StoreError): ...
 class ConflictError(StoreError): ...
 
+class PolicyError(RefusedError):
+    report: Dict[str, Any]
+
+
 def build(
     data: Any,
     key: Sequence[str],
@@ -41,6 +45,7 @@ def publish(
     version: Optional[str] = ...,
     stage: bool = ...,
     reason: Optional[str] = ...,
+    force: bool = ...,
     options: Optional[Dict[str, str]] = ...,
 ) -> Dict[str, Any]: ...
 def versions(
@@ -61,6 +66,7 @@ def promote(
     version: str,
     *,
     reason: Optional[str] = ...,
+    force: bool = ...,
     options: Optional[Dict[str, str]] = ...,
 ) -> Dict[str, Any]: ...
 def pin(

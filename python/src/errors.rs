@@ -38,6 +38,14 @@ create_exception!(
      is current."
 );
 
+create_exception!(
+    snapkv,
+    PolicyError,
+    RefusedError,
+    "The version breaks rules of its dataset's policy (`snapkv policy`): nothing was uploaded \
+     or moved. `report` holds every rule checked; `force=True` with a `reason` overrides."
+);
+
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add("SnapkvError", py.get_type::<SnapkvError>())?;
@@ -46,6 +54,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("StoreError", py.get_type::<StoreError>())?;
     m.add("RefusedError", py.get_type::<RefusedError>())?;
     m.add("ConflictError", py.get_type::<ConflictError>())?;
+    m.add("PolicyError", py.get_type::<PolicyError>())?;
     Ok(())
 }
 
@@ -93,6 +102,7 @@ pub(crate) fn store_error(e: snapkv_store::Error) -> PyErr {
         E::Io { .. } => PyOSError::new_err(message),
         E::Corrupt { .. } => CorruptError::new_err(message),
         E::Refused { .. } => RefusedError::new_err(message),
+        E::Policy { .. } => PolicyError::new_err(message),
         E::Conflict { .. } => ConflictError::new_err(message),
         _ => StoreError::new_err(message),
     }

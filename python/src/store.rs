@@ -2,10 +2,10 @@
 //! operations of the `snapkv` command, with the same store URLs, options and environment.
 
 use crate::errors::store_error;
-use pyo3::exceptions::PyOSError;
+use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
-use snapkv_store::{ChangeOptions, Pin, Pointer, PublishOptions, Store};
+use snapkv_store::{ChangeOptions, Pin, Pointer, PolicyReport, PublishOptions, Store};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -20,19 +20,45 @@ fn run<T: Send, F: std::future::Future<Output = snapkv_store::Result<T>>>(
     py: Python<'_>,
     work: impl FnOnce() -> F + Send,
 ) -> PyResult<T> {
-    py.detach(|| {
+    let done = py.detach(|| {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| PyOSError::new_err(format!("cannot start the async runtime: {e}")))?;
-        runtime.block_on(work()).map_err(store_error)
-    })
+        PyResult::Ok(runtime.block_on(work()))
+    })?;
+    done.map_err(|e| policy_error(py, e))
+}
+
+/// [`store_error`], with the report of a policy refusal as the exception's `report`.
+fn policy_error(py: Python<'_>, e: snapkv_store::Error) -> PyErr {
+    let report = match &e {
+        snapkv_store::Error::Policy { report } => Some(report_dict(py, report)),
+        _ => None,
+    };
+    let err = store_error(e);
+    if let Some(Ok(report)) = report {
+        if let Err(e) = err.value(py).setattr("report", report) {
+            return e;
+        }
+    }
+    err
+}
+
+/// A policy report as a dict: `{dataset, version, current, stored_policy, passed, checks:
+/// [{rule, outcome, detail}]}`.
+fn report_dict<'py>(py: Python<'py>, report: &PolicyReport) -> PyResult<Bound<'py, PyAny>> {
+    let mut value = serde_json::to_value(report)
+        .map_err(|e| PyValueError::new_err(format!("cannot convert the report: {e}")))?;
+    value["passed"] = report.passed().into();
+    py.import("json")?
+        .call_method1("loads", (value.to_string(),))
 }
 
 /// Uploads snapshot files as a new version of a dataset and makes it current (see
 /// `snapkv.publish`).
 #[pyfunction]
-#[pyo3(signature = (files, store, dataset, *, version=None, stage=false, reason=None, options=None))]
+#[pyo3(signature = (files, store, dataset, *, version=None, stage=false, reason=None, force=false, options=None))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn publish(
     py: Python<'_>,
@@ -42,6 +68,7 @@ pub(crate) fn publish(
     version: Option<String>,
     stage: bool,
     reason: Option<String>,
+    force: bool,
     options: Option<BTreeMap<String, String>>,
 ) -> PyResult<Py<PyDict>> {
     let store = open(store, options)?;
@@ -49,6 +76,7 @@ pub(crate) fn publish(
     publish.version = version;
     publish.stage = stage;
     publish.reason = reason;
+    publish.force = force;
     publish.open = snapkv_reader::mapped();
     let published = run(py, || store.publish(dataset, &files, &publish))?;
     let m = &published.manifest;
@@ -64,6 +92,7 @@ pub(crate) fn publish(
     d.set_item("keys", m.total_keys())?;
     d.set_item("created_at", &m.created_at)?;
     d.set_item("staged", published.staged)?;
+    d.set_item("checks", report_dict(py, &published.checks)?)?;
     d.set_item(
         "pinned",
         published
@@ -158,20 +187,28 @@ pub(crate) fn rollback<'py>(
 
 /// Makes a staged version current (see `snapkv.promote`).
 #[pyfunction]
-#[pyo3(signature = (store, dataset, version, *, reason=None, options=None))]
+#[pyo3(signature = (store, dataset, version, *, reason=None, force=false, options=None))]
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn promote<'py>(
     py: Python<'py>,
     store: &str,
     dataset: &str,
     version: &str,
     reason: Option<String>,
+    force: bool,
     options: Option<BTreeMap<String, String>>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let store = open(store, options)?;
     let mut change = ChangeOptions::default();
     change.reason = reason;
-    let pointer = run(py, || store.promote(dataset, version, &change))?;
-    moved(py, dataset, version, pointer.as_ref())
+    change.check.force = force;
+    change.check.open = snapkv_reader::mapped();
+    let promoted = run(py, || store.promote(dataset, version, &change))?;
+    let d = moved(py, dataset, version, promoted.pointer.as_ref())?;
+    if let Some(checks) = &promoted.checks {
+        d.set_item("checks", report_dict(py, checks)?)?;
+    }
+    Ok(d)
 }
 
 /// Pins a dataset (see `snapkv.pin`).
@@ -232,6 +269,7 @@ pub(crate) fn history<'py>(
         d.set_item("to", e.to.as_deref())?;
         d.set_item("reason", e.reason.as_deref())?;
         d.set_item("forced", e.forced)?;
+        d.set_item("overridden", &e.overridden)?;
         out.append(d)?;
     }
     Ok(out)

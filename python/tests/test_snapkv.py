@@ -290,6 +290,31 @@ def test_publish_versions_rollback_on_the_s3_test_server(tmp_path):
     _publish_versions_rollback(store, options, tmp_path)
 
 
+def test_policy_refusal_has_a_report_and_force_is_recorded(tmp_path):
+    store = str(tmp_path / "store")
+    big = tmp_path / "big.snapkv"
+    snapkv.build(pa.table({"id": [f"u{i}" for i in range(1000)], "score": range(1000)}), key="id", output=big)
+    tiny = tmp_path / "tiny.snapkv"
+    snapkv.build(pa.table({"id": ["u1", "u2"], "other": [1, 2]}), key="id", output=tiny)
+    first = snapkv.publish(big, store, "users", version=_version(1))
+    assert first["checks"]["passed"] and first["checks"]["stored_policy"] is False
+    with pytest.raises(snapkv.PolicyError, match="max_key_drop") as refused:
+        snapkv.publish(tiny, store, "users", version=_version(2))
+    assert isinstance(refused.value, snapkv.RefusedError)
+    report = refused.value.report
+    assert report["passed"] is False and report["current"] == _version(1)
+    failed = {c["rule"]: c["detail"] for c in report["checks"] if c["outcome"] == "failed"}
+    assert set(failed) == {"max_key_drop", "schema"}
+    assert "dropped \"score\"" in failed["schema"]
+    assert [v["version"] for v in snapkv.versions(store, "users")] == [_version(1)]
+    with pytest.raises(ValueError, match="reason"):
+        snapkv.publish(tiny, store, "users", version=_version(2), force=True)
+    forced = snapkv.publish(tiny, store, "users", version=_version(2), force=True, reason="reset")
+    assert forced["checks"]["passed"] is False and forced["previous"] == _version(1)
+    last = snapkv.history(store, "users", last=1)[0]
+    assert last["forced"] and last["overridden"] == ["max_key_drop", "schema"]
+
+
 def test_publish_errors(tmp_path):
     good = tmp_path / "g.snapkv"
     snapkv.build(pa.table({"id": ["k"], "n": [1]}), key="id", output=good)

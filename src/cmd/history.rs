@@ -47,6 +47,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         "BY"
     )?;
     for e in &entries {
+        let forced = match (e.forced, e.overridden.is_empty()) {
+            (false, _) => String::new(),
+            (true, true) => "(forced) ".to_owned(),
+            (true, false) => format!("(forced past {}) ", e.overridden.join(", ")),
+        };
         outln!(
             "{:>5}  {:<24}  {:<9} {:<20} {:<20} {:<24} {}{}",
             e.seq,
@@ -55,7 +60,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             e.from.as_deref().unwrap_or("-"),
             e.to.as_deref().unwrap_or("-"),
             e.by,
-            if e.forced { "(forced) " } else { "" },
+            forced,
             e.reason.as_deref().unwrap_or("")
         )?;
     }

@@ -8,6 +8,7 @@ pub mod get;
 pub mod history;
 pub mod inspect;
 pub mod pin;
+pub mod policy;
 pub mod promote;
 pub mod publish;
 pub mod rollback;
@@ -24,6 +25,8 @@ use std::time::Duration;
 
 /// Exit code of a negative answer: a missing key, a corrupt file.
 pub const NEGATIVE: u8 = 1;
+/// Exit code of a publish or promote refused by the dataset's policy.
+pub const REFUSED_BY_POLICY: u8 = 3;
 
 /// Opens a local snapshot file (memory-mapped).
 pub fn open(path: &Path) -> anyhow::Result<Snapshot> {

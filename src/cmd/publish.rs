@@ -20,6 +20,10 @@ version's MANIFEST.json, and only then is CURRENT moved to the version by compar
 version not newer than CURRENT is refused (use `snapkv rollback`), and so is an existing one. If
 another publisher moves CURRENT first, this one fails and names the winner.
 
+Before uploading, the version is checked against the dataset's policy (`snapkv policy`) and
+the current version; a version that breaks a rule is refused with a report and exit code 3
+(`--force --reason` overrides, recorded in the history).
+
 --stage stops before CURRENT moves: the version is complete and listed as staged by `snapkv
 versions`, and `snapkv promote` makes it current later. A pinned dataset (`snapkv pin`) stages
 every publish. Every publish is recorded in the dataset's history (`snapkv history`).";
@@ -49,9 +53,18 @@ pub struct Args {
     /// Upload and complete the version but leave CURRENT alone (`snapkv promote` moves it).
     #[arg(long)]
     stage: bool,
-    /// Why: recorded in the dataset's history.
+    /// Why: recorded in the dataset's history. Required with --force.
     #[arg(long, value_name = "TEXT")]
     reason: Option<String>,
+    /// Publish even if the version breaks rules of the dataset's policy (`snapkv policy`);
+    /// the history records the rules overridden.
+    #[arg(long, requires = "reason")]
+    force: bool,
+    /// Where the policy check downloads the current version when a rule compares values
+    /// (max_changed_share) [default: a temporary directory, removed afterwards]. Keeping it
+    /// between runs saves a download when the current version is already there.
+    #[arg(long, value_name = "DIR")]
+    download_dir: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -76,6 +89,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     options.concurrency = args.concurrency.max(1);
     options.stage = args.stage;
     options.reason = args.reason;
+    options.force = args.force;
+    options.download_dir = args.download_dir;
     options.open = snapkv_reader::mapped();
     let progress = bar.clone();
     options.progress = Some(Arc::new(move |n| progress.inc(n)));
@@ -105,6 +120,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             m.total_bytes(),
             m.total_keys(),
         )?;
+        print_checks(&published.checks)?;
         return Ok(ExitCode::SUCCESS);
     }
     outln!(
@@ -117,5 +133,25 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         published.previous.as_deref().unwrap_or("(none)"),
         m.version
     )?;
+    print_checks(&published.checks)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The policy checks of a publish or promote: one line when all passed, every rule when some
+/// were forced past.
+pub(crate) fn print_checks(report: &snapkv_store::PolicyReport) -> std::io::Result<()> {
+    if report.passed() {
+        outln!("policy: {}", report.summary())?;
+        for c in &report.checks {
+            if c.outcome == snapkv_store::Outcome::NotChecked {
+                outln!("  not checked {}: {}", c.rule, c.detail)?;
+            }
+        }
+        Ok(())
+    } else {
+        outln!(
+            "policy: FORCED past failed rules: {}\n{report}",
+            report.summary()
+        )
+    }
 }

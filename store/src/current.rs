@@ -19,6 +19,14 @@ pub struct Tag {
 }
 
 impl Tag {
+    /// The tag of the write `meta` describes.
+    pub(crate) fn of(meta: &object_store::ObjectMeta) -> Tag {
+        Tag {
+            e_tag: meta.e_tag.clone(),
+            version: meta.version.clone(),
+        }
+    }
+
     fn update_version(&self) -> UpdateVersion {
         UpdateVersion {
             e_tag: self.e_tag.clone(),
@@ -82,10 +90,7 @@ impl Store {
             Got::NotModified => return Ok(Poll::Unchanged),
             Got::Missing => return Ok(Poll::Missing),
         };
-        let tag = Tag {
-            e_tag: object.meta().e_tag.clone(),
-            version: object.meta().version.clone(),
-        };
+        let tag = Tag::of(object.meta());
         if known.is_some_and(|k| k.e_tag.is_some() && *k == tag) {
             return Ok(Poll::Unchanged);
         }
@@ -105,20 +110,7 @@ impl Store {
     ) -> Result<Swap> {
         let path = paths.current();
         let bytes = PutPayload::from(serde_json::to_vec_pretty(pointer).expect("serializable"));
-        let result = if let Some(dir) = &self.local_dir {
-            self.swap_local(dir.join(dataset), &path, bytes, expected)
-                .await
-        } else {
-            let mode = match expected {
-                Some(tag) => PutMode::Update(tag.update_version()),
-                None => PutMode::Create,
-            };
-            self.objects
-                .put_opts(&path, bytes, PutOptions::from(mode))
-                .await
-                .map(|_| Swap::Done)
-        };
-        match result {
+        match self.put_if(dataset, &path, bytes, expected).await {
             Ok(swap) => Ok(swap),
             Err(
                 object_store::Error::Precondition { .. }
@@ -133,6 +125,32 @@ impl Store {
             }
             Err(e) => Err(self.err("PUT", &path, e)),
         }
+    }
+
+    /// Writes `bytes` to `path`, an object of `dataset`'s folder, if it is still the write
+    /// `expected` names (`None`: if it does not exist). A failed condition is [`Swap::Lost`]
+    /// on local directories, and `Precondition` or `AlreadyExists` elsewhere (where a retried
+    /// request may also fail its own condition: the caller tells by reading the object).
+    pub(crate) async fn put_if(
+        &self,
+        dataset: &str,
+        path: &ObjectPath,
+        bytes: PutPayload,
+        expected: Option<&Tag>,
+    ) -> object_store::Result<Swap> {
+        if let Some(dir) = &self.local_dir {
+            return self
+                .swap_local(dir.join(dataset), path, bytes, expected)
+                .await;
+        }
+        let mode = match expected {
+            Some(tag) => PutMode::Update(tag.update_version()),
+            None => PutMode::Create,
+        };
+        self.objects
+            .put_opts(path, bytes, PutOptions::from(mode))
+            .await
+            .map(|_| Swap::Done)
     }
 
     /// Compare-and-swap on a local directory, whose object store cannot overwrite
@@ -156,10 +174,7 @@ impl Store {
                 source: Box::new(e),
             })?;
         let on_disk = match self.objects.head(path).await {
-            Ok(meta) => Some(Tag {
-                e_tag: meta.e_tag,
-                version: meta.version,
-            }),
+            Ok(meta) => Some(Tag::of(&meta)),
             Err(object_store::Error::NotFound { .. }) => None,
             Err(e) => return Err(e),
         };

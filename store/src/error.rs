@@ -46,6 +46,20 @@ pub enum Error {
         /// `CURRENT` as read after losing, if it exists.
         current: Option<Box<Pointer>>,
     },
+    /// The version breaks rules of its dataset's policy: nothing was uploaded (publish) or
+    /// moved (promote). The report lists every rule checked; forcing (with a reason)
+    /// overrides.
+    #[error(
+        "version {} of {} breaks its dataset's policy ({}):\n{report}\nFix the data, change the \
+         policy (snapkv policy set), or force it with a reason (recorded in the history)",
+        report.version,
+        report.dataset,
+        report.summary()
+    )]
+    Policy {
+        /// Every rule checked.
+        report: Box<crate::policy::PolicyReport>,
+    },
     /// Bytes failed a check: a local file before upload, a stored object or manifest after
     /// download. Corrupt data is never renamed into a cache or made current.
     #[error("{what} is corrupt: {detail}")]

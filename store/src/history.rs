@@ -33,7 +33,8 @@ pub struct HistoryEntry {
     pub by: String,
     /// The program: `snapkv-store <version> on <host> (pid <pid>)`.
     pub tool: String,
-    /// `publish`, `stage`, `promote`, `rollback`, `pin` or `unpin`.
+    /// `publish`, `stage`, `promote`, `rollback`, `pin`, `unpin` or `policy` (a change of
+    /// `POLICY.json`).
     pub action: String,
     /// The version `CURRENT` named before, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -47,6 +48,9 @@ pub struct HistoryEntry {
     /// Whether a check was overridden.
     #[serde(default)]
     pub forced: bool,
+    /// The policy rules a forced move overrode.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overridden: Vec<String>,
     /// Random, unique per entry: identifies a writer's own entry after a lost answer.
     pub nonce: String,
 }
@@ -70,8 +74,18 @@ impl HistoryEntry {
             to: to.map(str::to_owned),
             reason: reason.map(cut_reason),
             forced: false,
+            overridden: Vec::new(),
             nonce: nonce(),
         }
+    }
+}
+
+impl HistoryEntry {
+    /// Marks the entry as forced past the policy `rules` (none: not forced).
+    pub(crate) fn overriding(mut self, rules: Vec<String>) -> HistoryEntry {
+        self.forced = !rules.is_empty();
+        self.overridden = rules;
+        self
     }
 }
 

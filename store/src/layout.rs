@@ -13,6 +13,8 @@ pub(crate) const VERSIONS: &str = "versions";
 pub(crate) const MANIFEST: &str = "MANIFEST.json";
 /// Written first into a version folder (create-if-absent): the publisher's claim.
 pub(crate) const CLAIM: &str = "PUBLISHING.json";
+/// The dataset's policy: rules checked before a version becomes current.
+pub(crate) const POLICY: &str = "POLICY.json";
 /// The folder of the audit log, per dataset: one object per entry, named by its sequence number.
 pub(crate) const HISTORY: &str = "history";
 /// Digits of a history entry's sequence number in its object name (zero-padded, so that names
@@ -30,6 +32,9 @@ pub const MAX_CLAIM_BYTES: u64 = 64 << 10;
 pub const MAX_MANIFEST_BYTES: u64 = 8 << 20;
 /// The most bytes a history entry may have (a few hundred bytes, and a reason of up to 4 KiB).
 pub const MAX_HISTORY_ENTRY_BYTES: u64 = 64 << 10;
+
+/// The most bytes a `POLICY.json` may have: room for the most required keys allowed.
+pub const MAX_POLICY_BYTES: u64 = 64 << 20;
 
 /// Checks a dataset, version or file name ([`snapkv_format::names::check_name`]): safe as
 /// object keys and file names everywhere, and sorting bytewise the way they read.
@@ -90,6 +95,10 @@ impl DatasetPaths {
 
     pub(crate) fn file(&self, version: &str, name: &str) -> ObjectPath {
         self.version(version).join(name)
+    }
+
+    pub(crate) fn policy(&self) -> ObjectPath {
+        self.dataset.clone().join(POLICY)
     }
 
     pub(crate) fn history(&self) -> ObjectPath {

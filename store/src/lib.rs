@@ -63,6 +63,7 @@ mod local;
 mod manifest;
 mod objects;
 mod open;
+mod policy;
 mod publish;
 mod rollout;
 
@@ -73,10 +74,14 @@ pub use error::{Error, Result};
 pub use files::{read_snapshot, OpenSnapshot, Progress};
 pub use history::HistoryEntry;
 pub use input::Object;
-pub use layout::{MAX_CLAIM_BYTES, MAX_CURRENT_BYTES, MAX_MANIFEST_BYTES};
+pub use layout::{MAX_CLAIM_BYTES, MAX_CURRENT_BYTES, MAX_MANIFEST_BYTES, MAX_POLICY_BYTES};
 pub use manifest::{Manifest, ManifestFile, Pin, Pointer};
+pub use policy::{
+    CheckOptions, Outcome, Policy, PolicyCheck, PolicyReport, Rules, SchemaRule, EVERY_COLUMN,
+    MAX_REQUIRED_KEYS, NULL_SAMPLE_ROWS, RULES,
+};
 pub use publish::{PublishOptions, Published};
-pub use rollout::ChangeOptions;
+pub use rollout::{ChangeOptions, Promoted};
 
 use diagnose::Cloud;
 use object_store::path::Path as ObjectPath;

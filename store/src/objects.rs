@@ -45,6 +45,11 @@ impl Cap {
         what: "publishing claim",
         bytes: MAX_CLAIM_BYTES,
     };
+    /// `POLICY.json`.
+    pub(crate) const POLICY: Cap = Cap {
+        what: "policy",
+        bytes: crate::layout::MAX_POLICY_BYTES,
+    };
     /// An entry of `history/`.
     pub(crate) const HISTORY: Cap = Cap {
         what: "history entry",

@@ -13,6 +13,7 @@ use crate::manifest::{
     format_xxh3, identity, nonce, Claim, Manifest, ManifestFile, Pin, Pointer, MANIFEST_VERSION,
 };
 use crate::objects::Cap;
+use crate::policy::{Candidate, CheckOptions, Checked, PolicyReport};
 use crate::Store;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt, WriteMultipart};
@@ -53,8 +54,14 @@ pub struct PublishOptions {
     /// Stage the version: make it complete but leave `CURRENT` as it is, for
     /// [`Store::promote`] later. Default: false (a pinned dataset stages regardless).
     pub stage: bool,
-    /// Why: recorded in the dataset's history.
+    /// Why: recorded in the dataset's history. Required with `force`.
     pub reason: Option<String>,
+    /// Publish even if the version breaks rules of the dataset's policy (recorded in the
+    /// history with the rules overridden). Default: false.
+    pub force: bool,
+    /// Where the policy check downloads the current version when a rule compares values
+    /// [default: a temporary directory, removed afterwards].
+    pub download_dir: Option<PathBuf>,
 }
 
 impl Default for PublishOptions {
@@ -68,6 +75,8 @@ impl Default for PublishOptions {
             open: files::default_open(),
             stage: false,
             reason: None,
+            force: false,
+            download_dir: None,
         }
     }
 }
@@ -81,6 +90,8 @@ impl std::fmt::Debug for PublishOptions {
             .field("max_bytes_per_sec", &self.max_bytes_per_sec)
             .field("stage", &self.stage)
             .field("reason", &self.reason)
+            .field("force", &self.force)
+            .field("download_dir", &self.download_dir)
             .finish_non_exhaustive()
     }
 }
@@ -98,6 +109,8 @@ pub struct Published {
     pub staged: bool,
     /// The pin that made the publish stage, if any.
     pub pinned: Option<Pin>,
+    /// The policy checks the version passed (or was forced past).
+    pub checks: PolicyReport,
 }
 
 /// Aborts a spawned task when dropped (also when the owning future is dropped midway).
@@ -114,7 +127,8 @@ impl Store {
     ///
     /// In order: verify every file (full checksum pass) and hash it; refuse a version that is
     /// not newer than `CURRENT` or that already exists, and files whose manifest would be over
-    /// [`MAX_MANIFEST_BYTES`](crate::MAX_MANIFEST_BYTES) ([`Error::Invalid`]); claim the
+    /// [`MAX_MANIFEST_BYTES`](crate::MAX_MANIFEST_BYTES) ([`Error::Invalid`]); check the
+    /// dataset's policy against the current version ([`Error::Policy`] unless forced); claim the
     /// version folder (`PUBLISHING.json`, create-if-absent); upload each file (multipart,
     /// bounded concurrency), checking that the bytes sent hash to what was verified; check
     /// every object's size; write `MANIFEST.json` (create-if-absent); then compare-and-swap
@@ -156,6 +170,30 @@ impl Store {
         }
         let mut manifest = new_manifest(dataset, &version, &names, &locals);
         check_manifest_size(&manifest)?;
+        let check = CheckOptions {
+            force: options.force,
+            download_dir: options.download_dir.clone(),
+            open: options.open.clone(),
+        };
+        let candidate = Candidate::Local {
+            version: &version,
+            files,
+            names: &names,
+            keys: manifest.total_keys(),
+            metadata: &locals[0].metadata,
+        };
+        let Checked {
+            report: checks,
+            overridden,
+        } = self
+            .check_policy(
+                dataset,
+                current.as_ref(),
+                candidate,
+                &check,
+                options.reason.as_deref(),
+            )
+            .await?;
         self.claim(&paths, dataset, &version, current.as_ref())
             .await?;
         if self.exists(&paths.manifest(&version)).await? {
@@ -188,13 +226,15 @@ impl Store {
         let pinned = current.as_ref().and_then(|c| c.pointer.pin.clone());
         let reason = options.reason.as_deref();
         if options.stage || pinned.is_some() {
-            let entry = HistoryEntry::new("stage", previous.as_deref(), Some(&version), reason);
+            let entry = HistoryEntry::new("stage", previous.as_deref(), Some(&version), reason)
+                .overriding(overridden);
             self.record(&paths, entry).await;
             return Ok(Published {
                 manifest,
                 previous,
                 staged: true,
                 pinned,
+                checks,
             });
         }
         let pointer = Pointer::new(&version, previous.as_deref(), "publish");
@@ -204,13 +244,15 @@ impl Store {
         {
             Swap::Done => {
                 let entry =
-                    HistoryEntry::new("publish", previous.as_deref(), Some(&version), reason);
+                    HistoryEntry::new("publish", previous.as_deref(), Some(&version), reason)
+                        .overriding(overridden);
                 self.record(&paths, entry).await;
                 Ok(Published {
                     manifest,
                     previous,
                     staged: false,
                     pinned: None,
+                    checks,
                 })
             }
             Swap::Lost => {

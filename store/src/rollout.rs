@@ -6,17 +6,33 @@ use crate::error::{Error, Result};
 use crate::history::HistoryEntry;
 use crate::layout::{check_name, DatasetPaths};
 use crate::manifest::{Pin, Pointer};
+use crate::policy::{Candidate, CheckOptions, Checked, PolicyReport};
 use crate::Store;
 
 /// How [`Store::rollback_with`], [`Store::promote`] and [`Store::pin`] move `CURRENT`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct ChangeOptions {
-    /// Why: recorded in the history (and in the pin, when pinning).
+    /// Why: recorded in the history (and in the pin, when pinning). Required with a forced
+    /// promote.
     pub reason: Option<String>,
     /// Pin the dataset to the version it moves to (rollback only; `pin` always pins). A
     /// rollback without it keeps an existing pin, moved to the new version.
     pub pin: bool,
+    /// How promote checks the dataset's policy (rollback and pin do not: they go back to
+    /// versions that were served, and are the way out of an emergency).
+    pub check: CheckOptions,
+}
+
+/// What [`Store::promote`] did.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Promoted {
+    /// The pointer written; `None` if the version was already current (nothing written).
+    pub pointer: Option<Pointer>,
+    /// The policy checks the version passed (or was forced past); `None` when nothing was
+    /// written.
+    pub checks: Option<PolicyReport>,
 }
 
 /// Which move.
@@ -52,6 +68,8 @@ struct Moved {
     before: Pointer,
     /// The pointer written; `None` when nothing had to change.
     written: Option<Pointer>,
+    /// The policy checks (promote only).
+    checks: Option<PolicyReport>,
 }
 
 impl Store {
@@ -78,18 +96,21 @@ impl Store {
     }
 
     /// Makes the staged version `version` current: a complete version newer than `CURRENT`
-    /// (as [`Store::publish`] requires of a new one). Refused while the dataset is pinned.
-    /// Returns `None` if it was already current.
+    /// (as [`Store::publish`] requires of a new one) that passes the dataset's policy against
+    /// it ([`Error::Policy`] unless forced). Refused while the dataset is pinned.
     pub async fn promote(
         &self,
         dataset: &str,
         version: &str,
         options: &ChangeOptions,
-    ) -> Result<Option<Pointer>> {
+    ) -> Result<Promoted> {
         let moved = self
             .move_current(dataset, Some(version), Move::Promote, options)
             .await?;
-        Ok(moved.written)
+        Ok(Promoted {
+            pointer: moved.written,
+            checks: moved.checks,
+        })
     }
 
     /// Pins `dataset` to `version` (moving `CURRENT` there first, if it names another complete
@@ -99,6 +120,7 @@ impl Store {
         let options = ChangeOptions {
             reason: Some(reason.to_owned()),
             pin: true,
+            ..ChangeOptions::default()
         };
         let moved = self
             .move_current(dataset, version, Move::Pin, &options)
@@ -183,8 +205,23 @@ impl Store {
             return Ok(Moved {
                 before: current.pointer,
                 written: None,
+                checks: None,
             });
         }
+        let (checks, overridden) = if how == Move::Promote {
+            let Checked { report, overridden } = self
+                .check_policy(
+                    dataset,
+                    Some(&current),
+                    Candidate::Stored { version: to },
+                    &options.check,
+                    options.reason.as_deref(),
+                )
+                .await?;
+            (Some(report), overridden)
+        } else {
+            (None, Vec::new())
+        };
         let previous = if to == was {
             current.pointer.previous.clone()
         } else {
@@ -215,12 +252,14 @@ impl Store {
         }
         self.record(
             &paths,
-            HistoryEntry::new(how.name(), Some(&was), Some(to), options.reason.as_deref()),
+            HistoryEntry::new(how.name(), Some(&was), Some(to), options.reason.as_deref())
+                .overriding(overridden),
         )
         .await;
         Ok(Moved {
             before: current.pointer,
             written: Some(pointer),
+            checks,
         })
     }
 

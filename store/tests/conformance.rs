@@ -52,7 +52,42 @@ conformance!(
     oversized_small_objects_are_corrupt,
     publish_refuses_a_manifest_over_the_limit,
     history_entries_of_racing_writers_all_land,
+    racing_policy_updates_all_land,
 );
+
+/// Writers that change a dataset's policy at the same moment each see their change kept:
+/// the read-modify-write starts over when another write came first.
+async fn racing_policy_updates_all_land(backend: Backend) {
+    let env = Env::new(backend, "policy-race");
+    let stores: Vec<Store> = (0..4).map(|_| env.store()).collect();
+    assert_eq!(stores[0].policy("ds").await.unwrap(), None);
+    let keys = ["k0", "k1", "k2", "k3"];
+    let results = futures_util::future::join_all(stores.iter().zip(keys).map(|(s, k)| {
+        s.update_policy("ds", Some(k), move |r| {
+            r.set(&format!("required_keys+={k}"))
+        })
+    }))
+    .await;
+    for r in results {
+        r.unwrap();
+    }
+    let policy = env.store().policy("ds").await.unwrap().unwrap();
+    let mut required = policy.rules.required_keys.clone();
+    required.sort_unstable();
+    assert_eq!(required, keys);
+    // Started from the recommended rules.
+    assert_eq!(policy.rules.max_key_drop, Some(0.5));
+    let history = env.store().history("ds", None).await.unwrap();
+    assert_eq!(history.len(), 4);
+    assert!(history.iter().all(|e| e.action == "policy"));
+    // A bad edit writes nothing.
+    let e = stores[0]
+        .update_policy("ds", None, |r| r.set("max_key_drop=7"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Invalid { .. }), "{e}");
+    assert_eq!(env.store().policy("ds").await.unwrap().unwrap(), policy);
+}
 
 /// Writers that append to a dataset's history at the same moment each get their own entry:
 /// create-if-absent hands every sequence number to one writer only.
@@ -152,7 +187,7 @@ async fn publish_list_and_current(backend: Backend) {
     assert_eq!(current.pointer.reason, "publish");
     assert_eq!(current.pointer.previous, None);
 
-    let published = publish(&store, &[b], "v2").await;
+    let published = publish(&store, &[&a], "v2").await;
     assert_eq!(published.previous.as_deref(), Some("v1"));
     let versions = store.versions("ds").await.unwrap();
     let listed: Vec<_> = versions

@@ -208,7 +208,8 @@ pub fn build_snapshot(dir: &Path, name: &str, text: &str, key: &str) -> std::pat
 /// What `snapkv SUBCOMMAND --help` prints.
 pub fn help_text(subcommand: &str) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_snapkv"))
-        .args([subcommand, "--help"])
+        .args(subcommand.split(' '))
+        .arg("--help")
         .output()
         .unwrap();
     assert!(out.status.success(), "snapkv {subcommand} --help failed");
