@@ -608,24 +608,39 @@ fn not_ready_until_loaded_and_bad_flags_fail() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("NAME=PATH"));
 }
 
+/// A snapshot of dataset `d` at version `v` with `n` keys (values naming the version), in its
+/// own folder under `dir` as `d.snapkv`.
+fn version_file(dir: &std::path::Path, v: &str, n: usize) -> std::path::PathBuf {
+    let p = dir.join(v).join("d.snapkv");
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    write_snapshot(&p, v, &dataset(v, n), true);
+    p
+}
+
+/// Runs `snapkv ARGS` and expects success.
+fn snapkv_ok(args: &[&str]) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_snapkv"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "snapkv {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn publish(store: &std::path::Path, file: &std::path::Path, version: &str) {
     publish_to(store.to_str().unwrap(), &[], file, version);
 }
 
 /// `snapkv publish` of `file` as dataset `d`, `version`, to the store at `url` with `options`.
 fn publish_to(url: &str, options: &[String], file: &std::path::Path, version: &str) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_snapkv"))
-        .args(["publish", "--store", url])
-        .args(options)
-        .args(["--dataset", "d", "--version", version])
-        .arg(file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "publish {version}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let file = file.display().to_string();
+    let mut args = vec!["publish", "--store", url];
+    args.extend(options.iter().map(String::as_str));
+    args.extend(["--dataset", "d", "--version", version, &file]);
+    snapkv_ok(&args);
 }
 
 fn wait_for_version(url: &str, version: &str) -> Value {
@@ -672,12 +687,7 @@ fn follows_a_store_through_publishes_restarts_and_corruption() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     let cache = dir.path().join("cache");
-    let file = |v: &str| {
-        let p = dir.path().join(v).join("d.snapkv");
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        write_snapshot(&p, v, &dataset(v, 1000), true);
-        p
-    };
+    let file = |v: &str| version_file(dir.path(), v, 1000);
     publish(&store, &file("v1"), "v1");
     let args = |store: &std::path::Path| {
         vec![
@@ -1144,4 +1154,188 @@ fn an_unreachable_store_logs_one_line_per_failure() {
         !lines.iter().any(|l| l.contains("object_store")),
         "retries logged: {lines:#?}"
     );
+}
+
+/// The canary path through a real store and server: a reader that previews staged versions
+/// holds the staged one and answers only requests pinned to it; a restart never serves it; once
+/// promoted it is current, and the version it replaced still answers requests pinned to it.
+#[test]
+fn staged_versions_answer_pinned_requests_until_promoted() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let cache = dir.path().join("cache");
+    let file = |v: &str| version_file(dir.path(), v, 100);
+    publish(&store, &file("v1"), "v1");
+    let store_arg = store.display().to_string();
+    let cache_arg = cache.display().to_string();
+    let args = [
+        "--store",
+        &store_arg,
+        "--dataset",
+        "d",
+        "--cache-dir",
+        &cache_arg,
+        "--poll-interval",
+        "50ms",
+        "--preview-staged",
+    ];
+    let mut server = Server::start(&args);
+    wait_for_version(&server.url, "v1");
+    let v2 = file("v2").display().to_string();
+    snapkv_ok(&[
+        "publish",
+        "--store",
+        &store_arg,
+        "--dataset",
+        "d",
+        "--version",
+        "v2",
+        "--stage",
+        &v2,
+    ]);
+    let c = client();
+    let info = |url: &str| -> Value {
+        c.get(format!("{url}/v1/datasets/d"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while info(&server.url)["staged_version"] != "v2" {
+        assert!(
+            Instant::now() < deadline,
+            "v2 never held: {}",
+            info(&server.url)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Unpinned requests stay on CURRENT; pinned ones get the staged version.
+    let get = |url: &str, pin: Option<&str>, query: &str| {
+        let mut r = c.get(format!("{url}/v1/datasets/d/keys/k0001{query}"));
+        if let Some(v) = pin {
+            r = r.header("X-Snapkv-Version", v);
+        }
+        let r = r.send().unwrap();
+        let version = r
+            .headers()
+            .get("x-snapkv-version")
+            .map(|v| v.to_str().unwrap().to_owned());
+        (r.status(), version, r.text().unwrap())
+    };
+    let (status, version, body) = get(&server.url, None, "");
+    assert_eq!((status, version.as_deref()), (StatusCode::OK, Some("v1")));
+    assert_eq!(body, value_of("v1", "k0001"));
+    for (pin, query) in [
+        (Some("v2"), ""),
+        (None, "?version=v2"),
+        (Some("v2"), "?version=v2"),
+    ] {
+        let (status, version, body) = get(&server.url, pin, query);
+        assert_eq!((status, version.as_deref()), (StatusCode::OK, Some("v2")));
+        assert_eq!(body, value_of("v2", "k0001"));
+    }
+    let scan: Value = c
+        .get(format!(
+            "{}/v1/datasets/d/scan?prefix=k000&version=v2",
+            server.url
+        ))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(scan["version"], "v2", "{scan}");
+    let mget: Value = c
+        .post(format!("{}/v1/datasets/d/mget", server.url))
+        .header("X-Snapkv-Version", "v2")
+        .body(r#"{"keys": ["k0002"]}"#)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(mget["values"]["k0002"], json!({"v": "v2", "k": "k0002"}));
+    let (status, code) = error_code(
+        c.get(format!("{}/v1/datasets/d/keys/k0001", server.url))
+            .header("X-Snapkv-Version", "v9")
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::CONFLICT, "version_not_held")
+    );
+    let (status, code) = error_code(
+        c.get(format!(
+            "{}/v1/datasets/d/keys/k0001?version=v2",
+            server.url
+        ))
+        .header("X-Snapkv-Version", "v1")
+        .send()
+        .unwrap(),
+    );
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::CONFLICT, "conflicting_versions")
+    );
+
+    // A reader without --preview-staged does not hold it.
+    let plain_cache = dir.path().join("plain-cache").display().to_string();
+    let plain = Server::start(&[
+        "--store",
+        &store_arg,
+        "--dataset",
+        "d",
+        "--cache-dir",
+        &plain_cache,
+    ]);
+    let (status, _, body) = get(&plain.url, Some("v2"), "");
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(body.contains("v1 (current)"), "{body}");
+    drop(plain);
+
+    // A restart starts from the served version, never the staged one.
+    drop(server);
+    let names = |d: &std::path::Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&cache.join("d")), ["v1"]);
+    assert_eq!(names(&cache.join(".staged").join("d")), ["v2"]);
+    server = Server::start(&args);
+    assert_eq!(info(&server.url)["version"], "v1");
+
+    // Promoted: v2 is current, v1 (previous) still answers requests pinned to it.
+    snapkv_ok(&[
+        "promote",
+        "--store",
+        &store_arg,
+        "--dataset",
+        "d",
+        "--version",
+        "v2",
+    ]);
+    let body = wait_for_version(&server.url, "v2");
+    assert_eq!(body["previous_version"], "v1", "{body}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !info(&server.url)["staged_version"].is_null() {
+        assert!(Instant::now() < deadline, "staged v2 still held");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (status, version, body) = get(&server.url, Some("v1"), "");
+    assert_eq!((status, version.as_deref()), (StatusCode::OK, Some("v1")));
+    assert_eq!(body, value_of("v1", "k0001"));
+    let (_, version, _) = get(&server.url, None, "");
+    assert_eq!(version.as_deref(), Some("v2"));
+    // The preview's download goes once nothing holds it.
+    while cache.join(".staged").join("d").join("v2").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the staged download was never removed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -121,17 +121,18 @@ class DatasetNotFound(HttpError):
 
 
 class VersionMismatch(SnapkvError):
-    """A snapshot version other than the expected one answered: the ``pinned`` version is no
-    longer served (a newer one replaced it), or the dataset changed version in the middle of a
-    ``get_many`` or ``scan`` that spans several requests. ``served`` is the version that
-    answered (``None`` if the answer named none).
+    """A snapshot version other than the expected one answered, or none did: the server does
+    not hold the ``pinned`` version (it keeps the current version and the one before it, and
+    with ``--preview-staged`` the staged one), or the dataset changed version in the middle of
+    a ``get_many`` or ``scan`` that spans several requests. ``served`` is the version that
+    answered (``None`` if none did).
 
         >>> pinned = snapkv.Client(url, version="20261127T031500Z")
         >>> try:
         ...     pinned.get("scores", 42)
         ... except snapkv.VersionMismatch as e:
         ...     print(e.pinned, "->", e.served)
-        20261127T031500Z -> 20261128T031500Z
+        20261127T031500Z -> None
     """
 
     def __init__(self, dataset: str, pinned: str, served: Optional[str], detail: str = "") -> None:
@@ -219,10 +220,11 @@ class Client:
       in key order, following the server's cursors page by page;
     - ``datasets()`` and ``info(dataset)``: what the server serves.
 
-    ``version`` pins every request about a dataset to that snapshot version: the version
-    that answered (the server's ``X-Snapkv-Version``) is checked, and an answer from another
-    one (the pinned version was replaced) raises ``VersionMismatch`` rather than returning
-    values of another version. The pin is sent as ``X-Snapkv-Version`` too. Each lookup
+    ``version`` pins every request about a dataset to that snapshot version: it is sent as
+    ``X-Snapkv-Version``, and the server answers from that version while it holds it (the
+    current version, the one before it, and on a server started with ``--preview-staged`` the
+    staged one: a canary check before ``promote``). When it does not, or another version
+    answered, ``VersionMismatch`` is raised rather than values of another version returned. Each lookup
     method also takes ``version=``, for one call. Without a pin, a ``get_many`` or ``scan``
     that takes several requests still answers from one version: it holds the version of its
     first answer.
@@ -723,8 +725,13 @@ class Client:
     def _code(self, response: httpx.Response) -> Optional[str]:
         return self._error_body(response)[0]
 
-    def _error(self, response: httpx.Response, dataset: Optional[str]) -> HttpError:
+    def _error(self, response: httpx.Response, dataset: Optional[str]) -> SnapkvError:
         code, message = self._error_body(response)
+        pinned = response.request.headers.get(_VERSION_HEADER)
+        if code == "version_not_held" and dataset is not None and pinned is not None:
+            # The server holds no such version (any more): the same outcome as another
+            # version answering.
+            return VersionMismatch(dataset, pinned, None, f"({message})")
         cls = DatasetNotFound if code == "dataset_not_found" else HttpError
         return cls(
             response.status_code,

@@ -308,7 +308,9 @@ def test_pinned_version(serve, build_snapshot, users, tmp_path):
         assert good.info("users")["version"] == "v1"
         with pytest.raises(VersionMismatch) as e:
             gone.get("users", 1)
-        assert (e.value.dataset, e.value.pinned, e.value.served) == ("users", "v0", "v1")
+        # The server holds no v0: nothing answered, and it says what it holds.
+        assert (e.value.dataset, e.value.pinned, e.value.served) == ("users", "v0", None)
+        assert "v1 (current)" in str(e.value)
         assert isinstance(e.value, snapkv.SnapkvError)
         # An absent key is answered by a version too: no None from the wrong one.
         with pytest.raises(VersionMismatch):
@@ -324,19 +326,24 @@ def test_pinned_version(serve, build_snapshot, users, tmp_path):
         with pytest.raises(VersionMismatch):
             c.get("users", 1, version="v0")
 
-        # A new version replaces the pinned one.
-        rows = [{"id": i, "name": f"user {i}", "score": -i} for i in range(10)]
-        v2 = build_snapshot(rows, key="id", name="users-v2", args=["--version", "v2"])
-        os.replace(v2, served)
-        deadline = time.monotonic() + 10
-        while c.info("users")["version"] != "v2":
-            assert time.monotonic() < deadline, "v2 was not loaded"
-            time.sleep(0.02)
-        assert c.get("users", 1) == {"name": "user 1", "score": -1}
+        # A new version replaces the pinned one: the server keeps the one it replaced for
+        # pinned requests, until the next swap.
+        for v in ("v2", "v3"):
+            rows = [{"id": i, "name": f"user {i}", "score": -i} for i in range(10)]
+            new = build_snapshot(rows, key="id", name=f"users-{v}", args=["--version", v])
+            os.replace(new, served)
+            deadline = time.monotonic() + 10
+            while c.info("users")["version"] != v:
+                assert time.monotonic() < deadline, f"{v} was not loaded"
+                time.sleep(0.02)
+            assert c.get("users", 1) == {"name": "user 1", "score": -1}
+            if v == "v2":
+                assert good.get("users", 1) == user(1)
+                assert good.info("users")["version"] == "v1"
         with pytest.raises(VersionMismatch) as e:
             good.get("users", 1)
-        assert (e.value.pinned, e.value.served) == ("v1", "v2")
-        assert "v1" in str(e.value) and "v2" in str(e.value)
+        assert (e.value.pinned, e.value.served) == ("v1", None)
+        assert "v3 (current)" in str(e.value) and "v2 (previous)" in str(e.value)
 
 
 def test_unknown_dataset_and_refused_requests(serve, users):

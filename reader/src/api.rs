@@ -217,6 +217,9 @@ fn route(path: &str) -> Route<'_> {
 struct Target<'s> {
     dataset: &'s Dataset,
     loaded: Option<Arc<Loaded>>,
+    /// Why the version the request is pinned to cannot answer it: reported after the method
+    /// is checked (a 405 comes first).
+    refused: Option<Failure>,
 }
 
 impl Target<'_> {
@@ -258,11 +261,12 @@ async fn respond(
     if let Err(f) = check_head(state, parts) {
         return f.into_response();
     }
-    let target = match route.dataset().map(|ds| dataset(state, ds)).transpose() {
-        Ok(d) => d.map(|d| Target {
-            dataset: d,
-            loaded: d.current.load_full(),
-        }),
+    let target = match route
+        .dataset()
+        .map(|ds| target(state, ds, parts))
+        .transpose()
+    {
+        Ok(t) => t,
         Err(f) => return f.into_response(),
     };
     let version = target
@@ -392,13 +396,25 @@ async fn answer(
     body: Incoming,
 ) -> Result<Response<Body>, Failure> {
     let method = &req.method;
-    match (route, target) {
-        (Route::Healthz, _) => {
-            read_only(method)?;
-            Ok(json_response(Bytes::from_static(b"{\"status\":\"ok\"}")))
+    match route {
+        Route::Unknown => {}
+        Route::Mget(_) if method != Method::POST => {
+            return Err(fail(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "use_post",
+                format!("{method} is not allowed here; use POST with {{\"keys\": [...]}}"),
+            ));
         }
+        Route::Mget(_) => {}
+        _ => read_only(method)?,
+    }
+    let mut target = target;
+    if let Some(f) = target.as_mut().and_then(|t| t.refused.take()) {
+        return Err(f);
+    }
+    match (route, target) {
+        (Route::Healthz, _) => Ok(json_response(Bytes::from_static(b"{\"status\":\"ok\"}"))),
         (Route::Readyz, _) => {
-            read_only(method)?;
             let waiting: Vec<&str> = state
                 .datasets
                 .values()
@@ -412,12 +428,8 @@ async fn answer(
             }
             Ok(r)
         }
-        (Route::Metrics, _) => {
-            read_only(method)?;
-            Ok(metrics_response(state, &req.headers))
-        }
+        (Route::Metrics, _) => Ok(metrics_response(state, &req.headers)),
         (Route::Datasets, _) => {
-            read_only(method)?;
             let list: Vec<_> = state
                 .datasets
                 .values()
@@ -435,32 +447,18 @@ async fn answer(
             let body = serde_json::json!({ "datasets": list });
             Ok(json_response(Bytes::from(body.to_string())))
         }
-        (Route::Dataset(_), Some(t)) => {
-            read_only(method)?;
-            Ok(json_response(Bytes::from(
-                t.dataset.info(t.loaded.clone()).to_string(),
-            )))
-        }
+        (Route::Dataset(_), Some(t)) => Ok(json_response(Bytes::from(
+            t.dataset.info(t.loaded.clone()).to_string(),
+        ))),
         (Route::Key(_, key), Some(t)) => {
-            read_only(method)?;
             let key = percent_decode(key)?;
             get_key(state, &t, &key, &req.headers)
         }
         (Route::Mget(_), Some(t)) => {
-            if method != Method::POST {
-                return Err(fail(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "use_post",
-                    format!("{method} is not allowed here; use POST with {{\"keys\": [...]}}"),
-                ));
-            }
             let body = read_body(state, &req.headers, body).await?;
             mget(state, &t, &body)
         }
-        (Route::Scan(_), Some(t)) => {
-            read_only(method)?;
-            scan(state, &t, req.uri.query().unwrap_or(""))
-        }
+        (Route::Scan(_), Some(t)) => scan(state, &t, req.uri.query().unwrap_or("")),
         _ => Err(fail(
             StatusCode::NOT_FOUND,
             "no_route",
@@ -522,6 +520,86 @@ async fn read_body(
             format!("cannot read the body: {e}"),
         )),
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    }
+}
+
+/// The dataset of a request and the version that answers it: the current one, or the one
+/// the request is pinned to (`X-Snapkv-Version`, or `?version=`) if this reader holds it.
+fn target<'s>(
+    state: &'s State,
+    encoded: &str,
+    parts: &http::request::Parts,
+) -> Result<Target<'s>, Failure> {
+    let d = dataset(state, encoded)?;
+    let pinned = requested_version(parts).and_then(|pin| match pin {
+        None => Ok(d.current.load_full()),
+        Some(v) => d.held(&v).map(Some).ok_or_else(|| {
+            let held = d.held_versions();
+            let held = if held.is_empty() {
+                "none yet".to_owned()
+            } else {
+                held.iter()
+                    .map(|(role, v)| format!("{v} ({role})"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            fail(
+                StatusCode::CONFLICT,
+                "version_not_held",
+                format!(
+                    "version {v:?} of dataset {:?} is not held by this reader, which holds {held}; \
+                     send the request without a version, or pin a version it holds",
+                    d.name
+                ),
+            )
+        }),
+    });
+    Ok(match pinned {
+        Ok(loaded) => Target {
+            dataset: d,
+            loaded,
+            refused: None,
+        },
+        Err(f) => Target {
+            dataset: d,
+            loaded: None,
+            refused: Some(f),
+        },
+    })
+}
+
+/// The version a request is pinned to: its `X-Snapkv-Version` header or its `version` query
+/// parameter (both: they must agree). An empty one is the same as none.
+fn requested_version(parts: &http::request::Parts) -> Result<Option<String>, Failure> {
+    let bad = |detail: &str| fail(StatusCode::BAD_REQUEST, "bad_version", detail.to_owned());
+    let header = match parts.headers.get(VERSION_HEADER) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| bad("X-Snapkv-Version is not visible ASCII"))?
+                .trim()
+                .to_owned(),
+        ),
+    };
+    let mut query = None;
+    for pair in parts.uri.query().unwrap_or("").split('&') {
+        if let Some(v) = pair.strip_prefix("version=") {
+            let v =
+                String::from_utf8(percent_decode(v)?).map_err(|_| bad("`version` is not UTF-8"))?;
+            query = Some(v);
+        }
+    }
+    let (header, query) = (
+        header.filter(|v| !v.is_empty()),
+        query.filter(|v| !v.is_empty()),
+    );
+    match (header, query) {
+        (Some(h), Some(q)) if h != q => Err(fail(
+            StatusCode::CONFLICT,
+            "conflicting_versions",
+            format!("X-Snapkv-Version {h:?} and ?version={q:?} name different versions"),
+        )),
+        (h, q) => Ok(h.or(q)),
     }
 }
 
@@ -822,6 +900,8 @@ fn scan(state: &State, t: &Target<'_>, query: &str) -> Result<Response<Body>, Fa
                     fail(StatusCode::BAD_REQUEST, "bad_cursor", "`after` is not a cursor from a previous page")
                 })?)
             }
+            // The version a request is pinned to, taken by `requested_version`.
+            "version" => {}
             "limit" => {
                 limit = std::str::from_utf8(&value)
                     .ok()

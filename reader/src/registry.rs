@@ -184,6 +184,9 @@ pub(crate) struct Dataset {
     pub source: String,
     pub current: ArcSwapOption<Loaded>,
     pub previous: ArcSwapOption<Loaded>,
+    /// A staged version downloaded for preview (`serve --preview-staged`): answers only
+    /// requests pinned to it.
+    pub staged: ArcSwapOption<Loaded>,
     pub status: Mutex<SyncStatus>,
     /// Key lookups that found a value (the `lookups` metric's series of this dataset).
     pub hits: Counter,
@@ -191,6 +194,8 @@ pub(crate) struct Dataset {
     pub misses: Counter,
     /// The cache-dir versions loaded now (store sources).
     pub live: LiveVersions,
+    /// The same, for the staged preview's own cache directory.
+    pub staged_live: LiveVersions,
 }
 
 impl Dataset {
@@ -203,8 +208,29 @@ impl Dataset {
             source,
             current: ArcSwapOption::empty(),
             previous: ArcSwapOption::empty(),
+            staged: ArcSwapOption::empty(),
             status: Mutex::new(SyncStatus::default()),
             live: LiveVersions::default(),
+            staged_live: LiveVersions::default(),
+        }
+    }
+
+    /// Holds `loaded` as the staged version for preview (`None`: holds none), releasing the
+    /// one held before.
+    pub fn set_staged(&self, loaded: Option<Loaded>) {
+        let version = loaded.as_ref().map(|l| l.version.clone());
+        let old = self.staged.swap(loaded.map(Arc::new));
+        match (&old, &version) {
+            (_, Some(v)) => {
+                tracing::info!(dataset = %self.name, version = %v, "holding a staged version for preview")
+            }
+            (Some(o), None) => {
+                tracing::info!(dataset = %self.name, version = %o.version, "no longer holding the staged version")
+            }
+            (None, None) => {}
+        }
+        if let Some(old) = old {
+            old.release();
         }
     }
 
@@ -224,6 +250,25 @@ impl Dataset {
         } else {
             tracing::info!(dataset = %self.name, %version, "loaded");
         }
+    }
+
+    /// The held version labelled `version`: current, previous or staged.
+    pub fn held(&self, version: &str) -> Option<Arc<Loaded>> {
+        [&self.current, &self.previous, &self.staged]
+            .into_iter()
+            .find_map(|slot| slot.load_full().filter(|l| l.version == version))
+    }
+
+    /// The versions held, each with its role.
+    pub fn held_versions(&self) -> Vec<(&'static str, String)> {
+        [
+            ("current", &self.current),
+            ("previous", &self.previous),
+            ("staged", &self.staged),
+        ]
+        .into_iter()
+        .filter_map(|(role, slot)| slot.load().as_ref().map(|l| (role, l.version.clone())))
+        .collect()
     }
 
     fn holds_path(&self, path: &Path) -> bool {
@@ -289,6 +334,7 @@ impl Dataset {
             "source": self.source,
             "ready": current.is_some(),
             "previous_version": previous.as_ref().map(|p| p.version.clone()),
+            "staged_version": self.staged.load().as_ref().map(|s| s.version.clone()),
             "sync": {
                 "last_attempt": t(status.last_attempt),
                 "last_success": t(status.last_success),

@@ -88,6 +88,10 @@ pub struct Config {
     pub cache_bytes: usize,
     /// How long in-flight requests may take to finish on shutdown. Default: 30 s.
     pub drain_timeout: Duration,
+    /// Also hold the newest staged version of each store dataset (the one its `STAGED`
+    /// names, when newer than `CURRENT`), for requests pinned to it. It is downloaded into
+    /// `<cache dir>/.staged/` and never served unpinned, nor at start-up. Default: false.
+    pub preview_staged: bool,
 }
 
 impl Config {
@@ -99,6 +103,7 @@ impl Config {
             poll_interval: Duration::from_secs(10),
             cache_bytes: 256 << 20,
             drain_timeout: Duration::from_secs(30),
+            preview_staged: false,
         }
     }
 }
@@ -159,6 +164,7 @@ pub async fn run(
             d,
             config.poll_interval,
             config.cache_bytes,
+            config.preview_staged,
             stop_rx.clone(),
         )));
     }

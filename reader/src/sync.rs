@@ -53,13 +53,95 @@ pub(crate) async fn follow(
     d: Arc<Dataset>,
     interval: Duration,
     cache_bytes: usize,
+    preview_staged: bool,
     stop: watch::Receiver<bool>,
 ) {
     match source {
         Source::File { path, .. } => watch_file(d, path, interval, cache_bytes, stop).await,
         Source::Store { store, cache, .. } => {
-            watch_store(d, store, cache, interval, cache_bytes, stop).await
+            let staged = preview_staged.then(|| StagedPreview::new(&cache));
+            watch_store(d, store, cache, staged, interval, cache_bytes, stop).await
         }
+    }
+}
+
+/// The directory under a cache directory where staged versions are downloaded for preview:
+/// apart from the served versions (a reader starts from the newest version in its cache, which
+/// must never be a staged one), and not a dataset name (those start with a letter or digit).
+const STAGED_DIR: &str = ".staged";
+
+/// Following `STAGED` of a dataset, for `serve --preview-staged`.
+struct StagedPreview {
+    cache: snapkv_store::Cache,
+    /// The tag of the last `STAGED` read.
+    tag: Option<snapkv_store::Tag>,
+    /// The version it names.
+    named: Option<String>,
+}
+
+impl StagedPreview {
+    fn new(cache: &snapkv_store::Cache) -> StagedPreview {
+        StagedPreview {
+            cache: snapkv_store::Cache::new(cache.dir().join(STAGED_DIR)),
+            tag: None,
+            named: None,
+        }
+    }
+
+    /// Removes what an earlier run downloaded: a staged version is held only once `STAGED`
+    /// was read again.
+    async fn clear(&self, name: &str) {
+        let dir = self.cache.dir().join(name);
+        let _ = tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot remove old staged downloads")
+            }
+            _ => {}
+        })
+        .await;
+    }
+
+    /// Reads `STAGED` and holds the version it names if it is newer than `served` (fetched and
+    /// verified like a served version), or holds none.
+    async fn follow(
+        &mut self,
+        store: &snapkv_store::Store,
+        d: &Dataset,
+        served: Option<&str>,
+        cache_bytes: usize,
+    ) -> Result<(), String> {
+        use snapkv_store::StagedPoll;
+        match store.poll_staged(&d.name, self.tag.as_ref()).await {
+            Ok(StagedPoll::Unchanged) => {}
+            Ok(StagedPoll::Missing) => (self.tag, self.named) = (None, None),
+            Ok(StagedPoll::Changed(s, tag)) => {
+                (self.tag, self.named) = (Some(tag), Some(s.version))
+            }
+            Err(e) => return Err(format!("staged preview: {}", error_chain(&e))),
+        }
+        let wanted = self
+            .named
+            .as_deref()
+            .filter(|v| served.is_none_or(|c| *v > c));
+        let held = d.staged.load().as_ref().map(|l| l.version.clone());
+        match wanted {
+            None if held.is_some() => d.set_staged(None),
+            None => {}
+            Some(v) if held.as_deref() == Some(v) => {}
+            Some(v) => {
+                let mut options = snapkv_store::FetchOptions::default();
+                options.open = crate::mapped();
+                let cached = store
+                    .fetch(&d.name, v, &self.cache, &options)
+                    .await
+                    .map_err(|e| format!("staged preview of {v}: {}", error_chain(&e)))?;
+                let loaded = load_cached(cached, &self.cache, &d.staged_live, cache_bytes)
+                    .await
+                    .map_err(|e| format!("staged preview of {v}: {e}"))?;
+                d.set_staged(Some(loaded));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -238,11 +320,15 @@ async fn watch_store(
     d: Arc<Dataset>,
     store: snapkv_store::Store,
     cache: snapkv_store::Cache,
+    mut staged: Option<StagedPreview>,
     interval: Duration,
     cache_bytes: usize,
     mut stop: watch::Receiver<bool>,
 ) {
     let name = d.name.clone();
+    if let Some(s) = &staged {
+        s.clear(&name).await;
+    }
     // Versions beyond the newest two are left over from an earlier run: removed here, on the
     // blocking pool, with the listing.
     let listed = {
@@ -302,6 +388,10 @@ async fn watch_store(
                 }
                 Err(e) => Err(error_chain(&e)),
             };
+        let result = match (&mut staged, result) {
+            (Some(s), Ok(())) => s.follow(&store, &d, served.as_deref(), cache_bytes).await,
+            (_, result) => result,
+        };
         d.record(result);
         tokio::select! {
             () = tokio::time::sleep(interval) => {}

@@ -15,6 +15,11 @@ Examples:
   curl -X POST localhost:8080/v1/datasets/predictions/mget -d '{\"keys\": [\"user:42\", \"user:43\"]}'
   curl 'localhost:8080/v1/datasets/predictions/scan?prefix=user:&limit=10'
 
+A request pinned to a version (header X-Snapkv-Version: V, or ?version=V) is answered by that
+version if this reader holds it (the current one, the previous one, or with --preview-staged
+the newest staged one), else refused with 409 version_not_held:
+  curl -H 'X-Snapkv-Version: 20261130T031500Z' localhost:8080/v1/datasets/predictions/keys/user:42
+
 The API is specified in spec/openapi.yaml. SIGTERM or Ctrl-C stops accepting connections, lets
 in-flight requests finish and exits 0.";
 
@@ -36,6 +41,11 @@ pub struct Args {
     /// and AZURE_* environment variables are read too).
     #[arg(long = "store-option", value_name = "KEY=VALUE", value_parser = super::store_args::parse_option)]
     store_options: Vec<(String, String)>,
+    /// Also download the newest staged version of each --dataset (`snapkv publish --stage`)
+    /// and answer requests pinned to it, for a canary check before `snapkv promote`. Staged
+    /// versions go to <cache-dir>/.staged/ and are never served unpinned, nor at start-up.
+    #[arg(long, requires = "store")]
+    preview_staged: bool,
     /// Where store versions are downloaded; a verified version found here is served at start,
     /// before (and without) the store answering.
     #[arg(
@@ -147,6 +157,7 @@ pub fn run(args: Args, log_format: super::LogFormat) -> anyhow::Result<ExitCode>
     config.poll_interval = args.poll_interval;
     config.cache_bytes = args.cache_bytes as usize;
     config.drain_timeout = args.drain_timeout;
+    config.preview_staged = args.preview_staged;
     let limits = &mut config.limits;
     limits.max_key_bytes = args.max_key_bytes;
     limits.max_body_bytes = args.max_body_bytes as usize;

@@ -27,6 +27,11 @@ impl Tag {
         }
     }
 
+    /// The ETag, for a conditional read.
+    pub(crate) fn e_tag(&self) -> Option<String> {
+        self.e_tag.clone()
+    }
+
     fn update_version(&self) -> UpdateVersion {
         UpdateVersion {
             e_tag: self.e_tag.clone(),

@@ -13,6 +13,10 @@ pub(crate) const VERSIONS: &str = "versions";
 pub(crate) const MANIFEST: &str = "MANIFEST.json";
 /// Written first into a version folder (create-if-absent): the publisher's claim.
 pub(crate) const CLAIM: &str = "PUBLISHING.json";
+/// Names the newest staged version, for readers that preview staged versions.
+pub(crate) const STAGED: &str = "STAGED";
+/// The most bytes a `STAGED` object may have (it is a few hundred bytes).
+pub const MAX_STAGED_BYTES: u64 = 64 << 10;
 /// The dataset's policy: rules checked before a version becomes current.
 pub(crate) const POLICY: &str = "POLICY.json";
 /// The folder of the audit log, per dataset: one object per entry, named by its sequence number.
@@ -95,6 +99,10 @@ impl DatasetPaths {
 
     pub(crate) fn file(&self, version: &str, name: &str) -> ObjectPath {
         self.version(version).join(name)
+    }
+
+    pub(crate) fn staged(&self) -> ObjectPath {
+        self.dataset.clone().join(STAGED)
     }
 
     pub(crate) fn policy(&self) -> ObjectPath {

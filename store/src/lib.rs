@@ -66,6 +66,7 @@ mod open;
 mod policy;
 mod publish;
 mod rollout;
+mod staged;
 
 pub use admin::{GcOptions, GcReport, VersionInfo};
 pub use cache::{Cache, CachedVersion, FetchOptions};
@@ -74,7 +75,9 @@ pub use error::{Error, Result};
 pub use files::{read_snapshot, OpenSnapshot, Progress};
 pub use history::HistoryEntry;
 pub use input::Object;
-pub use layout::{MAX_CLAIM_BYTES, MAX_CURRENT_BYTES, MAX_MANIFEST_BYTES, MAX_POLICY_BYTES};
+pub use layout::{
+    MAX_CLAIM_BYTES, MAX_CURRENT_BYTES, MAX_MANIFEST_BYTES, MAX_POLICY_BYTES, MAX_STAGED_BYTES,
+};
 pub use manifest::{Manifest, ManifestFile, Pin, Pointer};
 pub use policy::{
     CheckOptions, Outcome, Policy, PolicyCheck, PolicyReport, Rules, SchemaRule, EVERY_COLUMN,
@@ -82,6 +85,7 @@ pub use policy::{
 };
 pub use publish::{PublishOptions, Published};
 pub use rollout::{ChangeOptions, Promoted};
+pub use staged::{Staged, StagedPoll};
 
 use diagnose::Cloud;
 use object_store::path::Path as ObjectPath;

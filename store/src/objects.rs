@@ -45,6 +45,11 @@ impl Cap {
         what: "publishing claim",
         bytes: MAX_CLAIM_BYTES,
     };
+    /// `STAGED`.
+    pub(crate) const STAGED: Cap = Cap {
+        what: "STAGED",
+        bytes: crate::layout::MAX_STAGED_BYTES,
+    };
     /// `POLICY.json`.
     pub(crate) const POLICY: Cap = Cap {
         what: "policy",

@@ -697,7 +697,7 @@ async fn open_all(open: &OpenSnapshot, paths: Vec<PathBuf>) -> Result<Vec<Snapsh
     .await
 }
 
-fn is_precondition(e: &object_store::Error) -> bool {
+pub(crate) fn is_precondition(e: &object_store::Error) -> bool {
     matches!(
         e,
         object_store::Error::Precondition { .. } | object_store::Error::AlreadyExists { .. }

@@ -226,6 +226,10 @@ impl Store {
         let pinned = current.as_ref().and_then(|c| c.pointer.pin.clone());
         let reason = options.reason.as_deref();
         if options.stage || pinned.is_some() {
+            // For readers that preview staged versions; the version is complete either way.
+            if let Err(e) = self.mark_staged(dataset, &version).await {
+                tracing::warn!(%dataset, %version, error = %e, "cannot record the staged version in STAGED");
+            }
             let entry = HistoryEntry::new("stage", previous.as_deref(), Some(&version), reason)
                 .overriding(overridden);
             self.record(&paths, entry).await;
