@@ -530,3 +530,119 @@ fn publisher_builds_straight_from_object_storage() {
     let input = flag(&builds[0], "--input").unwrap();
     assert!(input.starts_with("s3://"), "{input}");
 }
+
+/// promtool, from `SNAPKV_PROMTOOL` or `PATH` (`scripts/test` installs it).
+fn promtool(args: &[&str]) -> String {
+    let tool = std::env::var("SNAPKV_PROMTOOL").unwrap_or_else(|_| "promtool".into());
+    let out = std::process::Command::new(&tool)
+        .args(args)
+        .current_dir(repo().join("deploy/prometheus"))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {tool} (install Debian's prometheus): {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "promtool {args:?}:\n{text}");
+    text
+}
+
+/// The alert rules are valid PromQL, fire as their unit tests say, and use only metrics and
+/// label values that a real reader exports: one following a store, with a staged version.
+#[test]
+fn prometheus_alert_rules_pass_their_tests_on_the_readers_metrics() {
+    promtool(&["check", "rules", "snapkv-rules.yaml"]);
+    let tested = promtool(&["test", "rules", "snapkv-rules.test.yaml"]);
+    assert!(tested.contains("SUCCESS"), "{tested}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store").display().to_string();
+    let cache = dir.path().join("cache").display().to_string();
+    for (v, stage) in [("v1", false), ("v2", true)] {
+        let file = dir.path().join(format!("{v}.snapkv"));
+        common::write_snapshot(&file, v, &common::dataset(v, 10), true);
+        let file = file.display().to_string();
+        let mut args = vec![
+            "publish",
+            "--store",
+            &store,
+            "--dataset",
+            "d",
+            "--version",
+            v,
+        ];
+        if stage {
+            args.push("--stage");
+        }
+        args.push(&file);
+        common::snapkv_stdout(&args);
+    }
+    let server = common::Server::start(&[
+        "--store",
+        &store,
+        "--dataset",
+        "d",
+        "--cache-dir",
+        &cache,
+        "--poll-interval",
+        "50ms",
+        "--preview-staged",
+    ]);
+    let c = common::client();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let metrics = loop {
+        let text = c
+            .get(format!("{}/metrics", server.url))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        if text.contains("role=\"staged\"") {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no staged age:\n{text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let samples: Vec<&str> = metrics.lines().filter(|l| !l.starts_with('#')).collect();
+    let rules =
+        std::fs::read_to_string(repo().join("deploy/prometheus/snapkv-rules.yaml")).unwrap();
+    let exprs: Vec<&str> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("expr: "))
+        .collect();
+    assert_eq!(exprs.len(), 5, "{rules}");
+    let mut checked = 0;
+    for expr in exprs {
+        for (i, _) in expr.match_indices("snapkv_") {
+            let name: String = expr[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            let selector = match expr[i + name.len()..].strip_prefix('{') {
+                Some(rest) => rest.split('}').next().unwrap().to_owned(),
+                None => String::new(),
+            };
+            let found = samples.iter().any(|s| {
+                s.starts_with(&format!("{name}{{"))
+                    && selector
+                        .split(',')
+                        .all(|m| m.is_empty() || s.contains(m.trim()))
+            });
+            assert!(
+                found,
+                "{name}{{{selector}}} of `{expr}` is not exported:\n{metrics}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 6, "{checked}");
+    // A reader serving the version CURRENT names is not behind.
+    assert!(
+        samples.contains(&"snapkv_sync_behind_seconds{dataset=\"d\"} 0.0"),
+        "{metrics}"
+    );
+}

@@ -617,19 +617,6 @@ fn version_file(dir: &std::path::Path, v: &str, n: usize) -> std::path::PathBuf 
     p
 }
 
-/// Runs `snapkv ARGS` and expects success.
-fn snapkv_ok(args: &[&str]) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_snapkv"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "snapkv {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn publish(store: &std::path::Path, file: &std::path::Path, version: &str) {
     publish_to(store.to_str().unwrap(), &[], file, version);
 }
@@ -640,7 +627,7 @@ fn publish_to(url: &str, options: &[String], file: &std::path::Path, version: &s
     let mut args = vec!["publish", "--store", url];
     args.extend(options.iter().map(String::as_str));
     args.extend(["--dataset", "d", "--version", version, &file]);
-    snapkv_ok(&args);
+    snapkv_stdout(&args);
 }
 
 fn wait_for_version(url: &str, version: &str) -> Value {
@@ -808,6 +795,20 @@ fn follows_a_store_through_publishes_restarts_and_corruption() {
         text.contains("snapkv_sync_last_success{dataset=\"d\"} 0"),
         "{text}"
     );
+    // CURRENT names v4, which this reader cannot serve: it is behind, and says so; the
+    // version it serves is older than the store's current one.
+    let gauge = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name}:\n{text}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    assert!(gauge("snapkv_sync_behind_seconds{dataset=\"d\"}") > 0.0, "{text}");
+    let served = gauge("snapkv_version_age_seconds{dataset=\"d\",role=\"served\"}");
+    let current = gauge("snapkv_version_age_seconds{dataset=\"d\",role=\"store_current\"}");
+    assert!(served > current, "{text}");
 }
 
 /// Versions published through the S3-compatible test server while clients hammer the server:
@@ -1182,7 +1183,7 @@ fn staged_versions_answer_pinned_requests_until_promoted() {
     let mut server = Server::start(&args);
     wait_for_version(&server.url, "v1");
     let v2 = file("v2").display().to_string();
-    snapkv_ok(&[
+    snapkv_stdout(&[
         "publish",
         "--store",
         &store_arg,
@@ -1309,7 +1310,7 @@ fn staged_versions_answer_pinned_requests_until_promoted() {
     assert_eq!(info(&server.url)["version"], "v1");
 
     // Promoted: v2 is current, v1 (previous) still answers requests pinned to it.
-    snapkv_ok(&[
+    snapkv_stdout(&[
         "promote",
         "--store",
         &store_arg,

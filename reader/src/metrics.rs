@@ -29,6 +29,13 @@ pub(crate) struct Ds {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct DsRole {
+    pub dataset: String,
+    /// `served`, `store_current` or `staged`.
+    pub role: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct DsVersion {
     pub dataset: String,
     pub version: String,
@@ -56,6 +63,8 @@ pub(crate) struct Metrics {
     mapped: Family<Ds, Gauge>,
     cache_ratio: Family<Ds, FGauge>,
     cache_bytes: Family<Ds, Gauge>,
+    version_age: Family<DsRole, FGauge>,
+    behind: Family<Ds, FGauge>,
 }
 
 impl Metrics {
@@ -75,6 +84,8 @@ impl Metrics {
             mapped: Family::default(),
             cache_ratio: Family::default(),
             cache_bytes: Family::default(),
+            version_age: Family::default(),
+            behind: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -143,6 +154,19 @@ impl Metrics {
             "Decompressed bytes held by the block cache",
             m.cache_bytes.clone(),
         );
+        r.register(
+            "version_age_seconds",
+            "Seconds since a version was published (role served: the version this reader \
+             serves; store_current: the one the store's CURRENT names; staged: the staged one \
+             newer than CURRENT, with --preview-staged)",
+            m.version_age.clone(),
+        );
+        r.register(
+            "sync_behind_seconds",
+            "Seconds since the store's CURRENT named a version this reader does not serve yet \
+             (0 when it serves it)",
+            m.behind.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -173,11 +197,37 @@ impl Metrics {
             t.duration_since(UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64())
         };
+        let now = SystemTime::now();
+        let since = |t: SystemTime| now.duration_since(t).unwrap_or_default().as_secs_f64();
         self.info.clear();
+        // Series that come and go (a staged version is promoted) are set afresh each time.
+        self.version_age.clear();
         for d in datasets {
             let ds = Ds {
                 dataset: d.name.clone(),
             };
+            let age = |role| {
+                self.version_age.get_or_create(&DsRole {
+                    dataset: d.name.clone(),
+                    role,
+                })
+            };
+            let upstream = d.upstream();
+            let served = d.current.load_full();
+            if let Some((version, published, seen)) = &upstream.current {
+                age("store_current").set(since(*published));
+                let behind = match &served {
+                    Some(c) if c.version == *version => 0.0,
+                    _ => since(*seen),
+                };
+                self.behind.get_or_create(&ds).set(behind);
+            }
+            if let Some((_, staged_at)) = &upstream.staged {
+                age("staged").set(since(*staged_at));
+            }
+            if let Some(c) = &served {
+                age("served").set(since(c.published_at));
+            }
             let status = d.status();
             self.sync_ok.get_or_create(&ds).set(i64::from(
                 status.last_attempt.is_some() && status.last_error.is_none(),

@@ -26,6 +26,9 @@ pub(crate) struct Loaded {
     /// (store sources) or the file's modification time (file sources). Always set, so the
     /// build age metric never disappears.
     pub built_at: SystemTime,
+    /// When the version was published (store sources: its manifest's `created_at`), or the
+    /// file's modification time (file sources).
+    pub published_at: SystemTime,
     pub loaded_at: SystemTime,
     /// Versions the server manages (downloaded into its cache dir) are removed once no request,
     /// value or slot holds them any more; files named by the user are never removed.
@@ -39,6 +42,8 @@ pub(crate) struct Fallback {
     pub version: String,
     /// The build time: the version's publish time, or the file's modification time.
     pub built_at: SystemTime,
+    /// The publish time, or the file's modification time.
+    pub published_at: SystemTime,
 }
 
 /// A cached version to remove from the cache directory when released.
@@ -153,6 +158,7 @@ impl Loaded {
             file_bytes: std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
             block_count,
             built_at,
+            published_at: fallback.published_at,
             loaded_at: SystemTime::now(),
             snapshot,
             release,
@@ -164,6 +170,17 @@ impl Loaded {
     pub fn release(&self) {
         self.released.store(true, Ordering::Release);
     }
+}
+
+/// What a store dataset's source says, as last read (`CURRENT`, and `STAGED` for readers that
+/// preview staged versions), for the freshness metrics.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Upstream {
+    /// The version `CURRENT` names, when it was published, and when this reader first saw
+    /// `CURRENT` name it.
+    pub current: Option<(String, SystemTime, SystemTime)>,
+    /// The staged version newer than `CURRENT`, and when it was staged.
+    pub staged: Option<(String, SystemTime)>,
 }
 
 /// The outcome of the last sync attempts of a dataset.
@@ -188,6 +205,8 @@ pub(crate) struct Dataset {
     /// requests pinned to it.
     pub staged: ArcSwapOption<Loaded>,
     pub status: Mutex<SyncStatus>,
+    /// What the source says (store sources).
+    pub upstream: Mutex<Upstream>,
     /// Key lookups that found a value (the `lookups` metric's series of this dataset).
     pub hits: Counter,
     /// Key lookups that found nothing.
@@ -210,6 +229,7 @@ impl Dataset {
             previous: ArcSwapOption::empty(),
             staged: ArcSwapOption::empty(),
             status: Mutex::new(SyncStatus::default()),
+            upstream: Mutex::new(Upstream::default()),
             live: LiveVersions::default(),
             staged_live: LiveVersions::default(),
         }
@@ -317,6 +337,29 @@ impl Dataset {
         }
     }
 
+    /// Records that `CURRENT` names `version`, published at `published_at`.
+    pub fn saw_current(&self, version: &str, published_at: SystemTime) {
+        let mut u = self.upstream.lock().unwrap_or_else(|e| e.into_inner());
+        if u.current.as_ref().is_none_or(|(v, ..)| v != version) {
+            u.current = Some((version.to_owned(), published_at, SystemTime::now()));
+        }
+    }
+
+    /// Records the staged version newer than `CURRENT` (`None`: there is none).
+    pub fn saw_staged(&self, staged: Option<(String, SystemTime)>) {
+        self.upstream
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .staged = staged;
+    }
+
+    pub fn upstream(&self) -> Upstream {
+        self.upstream
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     pub fn status(&self) -> SyncStatus {
         self.status
             .lock()
@@ -392,6 +435,7 @@ mod tests {
         let fallback = Fallback {
             version: "v1".into(),
             built_at: SystemTime::now(),
+            published_at: SystemTime::now(),
         };
         let loaded = Loaded::open(&path, 1 << 20, fallback, Some(release), false).unwrap();
         (version_dir, loaded)

@@ -75,8 +75,8 @@ struct StagedPreview {
     cache: snapkv_store::Cache,
     /// The tag of the last `STAGED` read.
     tag: Option<snapkv_store::Tag>,
-    /// The version it names.
-    named: Option<String>,
+    /// The version it names, and when it was staged.
+    named: Option<(String, SystemTime)>,
 }
 
 impl StagedPreview {
@@ -115,14 +115,17 @@ impl StagedPreview {
             Ok(StagedPoll::Unchanged) => {}
             Ok(StagedPoll::Missing) => (self.tag, self.named) = (None, None),
             Ok(StagedPoll::Changed(s, tag)) => {
-                (self.tag, self.named) = (Some(tag), Some(s.version))
+                let at = crate::time::parse_rfc3339(&s.staged_at).unwrap_or_else(SystemTime::now);
+                (self.tag, self.named) = (Some(tag), Some((s.version, at)));
             }
             Err(e) => return Err(format!("staged preview: {}", error_chain(&e))),
         }
-        let wanted = self
+        let newer = self
             .named
-            .as_deref()
-            .filter(|v| served.is_none_or(|c| *v > c));
+            .clone()
+            .filter(|(v, _)| served.is_none_or(|c| v.as_str() > c));
+        d.saw_staged(newer.clone());
+        let wanted = newer.as_ref().map(|(v, _)| v.as_str());
         let held = d.staged.load().as_ref().map(|l| l.version.clone());
         match wanted {
             None if held.is_some() => d.set_staged(None),
@@ -206,6 +209,7 @@ fn load_file(
                 .as_secs()
         ),
         built_at: mtime,
+        published_at: mtime,
     };
     Loaded::open(path, cache_bytes, fallback, None, false).map_err(failure)
 }
@@ -295,6 +299,7 @@ async fn load_cached(
             .and_then(crate::time::parse_rfc3339)
             .or(published)
             .unwrap_or_else(SystemTime::now),
+        published_at: published.unwrap_or_else(SystemTime::now),
     };
     tokio::task::spawn_blocking(move || {
         Loaded::open(&path, cache_bytes, fallback, Some(release), true)
@@ -367,6 +372,13 @@ async fn watch_store(
                 Ok(snapkv_store::Poll::Missing) => Err(missing(&store, &name).await),
                 Ok(snapkv_store::Poll::Changed(current)) => {
                     let version = current.pointer.version.clone();
+                    // For the freshness metrics: when the version was published (the pointer's
+                    // time if the manifest cannot be read now; the fetch reports why).
+                    let published_at = match store.manifest(&name, &version).await {
+                        Ok(m) => crate::time::parse_rfc3339(&m.created_at),
+                        Err(_) => crate::time::parse_rfc3339(&current.pointer.updated_at),
+                    };
+                    d.saw_current(&version, published_at.unwrap_or_else(SystemTime::now));
                     if served.as_deref() == Some(version.as_str()) {
                         tag = Some(current.tag);
                         Ok(())
