@@ -805,7 +805,10 @@ fn follows_a_store_through_publishes_restarts_and_corruption() {
             .parse()
             .unwrap()
     };
-    assert!(gauge("snapkv_sync_behind_seconds{dataset=\"d\"}") > 0.0, "{text}");
+    assert!(
+        gauge("snapkv_sync_behind_seconds{dataset=\"d\"}") > 0.0,
+        "{text}"
+    );
     let served = gauge("snapkv_version_age_seconds{dataset=\"d\",role=\"served\"}");
     let current = gauge("snapkv_version_age_seconds{dataset=\"d\",role=\"store_current\"}");
     assert!(served > current, "{text}");
