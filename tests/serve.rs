@@ -1343,3 +1343,114 @@ fn staged_versions_answer_pinned_requests_until_promoted() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A version of 4 range shards (`build --shards`, `publish DIR/*.snapkv`) served whole by one
+/// reader: every key answers from its shard, an mget spans all shards, and scans page through
+/// the shard boundaries in key order with one cursor.
+#[test]
+fn serves_a_sharded_version_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys: Vec<String> = (0..1000).map(|i| format!("user:{i:04}")).collect();
+    let rows: String = keys
+        .iter()
+        .map(|k| format!("{{\"id\":\"{k}\",\"n\":\"{k}\"}}\n"))
+        .collect();
+    let input = dir.path().join("rows.ndjson");
+    std::fs::write(&input, rows).unwrap();
+    let shards = dir.path().join("shards");
+    let store = dir.path().join("store").display().to_string();
+    snapkv_stdout(&[
+        "build",
+        "-i",
+        input.to_str().unwrap(),
+        "--key",
+        "id",
+        "--shards",
+        "4",
+        "-o",
+        shards.to_str().unwrap(),
+        "-q",
+    ]);
+    let mut publish = vec![
+        "publish",
+        "--store",
+        &store,
+        "--dataset",
+        "d",
+        "--version",
+        "v1",
+    ];
+    let files: Vec<String> = (0..4)
+        .rev()
+        .map(|s| {
+            shards
+                .join(format!("shard-{s:05}-of-00004.snapkv"))
+                .display()
+                .to_string()
+        })
+        .collect();
+    publish.extend(files.iter().map(String::as_str));
+    snapkv_stdout(&publish);
+    let cache = dir.path().join("cache").display().to_string();
+    let server = Server::start(&["--store", &store, "--dataset", "d", "--cache-dir", &cache]);
+    let c = client();
+    let info: Value = c
+        .get(format!("{}/v1/datasets/d", server.url))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(info["keys"], 1000, "{info}");
+    for k in ["user:0000", "user:0249", "user:0250", "user:0999"] {
+        let r = c
+            .get(format!("{}/v1/datasets/d/keys/{k}", server.url))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{k}");
+        assert_eq!(r.json::<Value>().unwrap(), json!({"n": k}));
+    }
+    let mget: Value = c
+        .post(format!("{}/v1/datasets/d/mget", server.url))
+        .json(&json!({"keys": keys}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(mget["values"].as_object().unwrap().len(), 1000);
+    assert_eq!(mget["missing"], json!([]));
+    // Pages of 99 cross every shard boundary.
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let cursor = after
+            .as_ref()
+            .map_or(String::new(), |a| format!("&after={a}"));
+        let page: Value = c
+            .get(format!(
+                "{}/v1/datasets/d/scan?limit=99{cursor}",
+                server.url
+            ))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        for item in page["items"].as_array().unwrap() {
+            seen.push(item["key"].as_str().unwrap().to_owned());
+        }
+        match page["next"].as_str() {
+            Some(n) => after = Some(n.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, keys);
+    let prefix: Value = c
+        .get(format!(
+            "{}/v1/datasets/d/scan?prefix=user:02&limit=1000",
+            server.url
+        ))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(prefix["items"].as_array().unwrap().len(), 100);
+}

@@ -122,6 +122,7 @@ both_backends!(
     killed_publish_leaves_current_and_gc_cleans_it,
     stage_promote_pin_and_history,
     policy_rules_refuse_with_a_report_and_force_is_recorded,
+    independent_shard_uploads_and_a_commit,
 );
 
 impl Env {
@@ -1091,4 +1092,81 @@ fn policy_rules_refuse_with_a_report_and_force_is_recorded(backend: Backend) {
             "policy", "stage", "policy", "promote!"
         ]
     );
+}
+
+/// A sharded version from independent tasks through the CLI: each task builds its key range as
+/// shard I/N and uploads it; the commit refuses while a shard is missing, then completes the
+/// version and makes it current; running it again changes nothing.
+fn independent_shard_uploads_and_a_commit(backend: Backend) {
+    let env = Env::new(backend, "commit");
+    let shard = |i: u32| {
+        // Three-digit ids: the ranges follow each other as bytes, too. `build` writes the rows
+        // (and a snapshot not marked as a shard); this task's build marks its output.
+        env.build(
+            &format!("part{i}.snapkv"),
+            (i + 1) * 100..(i + 2) * 100,
+            |j| format!("\"n\":{j}"),
+        );
+        let out = Command::new(env!("CARGO_BIN_EXE_snapkv"))
+            .args([
+                "build",
+                "--key",
+                "id",
+                "--shard",
+                &format!("{i}/3"),
+                "-q",
+                "-o",
+            ])
+            .arg(env.path(&format!("shard{i}.snapkv")))
+            .arg("-i")
+            .arg(env.path(&format!("part{i}.snapkv.ndjson")))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        env.path(&format!("shard{i}.snapkv"))
+    };
+    for i in [2, 0] {
+        let out = env.ok(
+            "publish",
+            &[
+                arg(&shard(i)),
+                "--shard",
+                &format!("{i}/3"),
+                "--version",
+                "v1",
+            ],
+        );
+        assert!(
+            out.starts_with(&format!("uploaded shard {i}/3 of ds version v1")),
+            "{out}"
+        );
+    }
+    let err = env.fails("commit", &["--version", "v1", "--shards", "3"]);
+    assert!(
+        err.contains("shard(s) 1 of 3 have no completed upload"),
+        "{err}"
+    );
+    assert_eq!(env.current(), None);
+    env.ok(
+        "publish",
+        &[arg(&shard(1)), "--shard", "1/3", "--version", "v1"],
+    );
+    let out = env.ok("commit", &["--version", "v1", "--shards", "3"]);
+    assert!(
+        out.starts_with("committed ds version v1: 3 shard(s)") && out.contains("300 keys"),
+        "{out}"
+    );
+    assert_eq!(env.current().as_deref(), Some("v1"));
+    let out = env.ok("commit", &["--version", "v1", "--shards", "3"]);
+    assert!(out.contains("is committed and current already"), "{out}");
+    // A complete version takes no more uploads.
+    let err = env.fails(
+        "publish",
+        &[arg(&shard(1)), "--shard", "1/3", "--version", "v1"],
+    );
+    assert!(err.contains("already exists"), "{err}");
 }

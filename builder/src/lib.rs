@@ -35,7 +35,10 @@ mod source;
 
 pub use error::{ColumnRole, Error, Location, Result};
 pub use json::BigNumbers;
-pub use options::{parse_size, BuildOptions, InputFormat, OnDuplicate, Values, MIN_MEMORY_LIMIT};
+pub use options::{
+    parse_size, BuildOptions, InputFormat, OnDuplicate, Values, MAX_SHARDS, MIN_MEMORY_LIMIT,
+};
+pub use output::shard_file_name;
 pub use progress::{NoProgress, Phase, Progress};
 pub use source::{BatchInput, Input};
 
@@ -77,8 +80,11 @@ pub struct BuildSummary {
     pub runs: usize,
     /// Wall-clock seconds.
     pub seconds: f64,
-    /// The writer's account of the file.
+    /// The writer's account of the file (with shards: of all of them, added up).
     pub file: snapkv_format::WriteSummary,
+    /// The files written, in shard order (one without shards), with the writer's account of
+    /// each.
+    pub shards: Vec<(PathBuf, snapkv_format::WriteSummary)>,
 }
 
 /// Checks the interrupt flag.
@@ -125,7 +131,7 @@ pub fn build(
     let interrupt = Interrupt(options.interrupt.clone());
     let built_at = options::check(options, output)?;
     let sources = source::discover(&options.inputs, options.reading())?;
-    let temp_out = output::TempOutput::create(output)?;
+    let outputs = output::Outputs::create(output, options)?;
 
     let text_columns = &options.key_columns;
     let first = read::open(&sources[0], text_columns)?;
@@ -171,9 +177,9 @@ pub fn build(
     let runs = sorter.runs();
 
     let metadata = output::metadata(options, &plan, &sources, read.rows, &built_at);
+    let paths = outputs.paths();
     let written = output::write(
-        temp_out,
-        output,
+        outputs,
         options,
         metadata,
         sorter,
@@ -188,6 +194,24 @@ pub fn build(
         .sum::<u64>()
         .max(read.bytes);
     let _ = std::io::stderr().flush();
+    let file = written
+        .files
+        .iter()
+        .fold(snapkv_format::WriteSummary::default(), |t, f| {
+            let mut t = t;
+            t.key_count += f.key_count;
+            t.block_count += f.block_count;
+            t.raw_blocks += f.raw_blocks;
+            t.file_bytes += f.file_bytes;
+            t.block_bytes_raw += f.block_bytes_raw;
+            t.block_bytes_stored += f.block_bytes_stored;
+            t.index_bytes += f.index_bytes;
+            t.filter_bytes += f.filter_bytes;
+            t.dictionary_bytes += f.dictionary_bytes;
+            t.block_table_bytes += f.block_table_bytes;
+            t.metadata_bytes += f.metadata_bytes;
+            t
+        });
     Ok(BuildSummary {
         output: output.to_owned(),
         dataset: options.dataset.clone(),
@@ -195,15 +219,16 @@ pub fn build(
         built_at,
         files: sources.len(),
         rows: read.rows,
-        keys: written.file.key_count,
+        keys: file.key_count,
         duplicates: written.duplicates,
         non_finite_floats: plan.json.counts.non_finite.load(Ordering::Relaxed),
         bytes_in,
-        bytes_out: written.file.file_bytes,
-        block_bytes_raw: written.file.block_bytes_raw,
+        bytes_out: file.file_bytes,
+        block_bytes_raw: file.block_bytes_raw,
         runs,
         seconds: started.elapsed().as_secs_f64(),
-        file: written.file,
+        file,
+        shards: paths.into_iter().zip(written.files).collect(),
     })
 }
 

@@ -142,6 +142,13 @@ pub struct BuildOptions {
     /// Set to true (from a signal handler) to stop the build; it then removes what it wrote and
     /// returns [`Error::Interrupted`].
     pub interrupt: Option<Arc<AtomicBool>>,
+    /// Range shards to write, in one pass: with more than 1, the output is a directory that
+    /// gets `shard-IIIII-of-NNNNN.snapkv` files, each an equal share of the sorted rows (exact
+    /// quantiles of the key order), marked as shard `I` of `N` for `publish`. Default 1.
+    pub shards: u32,
+    /// Mark the one output as shard `I` of `N` of a version built by independent tasks (each
+    /// builds the rows of its key range; `publish` checks that the ranges do not overlap).
+    pub shard_of: Option<(u32, u32)>,
 }
 
 impl BuildOptions {
@@ -163,9 +170,14 @@ impl BuildOptions {
             built_at: None,
             user_metadata: BTreeMap::new(),
             interrupt: None,
+            shards: 1,
+            shard_of: None,
         }
     }
 }
+
+/// Most shards of one version.
+pub const MAX_SHARDS: u32 = 10_000;
 
 /// Smallest `memory_limit` accepted.
 pub const MIN_MEMORY_LIMIT: u64 = 4 << 20;
@@ -195,7 +207,37 @@ impl BuildOptions {
 
 /// Checks the options before anything is read; returns the build time (RFC 3339).
 pub(crate) fn check(options: &BuildOptions, output: &Path) -> Result<String> {
-    if output.is_dir() {
+    if options.shards == 0 || options.shards > MAX_SHARDS {
+        return Err(Error::InvalidOption(format!(
+            "--shards {} is not from 1 to {MAX_SHARDS}",
+            options.shards
+        )));
+    }
+    if let Some((i, n)) = options.shard_of {
+        if i >= n || n > MAX_SHARDS {
+            return Err(Error::InvalidOption(format!(
+                "shard {i}/{n}: give I/N with I from 0 to N-1 and N at most {MAX_SHARDS}"
+            )));
+        }
+        if options.shards > 1 {
+            return Err(Error::InvalidOption(
+                "--shards splits one build into shards; --shard marks the output of one task \
+                 as one shard: give one of them"
+                    .into(),
+            ));
+        }
+    }
+    if options.shards > 1 {
+        if output.exists() && !output.is_dir() {
+            return Err(Error::Output {
+                path: output.to_owned(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotADirectory,
+                    "--shards writes a directory of shard files, and this is a file",
+                ),
+            });
+        }
+    } else if output.is_dir() {
         return Err(Error::Output {
             path: output.to_owned(),
             source: std::io::Error::new(std::io::ErrorKind::IsADirectory, "it is a directory"),

@@ -63,6 +63,55 @@ pub(crate) fn parent_dir(path: &Path) -> PathBuf {
     }
 }
 
+/// The file name of shard `index` of `count` in a `--shards` output directory.
+pub fn shard_file_name(index: u32, count: u32) -> String {
+    format!("shard-{index:05}-of-{count:05}.snapkv")
+}
+
+/// Where a build writes: one file, or the shard files of a directory, each first to a
+/// temporary file renamed over its final path only when every one is complete.
+pub(crate) struct Outputs {
+    /// Temporary file and final path, in shard order.
+    targets: Vec<(TempOutput, PathBuf)>,
+    /// The directory of `--shards`, whose shard files of other builds go once these are in.
+    dir: Option<PathBuf>,
+    /// Mark the files as shards `(first index, count)`.
+    shard: Option<(u32, u32)>,
+}
+
+impl Outputs {
+    pub(crate) fn create(output: &Path, options: &BuildOptions) -> Result<Outputs> {
+        if options.shards <= 1 {
+            return Ok(Outputs {
+                targets: vec![(TempOutput::create(output)?, output.to_owned())],
+                dir: None,
+                shard: options.shard_of,
+            });
+        }
+        let n = options.shards;
+        std::fs::create_dir_all(output).map_err(|source| Error::Output {
+            path: output.to_owned(),
+            source,
+        })?;
+        let targets = (0..n)
+            .map(|i| {
+                let path = output.join(shard_file_name(i, n));
+                Ok((TempOutput::create(&path)?, path))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Outputs {
+            targets,
+            dir: Some(output.to_owned()),
+            shard: Some((0, n)),
+        })
+    }
+
+    /// The final paths, in shard order.
+    pub(crate) fn paths(&self) -> Vec<PathBuf> {
+        self.targets.iter().map(|(_, p)| p.clone()).collect()
+    }
+}
+
 /// The snapshot's metadata: what was built, from what, how.
 pub(crate) fn metadata(
     options: &BuildOptions,
@@ -122,15 +171,64 @@ pub(crate) fn metadata(
 /// What writing did.
 pub(crate) struct Written {
     pub duplicates: u64,
-    pub file: WriteSummary,
+    /// Every file's summary, in shard order.
+    pub files: Vec<WriteSummary>,
 }
 
-/// Merges the sorted pairs into the snapshot writer on `temp_out`, then renames it over
-/// `output` (durably).
+/// One output being written: its snapshot writer.
+type Writer = SnapshotWriter<crate::file_writer::FileWriter>;
+
+/// Starts the snapshot writer of output `i`.
+fn start(
+    outputs: &Outputs,
+    i: usize,
+    options: &BuildOptions,
+    metadata: &Metadata,
+) -> Result<Writer> {
+    let (temp, path) = &outputs.targets[i];
+    let file = temp.file.as_ref().expect("open until renamed");
+    let file = file.try_clone().map_err(|source| Error::Output {
+        path: path.clone(),
+        source,
+    })?;
+    let mut metadata = metadata.clone();
+    if let Some((first, count)) = outputs.shard {
+        metadata.builder.insert(
+            "shard".to_owned(),
+            serde_json::json!({"index": first + i as u32, "count": count}),
+        );
+    }
+    SnapshotWriter::new(
+        crate::file_writer::FileWriter::new(file),
+        options.writer.clone(),
+        metadata,
+    )
+    .map_err(Error::Snapshot)
+}
+
+/// Finishes the writer of output `i` and syncs its file.
+fn finish(outputs: &Outputs, i: usize, writer: Writer) -> Result<WriteSummary> {
+    let (temp, path) = &outputs.targets[i];
+    let out_err = |source| Error::Output {
+        path: path.clone(),
+        source,
+    };
+    let (out, summary) = writer.finish().map_err(write_error(path))?;
+    out.finish().map_err(out_err)?;
+    temp.file
+        .as_ref()
+        .expect("open until renamed")
+        .sync_all()
+        .map_err(out_err)?;
+    Ok(summary)
+}
+
+/// Merges the sorted pairs into the snapshot writers, in key order: with shards, shard `i` of
+/// `n` takes the pairs from `rows * i / n` on. Then renames every temporary file over its
+/// output (durably) and, for a shard directory, removes shard files of other builds.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn write(
-    temp_out: TempOutput,
-    output: &Path,
+    outputs: Outputs,
     options: &BuildOptions,
     metadata: Metadata,
     sorter: Sorter,
@@ -141,18 +239,24 @@ pub(crate) fn write(
 ) -> Result<Written> {
     let runs_before_merge = sorter.runs();
     let spill_report = SpillReport { progress };
-    let out_err = |source| Error::Output {
-        path: output.to_owned(),
-        source,
-    };
-    let file = temp_out.file.as_ref().expect("open until renamed");
-    let out = crate::file_writer::FileWriter::new(file.try_clone().map_err(out_err)?);
-    let mut writer =
-        SnapshotWriter::new(out, options.writer.clone(), metadata).map_err(Error::Snapshot)?;
+    let n = outputs.targets.len() as u64;
+    // Where shard `i + 1` starts: the quantiles of the sorted rows.
+    let boundary = |i: u64| rows.saturating_mul(i + 1) / n;
+    let mut current = 0usize;
+    let mut writer = start(&outputs, 0, options, &metadata)?;
+    let mut files = Vec::with_capacity(outputs.targets.len());
     progress.start(Phase::Write, Some(rows));
     let mut written = 0u64;
     let duplicates = sorter.finish(inputs, &spill_report, &mut |k, v| {
-        writer.insert(k, v).map_err(write_error(output))?;
+        while (current as u64) + 1 < n && written >= boundary(current as u64) {
+            let next = start(&outputs, current + 1, options, &metadata)?;
+            let done = std::mem::replace(&mut writer, next);
+            files.push(finish(&outputs, current, done)?);
+            current += 1;
+        }
+        writer
+            .insert(k, v)
+            .map_err(write_error(&outputs.targets[current].1))?;
         written += 1;
         if written % 16384 == 0 {
             progress.update(Phase::Write, written, "writing");
@@ -162,22 +266,51 @@ pub(crate) fn write(
     if runs_before_merge > 0 {
         progress.finish(Phase::Spill);
     }
-    let (out, file_summary) = writer.finish().map_err(write_error(output))?;
-    out.finish().map_err(out_err)?;
-    file.sync_all().map_err(out_err)?;
+    files.push(finish(&outputs, current, writer)?);
+    // Shards past the last row (more shards than keys) are empty.
+    for i in current + 1..outputs.targets.len() {
+        let empty = start(&outputs, i, options, &metadata)?;
+        files.push(finish(&outputs, i, empty)?);
+    }
     progress.finish(Phase::Write);
     interrupt.check()?;
-    let mut temp_out = temp_out;
-    std::fs::rename(&temp_out.path, output).map_err(out_err)?;
-    temp_out.kept = true;
-    // The rename is durable once the directory is synced.
-    if let Ok(dir) = std::fs::File::open(parent_dir(output)) {
-        let _ = dir.sync_all();
+    let Outputs { targets, dir, .. } = outputs;
+    let kept: Vec<PathBuf> = targets.iter().map(|(_, p)| p.clone()).collect();
+    for (mut temp, path) in targets {
+        std::fs::rename(&temp.path, &path).map_err(|source| Error::Output {
+            path: path.clone(),
+            source,
+        })?;
+        temp.kept = true;
     }
-    Ok(Written {
-        duplicates,
-        file: file_summary,
-    })
+    // The renames are durable once the directory is synced.
+    if let Ok(d) = std::fs::File::open(parent_dir(&kept[0])) {
+        let _ = d.sync_all();
+    }
+    if let Some(dir) = dir {
+        remove_other_shards(&dir, &kept)?;
+    }
+    Ok(Written { duplicates, files })
+}
+
+/// Removes `shard-*-of-*.snapkv` files of other builds from a shard directory, so that
+/// `publish DIR/*.snapkv` publishes this build's shards only.
+fn remove_other_shards(dir: &Path, kept: &[PathBuf]) -> Result<()> {
+    let entries = std::fs::read_dir(dir).map_err(|source| Error::Output {
+        path: dir.to_owned(),
+        source,
+    })?;
+    for e in entries.flatten() {
+        let path = e.path();
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        let is_shard =
+            name.starts_with("shard-") && name.contains("-of-") && name.ends_with(".snapkv");
+        if is_shard && !kept.contains(&path) {
+            std::fs::remove_file(&path).map_err(|source| Error::Output { path, source })?;
+        }
+    }
+    Ok(())
 }
 
 /// Maps a writer error: I/O errors are about the output, the rest about the snapshot.

@@ -40,6 +40,7 @@ mod metadata;
 pub mod names;
 #[doc(hidden)]
 pub mod pool;
+pub mod shards;
 mod snapshot;
 pub mod tail;
 #[doc(hidden)]
@@ -50,6 +51,7 @@ pub use cache::CacheStats;
 pub use diff::{diff, Diff, DiffOptions};
 pub use error::{Error, Result, Section};
 pub use metadata::{FormatInfo, Metadata, ValueEncoding};
+pub use shards::{ShardError, Shards, ShardsIter};
 pub use snapshot::{Iter, OpenOptions, Snapshot, Stats};
 pub use tail::{Tail, TAIL_LEN};
 pub use writer::{Compression, Dictionary, SnapshotWriter, WriteSummary, WriterOptions};

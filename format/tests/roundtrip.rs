@@ -2,7 +2,8 @@
 
 use proptest::prelude::*;
 use snapkv_format::{
-    Compression, Dictionary, Error, Metadata, Snapshot, SnapshotWriter, WriterOptions,
+    Compression, Dictionary, Error, Metadata, ShardError, Shards, Snapshot, SnapshotWriter,
+    WriterOptions,
 };
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -310,4 +311,141 @@ fn cache_serves_repeated_lookups() {
     let s = snap.cache_stats();
     assert_eq!((s.hits, s.misses), (2, 1), "{s:?}");
     assert!(s.used > 0 && s.used <= s.capacity);
+}
+
+/// Range shards of a model, cut at `splits`, read as one version: the same answers as the
+/// model, for lookups and every range.
+fn check_shards(model: &Model, splits: &[Vec<u8>], probes: &[Vec<u8>]) {
+    let mut parts: Vec<Model> = vec![Model::new(); splits.len() + 1];
+    for (k, v) in model {
+        let i = snapkv_format::shards::shard_of(splits, k);
+        parts[i].insert(k.clone(), v.clone());
+    }
+    let snapshots: Vec<Snapshot> = parts
+        .iter()
+        .map(|p| Snapshot::open(write(p, options(1, 256, false, 1))).unwrap())
+        .collect();
+    let split_bytes = splits
+        .iter()
+        .map(|s| bytes::Bytes::from(s.clone()))
+        .collect();
+    let shards = Shards::new(snapshots, split_bytes).unwrap();
+    assert_eq!(shards.len(), model.len() as u64);
+    for (k, v) in model {
+        assert_eq!(shards.get(k).unwrap().as_deref(), Some(&v[..]));
+    }
+    let collect_all = |it: snapkv_format::ShardsIter| -> Vec<(Vec<u8>, Vec<u8>)> {
+        it.map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())))
+            .collect::<Result<_, Error>>()
+            .unwrap()
+    };
+    let everything = model_range(model, Bound::Unbounded, Bound::Unbounded);
+    assert_eq!(
+        collect_all(shards.range(Bound::Unbounded, Bound::Unbounded)),
+        everything
+    );
+    for p in probes {
+        assert_eq!(
+            shards.get(p).unwrap().map(|b| b.to_vec()),
+            model.get(p).cloned()
+        );
+        for (s, e) in [
+            (Bound::Included(&p[..]), Bound::Unbounded),
+            (Bound::Excluded(&p[..]), Bound::Unbounded),
+            (Bound::Unbounded, Bound::Excluded(&p[..])),
+            (Bound::Unbounded, Bound::Included(&p[..])),
+        ] {
+            assert_eq!(
+                collect_all(shards.range(s, e)),
+                model_range(model, s, e),
+                "{s:?} {e:?}"
+            );
+        }
+    }
+    for w in probes.windows(2) {
+        let (s, e) = (Bound::Included(&w[0][..]), Bound::Excluded(&w[1][..]));
+        assert_eq!(collect_all(shards.range(s, e)), model_range(model, s, e));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn shards_read_as_one_version(
+        model in proptest::collection::btree_map(key(), value(), 0..300),
+        splits in proptest::collection::vec(key(), 0..6),
+        probes in proptest::collection::vec(key(), 0..16),
+    ) {
+        let (mut splits, mut probes) = (splits, probes);
+        splits.sort();
+        probes.sort();
+        // Probes at the split keys themselves: the boundaries.
+        probes.extend(splits.iter().cloned());
+        probes.sort();
+        check_shards(&model, &splits, &probes);
+    }
+}
+
+#[test]
+fn shards_that_do_not_form_a_version_are_refused() {
+    let snap = |keys: &[&str]| {
+        let model: Model = keys
+            .iter()
+            .map(|k| (k.as_bytes().to_vec(), b"v".to_vec()))
+            .collect();
+        Snapshot::open(write(&model, WriterOptions::default())).unwrap()
+    };
+    let b = |s: &str| bytes::Bytes::from(s.to_owned());
+    let ok = Shards::new(
+        vec![snap(&["a", "b"]), snap(&[]), snap(&["m", "z"])],
+        vec![b("c"), b("c")],
+    );
+    assert_eq!(
+        ok.unwrap().shard_of(b"c"),
+        2,
+        "an empty range between equal split keys"
+    );
+    let e = Shards::new(vec![snap(&["a", "m"]), snap(&["n"])], vec![b("k")]).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ShardError::OutOfRange {
+                shard: 0,
+                which: "last",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = Shards::new(vec![snap(&["a"]), snap(&["b"])], vec![b("c")]).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ShardError::OutOfRange {
+                shard: 1,
+                which: "first",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = Shards::new(
+        vec![snap(&["a"]), snap(&[]), snap(&["z"])],
+        vec![b("m"), b("c")],
+    )
+    .unwrap_err();
+    assert_eq!(e, ShardError::Unordered { index: 1 });
+    let e = Shards::new(vec![snap(&["a"])], vec![b("m")]).unwrap_err();
+    assert_eq!(
+        e,
+        ShardError::SplitCount {
+            shards: 1,
+            splits: 1
+        }
+    );
+    assert_eq!(
+        Shards::new(Vec::new(), Vec::new()).unwrap_err(),
+        ShardError::NoShards
+    );
 }

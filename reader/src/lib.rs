@@ -50,6 +50,16 @@ pub enum OpenError {
         #[source]
         source: snapkv_format::Error,
     },
+    /// The files are not the shards of one version: their key ranges do not match the split
+    /// keys.
+    #[error("the shards of {} do not form one version", path.display())]
+    Shards {
+        /// The first shard's file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: snapkv_format::ShardError,
+    },
 }
 
 /// How the store opens local snapshot files to verify them (before a publish, after a

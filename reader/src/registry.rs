@@ -4,15 +4,16 @@ use crate::time::rfc3339;
 use arc_swap::ArcSwapOption;
 use http::HeaderValue;
 use prometheus_client::metrics::counter::Counter;
-use snapkv_format::{OpenOptions, Snapshot, ValueEncoding};
+use snapkv_format::{OpenOptions, Shards, Snapshot, ValueEncoding};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-/// One loaded, verified snapshot version of a dataset.
+/// One loaded, verified snapshot version of a dataset: one file, or the range shards of a
+/// sharded version, which load and swap together.
 pub(crate) struct Loaded {
-    pub snapshot: Snapshot,
+    pub snapshot: Shards,
     pub version: String,
     pub version_header: HeaderValue,
     pub content_type: HeaderValue,
@@ -94,13 +95,7 @@ impl Drop for Loaded {
 }
 
 impl Loaded {
-    /// Maps, opens and fully verifies a snapshot file: blocking, run it off the async workers.
-    /// Verification reads every byte, which also brings the file into the page cache before
-    /// the first request (lookups then rarely fault on the async workers).
-    ///
-    /// `release` names the cache entry to remove once this version is replaced and no longer
-    /// held. `verified` says the file was verified already (by the fetch that put it in the
-    /// cache); it is still read once, to warm the page cache.
+    /// [`Loaded::open_shards`] of one file.
     pub fn open(
         path: &Path,
         cache_bytes: usize,
@@ -108,21 +103,65 @@ impl Loaded {
         release: Option<CachedRelease>,
         verified: bool,
     ) -> Result<Loaded, crate::OpenError> {
+        Loaded::open_shards(
+            &[path.to_owned()],
+            None,
+            cache_bytes,
+            fallback,
+            release,
+            verified,
+        )
+    }
+
+    /// Maps, opens and fully verifies snapshot files: one, or the shards of a sharded version
+    /// in shard order with their split keys (checked against the shards' key ranges). Each
+    /// shard gets an equal part of `cache_bytes` for its block cache. Blocking: run it off the async workers.
+    /// Verification reads every byte, which also brings the file into the page cache before
+    /// the first request (lookups then rarely fault on the async workers).
+    ///
+    /// `release` names the cache entry to remove once this version is replaced and no longer
+    /// held. `verified` says the file was verified already (by the fetch that put it in the
+    /// cache); it is still read once, to warm the page cache.
+    pub fn open_shards(
+        paths: &[PathBuf],
+        splits: Option<Vec<bytes::Bytes>>,
+        cache_bytes: usize,
+        fallback: Fallback,
+        release: Option<CachedRelease>,
+        verified: bool,
+    ) -> Result<Loaded, crate::OpenError> {
         let mut options = OpenOptions::default();
-        options.cache_bytes = cache_bytes;
-        let snapshot = crate::open_snapshot(path, &options)?;
-        if verified {
-            // Touch every page so that lookups rarely fault on the async workers.
-            snapshot.warm();
-        } else {
-            snapshot
-                .verify()
-                .map_err(|source| crate::OpenError::Format {
-                    path: path.to_owned(),
-                    source,
-                })?;
+        // The dataset's block cache bound, shared out between its shards.
+        options.cache_bytes = cache_bytes / paths.len().max(1);
+        let mut opened = Vec::with_capacity(paths.len());
+        let mut file_bytes = 0;
+        for path in paths {
+            let snapshot = crate::open_snapshot(path, &options)?;
+            if verified {
+                // Touch every page so that lookups rarely fault on the async workers.
+                snapshot.warm();
+            } else {
+                snapshot
+                    .verify()
+                    .map_err(|source| crate::OpenError::Format {
+                        path: path.to_owned(),
+                        source,
+                    })?;
+            }
+            file_bytes += std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+            opened.push(snapshot);
         }
-        let meta = snapshot.metadata();
+        let path = paths.first().cloned().unwrap_or_default();
+        let snapshot = match splits {
+            None if opened.len() == 1 => Shards::single(opened.remove(0)),
+            splits => Shards::new(opened, splits.unwrap_or_default()).map_err(|source| {
+                crate::OpenError::Shards {
+                    path: path.clone(),
+                    source,
+                }
+            })?,
+        };
+        let meta = snapshot.shards()[0].metadata();
         let version = meta
             .version
             .clone()
@@ -132,7 +171,7 @@ impl Loaded {
             .as_deref()
             .and_then(crate::time::parse_rfc3339)
             .unwrap_or(fallback.built_at);
-        let block_count = snapshot.stats().map_or(0, |s| s.block_count);
+        let block_count = snapshot.shards().iter().map(Snapshot::block_count).sum();
         let json = meta.value_encoding == ValueEncoding::Json;
         let content_type = meta.content_type.clone().unwrap_or_else(|| {
             if json {
@@ -154,8 +193,8 @@ impl Loaded {
             content_type: header(&content_type, "application/octet-stream"),
             version,
             json,
-            path: path.to_owned(),
-            file_bytes: std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+            path,
+            file_bytes,
             block_count,
             built_at,
             published_at: fallback.published_at,
@@ -386,12 +425,13 @@ impl Dataset {
             },
         });
         if let Some(c) = current {
-            let m = c.snapshot.metadata();
+            let m = c.snapshot.shards()[0].metadata();
             v["version"] = c.version.clone().into();
             v["keys"] = c.snapshot.len().into();
             v["file"] = c.path.display().to_string().into();
             v["file_bytes"] = c.file_bytes.into();
             v["blocks"] = c.block_count.into();
+            v["shards"] = c.snapshot.shards().len().into();
             v["built_at"] = rfc3339(c.built_at).into();
             v["loaded_at"] = rfc3339(c.loaded_at).into();
             v["content_type"] = c.content_type.to_str().unwrap_or_default().into();

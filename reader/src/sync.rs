@@ -276,14 +276,29 @@ async fn load_cached(
     live: &LiveVersions,
     cache_bytes: usize,
 ) -> Result<Loaded, String> {
-    let [file] = cached.manifest.files.as_slice() else {
-        return Err(format!(
-            "version {} has {} files; a served version has exactly one snapshot file",
-            cached.version,
-            cached.manifest.files.len()
-        ));
+    let files = &cached.manifest.files;
+    let splits = match &cached.manifest.sharding {
+        Some(sharding) => Some(
+            sharding
+                .split_key_bytes()
+                .ok_or_else(|| format!("version {} has bad split keys", cached.version))?
+                .into_iter()
+                .map(bytes::Bytes::from)
+                .collect::<Vec<_>>(),
+        ),
+        None if files.len() == 1 => None,
+        None => {
+            return Err(format!(
+                "version {} has {} files that are not the shards of one sharded version \
+                 (its manifest has no sharding): a served version is one snapshot file, or the \
+                 shards of one (snapkv build --shards)",
+                cached.version,
+                files.len()
+            ))
+        }
     };
-    let path = cached.path(&file.name);
+    let file = &files[0];
+    let paths = cached.paths();
     let release = CachedRelease {
         cache: cache.clone(),
         dataset: cached.dataset.clone(),
@@ -302,7 +317,7 @@ async fn load_cached(
         published_at: published.unwrap_or_else(SystemTime::now),
     };
     tokio::task::spawn_blocking(move || {
-        Loaded::open(&path, cache_bytes, fallback, Some(release), true)
+        Loaded::open_shards(&paths, splits, cache_bytes, fallback, Some(release), true)
     })
     .await
     .map_err(|e| format!("loading task failed: {e}"))?

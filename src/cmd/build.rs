@@ -33,6 +33,10 @@ Examples:
   snapkv build -i export.csv --delimiter ';' --key id -o export.snapkv
   cat users.csv | snapkv build -i - --format csv --key id -o users.snapkv
 
+  # 8 range shards of one version, in one pass, then published together
+  snapkv build -i predictions/ --key user_id --shards 8 -o predictions-shards/
+  snapkv publish predictions-shards/*.snapkv --store s3://my-bucket/snapkv --dataset predictions
+
   # Values stored as they are (a binary column), within 256 MiB of memory
   snapkv build -i embeddings.arrow --key id --raw-value vector --memory-limit 256MiB -o emb.snapkv
 
@@ -65,9 +69,18 @@ pub struct Args {
         value_delimiter = ','
     )]
     key: Vec<String>,
-    /// The snapshot file to write.
+    /// The snapshot file to write; with --shards, the directory of the shard files.
     #[arg(long, short = 'o', value_name = "FILE")]
     output: PathBuf,
+    /// Write N range shards in one pass: OUTPUT is a directory that gets
+    /// shard-00000-of-0000N.snapkv ..., each an equal share of the rows in key order; publish
+    /// them together (`snapkv publish DIR/*.snapkv`) as one sharded version.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=i64::from(snapkv_builder::MAX_SHARDS)))]
+    shards: u32,
+    /// Mark the output as shard I of N of a version built by independent tasks, each from the
+    /// rows of its own key range (publish checks that the ranges do not overlap).
+    #[arg(long, value_name = "I/N", value_parser = parse_shard, conflicts_with = "shards")]
+    shard: Option<(u32, u32)>,
     /// Input format, instead of detecting it from file names and contents. Text inputs may
     /// be compressed: `.gz` and `.zst` names are decompressed.
     #[arg(long, value_name = "parquet|arrow|csv|tsv|ndjson")]
@@ -182,6 +195,20 @@ fn parse_on_duplicate(s: &str) -> Result<OnDuplicate, String> {
     }
 }
 
+/// `I/N`: shard I (from 0) of N.
+pub fn parse_shard(s: &str) -> Result<(u32, u32), String> {
+    let parsed = s
+        .split_once('/')
+        .and_then(|(i, n)| Some((i.trim().parse::<u32>().ok()?, n.trim().parse::<u32>().ok()?)));
+    match parsed {
+        Some((i, n)) if i < n && n <= snapkv_builder::MAX_SHARDS => Ok((i, n)),
+        _ => Err(format!(
+            "expected I/N with I from 0 to N-1 and N from 1 to {} (3/8: the fourth of 8 shards)",
+            snapkv_builder::MAX_SHARDS
+        )),
+    }
+}
+
 fn parse_label(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -220,6 +247,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     options.built_at = source_date_epoch()?;
     options.user_metadata = args.label.into_iter().collect::<BTreeMap<_, _>>();
     options.interrupt = Some(interrupted);
+    options.shards = args.shards;
+    options.shard_of = args.shard;
     let mut writer = WriterOptions::default();
     writer.compression = args.compression;
     writer.block_size = args.block_size;
@@ -247,6 +276,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         outln!("{}", serde_json::to_string_pretty(&summary_json(&summary))?)?;
     } else if !args.quiet {
         eprintln!("{}", summary_line(&summary));
+        if summary.shards.len() > 1 {
+            let sizes: Vec<u64> = summary.shards.iter().map(|(_, f)| f.key_count).collect();
+            let mean = summary.keys as f64 / sizes.len() as f64;
+            let largest = sizes.iter().copied().max().unwrap_or(0);
+            eprintln!(
+                "{} shards: {} to {} keys each (largest/mean {:.3})",
+                sizes.len(),
+                sizes.iter().copied().min().unwrap_or(0),
+                largest,
+                largest as f64 / mean.max(1e-9)
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -328,6 +369,11 @@ fn summary_json(s: &BuildSummary) -> serde_json::Value {
         "runs_spilled": s.runs,
         "seconds": s.seconds,
         "rows_per_second": s.rows as f64 / secs,
+        "shards": s.shards.iter().map(|(path, f)| serde_json::json!({
+            "file": path,
+            "keys": f.key_count,
+            "bytes": f.file_bytes,
+        })).collect::<Vec<_>>(),
     })
 }
 

@@ -70,5 +70,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     for v in &report.kept {
         outln!("kept {v}")?;
     }
+    for o in &report.unreferenced {
+        outln!("{verb} {o} (not listed in the manifest: an upload attempt that was not committed, or its receipt)")?;
+    }
     Ok(ExitCode::SUCCESS)
 }

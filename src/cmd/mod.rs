@@ -1,6 +1,7 @@
 //! One module per subcommand, each an `Args` and a `run`.
 
 pub mod build;
+pub mod commit;
 pub mod demo;
 pub mod diff;
 pub mod gc;

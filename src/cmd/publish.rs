@@ -60,6 +60,12 @@ pub struct Args {
     /// the history records the rules overridden.
     #[arg(long, requires = "reason")]
     force: bool,
+    /// Upload FILE as shard I of N of --version only (CURRENT is not touched): one task of a
+    /// sharded version built by independent tasks; `snapkv commit` completes the version once
+    /// every shard is uploaded. Retrying a task is safe (each upload is an attempt; the commit
+    /// takes one per shard).
+    #[arg(long, value_name = "I/N", value_parser = super::build::parse_shard, requires = "version", conflicts_with = "stage")]
+    shard: Option<(u32, u32)>,
     /// Where the policy check downloads the current version when a rule compares values
     /// (max_changed_share) [default: a temporary directory, removed afterwards]. Keeping it
     /// between runs saves a download when the current version is already there.
@@ -69,6 +75,9 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let store = args.store.open()?;
+    if let Some(shard) = args.shard {
+        return publish_shard(args, &store, shard);
+    }
     let total: u64 = args
         .files
         .iter()
@@ -154,4 +163,43 @@ pub(crate) fn print_checks(report: &snapkv_store::PolicyReport) -> std::io::Resu
             report.summary()
         )
     }
+}
+
+/// `publish FILE --shard I/N --version V`: one shard's upload, as an attempt with its receipt.
+fn publish_shard(
+    args: Args,
+    store: &snapkv_store::Store,
+    shard: (u32, u32),
+) -> anyhow::Result<ExitCode> {
+    let [file] = &args.files[..] else {
+        anyhow::bail!(
+            "--shard uploads one file, the shard: {} given",
+            args.files.len()
+        );
+    };
+    let version = args.version.as_deref().unwrap_or_default();
+    let mut options = PublishOptions::default();
+    options.max_bytes_per_sec = args.max_rate;
+    options.part_size = usize::try_from(args.part_size)?;
+    options.concurrency = args.concurrency.max(1);
+    options.open = snapkv_reader::mapped();
+    let receipt = runtime()?.block_on(store.publish_shard(
+        &args.store.dataset,
+        file,
+        shard,
+        version,
+        &options,
+    ))?;
+    outln!(
+        "uploaded shard {}/{} of {} version {version}: {} bytes, {} keys, attempt {}; \
+         `snapkv commit --version {version} --shards {}` completes the version",
+        receipt.shard,
+        receipt.shards,
+        args.store.dataset,
+        receipt.bytes,
+        receipt.keys,
+        receipt.attempt,
+        receipt.shards
+    )?;
+    Ok(ExitCode::SUCCESS)
 }

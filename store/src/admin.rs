@@ -57,6 +57,9 @@ pub struct GcReport {
     pub kept: Vec<String>,
     /// Incomplete versions left alone: younger than the grace period.
     pub in_progress: Vec<String>,
+    /// Objects of kept complete versions that their manifest does not list (shard attempts
+    /// that were not committed), deleted: `<version>/<object>`.
+    pub unreferenced: Vec<String>,
 }
 
 impl Store {
@@ -183,9 +186,34 @@ impl Store {
         let now = chrono::Utc::now();
         for info in &versions {
             let v = info.version.as_str();
-            if info.manifest.is_some() {
+            if let Some(manifest) = &info.manifest {
                 if keep.contains(&v) {
                     report.kept.push(v.to_owned());
+                    let listed: std::collections::BTreeSet<&str> =
+                        manifest.files.iter().map(|f| f.name.as_str()).collect();
+                    let objects = self.list_version(&paths, v).await?;
+                    let unreferenced: Vec<_> = objects
+                        .into_iter()
+                        .filter(|o| {
+                            o.location.filename().is_some_and(|n| {
+                                n != crate::layout::MANIFEST
+                                    && n != crate::layout::CLAIM
+                                    && !listed.contains(n)
+                            })
+                        })
+                        .collect();
+                    let newest = unreferenced.iter().map(|o| o.last_modified).max();
+                    let old_enough = newest
+                        .is_some_and(|t| (now - t).to_std().unwrap_or_default() >= options.grace);
+                    if old_enough {
+                        for o in unreferenced {
+                            if !options.dry_run {
+                                self.delete(&o.location).await?;
+                            }
+                            let name = o.location.filename().unwrap_or_default().to_owned();
+                            report.unreferenced.push(format!("{v}/{name}"));
+                        }
+                    }
                     continue;
                 }
                 if !options.dry_run && !self.delete_complete(&paths, dataset, v).await? {

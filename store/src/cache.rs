@@ -202,6 +202,20 @@ impl Store {
         options: &FetchOptions,
     ) -> Result<CachedVersion> {
         let manifest = self.manifest(dataset, version).await?;
+        self.fetch_listed(dataset, version, manifest, cache, options)
+            .await
+    }
+
+    /// [`Store::fetch`] of the files `manifest` lists (a manifest read from the store, or one
+    /// about to be written).
+    pub(crate) async fn fetch_listed(
+        &self,
+        dataset: &str,
+        version: &str,
+        manifest: Manifest,
+        cache: &Cache,
+        options: &FetchOptions,
+    ) -> Result<CachedVersion> {
         let paths = DatasetPaths::new(&self.root, dataset)?;
         let dir = cache.version_dir(dataset, version);
         let marker = dir.join(MANIFEST);

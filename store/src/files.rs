@@ -48,6 +48,23 @@ pub(crate) struct LocalSnapshot {
     pub xxh3: u64,
     pub keys: u64,
     pub metadata: snapkv_format::Metadata,
+    /// Its first and last keys (none when it has no key).
+    pub first_key: Option<Vec<u8>>,
+    pub last_key: Option<Vec<u8>>,
+    /// The shard it is, `(index, count)`, if its metadata says it is one.
+    pub shard: Option<(u32, u32)>,
+}
+
+impl LocalSnapshot {
+    /// Its place and key range, as the shard `(index, count)`.
+    pub(crate) fn shard_info(&self, (index, count): (u32, u32)) -> crate::sharding::ShardInfo {
+        crate::sharding::ShardInfo {
+            index,
+            count,
+            first: self.first_key.clone(),
+            last: self.last_key.clone(),
+        }
+    }
 }
 
 /// Opens `path` with `open`, runs the full [`Snapshot::verify`] pass, and hashes the file (a
@@ -70,6 +87,9 @@ pub(crate) async fn verify_local(path: PathBuf, open: OpenSnapshot) -> Result<Lo
             xxh3,
             keys: snapshot.len(),
             metadata: snapshot.metadata().clone(),
+            first_key: snapkv_format::shards::first_key(&snapshot).map(|k| k.to_vec()),
+            last_key: snapkv_format::shards::last_key(&snapshot).map(|k| k.to_vec()),
+            shard: crate::sharding::recorded_shard(&snapshot.metadata().builder),
         };
         if info.bytes != snapshot.stats().map(|s| s.file_bytes).unwrap_or(info.bytes) {
             return Err(Error::corrupt(

@@ -52,6 +52,7 @@
 
 mod admin;
 mod cache;
+mod commit;
 mod current;
 mod diagnose;
 mod error;
@@ -66,10 +67,12 @@ mod open;
 mod policy;
 mod publish;
 mod rollout;
+mod sharding;
 mod staged;
 
 pub use admin::{GcOptions, GcReport, VersionInfo};
 pub use cache::{Cache, CachedVersion, FetchOptions};
+pub use commit::{Receipt, MAX_RECEIPT_BYTES};
 pub use current::{Current, Poll, Tag};
 pub use error::{Error, Result};
 pub use files::{read_snapshot, OpenSnapshot, Progress};
@@ -78,13 +81,14 @@ pub use input::Object;
 pub use layout::{
     MAX_CLAIM_BYTES, MAX_CURRENT_BYTES, MAX_MANIFEST_BYTES, MAX_POLICY_BYTES, MAX_STAGED_BYTES,
 };
-pub use manifest::{Manifest, ManifestFile, Pin, Pointer};
+pub use manifest::{Manifest, ManifestFile, Pin, Pointer, Sharding};
 pub use policy::{
     CheckOptions, Outcome, Policy, PolicyCheck, PolicyReport, Rules, SchemaRule, EVERY_COLUMN,
     MAX_REQUIRED_KEYS, NULL_SAMPLE_ROWS, RULES,
 };
 pub use publish::{PublishOptions, Published};
 pub use rollout::{ChangeOptions, Promoted};
+pub use sharding::SHARD_KEY;
 pub use staged::{Staged, StagedPoll};
 
 use diagnose::Cloud;

@@ -30,8 +30,74 @@ pub struct Manifest {
     pub format_version: u32,
     /// Who published it: `snapkv-store <version> on <host> (pid <pid>)`.
     pub published_by: String,
-    /// The snapshot files, in the order given to `publish`.
+    /// The snapshot files, in the order given to `publish`; for a sharded version, in shard
+    /// order (file `i` is shard `i`).
     pub files: Vec<ManifestFile>,
+    /// Present when the files are range shards of one key space (see [`Sharding`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sharding: Option<Sharding>,
+}
+
+/// How the files of a sharded version split the key space: shard `i` holds the keys `k` with
+/// `split_keys[i - 1] <= k < split_keys[i]` (no lower bound for the first shard, no upper bound
+/// for the last). `spec/STORE.md` ("Sharded versions") specifies the routing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Sharding {
+    /// `range`: the only scheme.
+    pub scheme: String,
+    /// Number of shards: the number of files.
+    pub shards: u32,
+    /// The `shards - 1` split keys, non-decreasing, each in standard base64 (padded).
+    pub split_keys: Vec<String>,
+}
+
+impl Sharding {
+    /// Range sharding at `split_keys` (in order).
+    pub fn range(split_keys: &[impl AsRef<[u8]>]) -> Sharding {
+        use base64::Engine;
+        Sharding {
+            scheme: "range".into(),
+            shards: u32::try_from(split_keys.len() + 1).unwrap_or(u32::MAX),
+            split_keys: split_keys
+                .iter()
+                .map(|k| base64::engine::general_purpose::STANDARD.encode(k))
+                .collect(),
+        }
+    }
+
+    /// The split keys as bytes; `None` if one is not base64.
+    pub fn split_key_bytes(&self) -> Option<Vec<Vec<u8>>> {
+        use base64::Engine;
+        self.split_keys
+            .iter()
+            .map(|k| base64::engine::general_purpose::STANDARD.decode(k).ok())
+            .collect()
+    }
+
+    /// Why it does not describe `files` files, if it does not.
+    fn check(&self, files: usize) -> std::result::Result<(), String> {
+        if self.scheme != "range" {
+            return Err(format!(
+                "sharding scheme {:?} (this program knows range)",
+                self.scheme
+            ));
+        }
+        if self.shards as usize != files {
+            return Err(format!("{} shards but {files} files", self.shards));
+        }
+        if self.split_keys.len() + 1 != files {
+            return Err(format!(
+                "{} split keys for {files} shards",
+                self.split_keys.len()
+            ));
+        }
+        let keys = self.split_key_bytes().ok_or("a split key is not base64")?;
+        if let Some(i) = (1..keys.len()).find(|&i| keys[i] < keys[i - 1]) {
+            return Err(format!("split key {i} sorts before split key {}", i - 1));
+        }
+        Ok(())
+    }
 }
 
 /// One snapshot file of a version.
@@ -103,6 +169,11 @@ impl Manifest {
         }
         if m.files.is_empty() {
             return bad("it lists no file".into());
+        }
+        if let Some(s) = &m.sharding {
+            if let Err(e) = s.check(m.files.len()) {
+                return bad(format!("bad sharding: {e}"));
+            }
         }
         let mut names = std::collections::BTreeSet::new();
         for f in &m.files {
@@ -333,6 +404,7 @@ mod tests {
                 built_at: None,
                 builder: BTreeMap::new(),
             }],
+            sharding: None,
         }
     }
 

@@ -50,6 +50,11 @@ impl Cap {
         what: "STAGED",
         bytes: crate::layout::MAX_STAGED_BYTES,
     };
+    /// A shard receipt.
+    pub(crate) const RECEIPT: Cap = Cap {
+        what: "shard receipt",
+        bytes: crate::commit::MAX_RECEIPT_BYTES,
+    };
     /// `POLICY.json`.
     pub(crate) const POLICY: Cap = Cap {
         what: "policy",

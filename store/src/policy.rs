@@ -433,6 +433,8 @@ pub(crate) enum Candidate<'a> {
     },
     /// A complete version in the store (a staged one, on promote).
     Stored { version: &'a str },
+    /// Files in the store that `manifest` lists, before it is written (a commit of shards).
+    Pending { manifest: &'a Manifest },
 }
 
 impl Store {
@@ -587,13 +589,12 @@ impl Store {
             }
             Candidate::Stored { version } => {
                 let manifest = self.manifest(dataset, version).await?;
-                let metadata = rules.schema.is_some() || !rules.max_null_ratio.is_empty();
-                let mut side = self.stored_side(dataset, &manifest, metadata).await?;
-                if rules.reads_new() {
-                    side.snapshots = self.fetch_open(dataset, version, &cache, &fetch).await?;
-                    side.metadata = side.snapshots.first().map(|s| s.metadata().clone());
-                }
-                side
+                self.candidate_side(dataset, &rules, manifest, &cache, &fetch)
+                    .await?
+            }
+            Candidate::Pending { manifest } => {
+                self.candidate_side(dataset, &rules, manifest.clone(), &cache, &fetch)
+                    .await?
             }
         };
         let report = PolicyReport {
@@ -610,6 +611,29 @@ impl Store {
             });
         }
         Ok(Checked { report, overridden })
+    }
+
+    /// The side of a new version in the store: counts from `manifest`, metadata and data as
+    /// the rules need them.
+    async fn candidate_side(
+        &self,
+        dataset: &str,
+        rules: &Rules,
+        manifest: Manifest,
+        cache: &Cache,
+        fetch: &FetchOptions,
+    ) -> Result<Side> {
+        let metadata = rules.schema.is_some() || !rules.max_null_ratio.is_empty();
+        let mut side = self.stored_side(dataset, &manifest, metadata).await?;
+        if rules.reads_new() {
+            let version = manifest.version.clone();
+            let local = self
+                .fetch_listed(dataset, &version, manifest, cache, fetch)
+                .await?;
+            side.snapshots = open_all(&fetch.open, local.paths()).await?;
+            side.metadata = side.snapshots.first().map(|s| s.metadata().clone());
+        }
+        Ok(side)
     }
 
     /// A stored version's counts, and its first file's metadata when `metadata` (read from

@@ -143,14 +143,29 @@ impl Store {
         files: &[P],
         options: &PublishOptions,
     ) -> Result<Published> {
-        let files: Vec<PathBuf> = files.iter().map(|f| f.as_ref().to_owned()).collect();
-        let files = &files[..];
+        let mut files: Vec<PathBuf> = files.iter().map(|f| f.as_ref().to_owned()).collect();
         let paths = DatasetPaths::new(&self.root, dataset)?;
-        let names = file_names(files)?;
+        file_names(&files)?;
         let mut locals = Vec::with_capacity(files.len());
-        for file in files {
+        for file in &files {
             locals.push(files::verify_local(file.clone(), options.open.clone()).await?);
         }
+        // The shards of a sharded version are listed in shard order.
+        let shards: Vec<_> = locals
+            .iter()
+            .map(|l| l.shard.map(|s| l.shard_info(s)))
+            .collect();
+        let sharding = match crate::sharding::plan(&shards) {
+            Ok(Some((order, sharding))) => {
+                files = order.iter().map(|&i| files[i].clone()).collect();
+                locals = order.iter().map(|&i| locals[i].clone()).collect();
+                Some(sharding)
+            }
+            Ok(None) => None,
+            Err(e) => return Err(Error::invalid("files", e)),
+        };
+        let files = &files[..];
+        let names = file_names(files)?;
         let version = choose_version(dataset, files, &locals, options.version.as_deref())?;
 
         let current = self.current(dataset).await?;
@@ -169,6 +184,7 @@ impl Store {
             return Err(already_exists(dataset, &version));
         }
         let mut manifest = new_manifest(dataset, &version, &names, &locals);
+        manifest.sharding = sharding;
         check_manifest_size(&manifest)?;
         let check = CheckOptions {
             force: options.force,
@@ -222,8 +238,38 @@ impl Store {
         self.write_manifest(&paths, &manifest).await?;
         drop(heartbeat);
 
-        let previous = current.as_ref().map(|c| c.pointer.version.clone());
-        let pinned = current.as_ref().and_then(|c| c.pointer.pin.clone());
+        self.make_current(
+            &paths,
+            current.as_ref(),
+            manifest,
+            options,
+            Checked {
+                report: checks,
+                overridden,
+            },
+        )
+        .await
+    }
+
+    /// Makes the complete version of `manifest` current by compare-and-swap from `current`
+    /// (publish step 7), or stages it (asked to, or the dataset is pinned); records it in the
+    /// history.
+    pub(crate) async fn make_current(
+        &self,
+        paths: &DatasetPaths,
+        current: Option<&crate::Current>,
+        manifest: Manifest,
+        options: &PublishOptions,
+        checked: Checked,
+    ) -> Result<Published> {
+        let Checked {
+            report: checks,
+            overridden,
+        } = checked;
+        let (dataset, version) = (manifest.dataset.clone(), manifest.version.clone());
+        let dataset = dataset.as_str();
+        let previous = current.map(|c| c.pointer.version.clone());
+        let pinned = current.and_then(|c| c.pointer.pin.clone());
         let reason = options.reason.as_deref();
         if options.stage || pinned.is_some() {
             // For readers that preview staged versions; the version is complete either way.
@@ -232,7 +278,7 @@ impl Store {
             }
             let entry = HistoryEntry::new("stage", previous.as_deref(), Some(&version), reason)
                 .overriding(overridden);
-            self.record(&paths, entry).await;
+            self.record(paths, entry).await;
             return Ok(Published {
                 manifest,
                 previous,
@@ -243,14 +289,14 @@ impl Store {
         }
         let pointer = Pointer::new(&version, previous.as_deref(), "publish");
         match self
-            .swap_current(&paths, dataset, &pointer, current.as_ref().map(|c| &c.tag))
+            .swap_current(paths, dataset, &pointer, current.map(|c| &c.tag))
             .await?
         {
             Swap::Done => {
                 let entry =
                     HistoryEntry::new("publish", previous.as_deref(), Some(&version), reason)
                         .overriding(overridden);
-                self.record(&paths, entry).await;
+                self.record(paths, entry).await;
                 Ok(Published {
                     manifest,
                     previous,
@@ -397,7 +443,7 @@ impl Store {
     }
 
     /// Uploads one local file; returns the bytes sent and their XXH3.
-    async fn upload(
+    pub(crate) async fn upload(
         &self,
         path: &ObjectPath,
         local: &Path,
@@ -515,12 +561,13 @@ fn new_manifest(
                 builder: l.metadata.builder.clone(),
             })
             .collect(),
+        sharding: None,
     }
 }
 
 /// Refuses a manifest readers would refuse as too large (see [`MAX_MANIFEST_BYTES`]), before
 /// anything is written.
-fn check_manifest_size(manifest: &Manifest) -> Result<()> {
+pub(crate) fn check_manifest_size(manifest: &Manifest) -> Result<()> {
     let size = serde_json::to_vec_pretty(manifest)
         .expect("serializable")
         .len() as u64;
@@ -538,7 +585,7 @@ fn check_manifest_size(manifest: &Manifest) -> Result<()> {
     Ok(())
 }
 
-fn already_exists(dataset: &str, version: &str) -> Error {
+pub(crate) fn already_exists(dataset: &str, version: &str) -> Error {
     Error::Refused {
         reason: format!(
             "version {version} of {dataset} already exists; versions are immutable: publish \
@@ -574,7 +621,7 @@ fn file_names(files: &[PathBuf]) -> Result<Vec<String>> {
 
 /// The version to publish as: the one asked for, else the one the files' metadata names,
 /// else now. A file whose metadata names another dataset or version is refused.
-fn choose_version(
+pub(crate) fn choose_version(
     dataset: &str,
     files: &[PathBuf],
     locals: &[LocalSnapshot],

@@ -6,7 +6,7 @@ mod common;
 use common::{Backend, Env};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt, PutPayload};
-use snapkv_format::Metadata;
+use snapkv_format::{Metadata, Shards, Snapshot, SnapshotWriter, WriterOptions};
 use snapkv_store::{
     Cache, Error, FetchOptions, GcOptions, Poll, PublishOptions, Store, MAX_CLAIM_BYTES,
     MAX_CURRENT_BYTES, MAX_MANIFEST_BYTES,
@@ -53,7 +53,183 @@ conformance!(
     publish_refuses_a_manifest_over_the_limit,
     history_entries_of_racing_writers_all_land,
     racing_policy_updates_all_land,
+    sharded_commit_of_concurrent_retried_uploads,
 );
+
+/// A shard file with `keys` (JSON values naming the key), marked as shard `i` of `n`.
+fn shard_file(env: &Env, name: &str, keys: &[String], shard: Option<(u32, u32)>) -> PathBuf {
+    let mut meta = Metadata::default();
+    if let Some((i, n)) = shard {
+        meta.builder
+            .insert("shard".into(), serde_json::json!({"index": i, "count": n}));
+    }
+    let mut w = SnapshotWriter::new(Vec::new(), WriterOptions::default(), meta).unwrap();
+    for k in keys {
+        w.insert(k.as_bytes(), format!("{{\"k\":\"{k}\"}}").as_bytes())
+            .unwrap();
+    }
+    let path = env.path(name);
+    std::fs::write(&path, w.finish().unwrap().0).unwrap();
+    path
+}
+
+/// 100 shards uploaded at once by independent uploaders: some upload twice (a retry, a
+/// speculative copy), some die after the file and before the receipt. A commit before every
+/// shard is in refuses, naming what is missing; then two racing commits end in one version
+/// whose manifest lists one attempt per shard, in key order, that a reader fetches and routes.
+async fn sharded_commit_of_concurrent_retried_uploads(backend: Backend) {
+    const N: u32 = 100;
+    let env = Env::new(backend, "shards");
+    let store = env.store();
+    let keys = |i: u32| -> Vec<String> { (0..3).map(|j| format!("k{i:03}-{j}")).collect() };
+    let files: Vec<PathBuf> = (0..N)
+        .map(|i| shard_file(&env, &format!("s{i}.snapkv"), &keys(i), Some((i, N))))
+        .collect();
+    let options = PublishOptions::default();
+    // Shards 90.. die before their receipt: their file is there, nothing else.
+    let (objects, root) = store.raw_objects();
+    for i in 90..N {
+        let path = root
+            .clone()
+            .join("ds")
+            .join("versions")
+            .join("v1")
+            .join(format!("shard-{i:05}-of-{N:05}.00000000dead0000.snapkv"));
+        objects
+            .put(&path, std::fs::read(&files[i as usize]).unwrap().into())
+            .await
+            .unwrap();
+    }
+    // The others upload concurrently; every tenth twice.
+    let uploads = (0..90u32).chain((0..90).step_by(10)).map(|i| {
+        let (store, file, options) = (&store, files[i as usize].clone(), &options);
+        async move {
+            store
+                .publish_shard("ds", &file, (i, N), "v1", options)
+                .await
+        }
+    });
+    let receipts = futures_util::future::join_all(uploads).await;
+    for r in &receipts {
+        r.as_ref().unwrap();
+    }
+    let e = store.commit("ds", "v1", N, &options).await.unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("shard(s) 90, 91, 92, 93, 94, 95, 96, 97, 98, 99 of 100"),
+        "{e}"
+    );
+    assert!(store.current("ds").await.unwrap().is_none());
+    // The dead tasks are retried.
+    for i in 90..N {
+        store
+            .publish_shard("ds", &files[i as usize], (i, N), "v1", &options)
+            .await
+            .unwrap();
+    }
+    // A wrong shard number is refused before anything is written.
+    let e = store
+        .publish_shard("ds", &files[3], (4, N), "v1", &options)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("built as shard 3/100"), "{e}");
+    let other = env.store();
+    let (a, b) = futures_util::join!(
+        store.commit("ds", "v1", N, &options),
+        other.commit("ds", "v1", N, &options)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.manifest, b.manifest);
+    let m = store.manifest("ds", "v1").await.unwrap();
+    assert_eq!(m.files.len(), N as usize);
+    assert_eq!(m.total_keys(), u64::from(N) * 3);
+    for (i, f) in m.files.iter().enumerate() {
+        assert!(
+            f.name.starts_with(&format!("shard-{i:05}-of-00100.")),
+            "{}",
+            f.name
+        );
+        assert!(
+            !f.name.contains("dead"),
+            "a file without a receipt was committed"
+        );
+        // Of two attempts, the smaller id.
+        let attempts: Vec<&String> = receipts
+            .iter()
+            .map(|r| r.as_ref().unwrap())
+            .filter(|r| r.shard as usize == i)
+            .map(|r| &r.attempt)
+            .collect();
+        if let Some(min) = attempts.iter().min() {
+            assert!(
+                f.name.contains(min.as_str()),
+                "{} is not attempt {min}",
+                f.name
+            );
+        }
+    }
+    let splits = m.sharding.as_ref().unwrap().split_key_bytes().unwrap();
+    assert_eq!(splits.len(), N as usize - 1);
+    assert_eq!(splits[0], b"k001-0");
+    assert_eq!(current_version(&store).await.as_deref(), Some("v1"));
+    let history = store.history("ds", None).await.unwrap();
+    assert_eq!(history.len(), 1, "one commit moved CURRENT");
+
+    // Read back as one version: every key from its shard.
+    let cache = Cache::new(env.path("cache"));
+    let local = store
+        .fetch("ds", "v1", &cache, &FetchOptions::default())
+        .await
+        .unwrap();
+    let snapshots = local
+        .paths()
+        .iter()
+        .map(|p| Snapshot::open(std::fs::read(p).unwrap()).unwrap())
+        .collect();
+    let shards = Shards::new(snapshots, splits.into_iter().map(Into::into).collect()).unwrap();
+    for i in 0..N {
+        for k in keys(i) {
+            assert_eq!(
+                shards.get(k.as_bytes()).unwrap().as_deref(),
+                Some(format!("{{\"k\":\"{k}\"}}").as_bytes())
+            );
+        }
+    }
+    // gc keeps the version and deletes the attempts it does not list.
+    let mut gc = GcOptions::default();
+    gc.keep = 1;
+    gc.grace = std::time::Duration::ZERO;
+    let report = store.gc("ds", &gc).await.unwrap();
+    assert_eq!(report.kept, ["v1"]);
+    assert!(
+        report.unreferenced.iter().any(|o| o.contains("dead")),
+        "{report:?}"
+    );
+    let prefix = root.clone().join("ds").join("versions").join("v1");
+    let left: Vec<_> =
+        futures_util::TryStreamExt::try_collect::<Vec<_>>(objects.list(Some(&prefix)))
+            .await
+            .unwrap();
+    assert_eq!(
+        left.len(),
+        N as usize + 1,
+        "the manifest and one file per shard"
+    );
+
+    // Shards whose key ranges overlap are refused.
+    let x = shard_file(&env, "x0.snapkv", &["a".into(), "m".into()], Some((0, 2)));
+    let y = shard_file(&env, "x1.snapkv", &["k".into(), "z".into()], Some((1, 2)));
+    store
+        .publish_shard("ds", &x, (0, 2), "v2", &options)
+        .await
+        .unwrap();
+    store
+        .publish_shard("ds", &y, (1, 2), "v2", &options)
+        .await
+        .unwrap();
+    let e = store.commit("ds", "v2", 2, &options).await.unwrap_err();
+    assert!(e.to_string().contains("overlap"), "{e}");
+}
 
 /// Writers that change a dataset's policy at the same moment each see their change kept:
 /// the read-modify-write starts over when another write came first.

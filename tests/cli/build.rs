@@ -884,3 +884,114 @@ fn json_summary_and_options_reach_the_file() {
     let st = s.stats().unwrap();
     assert_eq!(st.raw_blocks, st.block_count);
 }
+
+/// `--shards N` cuts the sorted rows into N equal shares, whatever the key distribution: each
+/// file is marked as its shard and holds a contiguous key range; a rebuild into the same
+/// directory leaves only its own shard files.
+#[test]
+fn shards_split_the_rows_into_equal_shares() {
+    let dir = tempfile::tempdir().unwrap();
+    // Skewed: 90% of the keys share the prefix "a/", the rest are spread.
+    let rows: String = (0..1000)
+        .map(|i| {
+            let key = if i % 10 == 0 {
+                format!("{:03}", i / 10)
+            } else {
+                format!("a/{i:05}")
+            };
+            format!("{{\"id\":\"{key}\",\"n\":{i}}}\n")
+        })
+        .collect();
+    let input = dir.path().join("rows.ndjson");
+    std::fs::write(&input, rows).unwrap();
+    let out = dir.path().join("shards");
+    let (i, o) = (input.to_str().unwrap(), out.to_str().unwrap());
+    let run = snapkv(
+        &["build", "-i", i, "--key", "id", "--shards", "4", "-o", o],
+        None,
+    )
+    .ok();
+    assert!(
+        run.stderr
+            .contains("4 shards: 250 to 250 keys each (largest/mean 1.000)"),
+        "{}",
+        run.stderr
+    );
+    let mut last: Option<Vec<u8>> = None;
+    for s in 0..4u32 {
+        let snap = open(&out.join(format!("shard-{s:05}-of-00004.snapkv")));
+        assert_eq!(snap.len(), 250);
+        assert_eq!(
+            snap.metadata().builder["shard"],
+            json!({"index": s, "count": 4})
+        );
+        let keys: Vec<Vec<u8>> = snap.iter().map(|e| e.unwrap().0.to_vec()).collect();
+        if let Some(prev) = &last {
+            assert!(keys[0] > *prev, "shard {s} overlaps the one before");
+        }
+        last = keys.last().cloned();
+    }
+    snapkv(
+        &["build", "-i", i, "--key", "id", "--shards", "2", "-o", o],
+        None,
+    )
+    .ok();
+    let mut names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["shard-00000-of-00002.snapkv", "shard-00001-of-00002.snapkv"]
+    );
+    // More shards than keys: the last ones are empty, still written.
+    let few = dir.path().join("few.ndjson");
+    std::fs::write(&few, "{\"id\":\"x\"}\n{\"id\":\"y\"}\n").unwrap();
+    let few_out = dir.path().join("few");
+    snapkv(
+        &[
+            "build",
+            "-i",
+            few.to_str().unwrap(),
+            "--key",
+            "id",
+            "--shards",
+            "3",
+            "-o",
+            few_out.to_str().unwrap(),
+        ],
+        None,
+    )
+    .ok();
+    let counts: Vec<u64> = (0..3)
+        .map(|s| open(&few_out.join(format!("shard-{s:05}-of-00003.snapkv"))).len())
+        .collect();
+    assert_eq!(counts, [0, 1, 1]);
+    // A file as the output of --shards, and a shard out of range, are errors.
+    let file = dir.path().join("file.snapkv");
+    std::fs::write(&file, b"x").unwrap();
+    snapkv(
+        &[
+            "build",
+            "-i",
+            i,
+            "--key",
+            "id",
+            "--shards",
+            "2",
+            "-o",
+            file.to_str().unwrap(),
+        ],
+        None,
+    )
+    .fails_with(&["--shards writes a directory"]);
+    let run = snapkv(
+        &[
+            "build", "-i", i, "--key", "id", "--shard", "3/2", "-o", "x.snapkv",
+        ],
+        None,
+    );
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("expected I/N"), "{}", run.stderr);
+}

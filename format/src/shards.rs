@@ -1,0 +1,252 @@
+//! A version made of range shards: snapshots covering contiguous, non-overlapping key ranges in
+//! key order, cut at split keys. Lookups go to the one shard whose range holds the key; range
+//! scans go through the shards in order.
+//!
+//! Shard `i` of `n` holds the keys `k` with `split[i - 1] <= k < split[i]` (no lower bound for
+//! the first shard, no upper bound for the last), so a key's shard is the number of split keys
+//! not greater than it. Split keys are non-decreasing; equal neighbours give a shard an empty
+//! range. `spec/STORE.md` ("Sharded versions") specifies the same routing for every client.
+
+use crate::error::Result;
+use crate::snapshot::{Iter, Snapshot};
+use crate::CacheStats;
+use bytes::Bytes;
+use std::ops::Bound;
+
+/// Why shards do not form a version.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ShardError {
+    /// Not one split key fewer than shards.
+    #[error("{shards} shards need {} split keys, not {splits}", shards.saturating_sub(1))]
+    SplitCount {
+        /// Shards given.
+        shards: usize,
+        /// Split keys given.
+        splits: usize,
+    },
+    /// No shards at all.
+    #[error("a sharded version has at least one shard")]
+    NoShards,
+    /// Split key `index` sorts before the one before it.
+    #[error("split key {index} sorts before split key {}", index - 1)]
+    Unordered {
+        /// Its position.
+        index: usize,
+    },
+    /// A shard holds a key outside its range.
+    #[error("shard {shard} holds {which} key {key:?}, outside its range {range}")]
+    OutOfRange {
+        /// The shard.
+        shard: usize,
+        /// `first` or `last`.
+        which: &'static str,
+        /// The key (lossy text).
+        key: String,
+        /// The shard's range, as text.
+        range: String,
+    },
+}
+
+/// Range shards of one version, with their split keys.
+#[derive(Clone)]
+pub struct Shards {
+    shards: Vec<Snapshot>,
+    splits: Vec<Bytes>,
+}
+
+impl std::fmt::Debug for Shards {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shards")
+            .field("shards", &self.shards.len())
+            .field("splits", &self.splits)
+            .finish()
+    }
+}
+
+impl Shards {
+    /// One snapshot as a version of one shard.
+    pub fn single(snapshot: Snapshot) -> Shards {
+        Shards {
+            shards: vec![snapshot],
+            splits: Vec::new(),
+        }
+    }
+
+    /// Shards in key order with the `shards.len() - 1` split keys between them. Checks that
+    /// the split keys are in order and that each shard's first and last keys lie in its
+    /// range (reading the first and the last block of each shard).
+    pub fn new(
+        shards: Vec<Snapshot>,
+        splits: Vec<Bytes>,
+    ) -> std::result::Result<Shards, ShardError> {
+        if shards.is_empty() {
+            return Err(ShardError::NoShards);
+        }
+        if splits.len() + 1 != shards.len() {
+            return Err(ShardError::SplitCount {
+                shards: shards.len(),
+                splits: splits.len(),
+            });
+        }
+        if let Some(index) = (1..splits.len()).find(|&i| splits[i] < splits[i - 1]) {
+            return Err(ShardError::Unordered { index });
+        }
+        let s = Shards { shards, splits };
+        for (i, shard) in s.shards.iter().enumerate() {
+            let (Some(first), Some(last)) = (first_key(shard), last_key(shard)) else {
+                continue;
+            };
+            for (which, key) in [("first", first), ("last", last)] {
+                if s.shard_of(&key) != i {
+                    return Err(ShardError::OutOfRange {
+                        shard: i,
+                        which,
+                        key: String::from_utf8_lossy(&key).into_owned(),
+                        range: s.describe(i),
+                    });
+                }
+            }
+        }
+        Ok(s)
+    }
+
+    /// The shard whose range holds `key`.
+    pub fn shard_of(&self, key: &[u8]) -> usize {
+        shard_of(&self.splits, key)
+    }
+
+    /// `[low, high)` of shard `i`, as text (`-inf`/`+inf` at the ends).
+    pub fn describe(&self, i: usize) -> String {
+        let text = |k: &Bytes| format!("{:?}", String::from_utf8_lossy(k));
+        let low = i
+            .checked_sub(1)
+            .and_then(|j| self.splits.get(j))
+            .map_or("-inf".to_owned(), text);
+        let high = self.splits.get(i).map_or("+inf".to_owned(), text);
+        format!("[{low}, {high})")
+    }
+
+    /// The shards, in key order.
+    pub fn shards(&self) -> &[Snapshot] {
+        &self.shards
+    }
+
+    /// The split keys.
+    pub fn splits(&self) -> &[Bytes] {
+        &self.splits
+    }
+
+    /// The value of `key`, from its shard.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
+        self.shards[self.shard_of(key)].get(key)
+    }
+
+    /// Keys in all shards.
+    pub fn len(&self) -> u64 {
+        self.shards.iter().map(Snapshot::len).sum()
+    }
+
+    /// True when no shard has a key.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The block caches of all shards, added up.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.shards
+            .iter()
+            .map(Snapshot::cache_stats)
+            .fold(CacheStats::default(), |mut total, s| {
+                total.capacity += s.capacity;
+                total.used += s.used;
+                total.blocks += s.blocks;
+                total.hits += s.hits;
+                total.misses += s.misses;
+                total
+            })
+    }
+
+    /// Entries with keys in `(start, end)`, in key order, through every shard whose range
+    /// meets the bounds.
+    pub fn range(&self, start: Bound<&[u8]>, end: Bound<&[u8]>) -> ShardsIter {
+        let first = match start {
+            Bound::Unbounded => 0,
+            Bound::Included(k) | Bound::Excluded(k) => self.shard_of(k),
+        };
+        let last = match end {
+            Bound::Unbounded => self.shards.len() - 1,
+            Bound::Included(k) | Bound::Excluded(k) => self.shard_of(k),
+        };
+        ShardsIter {
+            shards: self.shards.clone(),
+            next: first,
+            last,
+            start: start.map(<[u8]>::to_vec),
+            end: end.map(<[u8]>::to_vec),
+            current: None,
+        }
+    }
+}
+
+/// The shard of `key` among shards cut at `splits` (sorted): how many split keys are not
+/// greater than it.
+pub fn shard_of(splits: &[impl AsRef<[u8]>], key: &[u8]) -> usize {
+    splits.partition_point(|s| s.as_ref() <= key)
+}
+
+/// The first key of a snapshot, if any.
+pub fn first_key(s: &Snapshot) -> Option<Bytes> {
+    s.iter().next().and_then(|e| e.ok()).map(|(k, _)| k)
+}
+
+/// The last key of a snapshot, if any: the last entry of its last block.
+pub fn last_key(s: &Snapshot) -> Option<Bytes> {
+    let blocks = s.block_count();
+    let last = blocks.checked_sub(1)?;
+    s.block_entries(last)
+        .filter_map(|e| e.ok())
+        .last()
+        .map(|(k, _)| k)
+}
+
+/// The entries of a key range across shards, in key order. After an error it ends.
+pub struct ShardsIter {
+    shards: Vec<Snapshot>,
+    /// The next shard to open.
+    next: usize,
+    /// The last shard to read.
+    last: usize,
+    start: Bound<Vec<u8>>,
+    end: Bound<Vec<u8>>,
+    current: Option<Iter>,
+}
+
+impl Iterator for ShardsIter {
+    type Item = Result<(Bytes, Bytes)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(it) = &mut self.current {
+                if let Some(item) = it.next() {
+                    if item.is_err() {
+                        self.next = self.last + 1;
+                    }
+                    return Some(item);
+                }
+                self.current = None;
+            }
+            if self.next > self.last || self.next >= self.shards.len() {
+                return None;
+            }
+            let shard = &self.shards[self.next];
+            self.next += 1;
+            self.current = Some(shard.range(
+                self.start.as_ref().map(Vec::as_slice),
+                self.end.as_ref().map(Vec::as_slice),
+            ));
+        }
+    }
+}
+
+impl std::iter::FusedIterator for ShardsIter {}
