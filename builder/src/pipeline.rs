@@ -380,11 +380,6 @@ pub(crate) fn read_inputs(
     }
     drop(pipeline);
     progress.finish(Phase::Read);
-    if seq == 0 {
-        return Err(Error::NoRows {
-            files: sources.len(),
-        });
-    }
     Ok(ReadAll {
         rows: seq,
         bytes: bytes_done,

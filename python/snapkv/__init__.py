@@ -14,7 +14,7 @@ limits and errors.
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ._snapkv import (
     BuildError,
@@ -29,6 +29,7 @@ from ._snapkv import (
 )
 from .client import Client, ConnectionFailed, DatasetNotFound, HttpError, Key, VersionMismatch
 from ._snapkv import build as _build
+from ._snapkv import commit as _commit
 from ._snapkv import history as _history
 from ._snapkv import pin as _pin
 from ._snapkv import promote as _promote
@@ -40,6 +41,7 @@ from ._snapkv import versions as _versions
 __all__ = [
     "build",
     "publish",
+    "commit",
     "versions",
     "rollback",
     "promote",
@@ -115,6 +117,7 @@ def build(
     on_duplicate: str = "error",
     labels: Optional[Mapping[str, str]] = None,
     json_bigint: str = "number",
+    shard: Optional[Tuple[int, int]] = None,
 ) -> Dict[str, Any]:
     """Build a snapshot file from ``data``, keyed by the column(s) ``key``.
 
@@ -130,6 +133,8 @@ def build(
     writes 64-bit integers and decimals as JSON strings, which JavaScript clients keep exact.
     ``labels`` are free-form strings recorded in the metadata. The file is written next to
     ``output`` and renamed over it when complete: a failed build leaves nothing behind.
+    ``shard=(I, N)`` marks the file as shard ``I`` of ``N`` of a version built by independent
+    tasks, each from the rows of its own key range (it may then be empty); see ``commit``.
 
     Returns a summary dict (``rows``, ``keys``, ``bytes_out``, ``built_at``, ...). Raises
     ``BuildError`` for bad data (naming the row), ``ValueError`` for bad options and
@@ -155,6 +160,7 @@ def build(
         labels=None if labels is None else dict(labels),
         json_bigint=json_bigint,
         name=type(data).__name__,
+        shard=shard,
     )
 
 
@@ -173,6 +179,7 @@ def publish(
     stage: bool = False,
     reason: Optional[str] = None,
     force: bool = False,
+    shard: Optional[Tuple[int, int]] = None,
     options: Optional[Mapping[str, str]] = None,
 ) -> Dict[str, Any]:
     """Upload snapshot ``files`` as a new version of ``dataset`` and make it current.
@@ -193,6 +200,10 @@ def publish(
     rule raises ``PolicyError``, whose ``report`` lists every rule checked; ``force=True``
     with a ``reason`` publishes it anyway, and the history records the rules overridden.
 
+    With ``shard=(I, N)``, the one file is uploaded as shard ``I`` of ``N`` of ``version``
+    only, and the upload's receipt returned (``shard``, ``attempt``, ``file``, ``bytes``,
+    ``keys``, ...); ``commit`` completes the version.
+
     Raises ``RefusedError`` for a version not newer than ``CURRENT`` (use ``rollback``) or one
     that exists, ``ConflictError`` when another publisher moved ``CURRENT`` first,
     ``StoreError`` when the store is unreachable or misconfigured, ``ValueError`` for a bad
@@ -211,6 +222,46 @@ def publish(
         store,
         dataset,
         version=version,
+        stage=stage,
+        reason=reason,
+        force=force,
+        shard=shard,
+        options=_options(options),
+    )
+
+
+def commit(
+    store: str,
+    dataset: str,
+    version: str,
+    shards: int,
+    *,
+    stage: bool = False,
+    reason: Optional[str] = None,
+    force: bool = False,
+    options: Optional[Mapping[str, str]] = None,
+) -> Dict[str, Any]:
+    """Complete ``version`` of ``dataset`` from its ``shards`` uploaded shards and make it
+    current (or stage it).
+
+    Independent tasks each upload one shard with ``publish(file, ..., version=V,
+    shard=(I, N))``: every upload is an attempt with a receipt, so retried and speculative
+    tasks are harmless. The commit takes one attempt per shard, checks that the shards' key
+    ranges follow each other, checks the dataset's policy (``PolicyError``), writes the
+    manifest and moves ``CURRENT`` by compare-and-swap. A missing shard raises
+    ``RefusedError`` naming it; running the commit again is safe. Returns what ``publish``
+    returns, with ``shards``. ``snapkv.spark.write`` does all of this from a Spark DataFrame.
+
+        >>> snapkv.publish("part-3.snapkv", store, "scores", version="v7", shard=(3, 8))["attempt"]
+        '9f2c01d4a7b3e655'
+        >>> snapkv.commit(store, "scores", "v7", 8)["shards"]
+        8
+    """
+    return _commit(
+        store,
+        dataset,
+        version,
+        shards,
         stage=stage,
         reason=reason,
         force=force,

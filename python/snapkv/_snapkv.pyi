@@ -36,6 +36,7 @@ def build(
     labels: Optional[Mapping[str, str]] = ...,
     json_bigint: str = ...,
     name: str = ...,
+    shard: Optional[Tuple[int, int]] = ...,
 ) -> Dict[str, Any]: ...
 def publish(
     files: List[str],
@@ -43,6 +44,18 @@ def publish(
     dataset: str,
     *,
     version: Optional[str] = ...,
+    stage: bool = ...,
+    reason: Optional[str] = ...,
+    force: bool = ...,
+    shard: Optional[Tuple[int, int]] = ...,
+    options: Optional[Dict[str, str]] = ...,
+) -> Dict[str, Any]: ...
+def commit(
+    store: str,
+    dataset: str,
+    version: str,
+    shards: int,
+    *,
     stage: bool = ...,
     reason: Optional[str] = ...,
     force: bool = ...,

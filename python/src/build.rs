@@ -16,7 +16,7 @@ use std::path::PathBuf;
 #[pyo3(signature = (
     data, key, output, *, dataset=None, version=None, value_columns=None, raw_value=None,
     compression="zstd:3", memory_limit="1GiB", on_duplicate="error", labels=None,
-    json_bigint="number", name="data"
+    json_bigint="number", name="data", shard=None
 ))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn build(
@@ -34,6 +34,7 @@ pub(crate) fn build(
     labels: Option<BTreeMap<String, String>>,
     json_bigint: &str,
     name: &str,
+    shard: Option<(u32, u32)>,
 ) -> PyResult<Py<PyDict>> {
     let stream = ArrowArrayStreamReader::from_pyarrow_bound(data).map_err(|e| {
         PyValueError::new_err(format!(
@@ -69,6 +70,7 @@ pub(crate) fn build(
         _ => Err("expected number or string".into()),
     })?;
     options.user_metadata = labels.unwrap_or_default();
+    options.shard_of = shard;
     let summary = py
         .detach(|| snapkv_builder::build(&options, &output, &snapkv_builder::NoProgress))
         .map_err(build_error)?;

@@ -22,6 +22,7 @@ fn _snapkv(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(store::pin, m)?)?;
     m.add_function(wrap_pyfunction!(store::unpin, m)?)?;
     m.add_function(wrap_pyfunction!(store::history, m)?)?;
+    m.add_function(wrap_pyfunction!(store::commit, m)?)?;
     m.add_function(wrap_pyfunction!(snapshot::py_key_bytes, m)?)?;
     m.add("MAX_KEY_LEN", snapkv_format::MAX_KEY_LEN)?;
     m.add_class::<snapshot::Snapshot>()?;

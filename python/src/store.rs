@@ -58,7 +58,7 @@ fn report_dict<'py>(py: Python<'py>, report: &PolicyReport) -> PyResult<Bound<'p
 /// Uploads snapshot files as a new version of a dataset and makes it current (see
 /// `snapkv.publish`).
 #[pyfunction]
-#[pyo3(signature = (files, store, dataset, *, version=None, stage=false, reason=None, force=false, options=None))]
+#[pyo3(signature = (files, store, dataset, *, version=None, stage=false, reason=None, force=false, shard=None, options=None))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn publish(
     py: Python<'_>,
@@ -69,9 +69,29 @@ pub(crate) fn publish(
     stage: bool,
     reason: Option<String>,
     force: bool,
+    shard: Option<(u32, u32)>,
     options: Option<BTreeMap<String, String>>,
 ) -> PyResult<Py<PyDict>> {
     let store = open(store, options)?;
+    if let Some(shard) = shard {
+        let ([file], Some(version)) = (&files[..], version.as_deref()) else {
+            return Err(PyValueError::new_err(
+                "shard= uploads one file, the shard, as part of a given version=",
+            ));
+        };
+        let mut publish = PublishOptions::default();
+        publish.open = snapkv_reader::mapped();
+        let receipt = run(py, || {
+            store.publish_shard(dataset, file, shard, version, &publish)
+        })?;
+        let value = serde_json::to_value(&receipt)
+            .map_err(|e| PyValueError::new_err(format!("cannot convert the receipt: {e}")))?;
+        let d: Bound<'_, PyDict> = py
+            .import("json")?
+            .call_method1("loads", (value.to_string(),))?
+            .cast_into()?;
+        return Ok(d.unbind());
+    }
     let mut publish = PublishOptions::default();
     publish.version = version;
     publish.stage = stage;
@@ -79,6 +99,12 @@ pub(crate) fn publish(
     publish.force = force;
     publish.open = snapkv_reader::mapped();
     let published = run(py, || store.publish(dataset, &files, &publish))?;
+    published_dict(py, &published)
+}
+
+/// What a publish or commit did: `{dataset, version, previous, files, bytes, keys,
+/// created_at, staged, checks, pinned}`.
+fn published_dict(py: Python<'_>, published: &snapkv_store::Published) -> PyResult<Py<PyDict>> {
     let m = &published.manifest;
     let d = PyDict::new(py);
     d.set_item("dataset", &m.dataset)?;
@@ -92,6 +118,7 @@ pub(crate) fn publish(
     d.set_item("keys", m.total_keys())?;
     d.set_item("created_at", &m.created_at)?;
     d.set_item("staged", published.staged)?;
+    d.set_item("shards", m.sharding.as_ref().map(|s| s.shards))?;
     d.set_item("checks", report_dict(py, &published.checks)?)?;
     d.set_item(
         "pinned",
@@ -273,4 +300,29 @@ pub(crate) fn history<'py>(
         out.append(d)?;
     }
     Ok(out)
+}
+
+/// Completes a sharded version from its uploaded shards (see `snapkv.commit`).
+#[pyfunction]
+#[pyo3(signature = (store, dataset, version, shards, *, stage=false, reason=None, force=false, options=None))]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn commit(
+    py: Python<'_>,
+    store: &str,
+    dataset: &str,
+    version: &str,
+    shards: u32,
+    stage: bool,
+    reason: Option<String>,
+    force: bool,
+    options: Option<BTreeMap<String, String>>,
+) -> PyResult<Py<PyDict>> {
+    let store = open(store, options)?;
+    let mut publish = PublishOptions::default();
+    publish.stage = stage;
+    publish.reason = reason;
+    publish.force = force;
+    publish.open = snapkv_reader::mapped();
+    let published = run(py, || store.commit(dataset, version, shards, &publish))?;
+    published_dict(py, &published)
 }

@@ -1,6 +1,7 @@
 """Fixtures that run the real ``snapkv`` command: ``snapkv_bin`` (the binary under test),
 ``serve`` (``snapkv serve`` on a free port, stopped after the test) and ``build_snapshot``
-(snapshot files built by ``snapkv build`` from NDJSON or CSV rows).
+(snapshot files built by ``snapkv build`` from NDJSON or CSV rows) and ``s3_store`` (a fresh
+store on the S3-compatible test server, with its options).
 
 The binary is the one named by ``SNAPKV_BIN``, so that tests run the build under test and not
 whatever ``snapkv`` is on ``PATH``:
@@ -19,8 +20,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator, List, Mapping, Sequence, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Sequence, Tuple, Union
 
 import pytest
 
@@ -28,6 +30,23 @@ import pytest
 START_TIMEOUT = 30.0
 # How long a stopped server may take to drain and exit before it is killed.
 STOP_TIMEOUT = 10.0
+
+
+@pytest.fixture
+def s3_store() -> Tuple[str, Dict[str, str]]:
+    """A fresh store URL on the S3-compatible test server (``SNAPKV_TEST_S3_ENDPOINT``, which
+    scripts/test starts), and the store options that reach it."""
+    endpoint = os.environ.get("SNAPKV_TEST_S3_ENDPOINT")
+    assert endpoint, "SNAPKV_TEST_S3_ENDPOINT is not set: run the tests through scripts/test"
+    bucket = "snapkv-test"
+    # The test server accepts an unsigned path-style PUT /bucket (200, or 409 if it exists).
+    request = urllib.request.Request(f"{endpoint}/{bucket}", method="PUT", data=b"")
+    try:
+        urllib.request.urlopen(request, timeout=10)
+    except urllib.error.HTTPError as e:
+        assert e.code == 409, f"cannot create bucket {bucket}: {e}"
+    store = f"s3://{bucket}/py-{uuid.uuid4().hex[:8]}"
+    return store, {"endpoint": endpoint, "allow_http": "true", "region": "us-east-1"}
 
 
 @pytest.fixture(scope="session")

@@ -4,9 +4,6 @@ directory and to the S3-compatible test server, and every error path."""
 
 import os
 import threading
-import urllib.error
-import urllib.request
-import uuid
 
 import pandas as pd
 import pyarrow as pa
@@ -275,18 +272,8 @@ def test_publish_versions_rollback_in_a_local_store(tmp_path):
     assert snapkv.Snapshot(published)["k"] == {"day": 1}
 
 
-def test_publish_versions_rollback_on_the_s3_test_server(tmp_path):
-    endpoint = os.environ.get("SNAPKV_TEST_S3_ENDPOINT")
-    assert endpoint, "SNAPKV_TEST_S3_ENDPOINT is not set: run the tests through scripts/test"
-    bucket = "snapkv-test"
-    # The test server accepts an unsigned path-style PUT /bucket (200, or 409 if it exists).
-    request = urllib.request.Request(f"{endpoint}/{bucket}", method="PUT", data=b"")
-    try:
-        urllib.request.urlopen(request, timeout=10)
-    except urllib.error.HTTPError as e:
-        assert e.code == 409, f"cannot create bucket {bucket}: {e}"
-    store = f"s3://{bucket}/python-{uuid.uuid4().hex[:8]}"
-    options = {"endpoint": endpoint, "allow_http": "true", "region": "us-east-1"}
+def test_publish_versions_rollback_on_the_s3_test_server(tmp_path, s3_store):
+    store, options = s3_store
     _publish_versions_rollback(store, options, tmp_path)
 
 
