@@ -294,11 +294,34 @@ fn pods_run_unprivileged_with_bounded_resources_and_secret_credentials() {
     }
 }
 
+/// The workloads that run `snapkv serve`: the Deployment of whole readers and the StatefulSet
+/// of sharded ones.
+fn readers(docs: &[Doc]) -> Vec<&Doc> {
+    let found: Vec<&Doc> = docs
+        .iter()
+        .filter(|d| {
+            d.pod_template().is_some_and(|t| {
+                snapkv_containers(t)
+                    .iter()
+                    .any(|c| snapkv_commands(c).first().is_some_and(|s| s[0] == "serve"))
+            })
+        })
+        .collect();
+    let kinds: BTreeSet<&str> = found.iter().map(|d| d.kind()).collect();
+    assert_eq!(kinds, BTreeSet::from(["Deployment", "StatefulSet"]));
+    found
+}
+
 #[test]
 fn reader_probes_ports_annotations_and_cache_agree_with_serve() {
     let docs = manifests();
-    let deployment = only(&docs, "Deployment");
-    let template = deployment.pod_template().unwrap();
+    for reader in readers(&docs) {
+        check_reader(&docs, reader);
+    }
+}
+
+fn check_reader(docs: &[Doc], reader: &Doc) {
+    let template = reader.pod_template().unwrap();
     let containers = snapkv_containers(template);
     assert_eq!(containers.len(), 1);
     let c = containers[0];
@@ -330,15 +353,21 @@ fn reader_probes_ports_annotations_and_cache_agree_with_serve() {
     assert_eq!(annotations["prometheus.io/port"], port.to_string());
     assert_eq!(annotations["prometheus.io/path"], "/metrics");
 
-    // The Service sends traffic to the pods' serving port.
-    let service = only(&docs, "Service");
+    // The Services of its file send traffic to the pods' serving port.
     let labels = template["metadata"]["labels"].as_object().unwrap();
-    let selector = service.value["spec"]["selector"].as_object().unwrap();
-    for (k, v) in selector {
-        assert_eq!(labels.get(k), Some(v), "the Service selects {k}={v}");
-    }
-    for p in array(&service.value["spec"]["ports"]) {
-        assert_eq!(resolve_port(c, &p["targetPort"]), port);
+    let services: Vec<&Doc> = docs
+        .iter()
+        .filter(|d| d.file == reader.file && d.kind() == "Service")
+        .collect();
+    assert!(!services.is_empty(), "{}: no Service", reader.name());
+    for service in services {
+        let selector = service.value["spec"]["selector"].as_object().unwrap();
+        for (k, v) in selector {
+            assert_eq!(labels.get(k), Some(v), "{} selects {k}={v}", service.name());
+        }
+        for p in array(&service.value["spec"]["ports"]) {
+            assert_eq!(resolve_port(c, &p["targetPort"]), port);
+        }
     }
 
     // The cache directory is a mounted volume with a size bound (the root is read-only).
@@ -369,6 +398,72 @@ fn reader_probes_ports_annotations_and_cache_agree_with_serve() {
         grace > pre_stop + drain,
         "terminationGracePeriodSeconds {grace} <= preStop {pre_stop} + drain {drain}"
     );
+}
+
+#[test]
+fn sharded_readers_split_the_shards_by_ordinal_and_find_each_other() {
+    let docs = manifests();
+    let set = only(&docs, "StatefulSet");
+    let template = set.pod_template().unwrap();
+    let c = snapkv_containers(template)[0];
+    let serve = &snapkv_commands(c)[0];
+    // --shard-of ORDINAL/REPLICAS: the ordinal from the pod-index label, the replicas the
+    // StatefulSet's.
+    let share = flag(serve, "--shard-of").expect("--shard-of");
+    let (ordinal, replicas) = share.split_once('/').unwrap();
+    let replicas: u64 = replicas.parse().unwrap();
+    assert_eq!(set.value["spec"]["replicas"].as_u64(), Some(replicas));
+    let var = ordinal
+        .strip_prefix("$(")
+        .and_then(|v| v.strip_suffix(')'))
+        .expect("the ordinal is a $(VARIABLE)");
+    let env = array(&c["env"])
+        .iter()
+        .find(|e| e["name"] == var)
+        .unwrap_or_else(|| panic!("no {var} in env"));
+    assert_eq!(
+        env["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.labels['apps.kubernetes.io/pod-index']"
+    );
+    // Every ordinal holds a share of the shards, whatever their number.
+    for shards in [1usize, 2, 8, 64] {
+        for o in 0..replicas as usize {
+            let held = snapkv_format::Selection::OrdinalOf {
+                ordinal: o,
+                replicas: replicas as usize,
+            }
+            .held(shards);
+            assert!(
+                held.is_some_and(|h| !h.is_empty()),
+                "{o}/{replicas} of {shards}"
+            );
+        }
+    }
+    // --peers names the StatefulSet's headless Service, on the serving port.
+    let peers = flag(serve, "--peers").expect("--peers");
+    let (name, port) = peers
+        .strip_prefix("dns+http://")
+        .expect("peers found through DNS")
+        .rsplit_once(':')
+        .unwrap();
+    assert_eq!(set.value["spec"]["serviceName"], name);
+    let headless = docs
+        .iter()
+        .find(|d| d.kind() == "Service" && d.value["metadata"]["name"] == name)
+        .expect("the peers' Service");
+    assert_eq!(headless.value["spec"]["clusterIP"], "None");
+    let listen = flag(serve, "--listen").unwrap();
+    assert_eq!(listen.rsplit_once(':').unwrap().1, port);
+    let service_port = array(&headless.value["spec"]["ports"])
+        .iter()
+        .find(|p| p["port"].as_u64().map(|p| p.to_string()).as_deref() == Some(port))
+        .expect("the headless Service exposes the serving port");
+    assert_eq!(
+        resolve_port(c, &service_port["targetPort"]).to_string(),
+        port
+    );
+    // Forwarding gives up before a client's usual timeout.
+    assert!(seconds(flag(serve, "--forward-timeout").unwrap_or("5s")) <= 5.0);
 }
 
 #[test]

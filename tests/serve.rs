@@ -1347,18 +1347,23 @@ fn staged_versions_answer_pinned_requests_until_promoted() {
 /// A version of 4 range shards (`build --shards`, `publish DIR/*.snapkv`) served whole by one
 /// reader: every key answers from its shard, an mget spans all shards, and scans page through
 /// the shard boundaries in key order with one cursor.
-#[test]
-fn serves_a_sharded_version_whole() {
-    let dir = tempfile::tempdir().unwrap();
+/// Builds 1000 rows `{"n": KEY}` (keys `user:0000`...) into `count` shards and publishes
+/// them as `version` of dataset `d`; returns the keys. The value is the key, with `@VERSION`
+/// after it for versions other than v1.
+fn publish_shards(dir: &std::path::Path, store: &str, version: &str, count: usize) -> Vec<String> {
     let keys: Vec<String> = (0..1000).map(|i| format!("user:{i:04}")).collect();
+    let value = |k: &str| match version {
+        "v1" => k.to_owned(),
+        v => format!("{k}@{v}"),
+    };
     let rows: String = keys
         .iter()
-        .map(|k| format!("{{\"id\":\"{k}\",\"n\":\"{k}\"}}\n"))
+        .map(|k| format!("{{\"id\":\"{k}\",\"n\":\"{}\"}}\n", value(k)))
         .collect();
-    let input = dir.path().join("rows.ndjson");
+    let input = dir.join(format!("rows-{version}.ndjson"));
     std::fs::write(&input, rows).unwrap();
-    let shards = dir.path().join("shards");
-    let store = dir.path().join("store").display().to_string();
+    let shards = dir.join(format!("shards-{version}"));
+    let n = count.to_string();
     snapkv_stdout(&[
         "build",
         "-i",
@@ -1366,7 +1371,7 @@ fn serves_a_sharded_version_whole() {
         "--key",
         "id",
         "--shards",
-        "4",
+        &n,
         "-o",
         shards.to_str().unwrap(),
         "-q",
@@ -1374,23 +1379,360 @@ fn serves_a_sharded_version_whole() {
     let mut publish = vec![
         "publish",
         "--store",
-        &store,
+        store,
         "--dataset",
         "d",
         "--version",
-        "v1",
+        version,
     ];
-    let files: Vec<String> = (0..4)
+    // In any order: the shard numbers in the files decide.
+    let files: Vec<String> = (0..count)
         .rev()
         .map(|s| {
             shards
-                .join(format!("shard-{s:05}-of-00004.snapkv"))
+                .join(format!("shard-{s:05}-of-{count:05}.snapkv"))
                 .display()
                 .to_string()
         })
         .collect();
     publish.extend(files.iter().map(String::as_str));
     snapkv_stdout(&publish);
+    keys
+}
+
+/// Every key of dataset `d` through `url`'s scan, in pages of `page`.
+fn scan_all(url: &str, page: usize) -> Vec<String> {
+    let c = client();
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let cursor = after
+            .as_ref()
+            .map_or(String::new(), |a| format!("&after={a}"));
+        let r = c
+            .get(format!("{url}/v1/datasets/d/scan?limit={page}{cursor}"))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let page: Value = r.json().unwrap();
+        for item in page["items"].as_array().unwrap() {
+            seen.push(item["key"].as_str().unwrap().to_owned());
+        }
+        match page["next"].as_str() {
+            Some(n) => after = Some(n.to_owned()),
+            None => return seen,
+        }
+    }
+}
+
+/// A free port on 127.0.0.1, for readers that must know each other's address before they
+/// start.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until the reader at `url` lists a peer holding shard `shard` of `version`.
+fn wait_for_peer(url: &str, version: &str, shard: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let shards: Value = client()
+            .get(format!("{url}/v1/shards"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let known = shards["peers"].as_array().unwrap().iter().any(|p| {
+            p["held"].as_array().unwrap().iter().any(|h| {
+                h["version"] == version && h["held"].as_array().unwrap().contains(&json!(shard))
+            })
+        });
+        if known {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no peer of {url} holds {version} shard {shard}: {shards}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn sharded_readers_forward_to_each_other_and_answer_from_one_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store").display().to_string();
+    let keys = publish_shards(dir.path(), &store, "v1", 4);
+    let (pa, pb) = (free_port(), free_port());
+    let (la, lb) = (format!("127.0.0.1:{pa}"), format!("127.0.0.1:{pb}"));
+    // B lists both (a reader skips itself); A finds B through a DNS name (localhost: also
+    // ::1, where nothing listens, which is left out).
+    let (peers_a, peers_b) = (
+        format!("dns+http://localhost:{pb}"),
+        format!("http://{la},http://{lb}"),
+    );
+    let cache = |n: &str| dir.path().join(n).display().to_string();
+    let (ca, cb, cc) = (cache("a"), cache("b"), cache("c"));
+    let common = [
+        "--store",
+        &store,
+        "--dataset",
+        "d",
+        "--peer-refresh",
+        "100ms",
+    ];
+    let mut a_args = vec![
+        "serve",
+        "--listen",
+        &la,
+        "--shards",
+        "0-1",
+        "--cache-dir",
+        &ca,
+        "--poll-interval",
+        "100ms",
+        "--peers",
+        &peers_a,
+    ];
+    a_args.extend(common);
+    // B follows the store once, at start: it stays on v1 while A moves on.
+    let mut b_args = vec![
+        "serve",
+        "--listen",
+        &lb,
+        "--shard-of",
+        "1/2",
+        "--cache-dir",
+        &cb,
+        "--poll-interval",
+        "1h",
+        "--peers",
+        &peers_b,
+    ];
+    b_args.extend(common);
+    let (a, b) = (Server::spawn(&a_args), Server::spawn(&b_args));
+    a.wait_ready();
+    b.wait_ready();
+    // Each downloaded its own shards only.
+    let files = |dir: &str| -> Vec<String> {
+        let mut f: Vec<String> = std::fs::read_dir(std::path::Path::new(dir).join("d/v1"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".snapkv"))
+            .collect();
+        f.sort();
+        f
+    };
+    assert_eq!(
+        files(&ca),
+        ["shard-00000-of-00004.snapkv", "shard-00001-of-00004.snapkv"]
+    );
+    assert_eq!(
+        files(&cb),
+        ["shard-00002-of-00004.snapkv", "shard-00003-of-00004.snapkv"]
+    );
+    wait_for_peer(&a.url, "v1", 3);
+    wait_for_peer(&b.url, "v1", 0);
+    let c = client();
+    for server in [&a, &b] {
+        let info: Value = c
+            .get(format!("{}/v1/datasets/d", server.url))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        assert_eq!(
+            (info["shards"].clone(), info["keys"].clone()),
+            (json!(4), json!(500)),
+            "{info}"
+        );
+        // Every key answers through either reader, with its version.
+        for k in keys
+            .iter()
+            .step_by(7)
+            .chain([&keys[249], &keys[250], &keys[999]])
+        {
+            let r = c
+                .get(format!("{}/v1/datasets/d/keys/{k}", server.url))
+                .send()
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::OK, "{k} via {}", server.url);
+            assert_eq!(r.headers()["x-snapkv-version"], "v1");
+            assert_eq!(r.json::<Value>().unwrap(), json!({"n": k}));
+        }
+        let r = c
+            .get(format!("{}/v1/datasets/d/keys/user:9999", server.url))
+            .send()
+            .unwrap();
+        assert_eq!(
+            error_code(r),
+            (StatusCode::NOT_FOUND, "key_not_found".into())
+        );
+        // One mget of keys of every shard, and some that are nowhere.
+        let mut asked: Vec<String> = keys.iter().rev().step_by(2).cloned().collect();
+        asked.extend(["user:x".to_owned(), "a".to_owned()]);
+        let text = c
+            .post(format!("{}/v1/datasets/d/mget", server.url))
+            .json(&json!({ "keys": asked }))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        // In the order asked.
+        assert!(text.contains("\"values\":{\"user:0999\":"), "{text}");
+        let mget: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(mget["version"], "v1", "{mget}");
+        let values = mget["values"].as_object().unwrap();
+        assert_eq!(values.len(), 500);
+        assert!(asked[..500].iter().all(|k| values[k] == json!({"n": k})));
+        assert_eq!(mget["missing"], json!(["user:x", "a"]));
+        // Pages of 99 cross every shard boundary, held here or not.
+        assert_eq!(scan_all(&server.url, 99), keys);
+        let prefix: Value = c
+            .get(format!(
+                "{}/v1/datasets/d/scan?prefix=user:04&limit=1000",
+                server.url
+            ))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let found: Vec<&str> = prefix["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["key"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            found,
+            keys[400..500]
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+        );
+    }
+
+    // A reader without peers answers 421 for what it does not hold, naming the shard.
+    let lone = Server::start(&[
+        "--store",
+        &store,
+        "--dataset",
+        "d",
+        "--shards",
+        "0-1",
+        "--cache-dir",
+        &cc,
+    ]);
+    let r = c
+        .get(format!("{}/v1/datasets/d/keys/user:0999", lone.url))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::MISDIRECTED_REQUEST);
+    let body: Value = r.json().unwrap();
+    assert_eq!(
+        (
+            body["error"]["code"].as_str(),
+            body["error"]["shard"].as_u64()
+        ),
+        (Some("misdirected"), Some(3))
+    );
+    assert_eq!(body["error"]["range"], "[\"user:0750\", +inf)");
+    let r = c
+        .post(format!("{}/v1/datasets/d/mget", lone.url))
+        .json(&json!({"keys": ["user:0000", "user:0600"]}))
+        .send()
+        .unwrap();
+    assert_eq!(error_code(r).0, StatusCode::MISDIRECTED_REQUEST);
+    // Its scan pages end where its shards end; the next one is misdirected.
+    let page: Value = c
+        .get(format!(
+            "{}/v1/datasets/d/scan?start=user:0490&limit=50",
+            lone.url
+        ))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(page["items"].as_array().unwrap().len(), 10);
+    let next = page["next"].as_str().unwrap().to_owned();
+    let r = c
+        .get(format!(
+            "{}/v1/datasets/d/scan?limit=50&after={next}",
+            lone.url
+        ))
+        .send()
+        .unwrap();
+    assert_eq!(error_code(r).0, StatusCode::MISDIRECTED_REQUEST);
+    // A forwarded request is never forwarded again.
+    let r = c
+        .get(format!("{}/v1/datasets/d/keys/user:0999", a.url))
+        .header("x-snapkv-forwarded", "1")
+        .send()
+        .unwrap();
+    assert_eq!(error_code(r).0, StatusCode::MISDIRECTED_REQUEST);
+
+    // v2: A follows it, B stays on v1. A answers its own keys from v2; a request that needs
+    // B's shards is answered whole from v1, which both hold: one version per answer.
+    publish_shards(dir.path(), &store, "v2", 4);
+    wait_for_version(&a.url, "v2");
+    wait_for_peer(&b.url, "v2", 0);
+    let r = c
+        .get(format!("{}/v1/datasets/d/keys/user:0000", a.url))
+        .send()
+        .unwrap();
+    assert_eq!(r.headers()["x-snapkv-version"], "v2");
+    assert_eq!(r.json::<Value>().unwrap(), json!({"n": "user:0000@v2"}));
+    for server in [&a, &b] {
+        let r = c
+            .get(format!("{}/v1/datasets/d/keys/user:0999", server.url))
+            .send()
+            .unwrap();
+        assert_eq!(r.headers()["x-snapkv-version"], "v1");
+        assert_eq!(r.json::<Value>().unwrap(), json!({"n": "user:0999"}));
+        let mget: Value = c
+            .post(format!("{}/v1/datasets/d/mget", server.url))
+            .json(&json!({ "keys": ["user:0000", "user:0999"] }))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        assert_eq!(mget["version"], "v1", "{mget}");
+        assert_eq!(
+            mget["values"],
+            json!({"user:0000": {"n": "user:0000"}, "user:0999": {"n": "user:0999"}})
+        );
+        assert_eq!(scan_all(&server.url, 333), keys);
+    }
+    // Pinned to v2, B's shards cannot answer: a 503 to retry, never a mixed answer.
+    let r = c
+        .get(format!("{}/v1/datasets/d/keys/user:0999", a.url))
+        .header("x-snapkv-version", "v2")
+        .send()
+        .unwrap();
+    assert_eq!(
+        error_code(r),
+        (StatusCode::SERVICE_UNAVAILABLE, "shard_unavailable".into())
+    );
+    let metrics = c
+        .get(format!("{}/metrics", a.url))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("snapkv_forwarded_requests_total{dataset=\"d\",result=\"answered\"}"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn serves_a_sharded_version_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store").display().to_string();
+    let keys = publish_shards(dir.path(), &store, "v1", 4);
     let cache = dir.path().join("cache").display().to_string();
     let server = Server::start(&["--store", &store, "--dataset", "d", "--cache-dir", &cache]);
     let c = client();
@@ -1419,30 +1761,7 @@ fn serves_a_sharded_version_whole() {
     assert_eq!(mget["values"].as_object().unwrap().len(), 1000);
     assert_eq!(mget["missing"], json!([]));
     // Pages of 99 cross every shard boundary.
-    let mut seen = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let cursor = after
-            .as_ref()
-            .map_or(String::new(), |a| format!("&after={a}"));
-        let page: Value = c
-            .get(format!(
-                "{}/v1/datasets/d/scan?limit=99{cursor}",
-                server.url
-            ))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
-        for item in page["items"].as_array().unwrap() {
-            seen.push(item["key"].as_str().unwrap().to_owned());
-        }
-        match page["next"].as_str() {
-            Some(n) => after = Some(n.to_owned()),
-            None => break,
-        }
-    }
-    assert_eq!(seen, keys);
+    assert_eq!(scan_all(&server.url, 99), keys);
     let prefix: Value = c
         .get(format!(
             "{}/v1/datasets/d/scan?prefix=user:02&limit=1000",

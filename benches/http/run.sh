@@ -10,21 +10,8 @@
 #   CONFIGS='|--cache-bytes 16MiB': `snapkv serve` flag sets to measure, separated by `|`)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-KEYS=${KEYS:-1000000}
-CONNS=${CONNS:-64}
-DURATION=${DURATION:-20s}
-THREADS=${THREADS:-2}
-export KEYS
-bin=${SNAPKV_BIN:-target/release/snapkv}
-[ -x "$bin" ] || cargo build --release --bin snapkv
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source=benches/http/common.sh
+. benches/http/common.sh
 
 # Keys `key:%012d` (redis-benchmark's `key:__rand_int__` form) and ~100-byte JSON values.
 python3 - "$KEYS" "$work" <<'PY'
@@ -72,15 +59,6 @@ for _ in $(seq 100); do redis-cli -p 18183 ping >/dev/null 2>&1 && break; sleep 
 redis-cli -p 18183 --pipe <"$work/redis.txt" >/dev/null
 sleep 1
 
-wrk_run() { # URL -> "req/s p50_ms p99_ms"
-    wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -s benches/http/random_key.lua "$1" >"$work/wrk.out"
-    awk '/Requests\/sec/ {rps=$2}
-         $1=="50%" {p50=$2} $1=="99%" {p99=$2}
-         END {print rps, p50, p99}' "$work/wrk.out" |
-        awk '{ for (i = 2; i <= 3; i++) { v = $i; if (v ~ /us$/) { sub(/us$/, "", v); v /= 1000 }
-               else if (v ~ /ms$/) { sub(/ms$/, "", v) } else if (v ~ /s$/) { sub(/s$/, "", v); v *= 1000 }
-               $i = v } print }'
-}
 # snapkv, once per flag set of CONFIGS.
 IFS='|' read -r -a configs <<<"${CONFIGS-|--cache-bytes 16MiB}"
 [ ${#configs[@]} -gt 0 ] || configs=("")

@@ -51,8 +51,8 @@ pub use cache::CacheStats;
 pub use diff::{diff, Diff, DiffOptions};
 pub use error::{Error, Result, Section};
 pub use metadata::{FormatInfo, Metadata, ValueEncoding};
-pub use shards::{ShardError, Shards, ShardsIter};
-pub use snapshot::{Iter, OpenOptions, Snapshot, Stats};
+pub use shards::{Selection, ShardError, Shards, ShardsIter};
+pub use snapshot::{prefix_successor, Iter, OpenOptions, Snapshot, Stats};
 pub use tail::{Tail, TAIL_LEN};
 pub use writer::{Compression, Dictionary, SnapshotWriter, WriteSummary, WriterOptions};
 

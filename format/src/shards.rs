@@ -48,17 +48,86 @@ pub enum ShardError {
     },
 }
 
-/// Range shards of one version, with their split keys.
+/// Which shards of a version a reader holds: a range of shard numbers, or a share of the
+/// shards by the reader's ordinal among its replicas (a StatefulSet pod's ordinal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Selection {
+    /// Shards `first` to `last`, both included (shards past the version's last are not there).
+    Range {
+        /// The first shard held.
+        first: usize,
+        /// The last shard held.
+        last: usize,
+    },
+    /// Of `replicas` readers, the one numbered `ordinal` (from 0) holds the `ordinal`-th of
+    /// `replicas` contiguous, near-equal runs of shards. With more replicas than shards, the
+    /// runs are single shards, each held by several readers.
+    OrdinalOf {
+        /// This reader's number.
+        ordinal: usize,
+        /// How many readers share the shards.
+        replicas: usize,
+    },
+}
+
+impl Selection {
+    /// The shards held of a version of `count` shards (an unsharded version is one shard):
+    /// contiguous, so that scans stay on one reader as long as possible. `None` when the
+    /// selection holds none of them (`Range` past the last shard).
+    ///
+    /// `OrdinalOf { ordinal: o, replicas: r }` holds shards `ceil(o*count/r)` to
+    /// `ceil((o+1)*count/r) - 1`; when that is empty (more replicas than shards), shard
+    /// `floor(o*count/r)`.
+    pub fn held(&self, count: usize) -> Option<std::ops::Range<usize>> {
+        match *self {
+            Selection::Range { first, last } => {
+                let end = last.saturating_add(1).min(count);
+                (first < end).then_some(first..end)
+            }
+            Selection::OrdinalOf { ordinal, replicas } => {
+                if replicas == 0 || ordinal >= replicas || count == 0 {
+                    return None;
+                }
+                let ceil = |o: usize| (o * count).div_ceil(replicas);
+                let (start, end) = (ceil(ordinal), ceil(ordinal + 1));
+                if start < end {
+                    Some(start..end)
+                } else {
+                    let only = ordinal * count / replicas;
+                    Some(only..only + 1)
+                }
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Selection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Selection::Range { first, last } => write!(f, "shards {first}-{last}"),
+            Selection::OrdinalOf { ordinal, replicas } => {
+                write!(f, "share {ordinal} of {replicas} of the shards")
+            }
+        }
+    }
+}
+
+/// Range shards of one version, with their split keys: all of them, or a contiguous run of
+/// them (a reader holding part of a version; keys of the other shards are not looked up).
 #[derive(Clone)]
 pub struct Shards {
+    /// The shards held, in key order: shard numbers `first..first + shards.len()`.
     shards: Vec<Snapshot>,
+    /// The split keys of the whole version (one fewer than its shards).
     splits: Vec<Bytes>,
+    first: usize,
 }
 
 impl std::fmt::Debug for Shards {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Shards")
-            .field("shards", &self.shards.len())
+            .field("count", &self.count())
+            .field("held", &self.held())
             .field("splits", &self.splits)
             .finish()
     }
@@ -70,6 +139,7 @@ impl Shards {
         Shards {
             shards: vec![snapshot],
             splits: Vec::new(),
+            first: 0,
         }
     }
 
@@ -80,20 +150,40 @@ impl Shards {
         shards: Vec<Snapshot>,
         splits: Vec<Bytes>,
     ) -> std::result::Result<Shards, ShardError> {
+        if !shards.is_empty() && splits.len() + 1 != shards.len() {
+            return Err(ShardError::SplitCount {
+                shards: shards.len(),
+                splits: splits.len(),
+            });
+        }
+        Shards::subset(0, shards, splits)
+    }
+
+    /// Shards `first..first + shards.len()` of a version cut at `splits` (all its split
+    /// keys), checked as [`Shards::new`] checks a whole version.
+    pub fn subset(
+        first: usize,
+        shards: Vec<Snapshot>,
+        splits: Vec<Bytes>,
+    ) -> std::result::Result<Shards, ShardError> {
         if shards.is_empty() {
             return Err(ShardError::NoShards);
         }
-        if splits.len() + 1 != shards.len() {
+        if first + shards.len() > splits.len() + 1 {
             return Err(ShardError::SplitCount {
-                shards: shards.len(),
+                shards: first + shards.len(),
                 splits: splits.len(),
             });
         }
         if let Some(index) = (1..splits.len()).find(|&i| splits[i] < splits[i - 1]) {
             return Err(ShardError::Unordered { index });
         }
-        let s = Shards { shards, splits };
-        for (i, shard) in s.shards.iter().enumerate() {
+        let s = Shards {
+            shards,
+            splits,
+            first,
+        };
+        for (i, shard) in s.held().zip(&s.shards) {
             let (Some(first), Some(last)) = (first_key(shard), last_key(shard)) else {
                 continue;
             };
@@ -109,6 +199,35 @@ impl Shards {
             }
         }
         Ok(s)
+    }
+
+    /// How many shards the version has (held or not).
+    pub fn count(&self) -> usize {
+        self.splits.len() + 1
+    }
+
+    /// The numbers of the shards held.
+    pub fn held(&self) -> std::ops::Range<usize> {
+        self.first..self.first + self.shards.len()
+    }
+
+    /// True when shard `i` is held.
+    pub fn holds(&self, i: usize) -> bool {
+        self.held().contains(&i)
+    }
+
+    /// Shard `i`, when it is held.
+    pub fn shard(&self, i: usize) -> Option<&Snapshot> {
+        i.checked_sub(self.first).and_then(|j| self.shards.get(j))
+    }
+
+    /// The key range of shard `i`: its lowest key (`None`: no lower bound) and the first key
+    /// past it (`None`: no upper bound).
+    pub fn bounds(&self, i: usize) -> (Option<&Bytes>, Option<&Bytes>) {
+        (
+            i.checked_sub(1).and_then(|j| self.splits.get(j)),
+            self.splits.get(i),
+        )
     }
 
     /// The shard whose range holds `key`.
@@ -127,7 +246,7 @@ impl Shards {
         format!("[{low}, {high})")
     }
 
-    /// The shards, in key order.
+    /// The shards held, in key order.
     pub fn shards(&self) -> &[Snapshot] {
         &self.shards
     }
@@ -137,22 +256,26 @@ impl Shards {
         &self.splits
     }
 
-    /// The value of `key`, from its shard.
+    /// The value of `key`, from its shard; `None` also when its shard is not held (see
+    /// [`Shards::holds`]).
     pub fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
-        self.shards[self.shard_of(key)].get(key)
+        match self.shard(self.shard_of(key)) {
+            Some(s) => s.get(key),
+            None => Ok(None),
+        }
     }
 
-    /// Keys in all shards.
+    /// Keys in the shards held.
     pub fn len(&self) -> u64 {
         self.shards.iter().map(Snapshot::len).sum()
     }
 
-    /// True when no shard has a key.
+    /// True when no shard held has a key.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// The block caches of all shards, added up.
+    /// The block caches of the shards held, added up.
     pub fn cache_stats(&self) -> CacheStats {
         self.shards
             .iter()
@@ -167,21 +290,26 @@ impl Shards {
             })
     }
 
-    /// Entries with keys in `(start, end)`, in key order, through every shard whose range
-    /// meets the bounds.
+    /// Entries with keys in `(start, end)`, in key order, through every held shard whose
+    /// range meets the bounds (the keys of shards not held are left out).
     pub fn range(&self, start: Bound<&[u8]>, end: Bound<&[u8]>) -> ShardsIter {
+        let held = self.held();
         let first = match start {
             Bound::Unbounded => 0,
             Bound::Included(k) | Bound::Excluded(k) => self.shard_of(k),
         };
         let last = match end {
-            Bound::Unbounded => self.shards.len() - 1,
+            Bound::Unbounded => held.end - 1,
             Bound::Included(k) | Bound::Excluded(k) => self.shard_of(k),
         };
+        // Positions in `shards`; an empty run (`next > last`) yields nothing.
+        let next = first.max(held.start) - held.start;
+        let last = last.min(held.end - 1).checked_sub(held.start);
         ShardsIter {
             shards: self.shards.clone(),
-            next: first,
-            last,
+            next,
+            last: last.unwrap_or(0),
+            done: last.is_none(),
             start: start.map(<[u8]>::to_vec),
             end: end.map(<[u8]>::to_vec),
             current: None,
@@ -217,6 +345,8 @@ pub struct ShardsIter {
     next: usize,
     /// The last shard to read.
     last: usize,
+    /// Nothing (more) to read.
+    done: bool,
     start: Bound<Vec<u8>>,
     end: Bound<Vec<u8>>,
     current: Option<Iter>,
@@ -230,13 +360,13 @@ impl Iterator for ShardsIter {
             if let Some(it) = &mut self.current {
                 if let Some(item) = it.next() {
                     if item.is_err() {
-                        self.next = self.last + 1;
+                        self.done = true;
                     }
                     return Some(item);
                 }
                 self.current = None;
             }
-            if self.next > self.last || self.next >= self.shards.len() {
+            if self.done || self.next > self.last || self.next >= self.shards.len() {
                 return None;
             }
             let shard = &self.shards[self.next];

@@ -601,8 +601,9 @@ fn lower_bound<D: AsRef<[u8]>>(fst: &fst::raw::Fst<D>, key: &[u8]) -> Option<u64
     leftmost(fst, fst.node(t.addr), o.cat(t.out))
 }
 
-/// The smallest key larger than every key starting with `prefix` (`None`: no such key).
-fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
+/// The smallest key larger than every key starting with `prefix` (`None`: there is none, the
+/// prefix is all `0xff`): a prefix scan is the range from the prefix to it.
+pub fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
     let mut end = prefix.to_vec();
     while let Some(last) = end.pop() {
         if last < 0xff {

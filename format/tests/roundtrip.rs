@@ -366,6 +366,85 @@ fn check_shards(model: &Model, splits: &[Vec<u8>], probes: &[Vec<u8>]) {
         let (s, e) = (Bound::Included(&w[0][..]), Bound::Excluded(&w[1][..]));
         assert_eq!(collect_all(shards.range(s, e)), model_range(model, s, e));
     }
+    // Every contiguous run of the shards, held alone: the keys of the run answer, the others
+    // are absent, and ranges yield the run's part of the model.
+    for first in 0..parts.len() {
+        for end in first + 1..=parts.len() {
+            let run = Shards::subset(
+                first,
+                shards.shards()[first..end].to_vec(),
+                shards.splits().to_vec(),
+            )
+            .unwrap();
+            assert_eq!((run.count(), run.held()), (parts.len(), first..end));
+            let in_run =
+                |k: &[u8]| (first..end).contains(&snapkv_format::shards::shard_of(splits, k));
+            let part: Model = model
+                .iter()
+                .filter(|(k, _)| in_run(k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            assert_eq!(run.len(), part.len() as u64);
+            for p in probes.iter().chain(model.keys()) {
+                assert_eq!(
+                    run.get(p).unwrap().map(|b| b.to_vec()),
+                    part.get(p).cloned()
+                );
+            }
+            for p in probes {
+                for (s, e) in [
+                    (Bound::Included(&p[..]), Bound::Unbounded),
+                    (Bound::Unbounded, Bound::Excluded(&p[..])),
+                ] {
+                    assert_eq!(
+                        collect_all(run.range(s, e)),
+                        model_range(&part, s, e),
+                        "{first}..{end} {s:?} {e:?}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn selections_share_the_shards_out() {
+    use snapkv_format::Selection;
+    let share = |o, r, n| {
+        Selection::OrdinalOf {
+            ordinal: o,
+            replicas: r,
+        }
+        .held(n)
+    };
+    // 8 shards over 2 and 3 readers: contiguous runs covering every shard once.
+    assert_eq!((share(0, 2, 8), share(1, 2, 8)), (Some(0..4), Some(4..8)));
+    assert_eq!(
+        (share(0, 3, 8), share(1, 3, 8), share(2, 3, 8)),
+        (Some(0..3), Some(3..6), Some(6..8))
+    );
+    // More readers than shards: each reader holds one shard, each shard has readers.
+    let held: Vec<_> = (0..4).map(|o| share(o, 4, 2)).collect();
+    assert_eq!(held, [Some(0..1), Some(0..1), Some(1..2), Some(1..2)]);
+    // An unsharded version is one shard, which every reader holds.
+    assert!((0..3).all(|o| share(o, 3, 1) == Some(0..1)));
+    assert_eq!(share(2, 2, 8), None);
+    for n in 1..20 {
+        for r in 1..n {
+            let mut covered = vec![0; n];
+            for o in 0..r {
+                for i in share(o, r, n).unwrap() {
+                    covered[i] += 1;
+                }
+            }
+            assert!(covered.iter().all(|&c| c == 1), "{n} over {r}: {covered:?}");
+        }
+    }
+    let range = |first, last| Selection::Range { first, last }.held(8);
+    assert_eq!(
+        (range(0, 3), range(6, 11), range(8, 9)),
+        (Some(0..4), Some(6..8), None)
+    );
 }
 
 proptest! {

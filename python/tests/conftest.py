@@ -146,8 +146,8 @@ def _wait_ready(server: _Server, deadline: float) -> None:
 def serve(
     snapkv_bin: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Callable[..., str]]:
-    """A factory: ``serve(*args, ready=True) -> str`` starts
-    ``snapkv serve --listen 127.0.0.1:0 *args`` and returns its base URL
+    """A factory: ``serve(*args, ready=True, listen="127.0.0.1:0") -> str`` starts
+    ``snapkv serve --listen LISTEN *args`` and returns its base URL
     (``http://127.0.0.1:PORT``, no trailing slash).
 
         def test_lookup(serve, build_snapshot):
@@ -166,12 +166,12 @@ def serve(
     """
     servers: List[_Server] = []
 
-    def start(*args: str, ready: bool = True) -> str:
+    def start(*args: str, ready: bool = True, listen: str = "127.0.0.1:0") -> str:
         workdir = tmp_path_factory.mktemp("serve")
         log = workdir / "serve.log"
         with open(log, "wb") as stderr:
             process = subprocess.Popen(
-                [str(snapkv_bin), "serve", "--listen", "127.0.0.1:0", *args],
+                [str(snapkv_bin), "serve", "--listen", listen, *args],
                 cwd=workdir,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,

@@ -1,11 +1,15 @@
 """``snapkv.spark.write`` on a real local Spark (PySpark from PyPI on a JRE), writing range
 shards to the S3-compatible test server from the executors, committed by the driver, then
-served by a real ``snapkv serve``."""
+served by two real ``snapkv serve`` processes holding half of the shards each, peers of each
+other."""
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from typing import Any, Iterator
 
 import pytest
@@ -59,23 +63,54 @@ def test_write_shards_from_the_executors_and_serve_them(
     ints = spark.range(1, 2_000).select(F.col("id").alias("n"), (F.col("id") * 2).alias("twice"))
     snapkv.spark.write(ints, key="n", store=store, dataset="ints", shards=4, version="v1", options=options)
 
+    # Two readers, each holding half of the shards, each the other's peer: every key answers
+    # through either.
     env_options = [f"--store-option={k}={v}" for k, v in options.items()]
-    url = serve(
-        "--store", store, "--dataset", "users", "--dataset", "ints",
-        "--cache-dir", str(tmp_path / "cache"), *env_options,
-    )
-    with Client(url) as c:
-        assert c.info("users")["shards"] == 8
-        assert c.get("users", "u00000") == {"score": 0, "kind": "even"}
-        assert c.get("users", "u19999") == {"score": 59_997, "kind": "odd"}
-        keys = [f"u{i:05d}" for i in range(0, 20_000, 7)]
-        assert c.get_many("users", keys) == [
-            {"score": int(k[1:]) * 3, "kind": "even" if int(k[1:]) % 2 == 0 else "odd"} for k in keys
-        ]
-        scanned = [k for k, _ in c.scan("users", page_size=997)]
-        assert scanned == [f"u{i:05d}" for i in range(20_000)]
-        assert c.get("ints", 1000) == {"twice": 2000}
-        assert len(list(c.scan("ints"))) == 1_999
+    ports = [_free_port(), _free_port()]
+    urls = []
+    for ordinal, (port, other) in enumerate([(ports[0], ports[1]), (ports[1], ports[0])]):
+        urls.append(serve(
+            "--store", store, "--dataset", "users", "--dataset", "ints",
+            "--cache-dir", str(tmp_path / f"cache-{ordinal}"), *env_options,
+            "--shard-of", f"{ordinal}/2", "--peers", f"http://127.0.0.1:{other}",
+            "--peer-refresh", "100ms", listen=f"127.0.0.1:{port}",
+        ))
+    for url in urls:
+        _wait_for_peers(url)
+    keys = [f"u{i:05d}" for i in range(20_000)]
+    for url in urls:
+        with Client(url) as c:
+            info = c.info("users")
+            assert info["shards"] == 8 and len(info["shards_held"]) == 4
+            assert c.get("users", "u00000") == {"score": 0, "kind": "even"}
+            assert c.get("users", "u19999") == {"score": 59_997, "kind": "odd"}
+            some = keys[::7]
+            assert c.get_many("users", some) == [
+                {"score": int(k[1:]) * 3, "kind": "even" if int(k[1:]) % 2 == 0 else "odd"}
+                for k in some
+            ]
+            assert [k for k, _ in c.scan("users", page_size=997)] == keys
+            assert [k for k, _ in c.scan("users", prefix="u099")] == keys[9_900:10_000]
+            assert c.get("ints", 1000) == {"twice": 2000}
+            assert len(list(c.scan("ints"))) == 1_999
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _wait_for_peers(url: str) -> None:
+    """Waits until the reader at ``url`` knows a peer that holds shards."""
+    deadline = time.monotonic() + 30
+    while True:
+        with urllib.request.urlopen(f"{url}/v1/shards", timeout=5) as r:
+            if any(p["held"] for p in json.load(r)["peers"]):
+                return
+        assert time.monotonic() < deadline, f"{url} found no peer"
+        time.sleep(0.05)
 
 
 def test_a_failed_job_leaves_current_as_it_was(spark: Any, s3_store: Any) -> None:

@@ -1,5 +1,6 @@
 //! The HTTP API (`spec/openapi.yaml`): shared state, routing, handlers, JSON errors.
 
+use crate::cluster::Cluster;
 use crate::conn::{InFlight, InFlightGuard, RequestGuard};
 use crate::registry::{Dataset, Loaded};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -25,6 +26,8 @@ pub(crate) struct State {
     pub datasets: BTreeMap<String, Arc<Dataset>>,
     pub limits: Limits,
     pub metrics: Metrics,
+    /// This reader's peers and the shards they hold.
+    pub cluster: Cluster,
     /// Requests being answered, each counted until its answer is sent.
     in_flight: Arc<InFlight>,
 }
@@ -34,12 +37,14 @@ impl State {
         datasets: BTreeMap<String, Arc<Dataset>>,
         limits: Limits,
         metrics: Metrics,
+        cluster: Cluster,
     ) -> State {
         State {
             in_flight: InFlight::new(limits.max_in_flight),
             datasets,
             limits,
             metrics,
+            cluster,
         }
     }
 }
@@ -91,11 +96,13 @@ impl hyper::body::Body for Body {
 const VERSION_HEADER: &str = "x-snapkv-version";
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 
-/// A request that cannot be answered: status, machine-readable code, message.
+/// A request that cannot be answered: status, machine-readable code, message, and fields
+/// that say more (the shard and its owners of a 421).
 struct Failure {
     status: StatusCode,
     code: &'static str,
     message: String,
+    details: serde_json::Map<String, serde_json::Value>,
 }
 
 fn fail(status: StatusCode, code: &'static str, message: impl Into<String>) -> Failure {
@@ -103,12 +110,24 @@ fn fail(status: StatusCode, code: &'static str, message: impl Into<String>) -> F
         status,
         code,
         message: message.into(),
+        details: serde_json::Map::new(),
     }
 }
 
 impl Failure {
+    /// Adds a field to the error object.
+    fn with(mut self, name: &str, value: impl Into<serde_json::Value>) -> Failure {
+        self.details.insert(name.to_owned(), value.into());
+        self
+    }
+
     fn into_response(self) -> Response<Body> {
-        let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
+        let mut error = serde_json::json!({"code": self.code, "message": self.message});
+        error
+            .as_object_mut()
+            .expect("an object")
+            .extend(self.details);
+        let body = serde_json::json!({ "error": error });
         let mut r = Response::new(Body::new(Bytes::from(body.to_string())));
         *r.status_mut() = self.status;
         r.headers_mut().insert(header::CONTENT_TYPE, JSON);
@@ -121,7 +140,9 @@ impl Failure {
             r.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static(allow));
         }
-        if self.status == StatusCode::SERVICE_UNAVAILABLE && self.code == "overloaded" {
+        if self.status == StatusCode::SERVICE_UNAVAILABLE
+            && matches!(self.code, "overloaded" | SHARD_UNAVAILABLE)
+        {
             r.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
@@ -159,6 +180,7 @@ enum Route<'a> {
     Readyz,
     Metrics,
     Datasets,
+    Shards,
     Dataset(&'a str),
     Key(&'a str, &'a str),
     Mget(&'a str),
@@ -173,6 +195,7 @@ impl Route<'_> {
             Route::Readyz => "readyz",
             Route::Metrics => "metrics",
             Route::Datasets => "datasets",
+            Route::Shards => "shards",
             Route::Dataset(_) => "dataset",
             Route::Key(..) => "key",
             Route::Mget(_) => "mget",
@@ -196,6 +219,7 @@ fn route(path: &str) -> Route<'_> {
         "/readyz" => return Route::Readyz,
         "/metrics" => return Route::Metrics,
         "/v1/datasets" | "/v1/datasets/" => return Route::Datasets,
+        "/v1/shards" => return Route::Shards,
         _ => {}
     }
     let Some(rest) = path.strip_prefix("/v1/datasets/") else {
@@ -217,14 +241,18 @@ fn route(path: &str) -> Route<'_> {
 struct Target<'s> {
     dataset: &'s Dataset,
     loaded: Option<Arc<Loaded>>,
+    /// For requests not pinned to a version: the previous version, which answers instead
+    /// when the peers holding the shards a request needs do not hold `loaded` (readers swap
+    /// versions a few seconds apart; each holds its previous one).
+    fallback: Option<Arc<Loaded>>,
     /// Why the version the request is pinned to cannot answer it: reported after the method
     /// is checked (a 405 comes first).
     refused: Option<Failure>,
 }
 
 impl Target<'_> {
-    fn loaded(&self) -> Result<&Loaded, Failure> {
-        self.loaded.as_deref().ok_or_else(|| {
+    fn loaded(&self) -> Result<&Arc<Loaded>, Failure> {
+        self.loaded.as_ref().ok_or_else(|| {
             fail(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "not_loaded",
@@ -273,9 +301,12 @@ async fn respond(
         .as_ref()
         .and_then(|t| t.loaded.as_ref())
         .map(|l| l.version_header.clone());
-    // Health, readiness and metrics are cheap and must answer under any load: only the
-    // other routes take an in-flight slot.
-    let slot = if matches!(route, Route::Healthz | Route::Readyz | Route::Metrics) {
+    // Health, readiness, metrics and the shards held are cheap and must answer under any
+    // load: only the other routes take an in-flight slot.
+    let slot = if matches!(
+        route,
+        Route::Healthz | Route::Readyz | Route::Metrics | Route::Shards
+    ) {
         None
     } else {
         match state.in_flight.enter() {
@@ -302,8 +333,12 @@ async fn respond(
         Err(f) => f.into_response(),
     };
     response.body_mut().slot = slot;
+    // Answers from another version than the request's first (see `Target::fallback`) name it
+    // themselves.
     if let Some(v) = version {
-        response.headers_mut().insert(VERSION_HEADER, v);
+        if !response.headers().contains_key(VERSION_HEADER) {
+            response.headers_mut().insert(VERSION_HEADER, v);
+        }
     }
     response
 }
@@ -450,15 +485,43 @@ async fn answer(
         (Route::Dataset(_), Some(t)) => Ok(json_response(Bytes::from(
             t.dataset.info(t.loaded.clone()).to_string(),
         ))),
+        (Route::Shards, _) => {
+            let mut body = serde_json::to_value(crate::cluster::held(state)).unwrap_or_default();
+            body["peers"] = state.cluster.peers();
+            Ok(json_response(Bytes::from(body.to_string())))
+        }
         (Route::Key(_, key), Some(t)) => {
             let key = percent_decode(key)?;
-            get_key(state, &t, &key, &req.headers)
+            check_key(state, &key)?;
+            let r = get_key(state, &t, t.loaded()?, &key, req).await;
+            match (r, &t.fallback) {
+                (Err(f), Some(previous)) if f.code == SHARD_UNAVAILABLE => {
+                    get_key(state, &t, previous, &key, req).await
+                }
+                (r, _) => r,
+            }
         }
         (Route::Mget(_), Some(t)) => {
             let body = read_body(state, &req.headers, body).await?;
-            mget(state, &t, &body)
+            let keys = mget_keys(state, &body)?;
+            let r = mget(state, &t, t.loaded()?, &keys, req).await;
+            match (r, &t.fallback) {
+                (Err(f), Some(previous)) if f.code == SHARD_UNAVAILABLE => {
+                    mget(state, &t, previous, &keys, req).await
+                }
+                (r, _) => r,
+            }
         }
-        (Route::Scan(_), Some(t)) => scan(state, &t, req.uri.query().unwrap_or("")),
+        (Route::Scan(_), Some(t)) => {
+            let range = scan_range(state, req.uri.query().unwrap_or(""))?;
+            let r = scan(state, &t, t.loaded()?, &range, req).await;
+            match (r, &t.fallback) {
+                (Err(f), Some(previous)) if f.code == SHARD_UNAVAILABLE => {
+                    scan(state, &t, previous, &range, req).await
+                }
+                (r, _) => r,
+            }
+        }
         _ => Err(fail(
             StatusCode::NOT_FOUND,
             "no_route",
@@ -531,7 +594,12 @@ fn target<'s>(
     parts: &http::request::Parts,
 ) -> Result<Target<'s>, Failure> {
     let d = dataset(state, encoded)?;
-    let pinned = requested_version(parts).and_then(|pin| match pin {
+    let pin = requested_version(parts);
+    let fallback = match &pin {
+        Ok(None) => d.previous.load_full(),
+        _ => None,
+    };
+    let pinned = pin.and_then(|pin| match pin {
         None => Ok(d.current.load_full()),
         Some(v) => d.held(&v).map(Some).ok_or_else(|| {
             let held = d.held_versions();
@@ -558,11 +626,13 @@ fn target<'s>(
         Ok(loaded) => Target {
             dataset: d,
             loaded,
+            fallback,
             refused: None,
         },
         Err(f) => Target {
             dataset: d,
             loaded: None,
+            fallback: None,
             refused: Some(f),
         },
     })
@@ -646,14 +716,45 @@ fn internal(d: &Dataset, e: snapkv_format::Error) -> Failure {
     )
 }
 
-fn get_key(
+async fn get_key(
     state: &State,
     t: &Target<'_>,
+    l: &Arc<Loaded>,
     key: &[u8],
-    headers: &HeaderMap,
+    req: &http::request::Parts,
 ) -> Result<Response<Body>, Failure> {
-    check_key(state, key)?;
-    let (d, l) = (t.dataset, t.loaded()?);
+    let d = t.dataset;
+    let shard = l.snapshot.shard_of(key);
+    if !l.snapshot.holds(shard) {
+        let mut headers = HeaderMap::new();
+        for v in req.headers.get_all(header::IF_NONE_MATCH) {
+            headers.append(header::IF_NONE_MATCH, v.clone());
+        }
+        let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
+        let owners = owners_of(state, d, l, shard, req)?;
+        let answer = forward(
+            state,
+            d,
+            l,
+            shard,
+            &owners,
+            Method::GET,
+            path,
+            headers,
+            Bytes::new(),
+        )
+        .await?;
+        let mut r = Response::new(Body::new(answer.body));
+        *r.status_mut() = answer.status;
+        for name in [header::CONTENT_TYPE, header::ETAG] {
+            if let Some(v) = answer.headers.get(&name) {
+                r.headers_mut().insert(name, v.clone());
+            }
+        }
+        r.headers_mut()
+            .insert(VERSION_HEADER, l.version_header.clone());
+        return Ok(r);
+    }
     let value = l.snapshot.get(key).map_err(|e| internal(d, e))?;
     let Some(value) = value else {
         d.misses.inc();
@@ -663,7 +764,8 @@ fn get_key(
     let etag = format!("\"{:016x}\"", xxh3_64(&value));
     let etag = HeaderValue::from_str(&etag).expect("hex is a valid header value");
     // Several `If-None-Match` lines are one list (RFC 9110, 5.3).
-    let matches = headers
+    let matches = req
+        .headers
         .get_all(header::IF_NONE_MATCH)
         .iter()
         .filter_map(|h| h.to_str().ok())
@@ -680,7 +782,144 @@ fn get_key(
         r
     };
     r.headers_mut().insert(header::ETAG, etag);
+    r.headers_mut()
+        .insert(VERSION_HEADER, l.version_header.clone());
     Ok(r)
+}
+
+/// The error code of a request that needs a shard no reachable peer holds in the version that
+/// answers it: a 503 to retry (the peers are starting, or swapping versions).
+const SHARD_UNAVAILABLE: &str = "shard_unavailable";
+
+/// Where shard `shard` of `l` is, for a request this reader cannot answer from its own
+/// shards: the peers to forward to, or a 421 naming them when this reader does not forward
+/// (or the request was forwarded already).
+fn owners_of(
+    state: &State,
+    d: &Dataset,
+    l: &Loaded,
+    shard: usize,
+    req: &http::request::Parts,
+) -> Result<Vec<String>, Failure> {
+    let owners = state.cluster.owners(&d.name, &l.version, shard);
+    let forwarded = req.headers.contains_key(crate::cluster::FORWARDED_HEADER);
+    if !state.cluster.forward || forwarded {
+        let why = if forwarded {
+            "a forwarded request is not forwarded again"
+        } else {
+            "this reader does not forward requests"
+        };
+        let held = l.snapshot.held();
+        return Err(fail(
+            StatusCode::MISDIRECTED_REQUEST,
+            "misdirected",
+            format!(
+                "shard {shard} {} of version {} of dataset {:?} is not held by this reader, \
+                 which holds shards {}-{} of {}; {why}: ask {}",
+                l.snapshot.describe(shard),
+                l.version,
+                d.name,
+                held.start,
+                held.end - 1,
+                l.snapshot.count(),
+                if owners.is_empty() {
+                    "a reader that holds it".to_owned()
+                } else {
+                    owners.join(" or ")
+                }
+            ),
+        )
+        .with("shard", shard)
+        .with("range", l.snapshot.describe(shard))
+        .with("owners", owners));
+    }
+    if owners.is_empty() {
+        return Err(fail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            SHARD_UNAVAILABLE,
+            format!(
+                "no peer holds shard {shard} of version {} of dataset {:?} now; retry shortly",
+                l.version, d.name
+            ),
+        )
+        .with("shard", shard));
+    }
+    Ok(owners)
+}
+
+/// Sends a request about shard `shard` of `l` to one of its `owners`, pinned to `l`'s
+/// version: the first owner that answers (connection failures, 421 and 503 try the next). A
+/// peer that no longer holds the version, or no owner answering, is a `shard_unavailable`
+/// failure; other answers of the peer are returned as they are.
+#[allow(clippy::too_many_arguments)]
+async fn forward(
+    state: &State,
+    d: &Dataset,
+    l: &Loaded,
+    shard: usize,
+    owners: &[String],
+    method: Method,
+    path_and_query: &str,
+    mut headers: HeaderMap,
+    body: Bytes,
+) -> Result<crate::cluster::PeerAnswer, Failure> {
+    headers.insert(VERSION_HEADER, l.version_header.clone());
+    headers.insert(
+        crate::cluster::FORWARDED_HEADER,
+        HeaderValue::from_static("1"),
+    );
+    if !body.is_empty() {
+        headers.insert(header::CONTENT_TYPE, JSON);
+    }
+    // A peer's answer is at most its answer limit, escaped: JSON escaping and base64 grow
+    // values by a bounded factor.
+    let max_bytes = state.limits.max_response_bytes.saturating_mul(6) + (64 << 10);
+    let mut errors = Vec::new();
+    for url in owners {
+        let answer = state
+            .cluster
+            .call(
+                url,
+                method.clone(),
+                path_and_query,
+                headers.clone(),
+                body.clone(),
+                max_bytes,
+            )
+            .await;
+        match answer {
+            Ok(a) if a.status == StatusCode::CONFLICT => {
+                errors.push(format!("{url} no longer holds version {}", l.version));
+            }
+            Ok(a)
+                if matches!(
+                    a.status,
+                    StatusCode::MISDIRECTED_REQUEST | StatusCode::SERVICE_UNAVAILABLE
+                ) =>
+            {
+                errors.push(format!("{url} answered {}", a.status));
+            }
+            Ok(a) => {
+                state.metrics.forwarded(&d.name, "answered");
+                return Ok(a);
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    state.metrics.forwarded(&d.name, "failed");
+    tracing::debug!(dataset = %d.name, shard, errors = ?errors, "no peer answered");
+    Err(fail(
+        StatusCode::SERVICE_UNAVAILABLE,
+        SHARD_UNAVAILABLE,
+        format!(
+            "shard {shard} of version {} of dataset {:?} is held by peers, and none answered: \
+             {}; retry shortly",
+            l.version,
+            d.name,
+            errors.join("; ")
+        ),
+    )
+    .with("shard", shard))
 }
 
 /// How values are written into JSON responses.
@@ -806,7 +1045,8 @@ fn entry_bytes(key: &[u8], value: &[u8]) -> usize {
     key.len() + value.len()
 }
 
-fn mget(state: &State, t: &Target<'_>, body: &[u8]) -> Result<Response<Body>, Failure> {
+/// The keys of an mget's body, checked, without repeats, in the order given.
+fn mget_keys(state: &State, body: &[u8]) -> Result<Vec<String>, Failure> {
     let req: MgetRequest = serde_json::from_slice(body).map_err(|e| {
         fail(
             StatusCode::BAD_REQUEST,
@@ -831,36 +1071,176 @@ fn mget(state: &State, t: &Target<'_>, body: &[u8]) -> Result<Response<Body>, Fa
     for k in &keys {
         check_key(state, k.as_bytes())?;
     }
-    let (d, l) = (t.dataset, t.loaded()?);
+    let mut seen = std::collections::HashSet::new();
+    Ok(keys
+        .into_iter()
+        .filter(|k| seen.insert(k.clone()))
+        .collect())
+}
+
+/// A peer's mget answer.
+#[derive(serde::Deserialize)]
+struct PeerMget<'a> {
+    version: String,
+    encoding: String,
+    #[serde(borrow)]
+    values: std::collections::HashMap<String, &'a serde_json::value::RawValue>,
+}
+
+/// A value of a peer's JSON answer, as the bytes stored.
+fn peer_value(encoding: &str, raw: &serde_json::value::RawValue) -> Result<Bytes, String> {
+    match encoding {
+        "json" => Ok(Bytes::copy_from_slice(raw.get().as_bytes())),
+        "utf8" | "base64" => {
+            let text: String = serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
+            if encoding == "utf8" {
+                Ok(Bytes::from(text))
+            } else {
+                STANDARD
+                    .decode(text)
+                    .map(Bytes::from)
+                    .map_err(|e| e.to_string())
+            }
+        }
+        other => Err(format!("unknown encoding {other:?}")),
+    }
+}
+
+/// A peer's answer that this reader cannot use: a 502.
+fn bad_peer(d: &Dataset, what: String) -> Failure {
+    tracing::warn!(dataset = %d.name, error = %what, "a peer's answer is not usable");
+    fail(StatusCode::BAD_GATEWAY, "bad_peer_answer", what)
+}
+
+/// A peer's error answer, passed on: its status and JSON error body.
+fn peer_error(answer: crate::cluster::PeerAnswer) -> Failure {
+    #[derive(serde::Deserialize)]
+    struct Error {
+        error: Inner,
+    }
+    #[derive(serde::Deserialize)]
+    struct Inner {
+        message: String,
+    }
+    let message = serde_json::from_slice::<Error>(&answer.body)
+        .map(|e| e.error.message)
+        .unwrap_or_else(|_| String::from_utf8_lossy(&answer.body).into_owned());
+    fail(
+        answer.status,
+        "peer_error",
+        format!("a peer answered: {message}"),
+    )
+}
+
+async fn mget(
+    state: &State,
+    t: &Target<'_>,
+    l: &Arc<Loaded>,
+    keys: &[String],
+    req: &http::request::Parts,
+) -> Result<Response<Body>, Failure> {
+    let d = t.dataset;
+    // Keys of shards held elsewhere, by shard; their owners are known before anything is
+    // sent, so that a misdirected request is refused whole.
+    let mut remote: BTreeMap<usize, Vec<&str>> = BTreeMap::new();
+    for k in keys {
+        let shard = l.snapshot.shard_of(k.as_bytes());
+        if !l.snapshot.holds(shard) {
+            remote.entry(shard).or_default().push(k);
+        }
+    }
+    let mut owners = Vec::with_capacity(remote.len());
+    for &shard in remote.keys() {
+        owners.push(owners_of(state, d, l, shard, req)?);
+    }
+    let asks = remote.iter().zip(&owners).map(|((&shard, ks), owners)| {
+        let body = serde_json::json!({ "keys": ks }).to_string();
+        forward(
+            state,
+            d,
+            l,
+            shard,
+            owners,
+            Method::POST,
+            req.uri.path(),
+            HeaderMap::new(),
+            Bytes::from(body),
+        )
+    });
+    let answers = futures_util::future::join_all(asks).await;
+    let asked: std::collections::HashMap<&str, &str> =
+        remote.values().flatten().map(|&k| (k, k)).collect();
+    let mut values: std::collections::HashMap<&str, Bytes> = std::collections::HashMap::new();
+    let mut size = 0usize;
+    let too_large = || {
+        fail(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "response_too_large",
+            format!(
+                "the values of these keys are over the answer limit of {} bytes; ask for \
+                 fewer keys at a time",
+                state.limits.max_response_bytes
+            ),
+        )
+    };
+    for answer in answers {
+        let answer = answer?;
+        if answer.status != StatusCode::OK {
+            return Err(peer_error(answer));
+        }
+        let a: PeerMget<'_> = serde_json::from_slice(&answer.body)
+            .map_err(|e| bad_peer(d, format!("a peer's mget answer: {e}")))?;
+        if a.version != l.version {
+            return Err(bad_peer(
+                d,
+                format!(
+                    "a peer answered from version {:?}, not {:?}",
+                    a.version, l.version
+                ),
+            ));
+        }
+        for (k, raw) in a.values {
+            let Some(&k) = asked.get(k.as_str()) else {
+                return Err(bad_peer(
+                    d,
+                    format!("a peer answered a key not asked: {k:?}"),
+                ));
+            };
+            let v = peer_value(&a.encoding, raw).map_err(|e| bad_peer(d, e))?;
+            size = size.saturating_add(entry_bytes(k.as_bytes(), &v));
+            if size > state.limits.max_response_bytes {
+                return Err(too_large());
+            }
+            values.insert(k, v);
+        }
+    }
     let mut found = Vec::with_capacity(keys.len());
     let mut missing = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    let mut size = 0usize;
-    for k in &keys {
-        if !seen.insert(k.as_str()) {
-            continue;
-        }
-        match l.snapshot.get(k.as_bytes()).map_err(|e| internal(d, e))? {
-            Some(v) => {
-                size = size.saturating_add(entry_bytes(k.as_bytes(), &v));
+    let mut hits = 0;
+    for k in keys {
+        let shard = l.snapshot.shard_of(k.as_bytes());
+        let value = if l.snapshot.holds(shard) {
+            let v = l.snapshot.get(k.as_bytes()).map_err(|e| internal(d, e))?;
+            if let Some(v) = &v {
+                hits += 1;
+                size = size.saturating_add(entry_bytes(k.as_bytes(), v));
                 if size > state.limits.max_response_bytes {
-                    return Err(fail(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "response_too_large",
-                        format!(
-                            "the values of these keys are over the answer limit of {} bytes; \
-                             ask for fewer keys at a time",
-                            state.limits.max_response_bytes
-                        ),
-                    ));
+                    return Err(too_large());
                 }
-                found.push((k.as_str(), v));
             }
+            v
+        } else {
+            values.remove(k.as_str())
+        };
+        match value {
+            Some(v) => found.push((k.as_str(), v)),
             None => missing.push(k.as_str()),
         }
     }
-    d.hits.inc_by(found.len() as u64);
-    d.misses.inc_by(missing.len() as u64);
+    // Keys of other shards are counted by the readers that looked them up.
+    let local = keys.len() - remote.values().map(Vec::len).sum::<usize>();
+    d.hits.inc_by(hits);
+    d.misses.inc_by((local as u64).saturating_sub(hits));
 
     let (mut out, encoding) = start_body(l, "values", &found, 8);
     out.put_u8(b'{');
@@ -875,10 +1255,21 @@ fn mget(state: &State, t: &Target<'_>, body: &[u8]) -> Result<Response<Body>, Fa
     out.put_slice(b"},\"missing\":");
     let _ = serde_json::to_writer((&mut out).writer(), &missing);
     out.put_u8(b'}');
-    Ok(json_response(out.freeze()))
+    let mut r = json_response(out.freeze());
+    r.headers_mut()
+        .insert(VERSION_HEADER, l.version_header.clone());
+    Ok(r)
 }
 
-fn scan(state: &State, t: &Target<'_>, query: &str) -> Result<Response<Body>, Failure> {
+/// What a scan asks for: keys from `lower` to `upper` (a prefix is the range of the keys that
+/// start with it), at most `limit` of them.
+struct ScanRange {
+    lower: Bound<Vec<u8>>,
+    upper: Bound<Vec<u8>>,
+    limit: usize,
+}
+
+fn scan_range(state: &State, query: &str) -> Result<ScanRange, Failure> {
     let mut prefix = None;
     let mut start = None;
     let mut end = None;
@@ -931,34 +1322,184 @@ fn scan(state: &State, t: &Target<'_>, query: &str) -> Result<Response<Body>, Fa
             "use either `prefix` or `start`/`end`, not both",
         ));
     }
-    let (d, l) = (t.dataset, t.loaded()?);
     // The lower bound: the later of the range start (or prefix) and the cursor.
-    let low: Option<&[u8]> = prefix.as_deref().or(start.as_deref());
-    let lower = match (&after, low) {
-        (Some(a), Some(s)) if a.as_slice() < s => Bound::Included(s),
-        (Some(a), _) => Bound::Excluded(a.as_slice()),
+    let low = prefix.clone().or(start);
+    let lower = match (after, low) {
+        (Some(a), Some(s)) if a < s => Bound::Included(s),
+        (Some(a), _) => Bound::Excluded(a),
         (None, Some(s)) => Bound::Included(s),
         (None, None) => Bound::Unbounded,
     };
-    let upper = end.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
-    let mut items = Vec::with_capacity(limit.min(1024));
+    let upper = match (prefix, end) {
+        (Some(p), _) => {
+            snapkv_format::prefix_successor(&p).map_or(Bound::Unbounded, Bound::Excluded)
+        }
+        (None, Some(e)) => Bound::Excluded(e),
+        (None, None) => Bound::Unbounded,
+    };
+    Ok(ScanRange {
+        lower,
+        upper,
+        limit,
+    })
+}
+
+/// A peer's scan answer.
+#[derive(serde::Deserialize)]
+struct PeerScan<'a> {
+    version: String,
+    encoding: String,
+    #[serde(borrow)]
+    items: Vec<PeerItem<'a>>,
+    next: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct PeerItem<'a> {
+    key: Option<String>,
+    key_base64: Option<String>,
+    #[serde(borrow)]
+    value: &'a serde_json::value::RawValue,
+}
+
+/// A page of a scan: entries in key order through the shards, this reader's own and its
+/// peers' (each asked for the part of the range in the shards it holds, pinned to the same
+/// version), up to the limit or the answer size limit; `next` is the cursor after the last
+/// entry when there may be more.
+async fn scan(
+    state: &State,
+    t: &Target<'_>,
+    l: &Arc<Loaded>,
+    range: &ScanRange,
+    req: &http::request::Parts,
+) -> Result<Response<Body>, Failure> {
+    let d = t.dataset;
+    let limit = range.limit;
+    let mut items: Vec<(Bytes, Bytes)> = Vec::with_capacity(limit.min(1024));
     let mut more = false;
     let mut size = 0usize;
-    for entry in l.snapshot.range(lower, upper) {
-        let (k, v) = entry.map_err(|e| internal(d, e))?;
-        if let Some(p) = &prefix {
-            if !k.starts_with(p) {
-                break;
+    let mut low = range.lower.clone();
+    'shards: loop {
+        let shard = match &low {
+            Bound::Unbounded => 0,
+            Bound::Included(k) | Bound::Excluded(k) => l.snapshot.shard_of(k),
+        };
+        let (_, high) = l.snapshot.bounds(shard);
+        let high = high.cloned();
+        // This shard's part of the range ends at the earlier of the range's end and the
+        // shard's.
+        let (seg_upper, last) = match (&range.upper, &high) {
+            (Bound::Excluded(u), Some(h)) if u.as_slice() <= h.as_ref() => {
+                (Bound::Excluded(u.clone()), true)
+            }
+            (_, Some(h)) => (Bound::Excluded(h.to_vec()), false),
+            (u, None) => (u.clone(), true),
+        };
+        let empty = match (&low, &seg_upper) {
+            (Bound::Included(a) | Bound::Excluded(a), Bound::Excluded(b)) => a >= b,
+            _ => false,
+        };
+        if !empty {
+            if let Some(snapshot) = l.snapshot.shard(shard) {
+                for entry in snapshot.range(
+                    low.as_ref().map(Vec::as_slice),
+                    seg_upper.as_ref().map(Vec::as_slice),
+                ) {
+                    let (k, v) = entry.map_err(|e| internal(d, e))?;
+                    size = size.saturating_add(entry_bytes(&k, &v));
+                    // A page ends at `limit` entries or at the answer size limit, whichever
+                    // comes first; it always holds one entry, so that a scan moves on.
+                    if items.len() == limit
+                        || (!items.is_empty() && size > state.limits.max_response_bytes)
+                    {
+                        more = true;
+                        break 'shards;
+                    }
+                    items.push((k, v));
+                }
+            } else {
+                let owners = match owners_of(state, d, l, shard, req) {
+                    // Without forwarding, a page ends where the shards held end; the next
+                    // page starts in a shard held elsewhere, and is refused naming its owners.
+                    Err(f) if f.status == StatusCode::MISDIRECTED_REQUEST && !items.is_empty() => {
+                        more = true;
+                        break 'shards;
+                    }
+                    r => r?,
+                };
+                // One more than the page has room for tells whether there are more.
+                let ask = (limit - items.len() + 1).min(state.limits.max_scan_limit);
+                let enc = |k: &[u8]| {
+                    percent_encoding::percent_encode(k, percent_encoding::NON_ALPHANUMERIC)
+                        .to_string()
+                };
+                let mut query = format!("{}?limit={ask}", req.uri.path());
+                match &low {
+                    Bound::Included(k) => query.push_str(&format!("&start={}", enc(k))),
+                    Bound::Excluded(k) => {
+                        query.push_str(&format!("&after={}", URL_SAFE_NO_PAD.encode(k)))
+                    }
+                    Bound::Unbounded => {}
+                }
+                if let Bound::Excluded(u) = &seg_upper {
+                    query.push_str(&format!("&end={}", enc(u)));
+                }
+                let answer = forward(
+                    state,
+                    d,
+                    l,
+                    shard,
+                    &owners,
+                    Method::GET,
+                    &query,
+                    HeaderMap::new(),
+                    Bytes::new(),
+                )
+                .await?;
+                if answer.status != StatusCode::OK {
+                    return Err(peer_error(answer));
+                }
+                let page: PeerScan<'_> = serde_json::from_slice(&answer.body)
+                    .map_err(|e| bad_peer(d, format!("a peer's scan answer: {e}")))?;
+                if page.version != l.version {
+                    return Err(bad_peer(
+                        d,
+                        format!(
+                            "a peer answered from version {:?}, not {:?}",
+                            page.version, l.version
+                        ),
+                    ));
+                }
+                for item in &page.items {
+                    let k = match (&item.key, &item.key_base64) {
+                        (Some(k), None) => Bytes::from(k.clone()),
+                        (None, Some(b)) => STANDARD
+                            .decode(b)
+                            .map(Bytes::from)
+                            .map_err(|e| bad_peer(d, format!("a peer's key: {e}")))?,
+                        _ => return Err(bad_peer(d, "a peer's scan item has no key".into())),
+                    };
+                    let v = peer_value(&page.encoding, item.value).map_err(|e| bad_peer(d, e))?;
+                    size = size.saturating_add(entry_bytes(&k, &v));
+                    if items.len() == limit
+                        || (!items.is_empty() && size > state.limits.max_response_bytes)
+                    {
+                        more = true;
+                        break 'shards;
+                    }
+                    items.push((k, v));
+                }
+                if page.next.is_some() {
+                    // The peer's page ended early (its answer limit): this one ends with it.
+                    more = true;
+                    break 'shards;
+                }
             }
         }
-        size = size.saturating_add(entry_bytes(&k, &v));
-        // A page ends at `limit` entries or at the answer size limit, whichever comes first;
-        // it always holds one entry, so that a scan moves on.
-        if items.len() == limit || (!items.is_empty() && size > state.limits.max_response_bytes) {
-            more = true;
-            break;
+        match high {
+            Some(h) if !last => low = Bound::Included(h.to_vec()),
+            _ => break,
         }
-        items.push((k, v));
     }
     let (mut out, encoding) = start_body(l, "items", &items, 24);
     out.put_u8(b'[');
@@ -978,7 +1519,10 @@ fn scan(state: &State, t: &Target<'_>, query: &str) -> Result<Response<Body>, Fa
         None => out.put_slice(b"null"),
     }
     out.put_u8(b'}');
-    Ok(json_response(out.freeze()))
+    let mut r = json_response(out.freeze());
+    r.headers_mut()
+        .insert(VERSION_HEADER, l.version_header.clone());
+    Ok(r)
 }
 
 #[cfg(test)]

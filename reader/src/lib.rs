@@ -14,6 +14,7 @@
 //! ```
 
 mod api;
+mod cluster;
 mod conn;
 mod metrics;
 mod mmap;
@@ -22,6 +23,7 @@ mod server;
 mod sync;
 mod time;
 
+pub use cluster::Peer;
 pub use server::{run, Config, Limits, ServeError};
 pub use sync::Source;
 

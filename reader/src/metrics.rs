@@ -65,6 +65,7 @@ pub(crate) struct Metrics {
     cache_bytes: Family<Ds, Gauge>,
     version_age: Family<DsRole, FGauge>,
     behind: Family<Ds, FGauge>,
+    forwards: Family<Lookup, Counter>,
 }
 
 impl Metrics {
@@ -86,6 +87,7 @@ impl Metrics {
             cache_bytes: Family::default(),
             version_age: Family::default(),
             behind: Family::default(),
+            forwards: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -167,7 +169,23 @@ impl Metrics {
              (0 when it serves it)",
             m.behind.clone(),
         );
+        r.register(
+            "forwarded_requests",
+            "Requests sent to a peer holding the shard asked for, by dataset and result \
+             (answered, or failed: no owner answered)",
+            m.forwards.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    /// Counts a request forwarded to a peer for `dataset`: `answered` or `failed`.
+    pub fn forwarded(&self, dataset: &str, result: &'static str) {
+        self.forwards
+            .get_or_create(&Lookup {
+                dataset: dataset.to_owned(),
+                result,
+            })
+            .inc();
     }
 
     /// The hit and miss counters of `dataset`'s lookups, resolved once rather than per request.

@@ -106,6 +106,7 @@ impl Loaded {
         Loaded::open_shards(
             &[path.to_owned()],
             None,
+            0,
             cache_bytes,
             fallback,
             release,
@@ -114,7 +115,8 @@ impl Loaded {
     }
 
     /// Maps, opens and fully verifies snapshot files: one, or the shards of a sharded version
-    /// in shard order with their split keys (checked against the shards' key ranges). Each
+    /// in shard order with their split keys (checked against the shards' key ranges): all of
+    /// them, or a run of them from shard number `first`. Each
     /// shard gets an equal part of `cache_bytes` for its block cache. Blocking: run it off the async workers.
     /// Verification reads every byte, which also brings the file into the page cache before
     /// the first request (lookups then rarely fault on the async workers).
@@ -125,6 +127,7 @@ impl Loaded {
     pub fn open_shards(
         paths: &[PathBuf],
         splits: Option<Vec<bytes::Bytes>>,
+        first: usize,
         cache_bytes: usize,
         fallback: Fallback,
         release: Option<CachedRelease>,
@@ -154,12 +157,14 @@ impl Loaded {
         let path = paths.first().cloned().unwrap_or_default();
         let snapshot = match splits {
             None if opened.len() == 1 => Shards::single(opened.remove(0)),
-            splits => Shards::new(opened, splits.unwrap_or_default()).map_err(|source| {
-                crate::OpenError::Shards {
-                    path: path.clone(),
-                    source,
-                }
-            })?,
+            splits => {
+                Shards::subset(first, opened, splits.unwrap_or_default()).map_err(|source| {
+                    crate::OpenError::Shards {
+                        path: path.clone(),
+                        source,
+                    }
+                })?
+            }
         };
         let meta = snapshot.shards()[0].metadata();
         let version = meta
@@ -431,7 +436,8 @@ impl Dataset {
             v["file"] = c.path.display().to_string().into();
             v["file_bytes"] = c.file_bytes.into();
             v["blocks"] = c.block_count.into();
-            v["shards"] = c.snapshot.shards().len().into();
+            v["shards"] = c.snapshot.count().into();
+            v["shards_held"] = c.snapshot.held().collect::<Vec<_>>().into();
             v["built_at"] = rfc3339(c.built_at).into();
             v["loaded_at"] = rfc3339(c.loaded_at).into();
             v["content_type"] = c.content_type.to_str().unwrap_or_default().into();

@@ -92,6 +92,21 @@ pub struct Config {
     /// names, when newer than `CURRENT`), for requests pinned to it. It is downloaded into
     /// `<cache dir>/.staged/` and never served unpinned, nor at start-up. Default: false.
     pub preview_staged: bool,
+    /// The shards of sharded versions this reader holds (a run of them, downloaded and
+    /// served); keys of the other shards go to peers. Default: all.
+    pub shards: Option<snapkv_format::Selection>,
+    /// Other readers of the same datasets, which tell each other the shards they hold
+    /// (`GET /v1/shards`). Default: none.
+    pub peers: Vec<crate::Peer>,
+    /// Requests for keys of shards held elsewhere are forwarded to a peer that holds them;
+    /// when false (or for requests forwarded already) they are answered with
+    /// `421 Misdirected Request` naming the owners. Default: true.
+    pub forward: bool,
+    /// How often peers are asked which shards they hold (and DNS names resolved again).
+    /// Default: 2 s.
+    pub peer_refresh: Duration,
+    /// How long a peer has to answer a forwarded request. Default: 5 s.
+    pub forward_timeout: Duration,
 }
 
 impl Config {
@@ -104,6 +119,11 @@ impl Config {
             cache_bytes: 256 << 20,
             drain_timeout: Duration::from_secs(30),
             preview_staged: false,
+            shards: None,
+            peers: Vec::new(),
+            forward: true,
+            peer_refresh: Duration::from_secs(2),
+            forward_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -143,7 +163,7 @@ pub async fn run(
         return Err(ServeError::NoSources);
     }
     let limits = config.limits.clone();
-    check_limits(&limits, config.drain_timeout)?;
+    check_limits(&limits, &config)?;
     let metrics = Metrics::new();
     let mut datasets = BTreeMap::new();
     for source in &config.sources {
@@ -154,17 +174,29 @@ pub async fn run(
             return Err(ServeError::DuplicateDataset(name));
         }
     }
-    let state = Arc::new(State::new(datasets, limits.clone(), metrics));
+    let cluster = crate::cluster::Cluster::new(&config);
+    let state = Arc::new(State::new(datasets, limits.clone(), metrics, cluster));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut syncs = Vec::new();
+    let how = crate::sync::Follow {
+        interval: config.poll_interval,
+        cache_bytes: config.cache_bytes,
+        preview_staged: config.preview_staged,
+        shards: config.shards,
+    };
     for source in config.sources.clone() {
         let d = Arc::clone(&state.datasets[source.name()]);
         syncs.push(tokio::spawn(crate::sync::follow(
             source,
             d,
-            config.poll_interval,
-            config.cache_bytes,
-            config.preview_staged,
+            how.clone(),
+            stop_rx.clone(),
+        )));
+    }
+    if !config.peers.is_empty() {
+        syncs.push(tokio::spawn(crate::cluster::follow_peers(
+            Arc::clone(&state),
+            config.peer_refresh,
             stop_rx.clone(),
         )));
     }
@@ -222,7 +254,8 @@ pub async fn run(
 /// the clock's arithmetic.
 const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 
-fn check_limits(limits: &Limits, drain_timeout: Duration) -> Result<(), ServeError> {
+fn check_limits(limits: &Limits, config: &Config) -> Result<(), ServeError> {
+    let drain_timeout = config.drain_timeout;
     let bad = |m: String| Err(ServeError::BadLimit(m));
     let max_connections = usize::try_from(u32::MAX)
         .unwrap_or(usize::MAX)
@@ -234,6 +267,8 @@ fn check_limits(limits: &Limits, drain_timeout: Duration) -> Result<(), ServeErr
         return bad("max in-flight must be at least 1".into());
     }
     for (name, t) in [
+        ("peer refresh", config.peer_refresh),
+        ("forward timeout", config.forward_timeout),
         ("header read timeout", limits.header_read_timeout),
         ("body read timeout", limits.body_read_timeout),
         ("idle timeout", limits.idle_timeout),

@@ -47,22 +47,39 @@ impl Source {
     }
 }
 
+/// How a dataset is followed: settings every source shares.
+#[derive(Clone)]
+pub(crate) struct Follow {
+    pub interval: Duration,
+    pub cache_bytes: usize,
+    pub preview_staged: bool,
+    /// The shards of sharded store versions to hold (`None`: all).
+    pub shards: Option<snapkv_format::Selection>,
+}
+
 /// Follows `source` for dataset `d` until `stop` changes.
 pub(crate) async fn follow(
     source: Source,
     d: Arc<Dataset>,
-    interval: Duration,
-    cache_bytes: usize,
-    preview_staged: bool,
+    how: Follow,
     stop: watch::Receiver<bool>,
 ) {
     match source {
-        Source::File { path, .. } => watch_file(d, path, interval, cache_bytes, stop).await,
+        Source::File { path, .. } => watch_file(d, path, how.interval, how.cache_bytes, stop).await,
         Source::Store { store, cache, .. } => {
-            let staged = preview_staged.then(|| StagedPreview::new(&cache));
-            watch_store(d, store, cache, staged, interval, cache_bytes, stop).await
+            let staged = how.preview_staged.then(|| StagedPreview::new(&cache));
+            watch_store(d, store, cache, staged, how, stop).await
         }
     }
+}
+
+/// Fetch options for a reader: downloads verified through the mapping (not read into
+/// memory), only the shards held.
+fn fetch_options(shards: Option<snapkv_format::Selection>) -> snapkv_store::FetchOptions {
+    let mut options = snapkv_store::FetchOptions::default();
+    options.open = crate::mapped();
+    options.shards = shards;
+    options
 }
 
 /// The directory under a cache directory where staged versions are downloaded for preview:
@@ -108,7 +125,7 @@ impl StagedPreview {
         store: &snapkv_store::Store,
         d: &Dataset,
         served: Option<&str>,
-        cache_bytes: usize,
+        how: &Follow,
     ) -> Result<(), String> {
         use snapkv_store::StagedPoll;
         match store.poll_staged(&d.name, self.tag.as_ref()).await {
@@ -132,13 +149,11 @@ impl StagedPreview {
             None => {}
             Some(v) if held.as_deref() == Some(v) => {}
             Some(v) => {
-                let mut options = snapkv_store::FetchOptions::default();
-                options.open = crate::mapped();
                 let cached = store
-                    .fetch(&d.name, v, &self.cache, &options)
+                    .fetch(&d.name, v, &self.cache, &fetch_options(how.shards))
                     .await
                     .map_err(|e| format!("staged preview of {v}: {}", error_chain(&e)))?;
-                let loaded = load_cached(cached, &self.cache, &d.staged_live, cache_bytes)
+                let loaded = load_cached(cached, &self.cache, &d.staged_live, how.cache_bytes)
                     .await
                     .map_err(|e| format!("staged preview of {v}: {e}"))?;
                 d.set_staged(Some(loaded));
@@ -299,6 +314,7 @@ async fn load_cached(
     };
     let file = &files[0];
     let paths = cached.paths();
+    let first = cached.held.start;
     let release = CachedRelease {
         cache: cache.clone(),
         dataset: cached.dataset.clone(),
@@ -317,7 +333,15 @@ async fn load_cached(
         published_at: published.unwrap_or_else(SystemTime::now),
     };
     tokio::task::spawn_blocking(move || {
-        Loaded::open_shards(&paths, splits, cache_bytes, fallback, Some(release), true)
+        Loaded::open_shards(
+            &paths,
+            splits,
+            first,
+            cache_bytes,
+            fallback,
+            Some(release),
+            true,
+        )
     })
     .await
     .map_err(|e| format!("loading task failed: {e}"))?
@@ -341,10 +365,10 @@ async fn watch_store(
     store: snapkv_store::Store,
     cache: snapkv_store::Cache,
     mut staged: Option<StagedPreview>,
-    interval: Duration,
-    cache_bytes: usize,
+    how: Follow,
     mut stop: watch::Receiver<bool>,
 ) {
+    let (interval, cache_bytes) = (how.interval, how.cache_bytes);
     let name = d.name.clone();
     if let Some(s) = &staged {
         s.clear(&name).await;
@@ -352,9 +376,9 @@ async fn watch_store(
     // Versions beyond the newest two are left over from an earlier run: removed here, on the
     // blocking pool, with the listing.
     let listed = {
-        let (c, n) = (cache.clone(), name.clone());
+        let (c, n, shards) = (cache.clone(), name.clone(), how.shards);
         tokio::task::spawn_blocking(move || {
-            let mut versions = c.versions(&n)?;
+            let mut versions = c.versions_held(&n, shards.as_ref())?;
             versions.sort_by(|a, b| a.version.cmp(&b.version));
             let keep = versions.len().saturating_sub(2);
             for old in versions.drain(..keep) {
@@ -398,9 +422,7 @@ async fn watch_store(
                         tag = Some(current.tag);
                         Ok(())
                     } else {
-                        let mut options = snapkv_store::FetchOptions::default();
-                        // Verify downloads through the mapping, not by reading them into memory.
-                        options.open = crate::mapped();
+                        let options = fetch_options(how.shards);
                         match store.fetch(&name, &version, &cache, &options).await {
                             Ok(cached) => load_cached(cached, &cache, &d.live, cache_bytes)
                                 .await
@@ -416,7 +438,7 @@ async fn watch_store(
                 Err(e) => Err(error_chain(&e)),
             };
         let result = match (&mut staged, result) {
-            (Some(s), Ok(())) => s.follow(&store, &d, served.as_deref(), cache_bytes).await,
+            (Some(s), Ok(())) => s.follow(&store, &d, served.as_deref(), &how).await,
             (_, result) => result,
         };
         d.record(result);

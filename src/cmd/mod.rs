@@ -13,6 +13,7 @@ pub mod policy;
 pub mod promote;
 pub mod publish;
 pub mod rollback;
+pub mod route;
 pub mod scan;
 pub mod serve;
 pub mod store_args;

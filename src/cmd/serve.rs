@@ -20,6 +20,14 @@ version if this reader holds it (the current one, the previous one, or with --pr
 the newest staged one), else refused with 409 version_not_held:
   curl -H 'X-Snapkv-Version: 20261130T031500Z' localhost:8080/v1/datasets/predictions/keys/user:42
 
+Readers holding part of a sharded version (shards 0-3 and 4-7 of 8, say) forward requests for
+keys they do not hold to a peer that holds them (mget fans out by shard, scans cross shards with
+one cursor, each answer from one version); peers tell each other what they hold:
+  snapkv serve --store s3://bucket/snapshots --dataset predictions --shards 0-3 --peers http://reader-b:8080
+  snapkv serve --store s3://bucket/snapshots --dataset predictions --shard-of 1/2 --peers dns+http://snapkv-readers:8080
+Without --peers (or with --no-forward) such requests are answered 421 Misdirected Request,
+naming the shard and its owners.
+
 The API is specified in spec/openapi.yaml. SIGTERM or Ctrl-C stops accepting connections, lets
 in-flight requests finish and exits 0.";
 
@@ -46,6 +54,34 @@ pub struct Args {
     /// versions go to <cache-dir>/.staged/ and are never served unpinned, nor at start-up.
     #[arg(long, requires = "store")]
     preview_staged: bool,
+    /// Hold only shards FIRST-LAST (or one shard, N) of sharded versions: only their files
+    /// are downloaded; keys of other shards go to --peers.
+    #[arg(long, value_name = "FIRST-LAST", value_parser = parse_shard_range, requires = "store", conflicts_with = "shard_of", env = "SNAPKV_SHARDS")]
+    shards: Option<snapkv_format::Selection>,
+    /// Hold this reader's share of the shards: ORDINAL (from 0) of REPLICAS readers, each
+    /// holding a contiguous run (a StatefulSet pod's ordinal: the pod-index label).
+    #[arg(long, value_name = "ORDINAL/REPLICAS", value_parser = parse_shard_of, requires = "store", env = "SNAPKV_SHARD_OF")]
+    shard_of: Option<snapkv_format::Selection>,
+    /// Other readers of the same datasets, comma-separated: http://host:port, or
+    /// dns+http://name:port for every address of a name (a headless Service), resolved again
+    /// at each refresh. They learn each other's shards from GET /v1/shards.
+    #[arg(
+        long,
+        value_name = "URL,...",
+        value_delimiter = ',',
+        env = "SNAPKV_PEERS"
+    )]
+    peers: Vec<snapkv_reader::Peer>,
+    /// Answer requests for shards held elsewhere with 421 Misdirected Request (naming the
+    /// owners) instead of forwarding them.
+    #[arg(long)]
+    no_forward: bool,
+    /// How often peers are asked which shards they hold.
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = super::parse_duration)]
+    peer_refresh: Duration,
+    /// How long a peer has to answer a forwarded request.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = super::parse_duration)]
+    forward_timeout: Duration,
     /// Where store versions are downloaded; a verified version found here is served at start,
     /// before (and without) the store answering.
     #[arg(
@@ -121,6 +157,37 @@ pub struct Args {
     worker_threads: usize,
 }
 
+fn parse_shard_range(s: &str) -> Result<snapkv_format::Selection, String> {
+    let number = |n: &str| {
+        n.trim()
+            .parse::<usize>()
+            .map_err(|_| format!("expected FIRST-LAST shard numbers (0-3), or one (5), got {s:?}"))
+    };
+    let (first, last) = match s.split_once('-') {
+        Some((a, b)) => (number(a)?, number(b)?),
+        None => (number(s)?, number(s)?),
+    };
+    if first > last {
+        return Err(format!("{s:?}: the first shard is after the last"));
+    }
+    Ok(snapkv_format::Selection::Range { first, last })
+}
+
+fn parse_shard_of(s: &str) -> Result<snapkv_format::Selection, String> {
+    let bad = || format!("expected ORDINAL/REPLICAS (0/2: the first of 2 readers), got {s:?}");
+    let (o, r) = s.split_once('/').ok_or_else(bad)?;
+    let (ordinal, replicas) = (
+        o.trim().parse::<usize>().map_err(|_| bad())?,
+        r.trim().parse::<usize>().map_err(|_| bad())?,
+    );
+    if replicas == 0 || ordinal >= replicas {
+        return Err(format!(
+            "{s:?}: the ordinal is from 0 to REPLICAS - 1 (0/2 and 1/2 for 2 readers)"
+        ));
+    }
+    Ok(snapkv_format::Selection::OrdinalOf { ordinal, replicas })
+}
+
 fn parse_file_source(s: &str) -> Result<(String, PathBuf), String> {
     match s.split_once('=') {
         Some((name, path)) if !name.is_empty() && !path.is_empty() => {
@@ -158,6 +225,11 @@ pub fn run(args: Args, log_format: super::LogFormat) -> anyhow::Result<ExitCode>
     config.cache_bytes = args.cache_bytes as usize;
     config.drain_timeout = args.drain_timeout;
     config.preview_staged = args.preview_staged;
+    config.shards = args.shards.or(args.shard_of);
+    config.peers = args.peers;
+    config.forward = !args.no_forward;
+    config.peer_refresh = args.peer_refresh;
+    config.forward_timeout = args.forward_timeout;
     let limits = &mut config.limits;
     limits.max_key_bytes = args.max_key_bytes;
     limits.max_body_bytes = args.max_body_bytes as usize;

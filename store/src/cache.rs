@@ -42,6 +42,9 @@ pub struct CachedVersion {
     pub dir: PathBuf,
     /// Its manifest, as fetched from the store.
     pub manifest: Manifest,
+    /// The files held, by position in the manifest: all of them, or the shards a reader
+    /// holding part of a sharded version fetched ([`FetchOptions::shards`]).
+    pub held: std::ops::Range<usize>,
 }
 
 impl CachedVersion {
@@ -50,13 +53,41 @@ impl CachedVersion {
         self.dir.join(name)
     }
 
-    /// Paths of every file, in manifest order.
+    /// Paths of the files held, in manifest order (shard order, for sharded versions).
     pub fn paths(&self) -> Vec<PathBuf> {
-        self.manifest
-            .files
+        self.manifest.files[self.held.clone()]
             .iter()
             .map(|f| self.path(&f.name))
             .collect()
+    }
+}
+
+/// The files of `manifest` that `selection` holds, by position: all of them when there is no
+/// selection or the version is not sharded (an unsharded version is one shard, which every
+/// selection but a `Range` past it holds).
+pub fn held_files(
+    manifest: &Manifest,
+    selection: Option<&snapkv_format::Selection>,
+) -> Result<std::ops::Range<usize>> {
+    let all = 0..manifest.files.len();
+    let Some(selection) = selection else {
+        return Ok(all);
+    };
+    let count = if manifest.sharding.is_some() {
+        manifest.files.len()
+    } else {
+        1
+    };
+    match selection.held(count) {
+        Some(held) if manifest.sharding.is_some() => Ok(held),
+        Some(_) => Ok(all),
+        None => Err(Error::Refused {
+            reason: format!(
+                "this reader holds {selection}, and version {} has {count} shard{}: none of                  them is held",
+                manifest.version,
+                if count == 1 { "" } else { "s" }
+            ),
+        }),
     }
 }
 
@@ -73,6 +104,9 @@ pub struct FetchOptions {
     /// Opens each downloaded file for the snapshot's full verification.
     /// Default: [`crate::read_snapshot`].
     pub open: OpenSnapshot,
+    /// The shards of a sharded version to fetch (a reader holding part of it); the other
+    /// files are left out. Default: all.
+    pub shards: Option<snapkv_format::Selection>,
 }
 
 impl Default for FetchOptions {
@@ -82,6 +116,7 @@ impl Default for FetchOptions {
             concurrency: 2,
             progress: None,
             open: files::default_open(),
+            shards: None,
         }
     }
 }
@@ -114,6 +149,17 @@ impl Cache {
     /// is there and every file has the manifest's size (files were verified before they got
     /// their names; this does not read them). Blocking file I/O.
     pub fn get(&self, dataset: &str, version: &str) -> Result<Option<CachedVersion>> {
+        self.get_held(dataset, version, None)
+    }
+
+    /// [`Cache::get`] of the shards `selection` holds: the version is there when those files
+    /// are.
+    pub fn get_held(
+        &self,
+        dataset: &str,
+        version: &str,
+        selection: Option<&snapkv_format::Selection>,
+    ) -> Result<Option<CachedVersion>> {
         check_name("dataset name", dataset)?;
         check_name("version", version)?;
         let dir = self.version_dir(dataset, version);
@@ -127,7 +173,10 @@ impl Cache {
         else {
             return Ok(None);
         };
-        for f in &manifest.files {
+        let Ok(held) = held_files(&manifest, selection) else {
+            return Ok(None);
+        };
+        for f in &manifest.files[held.clone()] {
             match std::fs::metadata(dir.join(&f.name)) {
                 Ok(m) if m.is_file() && m.len() == f.bytes => {}
                 _ => return Ok(None),
@@ -138,12 +187,22 @@ impl Cache {
             version: version.to_owned(),
             dir,
             manifest,
+            held,
         }))
     }
 
     /// The complete versions of `dataset` in the cache, oldest first: what a reader can serve
     /// at start-up without asking storage. Blocking file I/O.
     pub fn versions(&self, dataset: &str) -> Result<Vec<CachedVersion>> {
+        self.versions_held(dataset, None)
+    }
+
+    /// [`Cache::versions`] that hold the shards `selection` names.
+    pub fn versions_held(
+        &self,
+        dataset: &str,
+        selection: Option<&snapkv_format::Selection>,
+    ) -> Result<Vec<CachedVersion>> {
         check_name("dataset name", dataset)?;
         let dir = self.dir.join(dataset);
         let entries = match std::fs::read_dir(&dir) {
@@ -160,7 +219,7 @@ impl Cache {
             if check_name("version", &name).is_err() {
                 continue;
             }
-            if let Some(v) = self.get(dataset, &name)? {
+            if let Some(v) = self.get_held(dataset, &name, selection)? {
                 found.push(v);
             }
         }
@@ -219,9 +278,13 @@ impl Store {
         let paths = DatasetPaths::new(&self.root, dataset)?;
         let dir = cache.version_dir(dataset, version);
         let marker = dir.join(MANIFEST);
+        let held = held_files(&manifest, options.shards.as_ref())?;
         {
             let (cache, d, v) = (cache.clone(), dataset.to_owned(), version.to_owned());
-            if let Some(cached) = blocking(move || cache.get(&d, &v)).await? {
+            let selection = options.shards;
+            if let Some(cached) =
+                blocking(move || cache.get_held(&d, &v, selection.as_ref())).await?
+            {
                 if cached.manifest == manifest {
                     return Ok(cached);
                 }
@@ -240,8 +303,7 @@ impl Store {
         let limit = RateLimit::new(options.max_bytes_per_sec);
         // The futures are made before they are streamed: a closure in the stream's type would
         // keep callers from proving this future `Send` inside a spawned task.
-        let fetches: Vec<_> = manifest
-            .files
+        let fetches: Vec<_> = manifest.files[held.clone()]
             .iter()
             .map(|f| self.fetch_file(&paths, version, &dir, f, options, &limit))
             .collect();
@@ -257,6 +319,7 @@ impl Store {
             version: version.to_owned(),
             dir,
             manifest,
+            held,
         })
     }
 

@@ -71,7 +71,7 @@ mod sharding;
 mod staged;
 
 pub use admin::{GcOptions, GcReport, VersionInfo};
-pub use cache::{Cache, CachedVersion, FetchOptions};
+pub use cache::{held_files, Cache, CachedVersion, FetchOptions};
 pub use commit::{Receipt, MAX_RECEIPT_BYTES};
 pub use current::{Current, Poll, Tag};
 pub use error::{Error, Result};

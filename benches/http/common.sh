@@ -1,0 +1,35 @@
+# Sourced by the HTTP benchmarks: settings from the environment (KEYS, CONNS, DURATION,
+# THREADS, SNAPKV_BIN), the binary (built when missing), a work directory and the processes
+# started (removed and stopped on exit), and `wrk_run`. Run from the repository root.
+KEYS=${KEYS:-1000000}
+CONNS=${CONNS:-64}
+DURATION=${DURATION:-20s}
+THREADS=${THREADS:-2}
+export KEYS
+bin=${SNAPKV_BIN:-target/release/snapkv}
+[ -x "$bin" ] || cargo build --release --bin snapkv
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# wrk_run URL -> "req/s p50_ms p99_ms": wrk with random_key.lua (KEY_LO, KEY_HI and DATASET
+# from the environment); any answer that is not 2xx fails the run.
+wrk_run() {
+    wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -s benches/http/random_key.lua "$1" >"$work/wrk.out"
+    if grep -q "Non-2xx" "$work/wrk.out"; then
+        echo "non-2xx answers from $1:" >&2
+        cat "$work/wrk.out" >&2
+        exit 1
+    fi
+    awk '/Requests\/sec/ {rps=$2}
+         $1=="50%" {p50=$2} $1=="99%" {p99=$2}
+         END {print rps, p50, p99}' "$work/wrk.out" |
+        awk '{ for (i = 2; i <= 3; i++) { v = $i; if (v ~ /us$/) { sub(/us$/, "", v); v /= 1000 }
+               else if (v ~ /ms$/) { sub(/ms$/, "", v) } else if (v ~ /s$/) { sub(/s$/, "", v); v *= 1000 }
+               $i = v } print }'
+}
