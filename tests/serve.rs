@@ -1616,16 +1616,19 @@ fn sharded_readers_forward_to_each_other_and_answer_from_one_version() {
     }
 
     // A reader without peers answers 421 for what it does not hold, naming the shard.
-    let lone = Server::start(&[
-        "--store",
-        &store,
-        "--dataset",
-        "d",
-        "--shards",
-        "0-1",
-        "--cache-dir",
-        &cc,
-    ]);
+    let lone_reader = |shards: &str| {
+        Server::start(&[
+            "--store",
+            &store,
+            "--dataset",
+            "d",
+            "--shards",
+            shards,
+            "--cache-dir",
+            &cc,
+        ])
+    };
+    let lone = lone_reader("0-1");
     let r = c
         .get(format!("{}/v1/datasets/d/keys/user:0999", lone.url))
         .send()
@@ -1726,6 +1729,24 @@ fn sharded_readers_forward_to_each_other_and_answer_from_one_version() {
         metrics.contains("snapkv_forwarded_requests_total{dataset=\"d\",result=\"answered\"}"),
         "{metrics}"
     );
+    // The lone reader restarted on the same cache with other shards: it fetches them.
+    drop(lone);
+    let lone = lone_reader("2-3");
+    let info: Value = c
+        .get(format!("{}/v1/datasets/d", lone.url))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(
+        (&info["version"], &info["shards_held"]),
+        (&json!("v2"), &json!([2, 3]))
+    );
+    let r = c
+        .get(format!("{}/v1/datasets/d/keys/user:0999", lone.url))
+        .send()
+        .unwrap();
+    assert_eq!(r.json::<Value>().unwrap(), json!({"n": "user:0999@v2"}));
 }
 
 #[test]

@@ -373,18 +373,24 @@ async fn watch_store(
     if let Some(s) = &staged {
         s.clear(&name).await;
     }
-    // Versions beyond the newest two are left over from an earlier run: removed here, on the
-    // blocking pool, with the listing.
+    // Versions beyond the newest two are left over from an earlier run (complete or not, and
+    // whichever shards they hold): removed here, on the blocking pool, with the listing.
     let listed = {
         let (c, n, shards) = (cache.clone(), name.clone(), how.shards);
         tokio::task::spawn_blocking(move || {
-            let mut versions = c.versions_held(&n, shards.as_ref())?;
-            versions.sort_by(|a, b| a.version.cmp(&b.version));
-            let keep = versions.len().saturating_sub(2);
-            for old in versions.drain(..keep) {
-                let _ = c.remove(&old.dataset, &old.version);
+            let mut names: Vec<String> = std::fs::read_dir(c.dir().join(&n))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|v| !v.starts_with('.'))
+                .collect();
+            names.sort();
+            let old = names.len().saturating_sub(2);
+            for v in &names[..old] {
+                let _ = c.remove(&n, v);
             }
-            Ok::<_, snapkv_store::Error>(versions)
+            c.versions_held(&n, shards.as_ref())
         })
         .await
     };
