@@ -1794,3 +1794,140 @@ fn serves_a_sharded_version_whole() {
         .unwrap();
     assert_eq!(prefix["items"].as_array().unwrap().len(), 100);
 }
+
+#[test]
+fn queries_run_next_to_the_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rows = String::new();
+    for (c, country) in ["DE", "SE", "US"].iter().enumerate() {
+        for i in 0..40 {
+            let id = c * 40 + i;
+            let genre = ["drama", "comedy", "horror"][id % 3];
+            rows.push_str(&format!(
+                "{{\"country\":\"{country}\",\"title_id\":{id},\"genre\":\"{genre}\",\"views\":{}}}\n",
+                id * 10
+            ));
+        }
+    }
+    let input = dir.path().join("titles.ndjson");
+    std::fs::write(&input, rows).unwrap();
+    let file = dir.path().join("titles.snapkv");
+    snapkv_stdout(&[
+        "build",
+        "-i",
+        input.to_str().unwrap(),
+        "-k",
+        "country,title_id",
+        "-o",
+        file.to_str().unwrap(),
+        "--version",
+        "v1",
+        "-q",
+    ]);
+    let source = format!("views={}", file.display());
+    let server = Server::start(&["--file", &source, "--query-max-rows-scanned", "50"]);
+    let c = client();
+    let url = format!("{}/v1/datasets/views/query", server.url);
+    let r = c
+        .post(&url)
+        .json(
+            &json!({"prefix": "SE/", "filter": {"views": {">": 500}}, "group_by": ["genre"],
+                      "aggregates": {"total": {"sum": "views"}, "n": {"count": "*"}},
+                      "order_by": [{"field": "total", "desc": true}], "limit": 2}),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["x-snapkv-version"], "v1");
+    let answer: Value = r.json().unwrap();
+    // SE holds ids 40..80; views > 500 keeps 51..80.
+    let total = |g: usize| {
+        (51..80)
+            .filter(|i| i % 3 == g)
+            .map(|i| i * 10)
+            .sum::<usize>()
+    };
+    let mut expected = [
+        ("drama", total(0)),
+        ("comedy", total(1)),
+        ("horror", total(2)),
+    ];
+    expected.sort_by_key(|e| std::cmp::Reverse(e.1));
+    let got: Vec<(String, u64)> = answer["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["genre"].as_str().unwrap().to_owned(),
+                r["total"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0], (expected[0].0.to_owned(), expected[0].1 as u64));
+    assert_eq!(
+        (
+            answer["version"].as_str(),
+            answer["stats"]["rows_scanned"].as_u64()
+        ),
+        (Some("v1"), Some(40))
+    );
+    // NDJSON rows when asked for.
+    let text = c
+        .post(&url)
+        .header("accept", "application/x-ndjson")
+        .json(&json!({"keys": ["DE/3", "US/119"], "fields": ["views"]}))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert_eq!(
+        text,
+        "{\"key\":\"DE/3\",\"views\":30}\n{\"key\":\"US/119\",\"views\":1190}\n"
+    );
+    // A bad field is a 400 naming it; going over a limit is a 422 naming the limit.
+    let r = c
+        .post(&url)
+        .json(&json!({"filter": {"veiws": {">": 1}}}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let body: Value = r.json().unwrap();
+    assert_eq!(
+        (
+            body["error"]["code"].as_str(),
+            body["error"]["field"].as_str()
+        ),
+        (Some("bad_query"), Some("veiws"))
+    );
+    let r = c
+        .post(&url)
+        .json(&json!({"aggregates": {"n": {"count": "*"}}}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: Value = r.json().unwrap();
+    assert_eq!(
+        (
+            body["error"]["code"].as_str(),
+            body["error"]["limit"].as_str()
+        ),
+        (Some("over_budget"), Some("max_rows_scanned"))
+    );
+    let r = c.get(&url).send().unwrap();
+    assert_eq!(
+        error_code(r),
+        (StatusCode::METHOD_NOT_ALLOWED, "use_post".into())
+    );
+    let r = c
+        .post(&url)
+        .header("x-snapkv-version", "v0")
+        .json(&json!({}))
+        .send()
+        .unwrap();
+    assert_eq!(
+        error_code(r),
+        (StatusCode::CONFLICT, "version_not_held".into())
+    );
+}

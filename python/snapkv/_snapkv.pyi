@@ -158,6 +158,9 @@ class Snapshot:
     @property
     def schema(self) -> pyarrow.Schema:
         """The schema of ``to_arrow``'s table."""
+    def query(self, query: Union[str, Mapping[str, Any]]) -> Dict[str, Any]:
+        """Runs a query (select, filter, fields, group_by, aggregates, order_by, limit) over
+        the rows: ``{"rows": [...], "stats": {...}}``; ``ValueError`` names a bad field."""
     @property
     def metadata(self) -> Dict[str, Any]:
         """Dataset, version, created_at, key_columns, the source schema, builder, labels."""

@@ -248,6 +248,45 @@ impl Snapshot {
         table::to_pyarrow_table(py, schema, batches)
     }
 
+    /// Runs a query over the rows (a dict, or its JSON text): select (`keys`, `prefix`,
+    /// `start`/`end`), `filter`, `fields`, `group_by` with `aggregates`, `order_by`, `limit`;
+    /// the same queries as `snapkv query` and the server's `/query`. Returns
+    /// `{"rows": [...], "stats": {...}}`. The GIL is released while it runs. A malformed
+    /// query, an unknown field or a type mismatch raises `ValueError` naming the field.
+    fn query<'py>(
+        &self,
+        py: Python<'py>,
+        query: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let text: String = if let Ok(s) = query.cast::<PyString>() {
+            s.to_cow()?.into_owned()
+        } else {
+            py.import("json")?
+                .getattr("dumps")?
+                .call1((query,))?
+                .extract()?
+        };
+        let to_value_error = |e: snapkv_query::QueryError| match e {
+            snapkv_query::QueryError::Read(e) => corrupt(e),
+            e => PyValueError::new_err(e.to_string()),
+        };
+        let plan = snapkv_query::Query::parse(text.as_bytes())
+            .and_then(|q| q.plan(self.inner.metadata()))
+            .map_err(to_value_error)?;
+        // In-process, the caller owns the machine: no budget but the answer's size.
+        let mut limits = snapkv_query::Limits::default();
+        limits.max_rows_scanned = u64::MAX;
+        limits.max_bytes_read = u64::MAX;
+        limits.max_time = std::time::Duration::from_secs(u64::from(u32::MAX));
+        let shards = snapkv_format::Shards::single(self.inner.clone());
+        let answer = py
+            .detach(|| snapkv_query::run(&shards, &plan, &limits))
+            .map_err(to_value_error)?;
+        let text =
+            serde_json::to_string(&answer).map_err(|e| SnapkvError::new_err(e.to_string()))?;
+        json_loads(py)?.call1((text,))
+    }
+
     /// The metadata, as a dict (dataset, version, created_at, key_columns, schema, …).
     #[getter]
     fn metadata<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {

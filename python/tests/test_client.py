@@ -479,3 +479,28 @@ def test_context_manager_and_close(serve, users):
         Client("ftp://example.com")
     with pytest.raises(ValueError, match="batch_size"):
         Client(url, batch_size=0)
+
+
+def test_query_runs_on_the_server(serve, build_snapshot):
+    rows = [
+        {"country": c, "title_id": i, "genre": ["drama", "comedy"][i % 2], "views": i * 10}
+        for c in ["SE", "US"]
+        for i in range(20)
+    ]
+    path = build_snapshot(rows, key="country,title_id", name="views", args=["--version", "v1"])
+    url = serve("--file", f"views={path}")
+    with Client(url) as c:
+        answer = c.query(
+            "views",
+            {"prefix": "SE/", "group_by": ["genre"], "aggregates": {"n": {"count": "*"},
+             "top": {"max": "views"}}},
+        )
+        assert answer["version"] == "v1"
+        assert answer["rows"] == [
+            {"genre": "comedy", "n": 10, "top": 190},
+            {"genre": "drama", "n": 10, "top": 180},
+        ]
+        with pytest.raises(snapkv.SnapkvError, match="no such field"):
+            c.query("views", {"filter": {"nope": {"=": 1}}})
+        with pytest.raises(VersionMismatch):
+            c.query("views", {}, version="v0")

@@ -332,3 +332,41 @@ def test_one_large_chunk_is_built_in_slices_with_its_row_numbers(tmp_path):
     summary = snapkv.build(t, key="id", output=tmp_path / "last.snapkv", on_duplicate="last")
     assert summary["keys"] == 29_999
     assert snapkv.Snapshot(tmp_path / "last.snapkv")["k10"] == {"v": 25_000}
+
+
+def test_query_in_process(tmp_path):
+    df = pd.DataFrame(
+        {
+            "country": ["SE", "SE", "SE", "US"],
+            "title_id": [1, 2, 3, 1],
+            "genre": ["drama", "drama", "comedy", "drama"],
+            "views": [150, 50, 300, 1000],
+        }
+    )
+    out = tmp_path / "views.snapkv"
+    snapkv.build(df, key=["country", "title_id"], output=out)
+    snap = snapkv.Snapshot(out)
+    answer = snap.query(
+        {
+            "prefix": "SE/",
+            "filter": {"views": {">": 100}},
+            "group_by": ["genre"],
+            "aggregates": {"total": {"sum": "views"}, "n": {"count": "*"}},
+            "order_by": [{"field": "total", "desc": True}],
+        }
+    )
+    assert answer["rows"] == [
+        {"genre": "comedy", "total": 300, "n": 1},
+        {"genre": "drama", "total": 150, "n": 1},
+    ]
+    assert answer["stats"]["rows_scanned"] == 3
+    # JSON text works too; key columns are fields, integer ones numbers.
+    rows = snap.query('{"filter": {"title_id": {"=": 1}}, "fields": ["country", "views"]}')["rows"]
+    assert rows == [
+        {"key": "SE/1", "country": "SE", "views": 150},
+        {"key": "US/1", "country": "US", "views": 1000},
+    ]
+    with pytest.raises(ValueError, match='field "veiws": no such field'):
+        snap.query({"filter": {"veiws": {">": 1}}})
+    with pytest.raises(ValueError, match="not a query"):
+        snap.query("[1, 2]")

@@ -184,6 +184,7 @@ enum Route<'a> {
     Dataset(&'a str),
     Key(&'a str, &'a str),
     Mget(&'a str),
+    Query(&'a str),
     Scan(&'a str),
     Unknown,
 }
@@ -199,6 +200,7 @@ impl Route<'_> {
             Route::Dataset(_) => "dataset",
             Route::Key(..) => "key",
             Route::Mget(_) => "mget",
+            Route::Query(_) => "query",
             Route::Scan(_) => "scan",
             Route::Unknown => "unknown",
         }
@@ -207,7 +209,11 @@ impl Route<'_> {
     /// The dataset a route is about, still percent-encoded.
     fn dataset(&self) -> Option<&str> {
         match *self {
-            Route::Dataset(ds) | Route::Key(ds, _) | Route::Mget(ds) | Route::Scan(ds) => Some(ds),
+            Route::Dataset(ds)
+            | Route::Key(ds, _)
+            | Route::Mget(ds)
+            | Route::Query(ds)
+            | Route::Scan(ds) => Some(ds),
             _ => None,
         }
     }
@@ -228,6 +234,7 @@ fn route(path: &str) -> Route<'_> {
     match rest.split_once('/') {
         None => Route::Dataset(rest),
         Some((ds, "mget")) => Route::Mget(ds),
+        Some((ds, "query")) => Route::Query(ds),
         Some((ds, "scan")) => Route::Scan(ds),
         Some((ds, tail)) => match tail.strip_prefix("keys/") {
             Some(key) => Route::Key(ds, key),
@@ -440,7 +447,14 @@ async fn answer(
                 format!("{method} is not allowed here; use POST with {{\"keys\": [...]}}"),
             ));
         }
-        Route::Mget(_) => {}
+        Route::Query(_) if method != Method::POST => {
+            return Err(fail(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "use_post",
+                format!("{method} is not allowed here; use POST with a query"),
+            ));
+        }
+        Route::Mget(_) | Route::Query(_) => {}
         _ => read_only(method)?,
     }
     let mut target = target;
@@ -511,6 +525,10 @@ async fn answer(
                 }
                 (r, _) => r,
             }
+        }
+        (Route::Query(_), Some(t)) => {
+            let body = read_body(state, &req.headers, body).await?;
+            query(state, &t, &body, &req.headers).await
         }
         (Route::Scan(_), Some(t)) => {
             let range = scan_range(state, req.uri.query().unwrap_or(""))?;
@@ -920,6 +938,100 @@ async fn forward(
         ),
     )
     .with("shard", shard))
+}
+
+/// `POST .../query`: the query runs on the blocking pool against the version the request
+/// holds, within the server's query limits.
+async fn query(
+    state: &State,
+    t: &Target<'_>,
+    body: &[u8],
+    headers: &HeaderMap,
+) -> Result<Response<Body>, Failure> {
+    let d = t.dataset;
+    let l = Arc::clone(t.loaded()?);
+    let held = l.snapshot.held();
+    if held.len() != l.snapshot.count() {
+        return Err(fail(
+            StatusCode::MISDIRECTED_REQUEST,
+            "misdirected",
+            format!(
+                "this reader holds shards {}-{} of the {} of version {}; queries run on readers \
+                 that hold every shard",
+                held.start,
+                held.end - 1,
+                l.snapshot.count(),
+                l.version
+            ),
+        ));
+    }
+    let bad = |e: snapkv_query::QueryError| match e {
+        snapkv_query::QueryError::Invalid { ref field, .. } => {
+            let f = fail(StatusCode::BAD_REQUEST, "bad_query", e.to_string());
+            match field {
+                Some(name) => f.with("field", name.clone()),
+                None => f,
+            }
+        }
+        snapkv_query::QueryError::OverBudget { limit, .. } => fail(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "over_budget",
+            e.to_string(),
+        )
+        .with("limit", limit),
+        e => {
+            tracing::error!(dataset = %d.name, error = %e, "query failed");
+            fail(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("query failed: {e}"),
+            )
+        }
+    };
+    let plan = snapkv_query::Query::parse(body)
+        .and_then(|q| q.plan(l.snapshot.shards()[0].metadata()))
+        .map_err(bad)?;
+    let limits = state.limits.query.clone();
+    let loaded = Arc::clone(&l);
+    let answer =
+        tokio::task::spawn_blocking(move || snapkv_query::run(&loaded.snapshot, &plan, &limits))
+            .await
+            .map_err(|e| {
+                fail(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    format!("query task failed: {e}"),
+                )
+            })?
+            .map_err(bad)?;
+    let ndjson = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/x-ndjson"));
+    let mut r = if ndjson {
+        let mut out = Vec::new();
+        for row in &answer.rows {
+            let _ = serde_json::to_writer(&mut out, row);
+            out.push(b'\n');
+        }
+        let mut r = Response::new(Body::new(Bytes::from(out)));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-ndjson"),
+        );
+        r
+    } else {
+        let body = serde_json::json!({
+            "version": l.version,
+            "rows": answer.rows,
+            "stats": answer.stats,
+        });
+        json_response(Bytes::from(body.to_string()))
+    };
+    r.headers_mut()
+        .insert(VERSION_HEADER, l.version_header.clone());
+    Ok(r)
 }
 
 /// How values are written into JSON responses.

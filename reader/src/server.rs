@@ -52,6 +52,8 @@ pub struct Limits {
     pub max_uri_bytes: usize,
     /// Most bytes of request headers (names and values). Default: 16 KiB.
     pub max_header_bytes: usize,
+    /// What one `POST .../query` may read and hold (rows scanned, bytes, time, groups).
+    pub query: snapkv_query::Limits,
 }
 
 impl Default for Limits {
@@ -70,6 +72,7 @@ impl Default for Limits {
             max_in_flight: 512,
             max_uri_bytes: 8 << 10,
             max_header_bytes: 16 << 10,
+            query: snapkv_query::Limits::default(),
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod pin;
 pub mod policy;
 pub mod promote;
 pub mod publish;
+pub mod query;
 pub mod rollback;
 pub mod route;
 pub mod scan;

@@ -14,6 +14,7 @@ Examples:
   curl localhost:8080/v1/datasets/predictions/keys/user:42
   curl -X POST localhost:8080/v1/datasets/predictions/mget -d '{\"keys\": [\"user:42\", \"user:43\"]}'
   curl 'localhost:8080/v1/datasets/predictions/scan?prefix=user:&limit=10'
+  curl localhost:8080/v1/datasets/predictions/query -d '{\"prefix\": \"user:\", \"aggregates\": {\"n\": {\"count\": \"*\"}}}'
 
 A request pinned to a version (header X-Snapkv-Version: V, or ?version=V) is answered by that
 version if this reader holds it (the current one, the previous one, or with --preview-staged
@@ -144,6 +145,15 @@ pub struct Args {
     /// (/healthz, /readyz and /metrics are not counted).
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_in_flight)]
     max_in_flight: usize,
+    /// Most rows one POST .../query reads (more: 422 over_budget).
+    #[arg(long, value_name = "N", default_value_t = Limits::default().query.max_rows_scanned)]
+    query_max_rows_scanned: u64,
+    /// Most time one query takes (more: 422 over_budget).
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = super::parse_duration)]
+    query_max_time: Duration,
+    /// Most groups one query holds (more: 422 over_budget).
+    #[arg(long, value_name = "N", default_value_t = Limits::default().query.max_groups)]
+    query_max_groups: usize,
     /// How long in-flight requests may take to finish on shutdown.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = super::parse_duration)]
     drain_timeout: Duration,
@@ -244,6 +254,9 @@ pub fn run(args: Args, log_format: super::LogFormat) -> anyhow::Result<ExitCode>
     limits.max_in_flight = args.max_in_flight;
     limits.max_uri_bytes = usize::try_from(args.max_uri_bytes).unwrap_or(usize::MAX);
     limits.max_header_bytes = usize::try_from(args.max_header_bytes).unwrap_or(usize::MAX);
+    limits.query.max_rows_scanned = args.query_max_rows_scanned;
+    limits.query.max_time = args.query_max_time;
+    limits.query.max_groups = args.query_max_groups;
 
     super::return_freed_memory();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();

@@ -6,6 +6,7 @@ mod build_errors;
 mod diff;
 mod durations;
 mod json_numbers;
+mod query;
 mod text_inputs;
 mod timestamps;
 mod tools;

@@ -1,0 +1,1117 @@
+//! Queries over the rows of a snapshot, evaluated next to the data: select rows (keys, a prefix
+//! or a key range), filter them by their fields, then return them projected, or grouped and
+//! aggregated, ordered and limited. One implementation for the server's `/query`, `snapkv
+//! query` and the Python package.
+//!
+//! ```
+//! # use snapkv_format::{Metadata, Shards, Snapshot, SnapshotWriter, ValueEncoding, WriterOptions};
+//! # let mut meta = Metadata::default();
+//! # meta.value_encoding = ValueEncoding::Json;
+//! # let mut w = SnapshotWriter::new(Vec::new(), WriterOptions::default(), meta).unwrap();
+//! # w.insert(b"SE/1", br#"{"genre":"drama","views":150}"#).unwrap();
+//! # w.insert(b"SE/2", br#"{"genre":"drama","views":50}"#).unwrap();
+//! # let shards = Shards::single(Snapshot::open(w.finish().unwrap().0).unwrap());
+//! let query = snapkv_query::Query::parse(br#"{"prefix": "SE/", "filter": {"views": {">": 100}},
+//!     "group_by": ["genre"], "aggregates": {"n": {"count": "*"}}}"#)?;
+//! let plan = query.plan(shards.shards()[0].metadata())?;
+//! let answer = snapkv_query::run(&shards, &plan, &snapkv_query::Limits::default())?;
+//! assert_eq!(answer.rows[0]["n"], 1);
+//! # Ok::<(), snapkv_query::QueryError>(())
+//! ```
+//!
+//! The request format is specified in `spec/openapi.yaml` (`POST /v1/datasets/{ds}/query`).
+
+use bytes::Bytes;
+use serde_json::{Map, Value};
+use snapkv_format::{Metadata, Shards, ValueEncoding};
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::Bound;
+use std::time::{Duration, Instant};
+
+/// Why a query was not answered.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum QueryError {
+    /// The query is malformed, names a field the dataset does not have, compares a field with
+    /// a value of another type, or uses an operator that does not apply: fix the query.
+    #[error("{}{message}", field.as_ref().map(|f| format!("field {f:?}: ")).unwrap_or_default())]
+    Invalid {
+        /// The field at fault, when there is one.
+        field: Option<String>,
+        /// What is wrong.
+        message: String,
+    },
+    /// The query needs more than a limit allows: narrow it (a prefix, a range, keys).
+    #[error(
+        "the query went over {limit} ({allowed}); narrow it with a prefix, a key range or keys"
+    )]
+    OverBudget {
+        /// The limit (`max_rows_scanned`, `max_bytes_read`, `max_time`, `max_groups`).
+        limit: &'static str,
+        /// Its value, as text.
+        allowed: String,
+    },
+    /// Reading the snapshot failed.
+    #[error("reading the snapshot failed")]
+    Read(#[from] snapkv_format::Error),
+}
+
+impl QueryError {
+    /// A short machine-readable code: `bad_query`, `over_budget` or `internal`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            QueryError::Invalid { .. } => "bad_query",
+            QueryError::OverBudget { .. } => "over_budget",
+            QueryError::Read(_) => "internal",
+        }
+    }
+}
+
+fn invalid(field: Option<&str>, message: impl Into<String>) -> QueryError {
+    QueryError::Invalid {
+        field: field.map(str::to_owned),
+        message: message.into(),
+    }
+}
+
+/// What a query may use. Every limit has a default; going over one is an error that names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Rows read from the snapshot. Default: 1,000,000.
+    pub max_rows_scanned: u64,
+    /// Bytes of keys and values read. Default: 1 GiB.
+    pub max_bytes_read: u64,
+    /// Time spent. Default: 5 s.
+    pub max_time: Duration,
+    /// Groups (and rows held for ordering) at once. Default: 100,000.
+    pub max_groups: usize,
+    /// Rows in an answer (`limit` at most). Default: 10,000.
+    pub max_rows: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_rows_scanned: 1_000_000,
+            max_bytes_read: 1 << 30,
+            max_time: Duration::from_secs(5),
+            max_groups: 100_000,
+            max_rows: 10_000,
+        }
+    }
+}
+
+/// A query, as sent (see the crate documentation and `spec/openapi.yaml`).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Query {
+    /// Rows by key: strings, or integers (their decimal text).
+    #[serde(default)]
+    pub keys: Option<Vec<Value>>,
+    /// Rows whose key starts with this.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// Rows from this key on (inclusive).
+    #[serde(default)]
+    pub start: Option<String>,
+    /// Rows before this key (exclusive).
+    #[serde(default)]
+    pub end: Option<String>,
+    /// Which rows count.
+    #[serde(default)]
+    pub filter: Option<Value>,
+    /// Fields of each row to return (without aggregates).
+    #[serde(default)]
+    pub fields: Option<Vec<String>>,
+    /// Fields to group by.
+    #[serde(default)]
+    pub group_by: Vec<String>,
+    /// Output name → aggregate, e.g. `{"total": {"sum": "views"}}`.
+    #[serde(default)]
+    pub aggregates: BTreeMap<String, Value>,
+    /// Output fields to order by.
+    #[serde(default)]
+    pub order_by: Vec<OrderBy>,
+    /// Most rows answered.
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
+/// One ordering: an output field, ascending unless `desc`.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrderBy {
+    /// The output field.
+    pub field: String,
+    /// Largest first.
+    #[serde(default)]
+    pub desc: bool,
+}
+
+/// The kind of values a field holds, from the stored schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Number,
+    Text,
+    Bool,
+    Other,
+}
+
+fn kind_of(data_type: &Value) -> Kind {
+    let name = match data_type {
+        Value::String(s) => s.as_str(),
+        Value::Object(o) => o.keys().next().map_or("", String::as_str),
+        _ => "",
+    };
+    match name {
+        n if n.starts_with("Int")
+            || n.starts_with("UInt")
+            || n.starts_with("Float")
+            || n.starts_with("Decimal") =>
+        {
+            Kind::Number
+        }
+        "Utf8" | "LargeUtf8" | "Utf8View" | "Date32" | "Date64" | "Timestamp" => Kind::Text,
+        "Boolean" => Kind::Bool,
+        _ => Kind::Other,
+    }
+}
+
+/// Where a field's value comes from.
+#[derive(Debug, Clone)]
+enum Source {
+    /// The whole key, as text.
+    Key,
+    /// Part `i` of a composite key (`a/b/c`), of `n` parts.
+    KeyPart { i: usize, n: usize, kind: Kind },
+    /// A path into the JSON value.
+    Value(Vec<String>),
+}
+
+#[derive(Debug, Clone)]
+struct Field {
+    name: String,
+    source: Source,
+    kind: Option<Kind>,
+}
+
+/// Fields known from a snapshot's metadata.
+struct Schema {
+    key_columns: Vec<String>,
+    kinds: HashMap<String, Kind>,
+    /// False when the snapshot has no schema: any value field is accepted.
+    known: bool,
+    json: bool,
+}
+
+impl Schema {
+    fn new(meta: &Metadata) -> Schema {
+        let mut kinds = HashMap::new();
+        let fields = meta
+            .schema
+            .as_ref()
+            .and_then(|s| s.get("fields"))
+            .and_then(Value::as_array);
+        for f in fields.into_iter().flatten() {
+            if let Some(name) = f.get("name").and_then(Value::as_str) {
+                let kind = f.get("data_type").map_or(Kind::Other, kind_of);
+                kinds.insert(name.to_owned(), kind);
+            }
+        }
+        Schema {
+            key_columns: meta.key_columns.clone(),
+            known: fields.is_some(),
+            kinds,
+            json: meta.value_encoding == ValueEncoding::Json,
+        }
+    }
+
+    fn field(&self, name: &str) -> Result<Field, QueryError> {
+        if name == "key" {
+            return Ok(Field {
+                name: name.to_owned(),
+                source: Source::Key,
+                kind: Some(Kind::Text),
+            });
+        }
+        if let Some(i) = self.key_columns.iter().position(|k| k == name) {
+            let kind = self.kinds.get(name).copied().unwrap_or(Kind::Text);
+            return Ok(Field {
+                name: name.to_owned(),
+                source: Source::KeyPart {
+                    i,
+                    n: self.key_columns.len(),
+                    kind,
+                },
+                kind: Some(kind),
+            });
+        }
+        if !self.json {
+            return Err(invalid(
+                Some(name),
+                "values of this dataset are not JSON: only `key` and the key columns can be used",
+            ));
+        }
+        let path: Vec<String> = name.split('.').map(str::to_owned).collect();
+        if path.iter().any(String::is_empty) {
+            return Err(invalid(Some(name), "empty part in a field path"));
+        }
+        let kind = match self.kinds.get(&path[0]) {
+            Some(k) if path.len() == 1 => Some(*k),
+            Some(_) => None,
+            None if self.known => {
+                let mut names: Vec<&str> = self.kinds.keys().map(String::as_str).collect();
+                names.sort_unstable();
+                return Err(invalid(
+                    Some(name),
+                    format!("no such field; the fields are key, {}", names.join(", ")),
+                ));
+            }
+            None => None,
+        };
+        Ok(Field {
+            name: name.to_owned(),
+            source: Source::Value(path),
+            kind,
+        })
+    }
+}
+
+/// Comparison operators of filters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+#[derive(Debug, Clone)]
+enum Filter {
+    And(Vec<Filter>),
+    Or(Vec<Filter>),
+    Not(Box<Filter>),
+    Cmp(Field, Op, Value),
+    In(Field, Vec<Value>),
+    IsNull(Field, bool),
+}
+
+/// Checks that `literal` can be compared with `field`.
+fn check_literal(field: &Field, op: &str, literal: &Value) -> Result<(), QueryError> {
+    let literal_kind = match literal {
+        Value::Number(_) => Kind::Number,
+        Value::String(_) => Kind::Text,
+        Value::Bool(_) => Kind::Bool,
+        Value::Null => {
+            return Err(invalid(
+                Some(&field.name),
+                format!("{op} null never matches: use {{\"is null\": true}}"),
+            ))
+        }
+        _ => {
+            return Err(invalid(
+                Some(&field.name),
+                format!("{op} takes a number, a string or a boolean"),
+            ))
+        }
+    };
+    match field.kind {
+        Some(k @ (Kind::Number | Kind::Text | Kind::Bool)) if k != literal_kind => Err(invalid(
+            Some(&field.name),
+            format!(
+                "holds {}, compared with {literal}",
+                match k {
+                    Kind::Number => "numbers",
+                    Kind::Text => "text",
+                    _ => "booleans",
+                }
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn compile_filter(schema: &Schema, f: &Value) -> Result<Filter, QueryError> {
+    let Value::Object(o) = f else {
+        return Err(invalid(
+            None,
+            format!("a filter is an object ({{\"field\": {{\">\": 1}}}}, \"and\", \"or\", \"not\"), not {f}"),
+        ));
+    };
+    let mut all = Vec::new();
+    for (name, spec) in o {
+        match name.as_str() {
+            "and" | "or" => {
+                let parts = spec
+                    .as_array()
+                    .ok_or_else(|| invalid(None, format!("{name:?} takes an array of filters")))?
+                    .iter()
+                    .map(|p| compile_filter(schema, p))
+                    .collect::<Result<Vec<_>, _>>()?;
+                all.push(if name == "and" {
+                    Filter::And(parts)
+                } else {
+                    Filter::Or(parts)
+                });
+            }
+            "not" => all.push(Filter::Not(Box::new(compile_filter(schema, spec)?))),
+            _ => {
+                let field = schema.field(name)?;
+                let Value::Object(ops) = spec else {
+                    return Err(invalid(
+                        Some(name),
+                        format!("expected operators, e.g. {{\">\": 100}}, not {spec}"),
+                    ));
+                };
+                for (op, literal) in ops {
+                    let cmp = match op.as_str() {
+                        "=" => Some(Op::Eq),
+                        "!=" => Some(Op::Ne),
+                        "<" => Some(Op::Lt),
+                        "<=" => Some(Op::Le),
+                        ">" => Some(Op::Gt),
+                        ">=" => Some(Op::Ge),
+                        _ => None,
+                    };
+                    if let Some(cmp) = cmp {
+                        check_literal(&field, op, literal)?;
+                        if field.kind == Some(Kind::Bool) && !matches!(cmp, Op::Eq | Op::Ne) {
+                            return Err(invalid(
+                                Some(name),
+                                format!("{op} does not apply to booleans"),
+                            ));
+                        }
+                        all.push(Filter::Cmp(field.clone(), cmp, literal.clone()));
+                        continue;
+                    }
+                    match (op.as_str(), literal) {
+                        ("in", Value::Array(values)) => {
+                            for v in values {
+                                check_literal(&field, "in", v)?;
+                            }
+                            all.push(Filter::In(field.clone(), values.clone()));
+                        }
+                        ("is null", Value::Bool(b)) => all.push(Filter::IsNull(field.clone(), *b)),
+                        ("in", _) => return Err(invalid(Some(name), "`in` takes an array")),
+                        ("is null", _) => {
+                            return Err(invalid(Some(name), "`is null` takes true or false"))
+                        }
+                        _ => {
+                            return Err(invalid(
+                                Some(name),
+                                format!(
+                                    "unknown operator {op:?}; use =, !=, <, <=, >, >=, in, is null"
+                                ),
+                            ))
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(if all.len() == 1 {
+        all.remove(0)
+    } else {
+        Filter::And(all)
+    })
+}
+
+#[derive(Debug, Clone)]
+enum Agg {
+    /// Rows (`*`), or rows where the field is not null.
+    Count(Option<Field>),
+    Sum(Field),
+    Avg(Field),
+    Min(Field),
+    Max(Field),
+    CountDistinct(Field),
+    /// The nearest-rank percentile `p` (0 to 100).
+    Percentile(Field, f64),
+    /// The `k` rows with the largest `by`: their keys and `by`.
+    TopK {
+        by: Field,
+        k: usize,
+    },
+}
+
+fn number_field(schema: &Schema, what: &str, v: &Value) -> Result<Field, QueryError> {
+    let name = v
+        .as_str()
+        .ok_or_else(|| invalid(None, format!("{what} takes a field name, not {v}")))?;
+    let f = schema.field(name)?;
+    if matches!(f.kind, Some(Kind::Text | Kind::Bool)) {
+        return Err(invalid(Some(name), format!("{what} needs numbers")));
+    }
+    Ok(f)
+}
+
+fn compile_agg(schema: &Schema, name: &str, spec: &Value) -> Result<Agg, QueryError> {
+    let bad = || {
+        invalid(
+            None,
+            format!(
+                "aggregate {name:?}: expected one of {{\"count\": \"*\"}}, sum, avg, min, max, \
+                 count_distinct (a field), {{\"percentile\": {{\"field\": F, \"p\": 95}}}}, \
+                 {{\"top_k\": {{\"by\": F, \"k\": 10}}}}; got {spec}"
+            ),
+        )
+    };
+    let Some((op, arg)) = spec
+        .as_object()
+        .filter(|o| o.len() == 1)
+        .and_then(|o| o.iter().next())
+    else {
+        return Err(bad());
+    };
+    let field =
+        |v: &Value| -> Result<Field, QueryError> { schema.field(v.as_str().ok_or_else(bad)?) };
+    Ok(match op.as_str() {
+        "count" if arg == "*" => Agg::Count(None),
+        "count" => Agg::Count(Some(field(arg)?)),
+        "sum" => Agg::Sum(number_field(schema, "sum", arg)?),
+        "avg" => Agg::Avg(number_field(schema, "avg", arg)?),
+        "min" => Agg::Min(field(arg)?),
+        "max" => Agg::Max(field(arg)?),
+        "count_distinct" => Agg::CountDistinct(field(arg)?),
+        "percentile" => {
+            let p = arg
+                .get("p")
+                .and_then(Value::as_f64)
+                .filter(|p| (0.0..=100.0).contains(p))
+                .ok_or_else(|| invalid(None, format!("aggregate {name:?}: `p` is 0 to 100")))?;
+            Agg::Percentile(
+                number_field(
+                    schema,
+                    "percentile",
+                    arg.get("field").unwrap_or(&Value::Null),
+                )?,
+                p,
+            )
+        }
+        "top_k" => {
+            let k = arg
+                .get("k")
+                .and_then(Value::as_u64)
+                .filter(|k| (1..=1000).contains(k))
+                .ok_or_else(|| invalid(None, format!("aggregate {name:?}: `k` is 1 to 1000")))?;
+            let by = number_field(schema, "top_k", arg.get("by").unwrap_or(&Value::Null))?;
+            Agg::TopK { by, k: k as usize }
+        }
+        _ => return Err(bad()),
+    })
+}
+
+/// Which rows a query reads.
+#[derive(Debug, Clone)]
+enum Selection {
+    Keys(Vec<String>),
+    Range(Bound<Vec<u8>>, Bound<Vec<u8>>),
+}
+
+/// A query checked against a snapshot's metadata, ready to run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    selection: Selection,
+    filter: Option<Filter>,
+    fields: Option<Vec<Field>>,
+    group_by: Vec<Field>,
+    aggregates: Vec<(String, Agg)>,
+    order_by: Vec<OrderBy>,
+    limit: Option<usize>,
+    /// Whether rows need their JSON value parsed.
+    reads_values: bool,
+}
+
+impl Query {
+    /// Parses a query's JSON.
+    pub fn parse(json: &[u8]) -> Result<Query, QueryError> {
+        let not_a_query = |e: serde_json::Error| invalid(None, format!("not a query: {e}"));
+        // An object only: serde would also take a struct's fields from an array.
+        match serde_json::from_slice::<Value>(json).map_err(not_a_query)? {
+            v @ Value::Object(_) => serde_json::from_value(v).map_err(not_a_query),
+            other => Err(invalid(
+                None,
+                format!("not a query: a query is a JSON object, not {other}"),
+            )),
+        }
+    }
+
+    /// Checks the query against a snapshot's metadata (its key columns and stored schema):
+    /// unknown fields, type mismatches and bad operators are errors naming the field.
+    pub fn plan(&self, meta: &Metadata) -> Result<Plan, QueryError> {
+        let schema = Schema::new(meta);
+        let ranged = self.prefix.is_some() || self.start.is_some() || self.end.is_some();
+        let selection = match (&self.keys, &self.prefix) {
+            (Some(_), _) if ranged => {
+                return Err(invalid(None, "use either `keys` or `prefix`/`start`/`end`"))
+            }
+            (Some(keys), _) => Selection::Keys(
+                keys.iter()
+                    .enumerate()
+                    .map(|(i, k)| match k {
+                        Value::String(s) => Ok(s.clone()),
+                        Value::Number(n) if n.is_i64() || n.is_u64() => Ok(n.to_string()),
+                        other => Err(invalid(
+                            None,
+                            format!("keys[{i}] is {other}; keys are strings or integers"),
+                        )),
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+            (None, Some(_)) if self.start.is_some() || self.end.is_some() => {
+                return Err(invalid(None, "use either `prefix` or `start`/`end`"))
+            }
+            (None, Some(p)) => Selection::Range(
+                Bound::Included(p.as_bytes().to_vec()),
+                snapkv_format::prefix_successor(p.as_bytes())
+                    .map_or(Bound::Unbounded, Bound::Excluded),
+            ),
+            (None, None) => Selection::Range(
+                self.start
+                    .as_ref()
+                    .map_or(Bound::Unbounded, |s| Bound::Included(s.as_bytes().to_vec())),
+                self.end
+                    .as_ref()
+                    .map_or(Bound::Unbounded, |e| Bound::Excluded(e.as_bytes().to_vec())),
+            ),
+        };
+        let filter = self
+            .filter
+            .as_ref()
+            .map(|f| compile_filter(&schema, f))
+            .transpose()?;
+        let aggregates = self
+            .aggregates
+            .iter()
+            .map(|(name, spec)| Ok((name.clone(), compile_agg(&schema, name, spec)?)))
+            .collect::<Result<Vec<_>, QueryError>>()?;
+        let group_by = self
+            .group_by
+            .iter()
+            .map(|g| schema.field(g))
+            .collect::<Result<Vec<_>, _>>()?;
+        let grouped = !aggregates.is_empty() || !group_by.is_empty();
+        if grouped && self.fields.is_some() {
+            return Err(invalid(
+                None,
+                "`fields` picks fields of rows; with `group_by` or `aggregates` the answer's fields are those",
+            ));
+        }
+        let fields = self
+            .fields
+            .as_ref()
+            .map(|fs| {
+                fs.iter()
+                    .map(|f| schema.field(f))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?;
+        // Ordering is by the answer's fields.
+        let out: HashSet<&str> = if grouped {
+            group_by
+                .iter()
+                .map(|f| f.name.as_str())
+                .chain(aggregates.iter().map(|(n, _)| n.as_str()))
+                .collect()
+        } else {
+            match &fields {
+                Some(fs) => fs.iter().map(|f| f.name.as_str()).chain(["key"]).collect(),
+                None => ["key"].into_iter().collect(),
+            }
+        };
+        for o in &self.order_by {
+            if !out.contains(o.field.as_str()) {
+                let mut names: Vec<&str> = out.iter().copied().collect();
+                names.sort_unstable();
+                return Err(invalid(
+                    Some(&o.field),
+                    format!("order_by names a field of the answer: {}", names.join(", ")),
+                ));
+            }
+        }
+        let uses_value = |f: &Field| matches!(f.source, Source::Value(_));
+        let reads_values = !grouped && fields.is_none()
+            || fields.iter().flatten().any(uses_value)
+            || group_by.iter().any(uses_value)
+            || filter.is_some()
+            || !aggregates.is_empty();
+        Ok(Plan {
+            selection,
+            filter,
+            fields,
+            group_by,
+            aggregates,
+            order_by: self.order_by.clone(),
+            limit: self.limit,
+            reads_values,
+        })
+    }
+}
+
+/// What a query read and how long it took.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Stats {
+    /// Rows read from the snapshot.
+    pub rows_scanned: u64,
+    /// Rows that passed the filter.
+    pub rows_matched: u64,
+    /// Bytes of keys and values read.
+    pub bytes_read: u64,
+    /// Milliseconds spent.
+    pub elapsed_ms: f64,
+}
+
+/// A query's answer.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Answer {
+    /// The rows: projected rows (`key` and the fields asked for, or `key` and `value`), or one
+    /// per group with its `group_by` fields and aggregates.
+    pub rows: Vec<Map<String, Value>>,
+    /// What it cost.
+    pub stats: Stats,
+}
+
+/// One row being evaluated.
+struct Row<'a> {
+    key: &'a [u8],
+    value: Option<Value>,
+}
+
+impl Row<'_> {
+    fn get(&self, f: &Field) -> Value {
+        match &f.source {
+            Source::Key => Value::String(String::from_utf8_lossy(self.key).into_owned()),
+            Source::KeyPart { i, n, kind } => {
+                let text = String::from_utf8_lossy(self.key);
+                let Some(part) = text.splitn(*n, '/').nth(*i) else {
+                    return Value::Null;
+                };
+                match kind {
+                    Kind::Number => part
+                        .parse::<i64>()
+                        .map(Value::from)
+                        .or_else(|_| part.parse::<f64>().map(Value::from))
+                        .unwrap_or_else(|_| Value::String(part.to_owned())),
+                    _ => Value::String(part.to_owned()),
+                }
+            }
+            Source::Value(path) => {
+                let mut v = self.value.as_ref();
+                for p in path {
+                    v = v.and_then(|v| v.get(p));
+                }
+                v.cloned().unwrap_or(Value::Null)
+            }
+        }
+    }
+}
+
+/// Orders two JSON values of one kind: numbers, strings and booleans; `None` otherwise.
+fn compare(a: &Value, b: &Value) -> Option<Ordering> {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => match (x.as_i64(), y.as_i64()) {
+            (Some(x), Some(y)) => Some(x.cmp(&y)),
+            _ => x.as_f64()?.partial_cmp(&y.as_f64()?),
+        },
+        (Value::String(x), Value::String(y)) => Some(x.cmp(y)),
+        (Value::Bool(x), Value::Bool(y)) => Some(x.cmp(y)),
+        _ => None,
+    }
+}
+
+impl Filter {
+    fn matches(&self, row: &Row<'_>) -> bool {
+        match self {
+            Filter::And(fs) => fs.iter().all(|f| f.matches(row)),
+            Filter::Or(fs) => fs.iter().any(|f| f.matches(row)),
+            Filter::Not(f) => !f.matches(row),
+            Filter::Cmp(field, op, literal) => {
+                let Some(o) = compare(&row.get(field), literal) else {
+                    return false;
+                };
+                match op {
+                    Op::Eq => o == Ordering::Equal,
+                    Op::Ne => o != Ordering::Equal,
+                    Op::Lt => o == Ordering::Less,
+                    Op::Le => o != Ordering::Greater,
+                    Op::Gt => o == Ordering::Greater,
+                    Op::Ge => o != Ordering::Less,
+                }
+            }
+            Filter::In(field, values) => {
+                let v = row.get(field);
+                values
+                    .iter()
+                    .any(|x| compare(&v, x) == Some(Ordering::Equal))
+            }
+            Filter::IsNull(field, null) => row.get(field).is_null() == *null,
+        }
+    }
+}
+
+/// The running state of one aggregate in one group.
+enum Acc {
+    Count(u64),
+    /// Integer sum while every value is an integer, then a float sum.
+    Sum(i128, f64, bool),
+    Avg(f64, u64),
+    Extreme(Option<Value>),
+    Distinct(HashSet<String>),
+    Values(Vec<f64>),
+    /// Min-heap of (score, key) of the k largest.
+    Top(std::collections::BinaryHeap<std::cmp::Reverse<(Score, String)>>),
+}
+
+/// An f64 ordered totally (NaN never enters: it is not a JSON number).
+#[derive(Debug, Clone, Copy)]
+struct Score(f64);
+impl PartialEq for Score {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Score {}
+impl PartialOrd for Score {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Score {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
+impl Agg {
+    fn start(&self) -> Acc {
+        match self {
+            Agg::Count(_) => Acc::Count(0),
+            Agg::Sum(_) => Acc::Sum(0, 0.0, true),
+            Agg::Avg(_) => Acc::Avg(0.0, 0),
+            Agg::Min(_) | Agg::Max(_) => Acc::Extreme(None),
+            Agg::CountDistinct(_) => Acc::Distinct(HashSet::new()),
+            Agg::Percentile(..) => Acc::Values(Vec::new()),
+            Agg::TopK { .. } => Acc::Top(std::collections::BinaryHeap::new()),
+        }
+    }
+
+    fn add(&self, acc: &mut Acc, row: &Row<'_>) {
+        match (self, acc) {
+            (Agg::Count(None), Acc::Count(n)) => *n += 1,
+            (Agg::Count(Some(f)), Acc::Count(n)) => *n += u64::from(!row.get(f).is_null()),
+            (Agg::Sum(f), Acc::Sum(i, x, ints)) => {
+                if let Value::Number(v) = row.get(f) {
+                    match v.as_i64() {
+                        Some(v) if *ints => *i += i128::from(v),
+                        _ => {
+                            if *ints {
+                                *x = *i as f64;
+                                *ints = false;
+                            }
+                            *x += v.as_f64().unwrap_or(0.0);
+                        }
+                    }
+                }
+            }
+            (Agg::Avg(f), Acc::Avg(s, n)) => {
+                if let Some(v) = row.get(f).as_f64() {
+                    *s += v;
+                    *n += 1;
+                }
+            }
+            (Agg::Min(f) | Agg::Max(f), Acc::Extreme(best)) => {
+                let v = row.get(f);
+                if v.is_null() {
+                    return;
+                }
+                let want = if matches!(self, Agg::Min(_)) {
+                    Ordering::Less
+                } else {
+                    Ordering::Greater
+                };
+                let better = best.as_ref().is_none_or(|b| compare(&v, b) == Some(want));
+                if better {
+                    *best = Some(v);
+                }
+            }
+            (Agg::CountDistinct(f), Acc::Distinct(seen)) => {
+                let v = row.get(f);
+                if !v.is_null() {
+                    seen.insert(v.to_string());
+                }
+            }
+            (Agg::Percentile(f, _), Acc::Values(vs)) => {
+                if let Some(v) = row.get(f).as_f64() {
+                    vs.push(v);
+                }
+            }
+            (Agg::TopK { by, k }, Acc::Top(heap)) => {
+                if let Some(v) = row.get(by).as_f64() {
+                    let item = (Score(v), String::from_utf8_lossy(row.key).into_owned());
+                    if heap.len() < *k {
+                        heap.push(std::cmp::Reverse(item));
+                    } else if heap.peek().is_some_and(|m| m.0 < item) {
+                        heap.pop();
+                        heap.push(std::cmp::Reverse(item));
+                    }
+                }
+            }
+            _ => unreachable!("an accumulator of another aggregate"),
+        }
+    }
+
+    fn finish(&self, acc: Acc) -> Value {
+        match (self, acc) {
+            (_, Acc::Count(n)) => n.into(),
+            (_, Acc::Sum(i, _, true)) => {
+                i64::try_from(i).map_or(Value::from(i as f64), Value::from)
+            }
+            (_, Acc::Sum(_, x, false)) => x.into(),
+            (_, Acc::Avg(s, n)) => {
+                if n == 0 {
+                    Value::Null
+                } else {
+                    (s / n as f64).into()
+                }
+            }
+            (_, Acc::Extreme(v)) => v.unwrap_or(Value::Null),
+            (_, Acc::Distinct(seen)) => seen.len().into(),
+            (Agg::Percentile(_, p), Acc::Values(mut vs)) => {
+                if vs.is_empty() {
+                    return Value::Null;
+                }
+                vs.sort_by(f64::total_cmp);
+                // Nearest rank: the smallest value with at least p% of the values at or below it.
+                let rank = ((p / 100.0) * vs.len() as f64).ceil().max(1.0) as usize;
+                vs[rank.min(vs.len()) - 1].into()
+            }
+            (Agg::TopK { by, .. }, Acc::Top(heap)) => {
+                let mut top: Vec<(Score, String)> = heap.into_iter().map(|r| r.0).collect();
+                top.sort_by(|a, b| b.cmp(a));
+                top.into_iter()
+                    .map(|(s, k)| serde_json::json!({"key": k, by.name.clone(): s.0}))
+                    .collect()
+            }
+            _ => Value::Null,
+        }
+    }
+}
+
+/// Tracks what a query has read against its limits.
+struct Budget<'l> {
+    limits: &'l Limits,
+    started: Instant,
+    stats: Stats,
+}
+
+impl Budget<'_> {
+    fn read(&mut self, key: &[u8], value: &[u8]) -> Result<(), QueryError> {
+        let s = &mut self.stats;
+        s.rows_scanned += 1;
+        s.bytes_read += (key.len() + value.len()) as u64;
+        let over = |limit, allowed: String| Err(QueryError::OverBudget { limit, allowed });
+        if s.rows_scanned > self.limits.max_rows_scanned {
+            return over(
+                "max_rows_scanned",
+                format!("{} rows", self.limits.max_rows_scanned),
+            );
+        }
+        if s.bytes_read > self.limits.max_bytes_read {
+            return over(
+                "max_bytes_read",
+                format!("{} bytes", self.limits.max_bytes_read),
+            );
+        }
+        if s.rows_scanned % 256 == 0 && self.started.elapsed() > self.limits.max_time {
+            return over("max_time", format!("{:?}", self.limits.max_time));
+        }
+        Ok(())
+    }
+}
+
+/// Runs a planned query over the rows of `shards` (those it holds), within `limits`.
+pub fn run(shards: &Shards, plan: &Plan, limits: &Limits) -> Result<Answer, QueryError> {
+    let mut budget = Budget {
+        limits,
+        started: Instant::now(),
+        stats: Stats::default(),
+    };
+    let grouped = !plan.aggregates.is_empty() || !plan.group_by.is_empty();
+    let limit = plan
+        .limit
+        .unwrap_or(if grouped { limits.max_rows } else { 100 });
+    if limit > limits.max_rows {
+        return Err(invalid(
+            None,
+            format!(
+                "limit {limit} is over the most rows an answer holds, {}",
+                limits.max_rows
+            ),
+        ));
+    }
+    // Rows without ordering can stop at the limit.
+    let early = !grouped && plan.order_by.is_empty();
+    let mut rows: Vec<Map<String, Value>> = Vec::new();
+    let mut groups: HashMap<String, (Vec<Value>, Vec<Acc>)> = HashMap::new();
+    let mut visit = |key: &[u8], value: &Bytes| -> Result<bool, QueryError> {
+        budget.read(key, value)?;
+        let parsed = if plan.reads_values {
+            // Values of JSON datasets are JSON objects; one that does not parse is a null row.
+            serde_json::from_slice::<Value>(value).ok()
+        } else {
+            None
+        };
+        let row = Row { key, value: parsed };
+        if let Some(f) = &plan.filter {
+            if !f.matches(&row) {
+                return Ok(true);
+            }
+        }
+        budget.stats.rows_matched += 1;
+        if grouped {
+            let values: Vec<Value> = plan.group_by.iter().map(|g| row.get(g)).collect();
+            let id = Value::Array(values.clone()).to_string();
+            if !groups.contains_key(&id) && groups.len() >= limits.max_groups {
+                return Err(QueryError::OverBudget {
+                    limit: "max_groups",
+                    allowed: format!("{} groups", limits.max_groups),
+                });
+            }
+            let (_, accs) = groups.entry(id).or_insert_with(|| {
+                (
+                    values,
+                    plan.aggregates.iter().map(|(_, a)| a.start()).collect(),
+                )
+            });
+            for ((_, agg), acc) in plan.aggregates.iter().zip(accs.iter_mut()) {
+                agg.add(acc, &row);
+            }
+            return Ok(true);
+        }
+        let mut out = Map::new();
+        out.insert(
+            "key".into(),
+            row.get(&Field {
+                name: "key".into(),
+                source: Source::Key,
+                kind: None,
+            }),
+        );
+        match &plan.fields {
+            Some(fs) => {
+                for f in fs {
+                    out.insert(f.name.clone(), row.get(f));
+                }
+            }
+            None => {
+                out.insert("value".into(), row.value.clone().unwrap_or(Value::Null));
+            }
+        }
+        if !early && rows.len() >= limits.max_groups {
+            return Err(QueryError::OverBudget {
+                limit: "max_groups",
+                allowed: format!("{} rows held for ordering", limits.max_groups),
+            });
+        }
+        rows.push(out);
+        Ok(!(early && rows.len() >= limit))
+    };
+    match &plan.selection {
+        Selection::Keys(keys) => {
+            let mut seen = HashSet::new();
+            for k in keys {
+                if !seen.insert(k) {
+                    continue;
+                }
+                if let Some(v) = shards.get(k.as_bytes())? {
+                    if !visit(k.as_bytes(), &v)? {
+                        break;
+                    }
+                }
+            }
+        }
+        Selection::Range(lower, upper) => {
+            let it = shards.range(
+                lower.as_ref().map(Vec::as_slice),
+                upper.as_ref().map(Vec::as_slice),
+            );
+            for entry in it {
+                let (k, v) = entry?;
+                if !visit(&k, &v)? {
+                    break;
+                }
+            }
+        }
+    }
+    if grouped {
+        rows = groups
+            .into_values()
+            .map(|(values, accs)| {
+                let mut out = Map::new();
+                for (g, v) in plan.group_by.iter().zip(values) {
+                    out.insert(g.name.clone(), v);
+                }
+                for ((name, agg), acc) in plan.aggregates.iter().zip(accs) {
+                    out.insert(name.clone(), agg.finish(acc));
+                }
+                out
+            })
+            .collect();
+        if plan.order_by.is_empty() {
+            // Groups in the order of their values, so that answers are stable.
+            rows.sort_by(|a, b| {
+                order(
+                    a,
+                    b,
+                    &plan
+                        .group_by
+                        .iter()
+                        .map(|g| OrderBy {
+                            field: g.name.clone(),
+                            desc: false,
+                        })
+                        .collect::<Vec<_>>(),
+                )
+            });
+        }
+    }
+    if !plan.order_by.is_empty() {
+        rows.sort_by(|a, b| order(a, b, &plan.order_by));
+    }
+    rows.truncate(limit);
+    budget.stats.elapsed_ms = budget.started.elapsed().as_secs_f64() * 1000.0;
+    Ok(Answer {
+        rows,
+        stats: budget.stats,
+    })
+}
+
+/// Orders answer rows by `by`; values that do not compare (nulls, mixed kinds) go last.
+fn order(a: &Map<String, Value>, b: &Map<String, Value>, by: &[OrderBy]) -> Ordering {
+    for o in by {
+        let (x, y) = (
+            a.get(&o.field).unwrap_or(&Value::Null),
+            b.get(&o.field).unwrap_or(&Value::Null),
+        );
+        let c = match (compare(x, y), x.is_null(), y.is_null()) {
+            (Some(c), ..) => {
+                if o.desc {
+                    c.reverse()
+                } else {
+                    c
+                }
+            }
+            (None, false, true) => Ordering::Less,
+            (None, true, false) => Ordering::Greater,
+            _ => Ordering::Equal,
+        };
+        if c != Ordering::Equal {
+            return c;
+        }
+    }
+    Ordering::Equal
+}

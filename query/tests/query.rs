@@ -1,0 +1,272 @@
+//! Queries over a real snapshot: the rows of a small catalogue keyed `COUNTRY/TITLE_ID`.
+
+use serde_json::{json, Value};
+use snapkv_format::{Metadata, Shards, Snapshot, SnapshotWriter, ValueEncoding, WriterOptions};
+use snapkv_query::{run, Limits, Query, QueryError};
+
+/// 300 titles over 3 countries: genre by title id, views = id * 10, a rating every other
+/// title, a nested `meta.year`.
+fn catalogue() -> Shards {
+    let mut meta = Metadata::default();
+    meta.value_encoding = ValueEncoding::Json;
+    meta.key_columns = vec!["country".into(), "title_id".into()];
+    meta.schema = Some(json!({"fields": [
+        {"name": "country", "data_type": "Utf8"},
+        {"name": "title_id", "data_type": "Int64"},
+        {"name": "genre", "data_type": "Utf8"},
+        {"name": "views", "data_type": "Int64"},
+        {"name": "rating", "data_type": "Float64"},
+        {"name": "kids", "data_type": "Boolean"},
+        {"name": "meta", "data_type": {"Struct": []}},
+    ]}));
+    let mut rows = Vec::new();
+    for (c, country) in ["DE", "SE", "US"].iter().enumerate() {
+        for id in 0..100u64 {
+            let id = id + 100 * c as u64;
+            let genre = ["drama", "comedy", "horror"][(id % 3) as usize];
+            let mut v = json!({"genre": genre, "views": id * 10, "kids": id % 5 == 0,
+                               "meta": {"year": 2000 + id % 20}});
+            if id % 2 == 0 {
+                v["rating"] = json!(id as f64 / 10.0);
+            }
+            rows.push((format!("{country}/{id}"), v.to_string()));
+        }
+    }
+    rows.sort();
+    let mut w = SnapshotWriter::new(Vec::new(), WriterOptions::default(), meta).unwrap();
+    for (k, v) in &rows {
+        w.insert(k.as_bytes(), v.as_bytes()).unwrap();
+    }
+    Shards::single(Snapshot::open(w.finish().unwrap().0).unwrap())
+}
+
+fn query(shards: &Shards, q: Value) -> Result<Vec<Value>, QueryError> {
+    query_with(shards, q, &Limits::default())
+}
+
+fn query_with(shards: &Shards, q: Value, limits: &Limits) -> Result<Vec<Value>, QueryError> {
+    let plan = Query::parse(q.to_string().as_bytes())?.plan(shards.shards()[0].metadata())?;
+    let answer = run(shards, &plan, limits)?;
+    Ok(answer.rows.into_iter().map(Value::Object).collect())
+}
+
+fn invalid(shards: &Shards, q: Value) -> String {
+    match query(shards, q) {
+        Err(e @ QueryError::Invalid { .. }) => e.to_string(),
+        other => panic!("expected an invalid query, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_minimum_contract() {
+    let s = catalogue();
+    let rows = query(
+        &s,
+        json!({"prefix": "SE/", "filter": {"views": {">": 1100}}, "group_by": ["genre"],
+               "aggregates": {"total": {"sum": "views"}, "n": {"count": "*"}},
+               "order_by": [{"field": "total", "desc": true}], "limit": 10}),
+    )
+    .unwrap();
+    // SE holds ids 100..200; views > 1100 keeps ids 111..199.
+    let mut expected: Vec<(String, u64, u64)> = ["drama", "comedy", "horror"]
+        .iter()
+        .enumerate()
+        .map(|(g, name)| {
+            let ids: Vec<u64> = (111..200).filter(|id| id % 3 == g as u64).collect();
+            (
+                name.to_string(),
+                ids.iter().map(|i| i * 10).sum(),
+                ids.len() as u64,
+            )
+        })
+        .collect();
+    expected.sort_by_key(|e| std::cmp::Reverse(e.1));
+    let got: Vec<(String, u64, u64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["genre"].as_str().unwrap().to_owned(),
+                r["total"].as_u64().unwrap(),
+                r["n"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn filters_combine_and_compare_by_kind() {
+    let s = catalogue();
+    let keys = |q: Value| -> Vec<String> {
+        query(&s, q)
+            .unwrap()
+            .iter()
+            .map(|r| r["key"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // Key columns compare as their type: title_id is a number.
+    assert_eq!(
+        keys(json!({"filter": {"title_id": {">=": 298}}})),
+        ["US/298", "US/299"]
+    );
+    assert_eq!(
+        keys(json!({"filter": {"and": [{"country": {"=": "DE"}}, {"title_id": {"<": 3}}]}})),
+        ["DE/0", "DE/1", "DE/2"]
+    );
+    assert_eq!(
+        keys(json!({"filter": {"or": [{"title_id": {"in": [5, 250]}}, {"views": {"=": 2990}}]}})),
+        ["DE/5", "US/250", "US/299"]
+    );
+    // Missing fields are null: they match `is null` and no comparison.
+    let unrated =
+        keys(json!({"prefix": "DE/", "filter": {"rating": {"is null": true}}, "limit": 1000}));
+    assert_eq!(unrated.len(), 50);
+    let rated_low =
+        keys(json!({"prefix": "DE/", "filter": {"not": {"rating": {">=": 0.5}}}, "limit": 1000}));
+    assert_eq!(rated_low.len(), 50 + 3, "{rated_low:?}"); // unrated, and ids 0, 2, 4
+                                                          // Nested fields by path, several fields in one filter: all must hold.
+    assert_eq!(
+        keys(json!({"filter": {"meta.year": {"=": 2015}, "kids": {"=": true}}, "limit": 3})),
+        ["DE/15", "DE/35", "DE/55"]
+    );
+}
+
+#[test]
+fn aggregates() {
+    let s = catalogue();
+    let rows = query(
+        &s,
+        json!({"group_by": ["country"], "aggregates": {
+            "n": {"count": "*"}, "rated": {"count": "rating"}, "avg": {"avg": "views"},
+            "min": {"min": "views"}, "max": {"max": "genre"}, "genres": {"count_distinct": "genre"},
+            "p50": {"percentile": {"field": "views", "p": 50}},
+            "top": {"top_k": {"by": "views", "k": 2}}}}),
+    )
+    .unwrap();
+    assert_eq!(rows.len(), 3);
+    let de = &rows[0];
+    assert_eq!(de["country"], "DE");
+    assert_eq!(
+        (de["n"].as_u64(), de["rated"].as_u64()),
+        (Some(100), Some(50))
+    );
+    assert_eq!(de["avg"].as_f64(), Some(495.0));
+    assert_eq!(
+        (de["min"].as_u64(), de["max"].as_str()),
+        (Some(0), Some("horror"))
+    );
+    assert_eq!(de["genres"], 3);
+    assert_eq!(de["p50"].as_f64(), Some(490.0));
+    assert_eq!(
+        de["top"],
+        json!([{"key": "DE/99", "views": 990.0}, {"key": "DE/98", "views": 980.0}])
+    );
+    // Without group_by: one row over everything; a part of the key groups too.
+    let all = query(&s, json!({"aggregates": {"sum": {"sum": "views"}}})).unwrap();
+    assert_eq!(
+        all,
+        [json!({"sum": (0..300u64).map(|i| i * 10).sum::<u64>()})]
+    );
+    let years = query(
+        &s,
+        json!({"group_by": ["meta.year"], "aggregates": {"n": {"count": "*"}},
+                                  "order_by": [{"field": "meta.year", "desc": true}], "limit": 2}),
+    )
+    .unwrap();
+    assert_eq!(
+        years,
+        [
+            json!({"meta.year": 2019, "n": 15}),
+            json!({"meta.year": 2018, "n": 15})
+        ]
+    );
+}
+
+#[test]
+fn rows_are_projected_ordered_and_limited() {
+    let s = catalogue();
+    let rows = query(&s, json!({"keys": ["SE/150", "XX/1", "DE/7", 7], "fields": ["views", "meta.year", "title_id"]})).unwrap();
+    assert_eq!(
+        rows,
+        [
+            json!({"key": "SE/150", "views": 1500, "meta.year": 2010, "title_id": 150}),
+            json!({"key": "DE/7", "views": 70, "meta.year": 2007, "title_id": 7}),
+        ]
+    );
+    let top = query(
+        &s,
+        json!({"filter": {"genre": {"=": "horror"}}, "fields": ["views"],
+                               "order_by": [{"field": "views", "desc": true}], "limit": 2}),
+    )
+    .unwrap();
+    assert_eq!(
+        top,
+        [
+            json!({"key": "US/299", "views": 2990}),
+            json!({"key": "US/296", "views": 2960})
+        ]
+    );
+    let whole = query(&s, json!({"start": "US/", "limit": 1})).unwrap();
+    assert_eq!(whole[0]["key"], "US/200");
+    assert_eq!(whole[0]["value"]["genre"], "horror");
+    assert_eq!(
+        query(&s, json!({})).unwrap().len(),
+        100,
+        "100 rows by default"
+    );
+}
+
+#[test]
+fn bad_queries_name_the_field() {
+    let s = catalogue();
+    for (q, says) in [
+        (json!({"filter": {"vews": {">": 1}}}), "field \"vews\": no such field; the fields are key, country, genre, kids, meta, rating, title_id, views"),
+        (json!({"filter": {"views": {">": "many"}}}), "field \"views\": holds numbers, compared with \"many\""),
+        (json!({"filter": {"genre": {"~": "d"}}}), "field \"genre\": unknown operator \"~\""),
+        (json!({"filter": {"kids": {"<": true}}}), "field \"kids\": < does not apply to booleans"),
+        (json!({"filter": {"rating": {"=": null}}}), "field \"rating\": = null never matches"),
+        (json!({"aggregates": {"s": {"sum": "genre"}}}), "field \"genre\": sum needs numbers"),
+        (json!({"aggregates": {"s": {"median": "views"}}}), "aggregate \"s\": expected one of"),
+        (json!({"fields": ["views"], "order_by": [{"field": "genre"}]}), "field \"genre\": order_by names a field of the answer: key, views"),
+        (json!({"keys": ["a"], "prefix": "b"}), "use either `keys` or"),
+        (json!({"prefix": "a", "end": "b"}), "use either `prefix` or"),
+        (json!({"fields": ["genre"], "group_by": ["genre"]}), "`fields` picks fields of rows"),
+        (json!({"limt": 3}), "not a query: unknown field `limt`"),
+    ] {
+        let e = invalid(&s, q.clone());
+        assert!(e.contains(says), "{q}: {e}");
+    }
+}
+
+#[test]
+fn limits_refuse_instead_of_working_on() {
+    let s = catalogue();
+    let mut limits = Limits::default();
+    limits.max_rows_scanned = 50;
+    match query_with(&s, json!({"aggregates": {"n": {"count": "*"}}}), &limits) {
+        Err(QueryError::OverBudget { limit, .. }) => assert_eq!(limit, "max_rows_scanned"),
+        other => panic!("{other:?}"),
+    }
+    // A prefix within the limit answers.
+    assert_eq!(
+        query_with(
+            &s,
+            json!({"start": "DE/10", "end": "DE/2", "aggregates": {"n": {"count": "*"}}}),
+            &limits
+        )
+        .unwrap(),
+        [json!({"n": 10})]
+    );
+    let mut limits = Limits::default();
+    limits.max_groups = 10;
+    match query_with(
+        &s,
+        json!({"group_by": ["title_id"], "aggregates": {"n": {"count": "*"}}}),
+        &limits,
+    ) {
+        Err(QueryError::OverBudget { limit, .. }) => assert_eq!(limit, "max_groups"),
+        other => panic!("{other:?}"),
+    }
+    let e = query(&s, json!({"limit": 20000})).unwrap_err();
+    assert!(e.to_string().contains("over the most rows"), "{e}");
+}
