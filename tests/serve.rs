@@ -1615,6 +1615,13 @@ fn sharded_readers_forward_to_each_other_and_answer_from_one_version() {
         );
     }
 
+    // A forwarded lookup keeps its ?fields=.
+    let r = c
+        .get(format!("{}/v1/datasets/d/keys/user:0999?fields=n", a.url))
+        .send()
+        .unwrap();
+    assert_eq!(r.json::<Value>().unwrap(), json!({"n": "user:0999"}));
+
     // A reader without peers answers 421 for what it does not hold, naming the shard.
     let lone_reader = |shards: &str| {
         Server::start(&[
@@ -1919,6 +1926,42 @@ fn queries_run_next_to_the_data() {
     assert_eq!(
         error_code(r),
         (StatusCode::METHOD_NOT_ALLOWED, "use_post".into())
+    );
+    // ?fields= picks fields of values (key columns too) on lookups, mgets and scans.
+    let base = format!("{}/v1/datasets/views", server.url);
+    let got = |r: reqwest::blocking::Response| -> Value {
+        assert_eq!(r.status(), StatusCode::OK);
+        r.json().unwrap()
+    };
+    let one = got(c
+        .get(format!("{base}/keys/SE%2F41?fields=views,title_id"))
+        .send()
+        .unwrap());
+    assert_eq!(one, json!({"views": 410, "title_id": 41}));
+    let many = got(c
+        .post(format!("{base}/mget?fields=genre"))
+        .json(&json!({"keys": ["DE/0", "US/80"]}))
+        .send()
+        .unwrap());
+    assert_eq!(
+        many["values"],
+        json!({"DE/0": {"genre": "drama"}, "US/80": {"genre": "horror"}})
+    );
+    let page = got(c
+        .get(format!("{base}/scan?prefix=US/&limit=1&fields=country"))
+        .send()
+        .unwrap());
+    assert_eq!(
+        page["items"],
+        json!([{"key": "US/100", "value": {"country": "US"}}])
+    );
+    let r = c
+        .get(format!("{base}/keys/SE%2F41?fields=veiws"))
+        .send()
+        .unwrap();
+    assert_eq!(
+        error_code(r),
+        (StatusCode::BAD_REQUEST, "bad_fields".into())
     );
     let r = c
         .post(&url)

@@ -119,6 +119,11 @@ pub struct Query {
     /// Rows before this key (exclusive).
     #[serde(default)]
     pub end: Option<String>,
+    /// Scores computed per row from a numeric array field and a request vector, usable as
+    /// fields: `{"score": {"cosine": {"field": "embedding", "vector": [0.1, 0.7]}}}` (`dot`
+    /// or `cosine`).
+    #[serde(default)]
+    pub vectors: BTreeMap<String, Value>,
     /// Which rows count.
     #[serde(default)]
     pub filter: Option<Value>,
@@ -188,6 +193,8 @@ enum Source {
     KeyPart { i: usize, n: usize, kind: Kind },
     /// A path into the JSON value.
     Value(Vec<String>),
+    /// Score `i` of the query's `vectors`.
+    Computed(usize),
 }
 
 #[derive(Debug, Clone)]
@@ -204,6 +211,8 @@ struct Schema {
     /// False when the snapshot has no schema: any value field is accepted.
     known: bool,
     json: bool,
+    /// Names of the query's computed scores.
+    computed: Vec<String>,
 }
 
 impl Schema {
@@ -225,10 +234,18 @@ impl Schema {
             known: fields.is_some(),
             kinds,
             json: meta.value_encoding == ValueEncoding::Json,
+            computed: Vec::new(),
         }
     }
 
     fn field(&self, name: &str) -> Result<Field, QueryError> {
+        if let Some(i) = self.computed.iter().position(|c| c == name) {
+            return Ok(Field {
+                name: name.to_owned(),
+                source: Source::Computed(i),
+                kind: Some(Kind::Number),
+            });
+        }
         if name == "key" {
             return Ok(Field {
                 name: name.to_owned(),
@@ -505,6 +522,99 @@ fn compile_agg(schema: &Schema, name: &str, spec: &Value) -> Result<Agg, QueryEr
     })
 }
 
+/// A score computed per row: `dot` or `cosine` of a numeric array field with a vector.
+#[derive(Debug, Clone)]
+struct Vector {
+    field: Field,
+    cosine: bool,
+    vector: Vec<f64>,
+    /// The request vector's norm (cosine).
+    norm: f64,
+}
+
+impl Vector {
+    fn compile(schema: &Schema, name: &str, spec: &Value) -> Result<Vector, QueryError> {
+        let bad = |why: &str| {
+            invalid(
+                None,
+                format!(
+                    "vector {name:?}: {why}; expected {{\"cosine\": {{\"field\": F, \"vector\": [..]}}}} \
+                     or {{\"dot\": ...}}"
+                ),
+            )
+        };
+        let Some((op, arg)) = spec
+            .as_object()
+            .filter(|o| o.len() == 1)
+            .and_then(|o| o.iter().next())
+        else {
+            return Err(bad("not one operation"));
+        };
+        let cosine = match op.as_str() {
+            "cosine" => true,
+            "dot" => false,
+            _ => return Err(bad(&format!("unknown operation {op:?}"))),
+        };
+        let field = schema.field(
+            arg.get("field")
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad("no `field`"))?,
+        )?;
+        if !matches!(field.source, Source::Value(_))
+            || matches!(field.kind, Some(Kind::Number | Kind::Text | Kind::Bool))
+        {
+            return Err(invalid(
+                Some(&field.name),
+                "a vector field is an array of numbers in the value",
+            ));
+        }
+        let vector: Vec<f64> = arg
+            .get("vector")
+            .and_then(Value::as_array)
+            .filter(|v| !v.is_empty() && v.len() <= 65_536)
+            .ok_or_else(|| bad("`vector` is an array of 1 to 65,536 numbers"))?
+            .iter()
+            .map(|x| x.as_f64().ok_or_else(|| bad("`vector` holds numbers only")))
+            .collect::<Result<_, _>>()?;
+        let norm = vector.iter().map(|x| x * x).sum::<f64>().sqrt();
+        if cosine && norm == 0.0 {
+            return Err(bad("a cosine needs a vector that is not all zeros"));
+        }
+        Ok(Vector {
+            field,
+            cosine,
+            vector,
+            norm,
+        })
+    }
+
+    /// The score of a row; null when the field is not an array of numbers of the vector's
+    /// length (or, for cosine, is all zeros).
+    fn score(&self, row: &Row<'_>) -> Value {
+        let Value::Array(xs) = row.get(&self.field) else {
+            return Value::Null;
+        };
+        if xs.len() != self.vector.len() {
+            return Value::Null;
+        }
+        let (mut dot, mut norm) = (0.0, 0.0);
+        for (x, y) in xs.iter().zip(&self.vector) {
+            let Some(x) = x.as_f64() else {
+                return Value::Null;
+            };
+            dot += x * y;
+            norm += x * x;
+        }
+        if !self.cosine {
+            return dot.into();
+        }
+        if norm == 0.0 {
+            return Value::Null;
+        }
+        (dot / (norm.sqrt() * self.norm)).into()
+    }
+}
+
 /// Which rows a query reads.
 #[derive(Debug, Clone)]
 enum Selection {
@@ -516,6 +626,7 @@ enum Selection {
 #[derive(Debug, Clone)]
 pub struct Plan {
     selection: Selection,
+    vectors: Vec<Vector>,
     filter: Option<Filter>,
     fields: Option<Vec<Field>>,
     group_by: Vec<Field>,
@@ -543,7 +654,19 @@ impl Query {
     /// Checks the query against a snapshot's metadata (its key columns and stored schema):
     /// unknown fields, type mismatches and bad operators are errors naming the field.
     pub fn plan(&self, meta: &Metadata) -> Result<Plan, QueryError> {
-        let schema = Schema::new(meta);
+        let mut schema = Schema::new(meta);
+        let mut vectors = Vec::new();
+        for (name, spec) in &self.vectors {
+            if name == "key" || schema.key_columns.contains(name) || schema.kinds.contains_key(name)
+            {
+                return Err(invalid(
+                    Some(name),
+                    "a vector's name must not be a field of the dataset",
+                ));
+            }
+            vectors.push(Vector::compile(&schema, name, spec)?);
+            schema.computed.push(name.clone());
+        }
         let ranged = self.prefix.is_some() || self.start.is_some() || self.end.is_some();
         let selection = match (&self.keys, &self.prefix) {
             (Some(_), _) if ranged => {
@@ -633,14 +756,16 @@ impl Query {
                 ));
             }
         }
-        let uses_value = |f: &Field| matches!(f.source, Source::Value(_));
+        let uses_value = |f: &Field| matches!(f.source, Source::Value(_) | Source::Computed(_));
         let reads_values = !grouped && fields.is_none()
             || fields.iter().flatten().any(uses_value)
             || group_by.iter().any(uses_value)
             || filter.is_some()
-            || !aggregates.is_empty();
+            || !aggregates.is_empty()
+            || !vectors.is_empty();
         Ok(Plan {
             selection,
+            vectors,
             filter,
             fields,
             group_by,
@@ -649,6 +774,52 @@ impl Query {
             limit: self.limit,
             reads_values,
         })
+    }
+}
+
+/// Some fields of each value (`?fields=a,b.c` on lookups and scans): a JSON object of the
+/// fields named, each under its name (a path's name is the path), null where absent. Key
+/// columns are fields too.
+#[derive(Debug, Clone)]
+pub struct Projection {
+    fields: Vec<Field>,
+}
+
+impl Projection {
+    /// Checks `names` (comma-separated) against a snapshot's metadata.
+    pub fn new(meta: &Metadata, names: &str) -> Result<Projection, QueryError> {
+        let schema = Schema::new(meta);
+        if !schema.json {
+            return Err(invalid(
+                None,
+                "fields can be picked from JSON values only; this dataset's values are not JSON",
+            ));
+        }
+        let fields = names
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(|n| schema.field(n))
+            .collect::<Result<Vec<_>, _>>()?;
+        if fields.is_empty() {
+            return Err(invalid(None, "`fields` names no field"));
+        }
+        Ok(Projection { fields })
+    }
+
+    /// The fields of the row `key` → `value`, as a JSON object.
+    pub fn apply(&self, key: &[u8], value: &[u8]) -> Bytes {
+        let row = Row {
+            key,
+            value: serde_json::from_slice(value).ok(),
+            computed: Vec::new(),
+        };
+        let out: Map<String, Value> = self
+            .fields
+            .iter()
+            .map(|f| (f.name.clone(), row.get(f)))
+            .collect();
+        Bytes::from(Value::Object(out).to_string())
     }
 }
 
@@ -679,6 +850,8 @@ pub struct Answer {
 struct Row<'a> {
     key: &'a [u8],
     value: Option<Value>,
+    /// The query's scores, in order.
+    computed: Vec<Value>,
 }
 
 impl Row<'_> {
@@ -699,6 +872,7 @@ impl Row<'_> {
                     _ => Value::String(part.to_owned()),
                 }
             }
+            Source::Computed(i) => self.computed.get(*i).cloned().unwrap_or(Value::Null),
             Source::Value(path) => {
                 let mut v = self.value.as_ref();
                 for p in path {
@@ -965,7 +1139,12 @@ pub fn run(shards: &Shards, plan: &Plan, limits: &Limits) -> Result<Answer, Quer
         } else {
             None
         };
-        let row = Row { key, value: parsed };
+        let mut row = Row {
+            key,
+            value: parsed,
+            computed: Vec::new(),
+        };
+        row.computed = plan.vectors.iter().map(|v| v.score(&row)).collect();
         if let Some(f) = &plan.filter {
             if !f.matches(&row) {
                 return Ok(true);

@@ -270,3 +270,114 @@ fn limits_refuse_instead_of_working_on() {
     let e = query(&s, json!({"limit": 20000})).unwrap_err();
     assert!(e.to_string().contains("over the most rows"), "{e}");
 }
+
+/// Items with 3-dimensional embeddings.
+fn embeddings() -> Shards {
+    let mut meta = Metadata::default();
+    meta.value_encoding = ValueEncoding::Json;
+    meta.key_columns = vec!["item".into()];
+    meta.schema = Some(json!({"fields": [
+        {"name": "item", "data_type": "Utf8"},
+        {"name": "emb", "data_type": {"List": {"name": "item", "data_type": "Float64"}}},
+        {"name": "kind", "data_type": "Utf8"},
+    ]}));
+    let items = [
+        ("a", json!([1.0, 0.0, 0.0]), "x"),
+        ("b", json!([0.0, 2.0, 0.0]), "x"),
+        ("c", json!([1.0, 1.0, 0.0]), "y"),
+        ("d", json!([0.0, 0.0, 0.0]), "y"),
+        ("e", json!([1.0, 2.0]), "y"),
+    ];
+    let mut w = SnapshotWriter::new(Vec::new(), WriterOptions::default(), meta).unwrap();
+    for (k, emb, kind) in items {
+        w.insert(
+            k.as_bytes(),
+            json!({"emb": emb, "kind": kind}).to_string().as_bytes(),
+        )
+        .unwrap();
+    }
+    Shards::single(Snapshot::open(w.finish().unwrap().0).unwrap())
+}
+
+#[test]
+fn vectors_score_rows() {
+    let s = embeddings();
+    // Rank the rows of an mget by cosine similarity to a request vector.
+    let rows = query(
+        &s,
+        json!({"keys": ["a", "b", "c", "d", "e"],
+               "vectors": {"score": {"cosine": {"field": "emb", "vector": [1.0, 1.0, 0.0]}}},
+               "fields": ["score"], "order_by": [{"field": "score", "desc": true}], "limit": 3}),
+    )
+    .unwrap();
+    let scores: Vec<(String, f64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["key"].as_str().unwrap().to_owned(),
+                r["score"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    let half = 0.5f64.sqrt();
+    assert_eq!(scores[0].0, "c");
+    assert!((scores[0].1 - 1.0).abs() < 1e-12);
+    assert!(
+        scores[1..]
+            .iter()
+            .all(|(k, s)| (k == "a" || k == "b") && (s - half).abs() < 1e-12),
+        "{scores:?}"
+    );
+    // A zero vector and one of another length have no score (null, last).
+    let all = query(
+        &s,
+        json!({"vectors": {"d": {"dot": {"field": "emb", "vector": [1, 2, 3]}}},
+                               "fields": ["d"], "order_by": [{"field": "d", "desc": true}]}),
+    )
+    .unwrap();
+    let dots: Vec<Value> = all.iter().map(|r| r["d"].clone()).collect();
+    assert_eq!(
+        dots,
+        [json!(4.0), json!(3.0), json!(1.0), json!(0.0), Value::Null]
+    );
+    // Scores filter and aggregate like fields.
+    let top = query(
+        &s,
+        json!({"vectors": {"d": {"dot": {"field": "emb", "vector": [1, 2, 3]}}},
+                               "filter": {"d": {">=": 1}}, "group_by": ["kind"],
+                               "aggregates": {"best": {"top_k": {"by": "d", "k": 1}}}}),
+    )
+    .unwrap();
+    assert_eq!(
+        top,
+        [
+            json!({"kind": "x", "best": [{"key": "b", "d": 4.0}]}),
+            json!({"kind": "y", "best": [{"key": "c", "d": 3.0}]})
+        ]
+    );
+    for (q, says) in [
+        (
+            json!({"vectors": {"s": {"cosine": {"field": "kind", "vector": [1]}}}}),
+            "field \"kind\": a vector field is an array",
+        ),
+        (
+            json!({"vectors": {"s": {"cosine": {"field": "emb", "vector": [0, 0]}}}}),
+            "not all zeros",
+        ),
+        (
+            json!({"vectors": {"s": {"cosine": {"field": "emb", "vector": []}}}}),
+            "1 to 65,536 numbers",
+        ),
+        (
+            json!({"vectors": {"kind": {"dot": {"field": "emb", "vector": [1]}}}}),
+            "must not be a field",
+        ),
+        (
+            json!({"vectors": {"s": {"l2": {"field": "emb", "vector": [1]}}}}),
+            "unknown operation \"l2\"",
+        ),
+    ] {
+        let e = invalid(&s, q.clone());
+        assert!(e.contains(says), "{q}: {e}");
+    }
+}

@@ -773,12 +773,16 @@ async fn get_key(
             .insert(VERSION_HEADER, l.version_header.clone());
         return Ok(r);
     }
+    let fields = projection(l, req)?;
     let value = l.snapshot.get(key).map_err(|e| internal(d, e))?;
-    let Some(value) = value else {
+    let Some(mut value) = value else {
         d.misses.inc();
         return Err(fail(StatusCode::NOT_FOUND, "key_not_found", "no such key"));
     };
     d.hits.inc();
+    if let Some(p) = &fields {
+        value = p.apply(key, &value);
+    }
     let etag = format!("\"{:016x}\"", xxh3_64(&value));
     let etag = HeaderValue::from_str(&etag).expect("hex is a valid header value");
     // Several `If-None-Match` lines are one list (RFC 9110, 5.3).
@@ -803,6 +807,35 @@ async fn get_key(
     r.headers_mut()
         .insert(VERSION_HEADER, l.version_header.clone());
     Ok(r)
+}
+
+/// The projection a request asks for with `?fields=a,b.c` (none without one).
+fn projection(
+    l: &Loaded,
+    req: &http::request::Parts,
+) -> Result<Option<snapkv_query::Projection>, Failure> {
+    let mut names = None;
+    for pair in req.uri.query().unwrap_or("").split('&') {
+        if let Some(v) = pair.strip_prefix("fields=") {
+            names = Some(String::from_utf8_lossy(&percent_decode(v)?).into_owned());
+        }
+    }
+    let Some(names) = names.filter(|n| !n.is_empty()) else {
+        return Ok(None);
+    };
+    snapkv_query::Projection::new(l.snapshot.shards()[0].metadata(), &names)
+        .map(Some)
+        .map_err(|e| {
+            let field = match &e {
+                snapkv_query::QueryError::Invalid { field, .. } => field.clone(),
+                _ => None,
+            };
+            let f = fail(StatusCode::BAD_REQUEST, "bad_fields", e.to_string());
+            match field {
+                Some(name) => f.with("field", name),
+                None => f,
+            }
+        })
 }
 
 /// The error code of a request that needs a shard no reachable peer holds in the version that
@@ -1349,6 +1382,11 @@ async fn mget(
             None => missing.push(k.as_str()),
         }
     }
+    if let Some(p) = projection(l, req)? {
+        for (k, v) in &mut found {
+            *v = p.apply(k.as_bytes(), v);
+        }
+    }
     // Keys of other shards are counted by the readers that looked them up.
     let local = keys.len() - remote.values().map(Vec::len).sum::<usize>();
     d.hits.inc_by(hits);
@@ -1404,7 +1442,7 @@ fn scan_range(state: &State, query: &str) -> Result<ScanRange, Failure> {
                 })?)
             }
             // The version a request is pinned to, taken by `requested_version`.
-            "version" => {}
+            "version" | "fields" => {}
             "limit" => {
                 limit = std::str::from_utf8(&value)
                     .ok()
@@ -1611,6 +1649,11 @@ async fn scan(
         match high {
             Some(h) if !last => low = Bound::Included(h.to_vec()),
             _ => break,
+        }
+    }
+    if let Some(p) = projection(l, req)? {
+        for (k, v) in &mut items {
+            *v = p.apply(k, v);
         }
     }
     let (mut out, encoding) = start_body(l, "items", &items, 24);

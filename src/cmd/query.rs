@@ -17,7 +17,8 @@ Examples:
 A query selects rows (keys, prefix, or start/end), filters them (=, !=, <, <=, >, >=, in,
 is null; and, or, not; nested fields by path a.b), then returns them (fields), or groups them
 (group_by, also by a key column) with aggregates (count, sum, avg, min, max, count_distinct,
-percentile, top_k), ordered (order_by) and limited (limit). The same queries as
+percentile, top_k), ordered (order_by) and limited (limit); vectors scores rows by the dot
+product or cosine of an array field with a given vector. The same queries as
 POST /v1/datasets/{ds}/query of `snapkv serve` (spec/openapi.yaml).";
 
 /// Run a query over a snapshot's rows: filter, project, group, aggregate.
