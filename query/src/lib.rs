@@ -1066,8 +1066,16 @@ impl Agg {
             (Agg::TopK { by, .. }, Acc::Top(heap)) => {
                 let mut top: Vec<(Score, String)> = heap.into_iter().map(|r| r.0).collect();
                 top.sort_by(|a, b| b.cmp(a));
+                // Whole numbers as integers, as integer fields hold them.
+                let number = |x: f64| -> Value {
+                    if x.fract() == 0.0 && x.abs() < 9e15 {
+                        Value::from(x as i64)
+                    } else {
+                        Value::from(x)
+                    }
+                };
                 top.into_iter()
-                    .map(|(s, k)| serde_json::json!({"key": k, by.name.clone(): s.0}))
+                    .map(|(s, k)| serde_json::json!({"key": k, by.name.clone(): number(s.0)}))
                     .collect()
             }
             _ => Value::Null,

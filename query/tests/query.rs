@@ -159,7 +159,7 @@ fn aggregates() {
     assert_eq!(de["p50"].as_f64(), Some(490.0));
     assert_eq!(
         de["top"],
-        json!([{"key": "DE/99", "views": 990.0}, {"key": "DE/98", "views": 980.0}])
+        json!([{"key": "DE/99", "views": 990}, {"key": "DE/98", "views": 980}])
     );
     // Without group_by: one row over everything; a part of the key groups too.
     let all = query(&s, json!({"aggregates": {"sum": {"sum": "views"}}})).unwrap();
@@ -351,8 +351,8 @@ fn vectors_score_rows() {
     assert_eq!(
         top,
         [
-            json!({"kind": "x", "best": [{"key": "b", "d": 4.0}]}),
-            json!({"kind": "y", "best": [{"key": "c", "d": 3.0}]})
+            json!({"kind": "x", "best": [{"key": "b", "d": 4}]}),
+            json!({"kind": "y", "best": [{"key": "c", "d": 3}]})
         ]
     );
     for (q, says) in [

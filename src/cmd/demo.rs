@@ -205,7 +205,10 @@ pub fn run(args: Args, log_format: super::LogFormat) -> anyhow::Result<ExitCode>
             outln!(
             "\nready in {:.1}s. Try:\n\n  curl {url}/keys/SE/t0000042\n  \
              curl -X POST {url}/mget -d '{{\"keys\": [\"SE/t0000042\", \"US/t0000007\", \"XX/none\"]}}'\n  \
-             curl '{url}/scan?prefix=JP/t000001&limit=5'\n\n\
+             curl '{url}/scan?prefix=JP/t000001&limit=5'\n  \
+             curl {url}/query -d '{{\"prefix\": \"SE/\", \"aggregates\": {{\"views\": {{\"sum\": \"views\"}}, \"top\": {{\"top_k\": {{\"by\": \"views\", \"k\": 3}}}}}}}}'\n\n\
+             Change parameters and see the answers live (from a checkout of the repository):\n\n  \
+             pip install streamlit ./python && SNAPKV_URL=http://{addr} streamlit run examples/streamlit/app.py\n\n\
              Publish a new version while it runs (it is picked up within seconds):\n\n  \
              {bin} build --input {dir}/data --key country,title_id --output {dir}/next.snapkv\n  \
              {bin} publish {dir}/next.snapkv --store {dir}/store --dataset {DATASET}\n\n\
