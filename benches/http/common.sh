@@ -33,3 +33,21 @@ wrk_run() {
                else if (v ~ /ms$/) { sub(/ms$/, "", v) } else if (v ~ /s$/) { sub(/s$/, "", v); v *= 1000 }
                $i = v } print }'
 }
+
+# write_rows FILE raw|json: KEYS rows keyed `key:%012d` (column k) with ~100-byte seeded values:
+# `raw` puts each value's JSON text in column v (build with --raw-value v), `json` puts its
+# fields in columns (a JSON dataset).
+write_rows() {
+    python3 - "$KEYS" "$1" "$2" <<'PY'
+import json, random, sys
+n, path, mode = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+r = random.Random(7)
+with open(path, "w") as f:
+    for i in range(n):
+        v = {"id": i, "score": round(r.random() * 1000, 2), "name": "user%06d" % r.randint(0, 999999),
+             "segment": r.choice(["new", "casual", "regular", "power"]), "active": r.random() < 0.5}
+        k = f"key:{i:012d}"
+        row = {"k": k, "v": json.dumps(v, separators=(",", ":"))} if mode == "raw" else {"k": k, **v}
+        f.write(json.dumps(row) + "\n")
+PY
+}

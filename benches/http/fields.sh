@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A GET with `?fields=` (a projection of the JSON value) against a plain GET of the same keys, in
-# one run on this machine: KEYS keys `key:%012d` with ~100-byte JSON values (six fields), built as
+# one run on this machine: KEYS keys `key:%012d` with ~100-byte JSON values (five fields), built as
 # a JSON dataset and served by one reader; wrk (random_key.lua, CONNS keep-alive connections)
 # measures plain GETs, then GETs of one field. Prints req/s, p50/p99 and the ratios.
 #
@@ -12,17 +12,7 @@ DURATION=${DURATION:-15s}
 # shellcheck source=benches/http/common.sh
 . benches/http/common.sh
 
-python3 - "$KEYS" "$work/data.ndjson" <<'PY'
-import json, random, sys
-n, path = int(sys.argv[1]), sys.argv[2]
-r = random.Random(7)
-with open(path, "w") as f:
-    for i in range(n):
-        f.write(json.dumps({"k": f"key:{i:012d}", "id": i, "score": round(r.random() * 1000, 2),
-                            "name": "user%06d" % r.randint(0, 999999),
-                            "segment": r.choice(["new", "casual", "regular", "power"]),
-                            "active": r.random() < 0.5, "since": "2024-0%d-1%d" % (r.randint(1, 9), r.randint(0, 9))}) + "\n")
-PY
+write_rows "$work/data.ndjson" json
 "$bin" build --quiet --input "$work/data.ndjson" --key k --output "$work/bench.snapkv"
 "$bin" serve --file "bench=$work/bench.snapkv" --listen 127.0.0.1:18194 >"$work/serve.out" 2>"$work/serve.err" &
 pids+=($!)

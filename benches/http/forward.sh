@@ -14,16 +14,7 @@ DURATION=${DURATION:-15s}
 # shellcheck source=benches/http/common.sh
 . benches/http/common.sh
 
-python3 - "$KEYS" "$work/data.ndjson" <<'PY'
-import json, random, sys
-n, path = int(sys.argv[1]), sys.argv[2]
-r = random.Random(7)
-with open(path, "w") as f:
-    for i in range(n):
-        v = {"id": i, "score": round(r.random() * 1000, 2), "name": "user%06d" % r.randint(0, 999999),
-             "segment": r.choice(["new", "casual", "regular", "power"]), "active": r.random() < 0.5}
-        f.write(json.dumps({"k": f"key:{i:012d}", "v": json.dumps(v, separators=(",", ":"))}) + "\n")
-PY
+write_rows "$work/data.ndjson" raw
 "$bin" build --quiet --input "$work/data.ndjson" --key k --raw-value v --shards 2 --output "$work/shards"
 "$bin" publish "$work"/shards/*.snapkv --store "$work/store" --dataset bench --version v1 >/dev/null
 
