@@ -1974,3 +1974,52 @@ fn queries_run_next_to_the_data() {
         (StatusCode::CONFLICT, "version_not_held".into())
     );
 }
+
+#[test]
+fn the_explorer_is_served_under_a_strict_policy_and_can_be_turned_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.snapkv");
+    write_snapshot(&path, "v1", &dataset("v1", 10), true);
+    let source = format!("d={}", path.display());
+    let server = Server::start(&["--file", &source]);
+    let c = client_builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = c.get(format!("{}/ui", server.url)).send().unwrap();
+    assert_eq!(r.status(), StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(r.headers()["location"], "/ui/");
+    for (asset, kind) in [
+        ("/ui/", "text/html"),
+        ("/ui/app.js", "text/javascript"),
+        ("/ui/app.css", "text/css"),
+        ("/ui/uPlot.iife.min.js", "text/javascript"),
+    ] {
+        let r = c.get(format!("{}{asset}", server.url)).send().unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{asset}");
+        let h = r.headers();
+        assert!(
+            h["content-type"].to_str().unwrap().starts_with(kind),
+            "{asset}"
+        );
+        let csp = h["content-security-policy"].to_str().unwrap();
+        assert!(
+            csp.contains("default-src 'none'") && csp.contains("script-src 'self'"),
+            "{csp}"
+        );
+        assert_eq!(h["x-content-type-options"], "nosniff");
+    }
+    // The page loads nothing from elsewhere.
+    let page = c
+        .get(format!("{}/ui/", server.url))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(!page.contains("http://") && !page.contains("https://") && !page.contains("<script>"));
+    let r = c.get(format!("{}/ui/nope.js", server.url)).send().unwrap();
+    assert_eq!(error_code(r), (StatusCode::NOT_FOUND, "no_route".into()));
+    let off = Server::start(&["--file", &source, "--ui", "false"]);
+    let r = c.get(format!("{}/ui/", off.url)).send().unwrap();
+    assert_eq!(error_code(r), (StatusCode::NOT_FOUND, "no_route".into()));
+}

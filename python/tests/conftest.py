@@ -1,7 +1,8 @@
 """Fixtures that run the real ``snapkv`` command: ``snapkv_bin`` (the binary under test),
 ``serve`` (``snapkv serve`` on a free port, stopped after the test) and ``build_snapshot``
-(snapshot files built by ``snapkv build`` from NDJSON or CSV rows) and ``s3_store`` (a fresh
-store on the S3-compatible test server, with its options).
+(snapshot files built by ``snapkv build`` from NDJSON or CSV rows), ``s3_store`` (a fresh
+store on the S3-compatible test server, with its options) and ``demo`` (a ``snapkv demo``
+reader of 20,000 rows).
 
 The binary is the one named by ``SNAPKV_BIN``, so that tests run the build under test and not
 whatever ``snapkv`` is on ``PATH``:
@@ -15,6 +16,7 @@ import csv
 import json
 import os
 import queue
+import socket
 import subprocess
 import threading
 import time
@@ -256,3 +258,34 @@ def build_snapshot(snapkv_bin: Path, tmp_path: Path) -> Callable[..., Path]:
         return output
 
     return build
+
+
+@pytest.fixture(scope="session")
+def demo(snapkv_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`snapkv demo` with 20,000 rows (1,000 titles in 20 countries) on a free port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    workdir = tmp_path_factory.mktemp("demo")
+    log = open(workdir / "demo.log", "wb")
+    process = subprocess.Popen(
+        [str(snapkv_bin), "demo", "--dir", str(workdir / "d"), "--rows", "20000",
+         "--listen", f"127.0.0.1:{port}"],
+        stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=5) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            pass
+        assert process.poll() is None, (workdir / "demo.log").read_text()
+        assert time.monotonic() < deadline, "the demo did not become ready"
+        time.sleep(0.1)
+    yield url
+    process.terminate()
+    process.wait(timeout=30)
+    log.close()

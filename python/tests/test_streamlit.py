@@ -1,49 +1,12 @@
 """The Streamlit example (examples/streamlit/app.py) run headless by Streamlit's AppTest against
 a real `snapkv demo` reader: what its widgets show follows what the reader's /query answers."""
 
-import os
-import socket
-import subprocess
-import time
 from pathlib import Path
-from typing import Any, Iterator
-
-import httpx
-import pytest
+from typing import Any
 
 from snapkv.client import Client
 
 APP = Path(__file__).resolve().parents[2] / "examples" / "streamlit" / "app.py"
-
-
-@pytest.fixture(scope="module")
-def demo(snapkv_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`snapkv demo` with 20,000 rows (1,000 titles in 20 countries) on a free port."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    workdir = tmp_path_factory.mktemp("demo")
-    log = open(workdir / "demo.log", "wb")
-    process = subprocess.Popen(
-        [str(snapkv_bin), "demo", "--dir", str(workdir / "d"), "--rows", "20000",
-         "--listen", f"127.0.0.1:{port}"],
-        stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert process.poll() is None, (workdir / "demo.log").read_text()
-        assert time.monotonic() < deadline, "the demo did not become ready"
-        time.sleep(0.1)
-    yield url
-    process.terminate()
-    process.wait(timeout=30)
-    log.close()
 
 
 def test_the_app_follows_its_widgets(demo: str, monkeypatch: Any) -> None:

@@ -28,6 +28,8 @@ pub(crate) struct State {
     pub metrics: Metrics,
     /// This reader's peers and the shards they hold.
     pub cluster: Cluster,
+    /// Serve the explorer at `/ui/`.
+    pub ui: bool,
     /// Requests being answered, each counted until its answer is sent.
     in_flight: Arc<InFlight>,
 }
@@ -38,8 +40,10 @@ impl State {
         limits: Limits,
         metrics: Metrics,
         cluster: Cluster,
+        ui: bool,
     ) -> State {
         State {
+            ui,
             in_flight: InFlight::new(limits.max_in_flight),
             datasets,
             limits,
@@ -59,6 +63,11 @@ pub(crate) struct Body {
 }
 
 impl Body {
+    /// A body of bytes built into the binary.
+    pub fn from_static(bytes: &'static [u8]) -> Body {
+        Body::new(Bytes::from_static(bytes))
+    }
+
     fn new(bytes: Bytes) -> Body {
         Body {
             inner: Full::new(bytes),
@@ -181,6 +190,7 @@ enum Route<'a> {
     Metrics,
     Datasets,
     Shards,
+    Ui(&'a str),
     Dataset(&'a str),
     Key(&'a str, &'a str),
     Mget(&'a str),
@@ -197,6 +207,7 @@ impl Route<'_> {
             Route::Metrics => "metrics",
             Route::Datasets => "datasets",
             Route::Shards => "shards",
+            Route::Ui(_) => "ui",
             Route::Dataset(_) => "dataset",
             Route::Key(..) => "key",
             Route::Mget(_) => "mget",
@@ -227,6 +238,9 @@ fn route(path: &str) -> Route<'_> {
         "/v1/datasets" | "/v1/datasets/" => return Route::Datasets,
         "/v1/shards" => return Route::Shards,
         _ => {}
+    }
+    if let Some(asset) = path.strip_prefix("/ui") {
+        return Route::Ui(asset);
     }
     let Some(rest) = path.strip_prefix("/v1/datasets/") else {
         return Route::Unknown;
@@ -499,6 +513,13 @@ async fn answer(
         (Route::Dataset(_), Some(t)) => Ok(json_response(Bytes::from(
             t.dataset.info(t.loaded.clone()).to_string(),
         ))),
+        (Route::Ui(asset), _) if state.ui => crate::ui::asset(asset).ok_or_else(|| {
+            fail(
+                StatusCode::NOT_FOUND,
+                "no_route",
+                "no such page of the explorer; see /ui/",
+            )
+        }),
         (Route::Shards, _) => {
             let mut body = serde_json::to_value(crate::cluster::held(state)).unwrap_or_default();
             body["peers"] = state.cluster.peers();

@@ -22,6 +22,7 @@ mod registry;
 mod server;
 mod sync;
 mod time;
+mod ui;
 
 pub use cluster::Peer;
 pub use server::{run, Config, Limits, ServeError};

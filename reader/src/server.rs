@@ -110,6 +110,8 @@ pub struct Config {
     pub peer_refresh: Duration,
     /// How long a peer has to answer a forwarded request. Default: 5 s.
     pub forward_timeout: Duration,
+    /// Serve the explorer, a read-only page over this API, at `/ui/`. Default: true.
+    pub ui: bool,
 }
 
 impl Config {
@@ -127,6 +129,7 @@ impl Config {
             forward: true,
             peer_refresh: Duration::from_secs(2),
             forward_timeout: Duration::from_secs(5),
+            ui: true,
         }
     }
 }
@@ -178,7 +181,13 @@ pub async fn run(
         }
     }
     let cluster = crate::cluster::Cluster::new(&config);
-    let state = Arc::new(State::new(datasets, limits.clone(), metrics, cluster));
+    let state = Arc::new(State::new(
+        datasets,
+        limits.clone(),
+        metrics,
+        cluster,
+        config.ui,
+    ));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut syncs = Vec::new();
     let how = crate::sync::Follow {

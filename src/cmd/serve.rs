@@ -29,6 +29,9 @@ one cursor, each answer from one version); peers tell each other what they hold:
 Without --peers (or with --no-forward) such requests are answered 421 Misdirected Request,
 naming the shard and its owners.
 
+The explorer, a read-only page over the API (datasets, lookups, scans, queries with charts,
+live metrics), is at http://ADDR/ui/ (--ui false turns it off).
+
 The API is specified in spec/openapi.yaml. SIGTERM or Ctrl-C stops accepting connections, lets
 in-flight requests finish and exits 0.";
 
@@ -80,6 +83,10 @@ pub struct Args {
     /// How often peers are asked which shards they hold.
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = super::parse_duration)]
     peer_refresh: Duration,
+    /// Serve the explorer (a read-only page over this API: datasets, lookups, scans, queries
+    /// with charts, live metrics) at /ui/.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set, env = "SNAPKV_UI")]
+    ui: bool,
     /// How long a peer has to answer a forwarded request.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = super::parse_duration)]
     forward_timeout: Duration,
@@ -240,6 +247,7 @@ pub fn run(args: Args, log_format: super::LogFormat) -> anyhow::Result<ExitCode>
     config.forward = !args.no_forward;
     config.peer_refresh = args.peer_refresh;
     config.forward_timeout = args.forward_timeout;
+    config.ui = args.ui;
     let limits = &mut config.limits;
     limits.max_key_bytes = args.max_key_bytes;
     limits.max_body_bytes = args.max_body_bytes as usize;
