@@ -1182,11 +1182,7 @@ pub fn run(shards: &Shards, plan: &Plan, limits: &Limits) -> Result<Answer, Quer
         let mut out = Map::new();
         out.insert(
             "key".into(),
-            row.get(&Field {
-                name: "key".into(),
-                source: Source::Key,
-                kind: None,
-            }),
+            Value::String(String::from_utf8_lossy(key).into_owned()),
         );
         match &plan.fields {
             Some(fs) => {
@@ -1250,20 +1246,15 @@ pub fn run(shards: &Shards, plan: &Plan, limits: &Limits) -> Result<Answer, Quer
             .collect();
         if plan.order_by.is_empty() {
             // Groups in the order of their values, so that answers are stable.
-            rows.sort_by(|a, b| {
-                order(
-                    a,
-                    b,
-                    &plan
-                        .group_by
-                        .iter()
-                        .map(|g| OrderBy {
-                            field: g.name.clone(),
-                            desc: false,
-                        })
-                        .collect::<Vec<_>>(),
-                )
-            });
+            let by: Vec<OrderBy> = plan
+                .group_by
+                .iter()
+                .map(|g| OrderBy {
+                    field: g.name.clone(),
+                    desc: false,
+                })
+                .collect();
+            rows.sort_by(|a, b| order(a, b, &by));
         }
     }
     if !plan.order_by.is_empty() {

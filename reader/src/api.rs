@@ -1278,8 +1278,35 @@ fn bad_peer(d: &Dataset, what: String) -> Failure {
     fail(StatusCode::BAD_GATEWAY, "bad_peer_answer", what)
 }
 
+/// A peer's successful JSON answer to a request pinned to `l`'s version: its error passed on,
+/// and an answer that does not parse or comes from another version refused.
+fn peer_json<'a, T: serde::Deserialize<'a>>(
+    d: &Dataset,
+    l: &Loaded,
+    answer: &'a crate::cluster::PeerAnswer,
+    what: &str,
+    version: impl Fn(&T) -> &str,
+) -> Result<T, Failure> {
+    if answer.status != StatusCode::OK {
+        return Err(peer_error(answer));
+    }
+    let parsed: T = serde_json::from_slice(&answer.body)
+        .map_err(|e| bad_peer(d, format!("a peer's {what} answer: {e}")))?;
+    if version(&parsed) != l.version {
+        return Err(bad_peer(
+            d,
+            format!(
+                "a peer answered from version {:?}, not {:?}",
+                version(&parsed),
+                l.version
+            ),
+        ));
+    }
+    Ok(parsed)
+}
+
 /// A peer's error answer, passed on: its status and JSON error body.
-fn peer_error(answer: crate::cluster::PeerAnswer) -> Failure {
+fn peer_error(answer: &crate::cluster::PeerAnswer) -> Failure {
     #[derive(serde::Deserialize)]
     struct Error {
         error: Inner,
@@ -1306,6 +1333,7 @@ async fn mget(
     req: &http::request::Parts,
 ) -> Result<Response<Body>, Failure> {
     let d = t.dataset;
+    let fields = projection(l, req)?;
     // Keys of shards held elsewhere, by shard; their owners are known before anything is
     // sent, so that a misdirected request is refused whole.
     let mut remote: BTreeMap<usize, Vec<&str>> = BTreeMap::new();
@@ -1351,20 +1379,7 @@ async fn mget(
     };
     for answer in answers {
         let answer = answer?;
-        if answer.status != StatusCode::OK {
-            return Err(peer_error(answer));
-        }
-        let a: PeerMget<'_> = serde_json::from_slice(&answer.body)
-            .map_err(|e| bad_peer(d, format!("a peer's mget answer: {e}")))?;
-        if a.version != l.version {
-            return Err(bad_peer(
-                d,
-                format!(
-                    "a peer answered from version {:?}, not {:?}",
-                    a.version, l.version
-                ),
-            ));
-        }
+        let a: PeerMget<'_> = peer_json(d, l, &answer, "mget", |a: &PeerMget<'_>| &a.version)?;
         for (k, raw) in a.values {
             let Some(&k) = asked.get(k.as_str()) else {
                 return Err(bad_peer(
@@ -1403,7 +1418,7 @@ async fn mget(
             None => missing.push(k.as_str()),
         }
     }
-    if let Some(p) = projection(l, req)? {
+    if let Some(p) = &fields {
         for (k, v) in &mut found {
             *v = p.apply(k.as_bytes(), v);
         }
@@ -1627,20 +1642,8 @@ async fn scan(
                     Bytes::new(),
                 )
                 .await?;
-                if answer.status != StatusCode::OK {
-                    return Err(peer_error(answer));
-                }
-                let page: PeerScan<'_> = serde_json::from_slice(&answer.body)
-                    .map_err(|e| bad_peer(d, format!("a peer's scan answer: {e}")))?;
-                if page.version != l.version {
-                    return Err(bad_peer(
-                        d,
-                        format!(
-                            "a peer answered from version {:?}, not {:?}",
-                            page.version, l.version
-                        ),
-                    ));
-                }
+                let page: PeerScan<'_> =
+                    peer_json(d, l, &answer, "scan", |p: &PeerScan<'_>| &p.version)?;
                 for item in &page.items {
                     let k = match (&item.key, &item.key_base64) {
                         (Some(k), None) => Bytes::from(k.clone()),
