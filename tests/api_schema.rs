@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{dataset, write_snapshot, Server};
+use common::{dataset, snapkv_stdout, write_snapshot, Server};
 use std::process::Command;
 
 /// The Schemathesis command line, from `SNAPKV_SCHEMATHESIS` or `PATH`.
@@ -20,7 +20,22 @@ fn the_server_answers_as_its_spec_says() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("d.snapkv");
     write_snapshot(&path, "v1", &dataset("v1", 200), true);
-    let server = Server::start(&["--file", &format!("d={}", path.display())]);
+    // Served from a store, so that every endpoint (the history too) has something to answer.
+    let store = dir.path().join("store").display().to_string();
+    let cache = dir.path().join("cache").display().to_string();
+    snapkv_stdout(&[
+        "publish",
+        "--store",
+        &store,
+        "--dataset",
+        "d",
+        "--version",
+        "v1",
+        "--reason",
+        "first",
+        &path.display().to_string(),
+    ]);
+    let server = Server::start(&["--store", &store, "--dataset", "d", "--cache-dir", &cache]);
     let root = env!("CARGO_MANIFEST_DIR");
     let report = dir.path().join("report");
     let out = Command::new(schemathesis())

@@ -1282,6 +1282,43 @@ fn staged_versions_answer_pinned_requests_until_promoted() {
         (StatusCode::CONFLICT, "conflicting_versions")
     );
 
+    // The store's history, newest last: the publish and the stage, with who and why.
+    let history = |url: &str, query: &str| -> Vec<(String, String)> {
+        let r = c
+            .get(format!("{url}/v1/datasets/d/history{query}"))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let body: Value = r.json().unwrap();
+        assert_eq!(body["dataset"], "d");
+        body["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                assert!(e["by"].as_str().unwrap().contains('@'), "{e}");
+                (
+                    e["action"].as_str().unwrap().to_owned(),
+                    e["to"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let pair = |a: &str, v: &str| (a.to_owned(), v.to_owned());
+    assert_eq!(
+        history(&server.url, ""),
+        [pair("publish", "v1"), pair("stage", "v2")]
+    );
+    assert_eq!(history(&server.url, "?last=1"), [pair("stage", "v2")]);
+    for bad in ["?last=0", "?last=x", "?lats=1"] {
+        let (status, _) = error_code(
+            c.get(format!("{}/v1/datasets/d/history{bad}", server.url))
+                .send()
+                .unwrap(),
+        );
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+    }
+
     // A reader without --preview-staged does not hold it.
     let plain_cache = dir.path().join("plain-cache").display().to_string();
     let plain = Server::start(&[
@@ -1334,6 +1371,14 @@ fn staged_versions_answer_pinned_requests_until_promoted() {
     assert_eq!(body, value_of("v1", "k0001"));
     let (_, version, _) = get(&server.url, None, "");
     assert_eq!(version.as_deref(), Some("v2"));
+    assert_eq!(
+        history(&server.url, ""),
+        [
+            pair("publish", "v1"),
+            pair("stage", "v2"),
+            pair("promote", "v2")
+        ]
+    );
     // The preview's download goes once nothing holds it.
     while cache.join(".staged").join("d").join("v2").exists() {
         assert!(
@@ -1892,6 +1937,52 @@ fn queries_run_next_to_the_data() {
     assert_eq!(
         text,
         "{\"key\":\"DE/3\",\"views\":30}\n{\"key\":\"US/119\",\"views\":1190}\n"
+    );
+    // A dataset served from a file has no history.
+    let (status, code) = error_code(
+        c.get(format!("{}/v1/datasets/views/history", server.url))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::NOT_FOUND, "no_history")
+    );
+    // An Arrow IPC stream when asked for: typed columns in the query's order.
+    let r = c
+        .post(&url)
+        .header("accept", "application/vnd.apache.arrow.stream, application/json;q=0.5")
+        .body(r#"{"prefix": "DE/", "group_by": ["genre"], "aggregates": {"total": {"sum": "views"}, "n": {"count": "*"}}}"#)
+        .send()
+        .unwrap();
+    assert_eq!(
+        r.headers()["content-type"],
+        "application/vnd.apache.arrow.stream"
+    );
+    assert_eq!(r.headers()["x-snapkv-version"], "v1");
+    let bytes = r.bytes().unwrap();
+    let mut reader =
+        arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes.to_vec()), None)
+            .unwrap();
+    assert_eq!(reader.schema().metadata()["snapkv.version"], "v1");
+    let batch = reader.next().unwrap().unwrap();
+    let names: Vec<String> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(names, ["genre", "total", "n"]);
+    assert_eq!(
+        batch.schema().field(1).data_type(),
+        &arrow_schema::DataType::Int64
+    );
+    let n =
+        arrow_array::cast::AsArray::as_primitive::<arrow_array::types::Int64Type>(batch.column(2));
+    assert_eq!(
+        n.iter().flatten().sum::<i64>(),
+        40,
+        "the 40 DE rows, counted once"
     );
     // A bad field is a 400 naming it; going over a limit is a 422 naming the limit.
     let r = c

@@ -2,13 +2,16 @@
 # A GET with `?fields=` (a projection of the JSON value) against a plain GET of the same keys, in
 # one run on this machine: KEYS keys `key:%012d` with ~100-byte JSON values (five fields), built as
 # a JSON dataset and served by one reader; wrk (random_key.lua, CONNS keep-alive connections)
-# measures plain GETs, then GETs of one field. Prints req/s, p50/p99 and the ratios.
+# measures plain GETs and GETs of one field in turn, ROUNDS times (the machine's noise moves
+# both alike within a round). Prints each round, and the medians of req/s, p50/p99 and the
+# ratios.
 #
 # Needs wrk and python3 (apt-get install -y wrk).
-# Usage: benches/http/fields.sh   (env: KEYS=1000000 CONNS=64 DURATION=15s THREADS=2)
+# Usage: benches/http/fields.sh   (env: KEYS=1000000 CONNS=64 DURATION=10s ROUNDS=3 THREADS=2)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-DURATION=${DURATION:-15s}
+DURATION=${DURATION:-10s}
+ROUNDS=${ROUNDS:-3}
 # shellcheck source=benches/http/common.sh
 . benches/http/common.sh
 
@@ -19,20 +22,47 @@ pids+=($!)
 for _ in $(seq 300); do curl -sf http://127.0.0.1:18194/readyz >/dev/null && break; sleep 0.1; done
 curl -sf "http://127.0.0.1:18194/v1/datasets/bench/keys/key:000000000042?fields=score" >/dev/null
 
-read -r g_rps g_p50 g_p99 < <(QUERY= wrk_run http://127.0.0.1:18194)
-read -r f_rps f_p50 f_p99 < <(QUERY='?fields=score' wrk_run http://127.0.0.1:18194)
-for v in "$g_rps" "$f_rps"; do
-    [ -n "$v" ] || { echo "a wrk run failed" >&2; exit 1; }
+# Warm-up: the block cache fills, so that the first round is not the slowest by its misses.
+DURATION=5s QUERY= wrk_run http://127.0.0.1:18194 >/dev/null
+server=${pids[-1]}
+# cpu_ticks: the server's user + system CPU so far, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$server/stat"; }
+# measure QUERY: "req/s p50 p99 server-CPU-µs-per-request" for one wrk run.
+measure() {
+    local before after out
+    before=$(cpu_ticks)
+    out=$(QUERY=$1 wrk_run http://127.0.0.1:18194)
+    after=$(cpu_ticks)
+    [ -n "$out" ] || return 0
+    python3 -c 'import os, sys
+rps, p50, p99, ticks, secs = sys.argv[1:]
+secs = float(secs.rstrip("s"))
+print(rps, p50, p99, float(ticks) / os.sysconf("SC_CLK_TCK") * 1e6 / (float(rps) * secs))' \
+        $out "$((after - before))" "$DURATION"
+}
+results=()
+for _ in $(seq "$ROUNDS"); do
+    g=$(measure '')
+    f=$(measure '?fields=score')
+    for v in "$g" "$f"; do
+        [ -n "$v" ] || { echo "a wrk run failed" >&2; exit 1; }
+    done
+    results+=("$g $f")
 done
-python3 - "$KEYS" "$CONNS" "$DURATION" "$g_rps" "$g_p50" "$g_p99" "$f_rps" "$f_p50" "$f_p99" <<'PY'
-import sys
+python3 - "$KEYS" "$CONNS" "$DURATION" "${results[@]}" <<'PY'
+import statistics, sys
 keys, conns, duration = sys.argv[1:4]
-g, f = (tuple(float(x) for x in sys.argv[i:i + 3]) for i in (4, 7))
-print(f"{keys} keys, {conns} connections, {duration} per run")
-print("| requests | req/s | p50 ms | p99 ms |")
-print("|---|---:|---:|---:|")
-print(f"| GET (whole value) | {g[0]:.0f} | {g[1]:.3f} | {g[2]:.3f} |")
-print(f"| GET ?fields=score | {f[0]:.0f} | {f[1]:.3f} | {f[2]:.3f} |")
+rounds = [[float(x) for x in r.split()] for r in sys.argv[4:]]
+print(f"{keys} keys, {conns} connections, {duration} per run, {len(rounds)} rounds")
+print("| round | requests | req/s | p50 ms | p99 ms | server CPU µs/request |")
+print("|---|---|---:|---:|---:|---:|")
+for i, r in enumerate(rounds, 1):
+    print(f"| {i} | GET (whole value) | {r[0]:.0f} | {r[1]:.3f} | {r[2]:.3f} | {r[3]:.1f} |")
+    print(f"| {i} | GET ?fields=score | {r[4]:.0f} | {r[5]:.3f} | {r[6]:.3f} | {r[7]:.1f} |")
+med = lambda i: statistics.median(r[i] for r in rounds)  # noqa: E731
+ratio = lambda a, b: statistics.median(r[a] / r[b] for r in rounds)  # noqa: E731
 print()
-print(f"cost of ?fields= (plain / projected req/s): {g[0] / f[0]:.2f}x; p50 {f[1] / g[1]:.2f}x, p99 {f[2] / g[2]:.2f}x")
+print(f"median req/s: plain {med(0):.0f}, projected {med(4):.0f}")
+print(f"cost of ?fields= (medians of the rounds' ratios): req/s {ratio(0, 4):.2f}x, "
+      f"p50 {ratio(5, 1):.2f}x, p99 {ratio(6, 2):.2f}x, server CPU per request {ratio(7, 3):.2f}x")
 PY

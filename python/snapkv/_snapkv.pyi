@@ -161,6 +161,9 @@ class Snapshot:
     def query(self, query: Union[str, Mapping[str, Any]]) -> Dict[str, Any]:
         """Runs a query (select, filter, fields, group_by, aggregates, order_by, limit) over
         the rows: ``{"rows": [...], "stats": {...}}``; ``ValueError`` names a bad field."""
+    def query_table(self, query: Union[str, Mapping[str, Any]]) -> pyarrow.Table:
+        """Runs a query as ``query`` does; the rows as a pyarrow Table, a column per answer
+        field in the query's order. The schema's metadata holds ``snapkv.stats``."""
     @property
     def metadata(self) -> Dict[str, Any]:
         """Dataset, version, created_at, key_columns, the source schema, builder, labels."""

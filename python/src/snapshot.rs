@@ -132,6 +132,35 @@ fn bound(value: Option<&Bound<'_, PyAny>>, inclusive: bool) -> PyResult<Edge<Vec
     })
 }
 
+impl Snapshot {
+    /// Runs `query` (a dict, or its JSON text) with no budget but the answer's size (in
+    /// process, the caller owns the machine), the GIL released.
+    fn answer(&self, py: Python<'_>, query: &Bound<'_, PyAny>) -> PyResult<snapkv_query::Answer> {
+        let text: String = if let Ok(s) = query.cast::<PyString>() {
+            s.to_cow()?.into_owned()
+        } else {
+            py.import("json")?
+                .getattr("dumps")?
+                .call1((query,))?
+                .extract()?
+        };
+        let to_value_error = |e: snapkv_query::QueryError| match e {
+            snapkv_query::QueryError::Read(e) => corrupt(e),
+            e => PyValueError::new_err(e.to_string()),
+        };
+        let plan = snapkv_query::Query::parse(text.as_bytes())
+            .and_then(|q| q.plan(self.inner.metadata()))
+            .map_err(to_value_error)?;
+        let mut limits = snapkv_query::Limits::default();
+        limits.max_rows_scanned = u64::MAX;
+        limits.max_bytes_read = u64::MAX;
+        limits.max_time = std::time::Duration::from_secs(u64::from(u32::MAX));
+        let shards = snapkv_format::Shards::single(self.inner.clone());
+        py.detach(|| snapkv_query::run(&shards, &plan, &limits))
+            .map_err(to_value_error)
+    }
+}
+
 #[pymethods]
 impl Snapshot {
     /// Maps the file at `path` and checks its structure (not every block: see `verify`).
@@ -258,33 +287,30 @@ impl Snapshot {
         py: Python<'py>,
         query: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let text: String = if let Ok(s) = query.cast::<PyString>() {
-            s.to_cow()?.into_owned()
-        } else {
-            py.import("json")?
-                .getattr("dumps")?
-                .call1((query,))?
-                .extract()?
-        };
-        let to_value_error = |e: snapkv_query::QueryError| match e {
-            snapkv_query::QueryError::Read(e) => corrupt(e),
-            e => PyValueError::new_err(e.to_string()),
-        };
-        let plan = snapkv_query::Query::parse(text.as_bytes())
-            .and_then(|q| q.plan(self.inner.metadata()))
-            .map_err(to_value_error)?;
-        // In-process, the caller owns the machine: no budget but the answer's size.
-        let mut limits = snapkv_query::Limits::default();
-        limits.max_rows_scanned = u64::MAX;
-        limits.max_bytes_read = u64::MAX;
-        limits.max_time = std::time::Duration::from_secs(u64::from(u32::MAX));
-        let shards = snapkv_format::Shards::single(self.inner.clone());
-        let answer = py
-            .detach(|| snapkv_query::run(&shards, &plan, &limits))
-            .map_err(to_value_error)?;
+        let answer = self.answer(py, query)?;
         let text =
             serde_json::to_string(&answer).map_err(|e| SnapkvError::new_err(e.to_string()))?;
         json_loads(py)?.call1((text,))
+    }
+
+    /// Runs a query as `query` does and returns the rows as a `pyarrow.Table`: a column per
+    /// answer field in the query's order (`group_by` fields, then aggregates), typed from the
+    /// values; the schema's metadata holds `snapkv.stats` and `snapkv.version`.
+    fn query_table<'py>(
+        &self,
+        py: Python<'py>,
+        query: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let answer = self.answer(py, query)?;
+        let version = self.inner.metadata().version.clone();
+        let ipc = py
+            .detach(|| answer.to_arrow_ipc(version.as_deref()))
+            .map_err(|e| SnapkvError::new_err(e.to_string()))?;
+        let ipc = PyBytes::new(py, &ipc);
+        py.import("pyarrow.ipc")?
+            .getattr("open_stream")?
+            .call1((ipc,))?
+            .call_method0("read_all")
     }
 
     /// The metadata, as a dict (dataset, version, created_at, key_columns, schema, …).

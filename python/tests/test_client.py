@@ -504,3 +504,14 @@ def test_query_runs_on_the_server(serve, build_snapshot):
             c.query("views", {"filter": {"nope": {"=": 1}}})
         with pytest.raises(VersionMismatch):
             c.query("views", {}, version="v0")
+        table = c.query_table(
+            "views",
+            {"prefix": "US/", "filter": {"views": {">=": 150}}, "fields": ["views", "genre"]},
+        )
+        assert table.column_names == ["key", "views", "genre"]
+        assert table.column("views").to_pylist() == [150, 160, 170, 180, 190]
+        assert table.schema.metadata[b"snapkv.version"] == b"v1"
+        with pytest.raises(snapkv.SnapkvError, match="no such field"):
+            c.query_table("views", {"filter": {"nope": {"=": 1}}})
+        with pytest.raises(VersionMismatch):
+            c.query_table("views", {}, version="v0")

@@ -2,6 +2,7 @@
 batch iterables, reads them back through the memory-mapped Snapshot, publishes to a local
 directory and to the S3-compatible test server, and every error path."""
 
+import json
 import os
 import threading
 
@@ -370,3 +371,21 @@ def test_query_in_process(tmp_path):
         snap.query({"filter": {"veiws": {">": 1}}})
     with pytest.raises(ValueError, match="not a query"):
         snap.query("[1, 2]")
+    # The same answer as a pyarrow Table: columns in the query's order, typed.
+    table = snap.query_table(
+        {
+            "prefix": "SE/",
+            "group_by": ["genre"],
+            "aggregates": {"total": {"sum": "views"}, "avg": {"avg": "views"}},
+        }
+    )
+    assert table.column_names == ["genre", "total", "avg"]
+    assert table.schema.field("total").type == pa.int64()
+    assert table.schema.field("avg").type == pa.float64()
+    assert table.to_pylist() == [
+        {"genre": "comedy", "total": 300, "avg": 300.0},
+        {"genre": "drama", "total": 200, "avg": 100.0},
+    ]
+    assert json.loads(table.schema.metadata[b"snapkv.stats"])["rows_scanned"] == 3
+    with pytest.raises(ValueError, match="no such field"):
+        snap.query_table({"fields": ["nope"]})

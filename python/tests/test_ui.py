@@ -1,6 +1,6 @@
 """The explorer (`/ui/`) in a real browser: Debian's Chromium, headless, driven by Selenium,
-against a real `snapkv demo` reader. It loads the page, looks a key up, scans, runs a query and
-watches the metrics, checking what the page shows against the API's own answers; the browser
+against a real `snapkv demo` reader. It loads the page, looks a key up, scans, runs a query, reads
+the version history and watches the metrics, checking what the page shows against the API's own answers; the browser
 must log no error (a script blocked by the Content-Security-Policy would). Screenshots go to
 ``SNAPKV_SCREENSHOTS`` (default: the test's temporary directory)."""
 
@@ -13,6 +13,7 @@ from typing import Any, Iterator
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -53,7 +54,8 @@ def _api(url: str, path: str, body: Any = None) -> Any:
 def test_the_explorer_in_a_browser(demo: str, browser: Any, tmp_path: Path) -> None:
     shots = Path(os.environ.get("SNAPKV_SCREENSHOTS") or tmp_path)
     shots.mkdir(parents=True, exist_ok=True)
-    wait = WebDriverWait(browser, 20)
+    # Tables are replaced as answers arrive: an element read while it is replaced is retried.
+    wait = WebDriverWait(browser, 20, ignored_exceptions=[StaleElementReferenceException])
     find = browser.find_element
     browser.get(f"{demo}/ui/")
     # The dataset list, and the dataset's details.
@@ -107,6 +109,18 @@ def test_the_explorer_in_a_browser(demo: str, browser: Any, tmp_path: Path) -> N
     find(By.CSS_SELECTOR, "#query-form button[type=submit]").click()
     wait.until(lambda b: "bad_query" in find(By.ID, "query-status").text)
     assert 'field "veiws"' in find(By.ID, "query-status").text
+    # The version history from the store, newest first, the served version marked.
+    find(By.CSS_SELECTOR, '[data-tab="history"]').click()
+    entries = _api(demo, "/v1/datasets/content/history?last=100")["entries"]
+    assert entries, "the demo publishes: its store has a history"
+    history = lambda: browser.find_elements(By.CSS_SELECTOR, "#history-table tr[data-seq]")  # noqa: E731
+    wait.until(lambda b: len(history()) == len(entries))
+    assert [r.get_attribute("data-seq") for r in history()] == [str(e["seq"]) for e in reversed(entries)]
+    newest = [td.text for td in history()[0].find_elements(By.TAG_NAME, "td")]
+    assert newest[1] == entries[-1]["action"]
+    if entries[-1].get("to") == info["version"]:
+        assert newest[2] == f"{info['version']} (served)"
+    browser.save_screenshot(str(shots / "explorer-history.png"))
     # The metrics charts fill from /metrics.
     find(By.CSS_SELECTOR, '[data-tab="metrics"]').click()
     wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "#chart-rate canvas"))

@@ -55,6 +55,9 @@ pub enum QueryError {
     /// Reading the snapshot failed.
     #[error("reading the snapshot failed")]
     Read(#[from] snapkv_format::Error),
+    /// The answer could not be written as Arrow.
+    #[error("cannot write the answer as Arrow: {0}")]
+    Arrow(#[from] arrow_schema::ArrowError),
 }
 
 impl QueryError {
@@ -63,7 +66,7 @@ impl QueryError {
         match self {
             QueryError::Invalid { .. } => "bad_query",
             QueryError::OverBudget { .. } => "over_budget",
-            QueryError::Read(_) => "internal",
+            QueryError::Read(_) | QueryError::Arrow(_) => "internal",
         }
     }
 }
@@ -133,15 +136,43 @@ pub struct Query {
     /// Fields to group by.
     #[serde(default)]
     pub group_by: Vec<String>,
-    /// Output name → aggregate, e.g. `{"total": {"sum": "views"}}`.
-    #[serde(default)]
-    pub aggregates: BTreeMap<String, Value>,
+    /// Output name → aggregate, e.g. `{"total": {"sum": "views"}}`, in the order given (the
+    /// order of the answer's columns).
+    #[serde(default, deserialize_with = "in_order")]
+    pub aggregates: Vec<(String, Value)>,
     /// Output fields to order by.
     #[serde(default)]
     pub order_by: Vec<OrderBy>,
     /// Most rows answered.
     #[serde(default)]
     pub limit: Option<usize>,
+}
+
+/// Reads a JSON object as its members in document order; a name given twice is an error.
+fn in_order<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<(String, Value)>, D::Error> {
+    struct Members;
+    impl<'de> serde::de::Visitor<'de> for Members {
+        type Value = Vec<(String, Value)>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an object of named aggregates")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out: Vec<(String, Value)> = Vec::new();
+            while let Some((name, value)) = map.next_entry::<String, Value>()? {
+                if out.iter().any(|(n, _)| *n == name) {
+                    return Err(serde::de::Error::custom(format!(
+                        "aggregate {name:?} is given twice"
+                    )));
+                }
+                out.push((name, value));
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(Members)
 }
 
 /// One ordering: an output field, ascending unless `desc`.
@@ -633,17 +664,19 @@ pub struct Plan {
     aggregates: Vec<(String, Agg)>,
     order_by: Vec<OrderBy>,
     limit: Option<usize>,
-    /// Whether rows need their JSON value parsed.
-    reads_values: bool,
+    /// What rows need of their JSON value: nothing (`Some` of none), these top-level members
+    /// (the others are skipped unparsed), or all of it (`None`).
+    value_names: Option<Vec<String>>,
 }
 
 impl Query {
     /// Parses a query's JSON.
     pub fn parse(json: &[u8]) -> Result<Query, QueryError> {
         let not_a_query = |e: serde_json::Error| invalid(None, format!("not a query: {e}"));
-        // An object only: serde would also take a struct's fields from an array.
+        // An object only: serde would also take a struct's fields from an array. Parsed from
+        // the text (not through a `Value`) so that the order of `aggregates` is kept.
         match serde_json::from_slice::<Value>(json).map_err(not_a_query)? {
-            v @ Value::Object(_) => serde_json::from_value(v).map_err(not_a_query),
+            Value::Object(_) => serde_json::from_slice(json).map_err(not_a_query),
             other => Err(invalid(
                 None,
                 format!("not a query: a query is a JSON object, not {other}"),
@@ -756,13 +789,19 @@ impl Query {
                 ));
             }
         }
-        let uses_value = |f: &Field| matches!(f.source, Source::Value(_) | Source::Computed(_));
-        let reads_values = !grouped && fields.is_none()
-            || fields.iter().flatten().any(uses_value)
-            || group_by.iter().any(uses_value)
-            || filter.is_some()
-            || !aggregates.is_empty()
-            || !vectors.is_empty();
+        let value_names = if !grouped && fields.is_none() {
+            None
+        } else {
+            let mut used: Vec<&Field> = Vec::new();
+            used.extend(fields.iter().flatten());
+            used.extend(&group_by);
+            if let Some(f) = &filter {
+                f.fields(&mut used);
+            }
+            used.extend(aggregates.iter().filter_map(|(_, a)| a.field()));
+            used.extend(vectors.iter().map(|v| &v.field));
+            Some(value_members(used))
+        };
         Ok(Plan {
             selection,
             vectors,
@@ -772,7 +811,7 @@ impl Query {
             aggregates,
             order_by: self.order_by.clone(),
             limit: self.limit,
-            reads_values,
+            value_names,
         })
     }
 }
@@ -782,7 +821,12 @@ impl Query {
 /// columns are fields too.
 #[derive(Debug, Clone)]
 pub struct Projection {
+    /// The fields, by name (the answer's order), each name once.
     fields: Vec<Field>,
+    /// The top-level members of values the fields read: only these are read.
+    members: Vec<String>,
+    /// For each field read from the value, its member's position in `members`.
+    member_of: Vec<Option<usize>>,
 }
 
 impl Projection {
@@ -804,22 +848,63 @@ impl Projection {
         if fields.is_empty() {
             return Err(invalid(None, "`fields` names no field"));
         }
-        Ok(Projection { fields })
+        let mut fields = fields;
+        fields.sort_by(|a, b| a.name.cmp(&b.name));
+        fields.dedup_by(|a, b| a.name == b.name);
+        let members = value_members(&fields);
+        let member_of = fields
+            .iter()
+            .map(|f| match &f.source {
+                Source::Value(path) => members.iter().position(|m| *m == path[0]),
+                _ => None,
+            })
+            .collect();
+        Ok(Projection {
+            fields,
+            members,
+            member_of,
+        })
     }
 
-    /// The fields of the row `key` → `value`, as a JSON object.
+    /// The fields of the row `key` → `value`, as a JSON object. A top-level member is copied
+    /// as it is stored, without parsing it; a path into one parses that member only.
     pub fn apply(&self, key: &[u8], value: &[u8]) -> Bytes {
+        let raw: Option<Vec<Option<&serde_json::value::RawValue>>> = if self.members.is_empty() {
+            None
+        } else {
+            pick(value, &self.members)
+        };
+        let member = |i: Option<usize>| raw.as_ref().zip(i).and_then(|(r, i)| r[i]);
         let row = Row {
             key,
-            value: serde_json::from_slice(value).ok(),
+            value: None,
             computed: Vec::new(),
         };
-        let out: Map<String, Value> = self
-            .fields
-            .iter()
-            .map(|f| (f.name.clone(), row.get(f)))
-            .collect();
-        Bytes::from(Value::Object(out).to_string())
+        let mut out = Vec::with_capacity(16 + value.len() / 2);
+        out.push(b'{');
+        for (n, (f, &i)) in self.fields.iter().zip(&self.member_of).enumerate() {
+            if n > 0 {
+                out.push(b',');
+            }
+            let _ = serde_json::to_writer(&mut out, &f.name);
+            out.push(b':');
+            match (&f.source, member(i)) {
+                (Source::Value(path), Some(m)) if path.len() == 1 => {
+                    out.extend_from_slice(m.get().as_bytes())
+                }
+                (Source::Value(path), Some(m)) => {
+                    let whole: Value = serde_json::from_str(m.get()).unwrap_or(Value::Null);
+                    let v = path[1..].iter().try_fold(&whole, |v, p| v.get(p));
+                    let _ = serde_json::to_writer(&mut out, v.unwrap_or(&Value::Null));
+                }
+                (Source::Value(_), None) => out.extend_from_slice(b"null"),
+                _ => {
+                    let _ = serde_json::to_writer(&mut out, &row.get(f));
+                }
+            }
+        }
+        out.push(b'}');
+        Bytes::from(out)
     }
 }
 
@@ -844,6 +929,94 @@ pub struct Answer {
     pub rows: Vec<Map<String, Value>>,
     /// What it cost.
     pub stats: Stats,
+    /// The rows' columns, in order (also when there are no rows).
+    #[serde(skip)]
+    pub columns: Vec<String>,
+}
+
+impl Answer {
+    /// The rows as an Arrow IPC stream: one record batch, a column per answer column, typed
+    /// from the values (numbers that are all integers are `Int64`, otherwise `Float64`;
+    /// objects are structs, arrays lists). A column whose values have no common Arrow type
+    /// (an object in one row, a number in another) is `Utf8` holding each value's JSON text;
+    /// a column with no values is of type `Null`. The schema's metadata holds `snapkv.stats`
+    /// (the stats as JSON) and `snapkv.version` when `version` is given.
+    pub fn to_arrow_ipc(&self, version: Option<&str>) -> Result<Vec<u8>, QueryError> {
+        use arrow_schema::{DataType, Field as ArrowField, Schema as ArrowSchema};
+        use std::sync::Arc;
+        let mut columns: Vec<String> = Vec::new();
+        let names = self.rows.iter().flat_map(|row| row.keys());
+        for name in self.columns.iter().chain(names) {
+            if !columns.contains(name) {
+                columns.push(name.clone());
+            }
+        }
+        let mut fields = Vec::with_capacity(columns.len());
+        let mut as_text = Vec::with_capacity(columns.len());
+        for name in &columns {
+            let values = self.rows.iter().map(|row| {
+                let mut one = Map::new();
+                one.insert(name.clone(), row.get(name).cloned().unwrap_or(Value::Null));
+                Ok(Value::Object(one))
+            });
+            let inferred = arrow_json::reader::infer_json_schema_from_iterator(values)
+                .ok()
+                .and_then(|s| s.field_with_name(name).ok().cloned());
+            match inferred {
+                Some(f) => {
+                    fields.push(f.with_nullable(true));
+                    as_text.push(false);
+                }
+                None => {
+                    fields.push(ArrowField::new(name, DataType::Utf8, true));
+                    as_text.push(true);
+                }
+            }
+        }
+        let mut metadata = std::collections::HashMap::new();
+        metadata.insert(
+            "snapkv.stats".to_owned(),
+            serde_json::to_string(&self.stats).unwrap_or_default(),
+        );
+        if let Some(v) = version {
+            metadata.insert("snapkv.version".to_owned(), v.to_owned());
+        }
+        let schema = Arc::new(ArrowSchema::new_with_metadata(fields, metadata));
+        let mut decoder = arrow_json::ReaderBuilder::new(schema.clone())
+            .with_batch_size(self.rows.len().max(1))
+            .with_coerce_primitive(true)
+            .build_decoder()?;
+        let rows: Vec<Map<String, Value>> = self
+            .rows
+            .iter()
+            .map(|row| {
+                columns
+                    .iter()
+                    .zip(&as_text)
+                    .map(|(name, &text)| {
+                        let v = row.get(name).cloned().unwrap_or(Value::Null);
+                        let v = match v {
+                            Value::Null => Value::Null,
+                            v if text => Value::String(v.to_string()),
+                            v => v,
+                        };
+                        (name.clone(), v)
+                    })
+                    .collect()
+            })
+            .collect();
+        decoder.serialize(&rows)?;
+        let batch = match decoder.flush()? {
+            Some(batch) => batch,
+            None => arrow_array::RecordBatch::new_empty(schema.clone()),
+        };
+        let mut out = Vec::new();
+        let mut writer = arrow_ipc::writer::StreamWriter::try_new(&mut out, &schema)?;
+        writer.write(&batch)?;
+        writer.finish()?;
+        drop(writer);
+        Ok(out)
+    }
 }
 
 /// One row being evaluated.
@@ -859,7 +1032,7 @@ impl Row<'_> {
         match &f.source {
             Source::Key => Value::String(String::from_utf8_lossy(self.key).into_owned()),
             Source::KeyPart { i, n, kind } => {
-                let text = String::from_utf8_lossy(self.key);
+                let text = String::from_utf8_lossy(self.key); // borrowed when UTF-8
                 let Some(part) = text.splitn(*n, '/').nth(*i) else {
                     return Value::Null;
                 };
@@ -884,6 +1057,84 @@ impl Row<'_> {
     }
 }
 
+/// The top-level members of values that `fields` read, each once.
+fn value_members<'a>(fields: impl IntoIterator<Item = &'a Field>) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for f in fields {
+        if let Source::Value(path) = &f.source {
+            if !names.contains(&path[0]) {
+                names.push(path[0].clone());
+            }
+        }
+    }
+    names
+}
+
+/// The members `names` of the JSON object `value`, parsed; the others are checked and skipped
+/// without building them. `None` when `value` is not a JSON object.
+fn members(value: &[u8], names: &[String]) -> Option<Value> {
+    let picked = pick::<Value>(value, names)?;
+    let members = names
+        .iter()
+        .zip(picked)
+        .filter_map(|(n, v)| Some((n.clone(), v?)));
+    Some(Value::Object(members.collect()))
+}
+
+/// The members `names` of the JSON object `value`, by position in `names` (`None` where
+/// absent), as `T`; the others are checked and skipped without building them. `None` when
+/// `value` is not a JSON object. A name given twice in `value` takes its last member.
+fn pick<'de, T: serde::Deserialize<'de>>(
+    value: &'de [u8],
+    names: &[String],
+) -> Option<Vec<Option<T>>> {
+    /// A member's name: its position in `names`, if there.
+    struct Name<'n>(&'n [String]);
+    impl<'de> serde::de::DeserializeSeed<'de> for Name<'_> {
+        type Value = Option<usize>;
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_str(self)
+        }
+    }
+    impl serde::de::Visitor<'_> for Name<'_> {
+        type Value = Option<usize>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a member name")
+        }
+        fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<Self::Value, E> {
+            Ok(self.0.iter().position(|n| n == name))
+        }
+    }
+    struct Picked<'n, T>(&'n [String], std::marker::PhantomData<T>);
+    impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for Picked<'_, T> {
+        type Value = Vec<Option<T>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out: Vec<Option<T>> = self.0.iter().map(|_| None).collect();
+            while let Some(found) = map.next_key_seed(Name(self.0))? {
+                match found {
+                    Some(i) => out[i] = Some(map.next_value::<T>()?),
+                    None => {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
+            }
+            Ok(out)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(value);
+    let picked =
+        serde::Deserializer::deserialize_map(&mut de, Picked(names, std::marker::PhantomData))
+            .ok()?;
+    de.end().ok()?;
+    Some(picked)
+}
+
 /// Orders two JSON values of one kind: numbers, strings and booleans; `None` otherwise.
 fn compare(a: &Value, b: &Value) -> Option<Ordering> {
     match (a, b) {
@@ -898,6 +1149,17 @@ fn compare(a: &Value, b: &Value) -> Option<Ordering> {
 }
 
 impl Filter {
+    /// Adds the fields the filter reads to `out`.
+    fn fields<'a>(&'a self, out: &mut Vec<&'a Field>) {
+        match self {
+            Filter::And(fs) | Filter::Or(fs) => fs.iter().for_each(|f| f.fields(out)),
+            Filter::Not(f) => f.fields(out),
+            Filter::Cmp(field, ..) | Filter::In(field, _) | Filter::IsNull(field, _) => {
+                out.push(field)
+            }
+        }
+    }
+
     fn matches(&self, row: &Row<'_>) -> bool {
         match self {
             Filter::And(fs) => fs.iter().all(|f| f.matches(row)),
@@ -973,6 +1235,20 @@ impl Agg {
         }
     }
 
+    /// The field the aggregate reads, if any.
+    fn field(&self) -> Option<&Field> {
+        match self {
+            Agg::Count(f) => f.as_ref(),
+            Agg::Sum(f)
+            | Agg::Avg(f)
+            | Agg::Min(f)
+            | Agg::Max(f)
+            | Agg::CountDistinct(f)
+            | Agg::Percentile(f, _) => Some(f),
+            Agg::TopK { by, .. } => Some(by),
+        }
+    }
+
     fn add(&self, acc: &mut Acc, row: &Row<'_>) {
         match (self, acc) {
             (Agg::Count(None), Acc::Count(n)) => *n += 1,
@@ -1025,11 +1301,22 @@ impl Agg {
             }
             (Agg::TopK { by, k }, Acc::Top(heap)) => {
                 if let Some(v) = row.get(by).as_f64() {
-                    let item = (Score(v), String::from_utf8_lossy(row.key).into_owned());
-                    if heap.len() < *k {
-                        heap.push(std::cmp::Reverse(item));
-                    } else if heap.peek().is_some_and(|m| m.0 < item) {
-                        heap.pop();
+                    // The smallest held goes when a larger score (or an equal one with a
+                    // larger key) comes; the key is copied only then.
+                    let enters = heap.len() < *k
+                        || heap.peek().is_some_and(|m| {
+                            let (Score(low), low_key) = &m.0;
+                            match Score(v).cmp(&Score(*low)) {
+                                Ordering::Greater => true,
+                                Ordering::Less => false,
+                                Ordering::Equal => *String::from_utf8_lossy(row.key) > **low_key,
+                            }
+                        });
+                    if enters {
+                        if heap.len() >= *k {
+                            heap.pop();
+                        }
+                        let item = (Score(v), String::from_utf8_lossy(row.key).into_owned());
                         heap.push(std::cmp::Reverse(item));
                     }
                 }
@@ -1138,14 +1425,15 @@ pub fn run(shards: &Shards, plan: &Plan, limits: &Limits) -> Result<Answer, Quer
     // Rows without ordering can stop at the limit.
     let early = !grouped && plan.order_by.is_empty();
     let mut rows: Vec<Map<String, Value>> = Vec::new();
-    let mut groups: HashMap<String, (Vec<Value>, Vec<Acc>)> = HashMap::new();
+    let mut groups: HashMap<Vec<u8>, (Vec<Value>, Vec<Acc>)> = HashMap::new();
+    let mut id: Vec<u8> = Vec::new();
     let mut visit = |key: &[u8], value: &Bytes| -> Result<bool, QueryError> {
         budget.read(key, value)?;
-        let parsed = if plan.reads_values {
-            // Values of JSON datasets are JSON objects; one that does not parse is a null row.
-            serde_json::from_slice::<Value>(value).ok()
-        } else {
-            None
+        // Values of JSON datasets are JSON objects; one that does not parse is a null row.
+        let parsed = match &plan.value_names {
+            None => serde_json::from_slice::<Value>(value).ok(),
+            Some(names) if names.is_empty() => None,
+            Some(names) => members(value, names),
         };
         let mut row = Row {
             key,
@@ -1161,19 +1449,22 @@ pub fn run(shards: &Shards, plan: &Plan, limits: &Limits) -> Result<Answer, Quer
         budget.stats.rows_matched += 1;
         if grouped {
             let values: Vec<Value> = plan.group_by.iter().map(|g| row.get(g)).collect();
-            let id = Value::Array(values.clone()).to_string();
-            if !groups.contains_key(&id) && groups.len() >= limits.max_groups {
-                return Err(QueryError::OverBudget {
-                    limit: "max_groups",
-                    allowed: format!("{} groups", limits.max_groups),
-                });
-            }
-            let (_, accs) = groups.entry(id).or_insert_with(|| {
-                (
-                    values,
-                    plan.aggregates.iter().map(|(_, a)| a.start()).collect(),
-                )
-            });
+            // The group's id, its values' JSON, written into one buffer reused row to row.
+            id.clear();
+            let _ = serde_json::to_writer(&mut id, &values);
+            let accs = match groups.get_mut(id.as_slice()) {
+                Some((_, accs)) => accs,
+                None => {
+                    if groups.len() >= limits.max_groups {
+                        return Err(QueryError::OverBudget {
+                            limit: "max_groups",
+                            allowed: format!("{} groups", limits.max_groups),
+                        });
+                    }
+                    let accs = plan.aggregates.iter().map(|(_, a)| a.start()).collect();
+                    &mut groups.entry(id.clone()).or_insert((values, accs)).1
+                }
+            };
             for ((_, agg), acc) in plan.aggregates.iter().zip(accs.iter_mut()) {
                 agg.add(acc, &row);
             }
@@ -1262,9 +1553,22 @@ pub fn run(shards: &Shards, plan: &Plan, limits: &Limits) -> Result<Answer, Quer
     }
     rows.truncate(limit);
     budget.stats.elapsed_ms = budget.started.elapsed().as_secs_f64() * 1000.0;
+    let columns = if grouped {
+        let groups = plan.group_by.iter().map(|g| g.name.clone());
+        groups
+            .chain(plan.aggregates.iter().map(|(name, _)| name.clone()))
+            .collect()
+    } else {
+        let fields = match &plan.fields {
+            Some(fs) => fs.iter().map(|f| f.name.clone()).collect(),
+            None => vec!["value".to_owned()],
+        };
+        std::iter::once("key".to_owned()).chain(fields).collect()
+    };
     Ok(Answer {
         rows,
         stats: budget.stats,
+        columns,
     })
 }
 

@@ -381,3 +381,142 @@ fn vectors_score_rows() {
         assert!(e.contains(says), "{q}: {e}");
     }
 }
+
+/// The answer to `q` (the query's text: a `Value` would not keep the order of its members)
+/// as Arrow.
+fn arrow(shards: &Shards, q: &str) -> arrow_array::RecordBatch {
+    let plan = Query::parse(q.as_bytes())
+        .unwrap()
+        .plan(shards.shards()[0].metadata())
+        .unwrap();
+    let answer = run(shards, &plan, &Limits::default()).unwrap();
+    let ipc = answer.to_arrow_ipc(Some("v1")).unwrap();
+    let reader = arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(ipc), None).unwrap();
+    let schema = reader.schema();
+    assert_eq!(schema.metadata()["snapkv.version"], "v1");
+    let stats: Value = serde_json::from_str(&schema.metadata()["snapkv.stats"]).unwrap();
+    assert_eq!(stats["rows_scanned"], answer.stats.rows_scanned);
+    let batches: Vec<_> = reader.map(Result::unwrap).collect();
+    arrow_select::concat::concat_batches(&schema, &batches).unwrap()
+}
+
+fn names(b: &arrow_array::RecordBatch) -> Vec<String> {
+    b.schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect()
+}
+
+#[test]
+fn arrow_answers_are_typed_columns_in_query_order() {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Float64Type, Int64Type};
+    use arrow_schema::DataType;
+    let shards = catalogue();
+    let grouped = r#"{"prefix": "SE/", "group_by": ["genre"],
+        "aggregates": {"total": {"sum": "views"}, "n": {"count": "*"},
+                       "avg_rating": {"avg": "rating"}},
+        "order_by": [{"field": "total", "desc": true}]}"#;
+    let b = arrow(&shards, grouped);
+    assert_eq!(names(&b), ["genre", "total", "n", "avg_rating"]);
+    assert_eq!(b.num_rows(), 3);
+    let rows = query(&shards, serde_json::from_str(grouped).unwrap()).unwrap();
+    let genre = b.column(0).as_string::<i32>();
+    let total = b.column(1).as_primitive::<Int64Type>();
+    let avg = b.column(3).as_primitive::<Float64Type>();
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(genre.value(i), row["genre"].as_str().unwrap());
+        assert_eq!(total.value(i), row["total"].as_i64().unwrap());
+        assert_eq!(avg.value(i), row["avg_rating"].as_f64().unwrap());
+    }
+
+    // Projected rows keep nested values as structs; a row without a field is null there.
+    let b = arrow(
+        &shards,
+        r#"{"prefix": "DE/1", "fields": ["views", "rating", "meta"], "limit": 5}"#,
+    );
+    assert_eq!(names(&b), ["key", "views", "rating", "meta"]);
+    assert!(matches!(
+        b.schema().field(3).data_type(),
+        DataType::Struct(_)
+    ));
+    assert_eq!(b.num_rows(), 5);
+    // DE/1, DE/10, DE/11, DE/12, DE/13: the odd ids have no rating.
+    assert_eq!(b.column(2).null_count(), 3);
+    assert!(
+        Query::parse(br#"{"aggregates": {"n": {"count": "*"}, "n": {"count": "*"}}}"#)
+            .unwrap_err()
+            .to_string()
+            .contains("aggregate \"n\" is given twice")
+    );
+
+    // No rows: the columns are still there, typed Null.
+    let b = arrow(
+        &shards,
+        r#"{"prefix": "XX/", "group_by": ["genre"], "aggregates": {"n": {"count": "*"}}}"#,
+    );
+    assert_eq!(b.num_rows(), 0);
+    assert_eq!(names(&b), ["genre", "n"]);
+}
+
+#[test]
+fn arrow_writes_values_without_a_common_type_as_json_text() {
+    use arrow_array::cast::AsArray;
+    let mut answer = run(
+        &catalogue(),
+        &Query::parse(br#"{"keys": ["DE/1", "DE/2"]}"#)
+            .unwrap()
+            .plan(catalogue().shards()[0].metadata())
+            .unwrap(),
+        &Limits::default(),
+    )
+    .unwrap();
+    answer.rows[0].insert("value".into(), json!({"a": 1}));
+    answer.rows[1].insert("value".into(), json!(7));
+    let ipc = answer.to_arrow_ipc(None).unwrap();
+    let mut reader =
+        arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(ipc), None).unwrap();
+    let b = reader.next().unwrap().unwrap();
+    let value = b.column(1).as_string::<i32>();
+    assert_eq!(value.value(0), r#"{"a":1}"#);
+    assert_eq!(value.value(1), "7");
+}
+
+#[test]
+fn projections_copy_members_and_walk_paths() {
+    let shards = catalogue();
+    let meta = shards.shards()[0].metadata();
+    let p = snapkv_query::Projection::new(meta, "views, meta.year,country,genre,title_id,views")
+        .unwrap();
+    let value =
+        br#"{"genre": "drama", "views": 1.50e2, "meta": {"year": 2004, "x": [1]}, "z": "\u00e9"}"#;
+    let out = p.apply(b"SE/7", value);
+    // By name, each once; members as stored; paths parsed; key columns from the key.
+    assert_eq!(
+        std::str::from_utf8(&out).unwrap(),
+        r#"{"country":"SE","genre":"drama","meta.year":2004,"title_id":7,"views":1.50e2}"#
+    );
+    let out: Value = serde_json::from_slice(&p.apply(b"SE/7", br#"{"genre": null}"#)).unwrap();
+    assert_eq!(
+        out,
+        json!({"country": "SE", "genre": null, "meta.year": null, "title_id": 7, "views": null})
+    );
+    // A value that is not an object (or not JSON) has no members.
+    for bad in [&b"[1, 2]"[..], b"7", b"{\"views\": 1", b"{\"views\": 1} x"] {
+        let out: Value = serde_json::from_slice(&p.apply(b"DE/1", bad)).unwrap();
+        assert_eq!(
+            out["views"],
+            Value::Null,
+            "{}",
+            String::from_utf8_lossy(bad)
+        );
+        assert_eq!(out["title_id"], 1);
+    }
+    // The last of a member given twice, as a JSON parser reads it.
+    let p = snapkv_query::Projection::new(meta, "views").unwrap();
+    assert_eq!(
+        &p.apply(b"DE/1", br#"{"views": 1, "views": 2}"#)[..],
+        br#"{"views":2}"#
+    );
+}

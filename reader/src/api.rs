@@ -196,6 +196,7 @@ enum Route<'a> {
     Mget(&'a str),
     Query(&'a str),
     Scan(&'a str),
+    History(&'a str),
     Unknown,
 }
 
@@ -213,6 +214,7 @@ impl Route<'_> {
             Route::Mget(_) => "mget",
             Route::Query(_) => "query",
             Route::Scan(_) => "scan",
+            Route::History(_) => "history",
             Route::Unknown => "unknown",
         }
     }
@@ -224,7 +226,8 @@ impl Route<'_> {
             | Route::Key(ds, _)
             | Route::Mget(ds)
             | Route::Query(ds)
-            | Route::Scan(ds) => Some(ds),
+            | Route::Scan(ds)
+            | Route::History(ds) => Some(ds),
             _ => None,
         }
     }
@@ -250,6 +253,7 @@ fn route(path: &str) -> Route<'_> {
         Some((ds, "mget")) => Route::Mget(ds),
         Some((ds, "query")) => Route::Query(ds),
         Some((ds, "scan")) => Route::Scan(ds),
+        Some((ds, "history")) => Route::History(ds),
         Some((ds, tail)) => match tail.strip_prefix("keys/") {
             Some(key) => Route::Key(ds, key),
             None => Route::Unknown,
@@ -551,6 +555,7 @@ async fn answer(
             let body = read_body(state, &req.headers, body).await?;
             query(state, &t, &body, &req.headers).await
         }
+        (Route::History(_), Some(t)) => history(t.dataset, req.uri.query().unwrap_or("")).await,
         (Route::Scan(_), Some(t)) => {
             let range = scan_range(state, req.uri.query().unwrap_or(""))?;
             let r = scan(state, &t, t.loaded()?, &range, req).await;
@@ -1047,45 +1052,166 @@ async fn query(
         .map_err(bad)?;
     let limits = state.limits.query.clone();
     let loaded = Arc::clone(&l);
-    let answer =
-        tokio::task::spawn_blocking(move || snapkv_query::run(&loaded.snapshot, &plan, &limits))
-            .await
-            .map_err(|e| {
-                fail(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    format!("query task failed: {e}"),
-                )
-            })?
-            .map_err(bad)?;
-    let ndjson = headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.contains("application/x-ndjson"));
-    let mut r = if ndjson {
-        let mut out = Vec::new();
-        for row in &answer.rows {
-            let _ = serde_json::to_writer(&mut out, row);
-            out.push(b'\n');
-        }
-        let mut r = Response::new(Body::new(Bytes::from(out)));
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/x-ndjson"),
-        );
-        r
-    } else {
-        let body = serde_json::json!({
-            "version": l.version,
-            "rows": answer.rows,
-            "stats": answer.stats,
-        });
-        json_response(Bytes::from(body.to_string()))
-    };
+    let format = QueryFormat::accepted(headers);
+    // The answer is encoded on the blocking pool too: an Arrow stream of many rows is work.
+    let (body, content_type) = tokio::task::spawn_blocking(move || {
+        let answer = snapkv_query::run(&loaded.snapshot, &plan, &limits)?;
+        Ok::<_, snapkv_query::QueryError>(match format {
+            QueryFormat::Arrow => (
+                answer.to_arrow_ipc(Some(&loaded.version))?,
+                QueryFormat::ARROW,
+            ),
+            QueryFormat::Ndjson => {
+                let mut out = Vec::new();
+                for row in &answer.rows {
+                    let _ = serde_json::to_writer(&mut out, row);
+                    out.push(b'\n');
+                }
+                (out, QueryFormat::NDJSON)
+            }
+            QueryFormat::Json => {
+                let body = serde_json::json!({
+                    "version": loaded.version,
+                    "rows": answer.rows,
+                    "stats": answer.stats,
+                });
+                (body.to_string().into_bytes(), "application/json")
+            }
+        })
+    })
+    .await
+    .map_err(|e| {
+        fail(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("query task failed: {e}"),
+        )
+    })?
+    .map_err(bad)?;
+    let mut r = Response::new(Body::new(Bytes::from(body)));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut()
+        .insert(header::VARY, HeaderValue::from_static("accept"));
     r.headers_mut()
         .insert(VERSION_HEADER, l.version_header.clone());
     Ok(r)
+}
+
+/// Entries a history request answers by default, and at most.
+const HISTORY_DEFAULT: usize = 50;
+const HISTORY_MAX: usize = 1000;
+/// How long a history answer is reused: pages that refresh do not each ask the store.
+const HISTORY_FRESH: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long the store has to answer.
+const HISTORY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `GET .../history?last=N`: the newest entries of the dataset's history in its store (oldest
+/// first), read through a short-lived cache; one request asks the store at a time.
+async fn history(d: &Dataset, query: &str) -> Result<Response<Body>, Failure> {
+    let mut last = HISTORY_DEFAULT;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match name {
+            "last" => {
+                last = std::str::from_utf8(&percent_decode(value)?)
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|n| (1..=HISTORY_MAX).contains(n))
+                    .ok_or_else(|| {
+                        fail(
+                            StatusCode::BAD_REQUEST,
+                            "bad_limit",
+                            format!("`last` must be a number from 1 to {HISTORY_MAX}"),
+                        )
+                    })?
+            }
+            "version" => {}
+            other => {
+                return Err(fail(
+                    StatusCode::BAD_REQUEST,
+                    "unknown_parameter",
+                    format!("unknown parameter {other:?}; use last"),
+                ))
+            }
+        }
+    }
+    let Some(store) = &d.store else {
+        return Err(fail(
+            StatusCode::NOT_FOUND,
+            "no_history",
+            format!(
+                "dataset {:?} is served from {}: a history is kept by stores (snapkv publish)",
+                d.name, d.source
+            ),
+        ));
+    };
+    let mut cached = d.history.lock().await;
+    if let Some((at, n, body)) = &*cached {
+        if *n == last && at.elapsed() < HISTORY_FRESH {
+            return Ok(json_response(body.clone()));
+        }
+    }
+    let store_error = |message: String| fail(StatusCode::BAD_GATEWAY, "store_error", message);
+    let entries = tokio::time::timeout(HISTORY_TIMEOUT, store.history(&d.name, Some(last)))
+        .await
+        .map_err(|_| {
+            store_error(format!(
+                "the store {} did not answer within {} s",
+                d.source,
+                HISTORY_TIMEOUT.as_secs()
+            ))
+        })?
+        .map_err(|e| {
+            store_error(format!(
+                "cannot read the history of {:?} from {}: {}",
+                d.name,
+                d.source,
+                crate::sync::error_chain(&e)
+            ))
+        })?;
+    let body = serde_json::json!({
+        "dataset": d.name,
+        "source": d.source,
+        "entries": entries,
+    });
+    let body = Bytes::from(body.to_string());
+    *cached = Some((Instant::now(), last, body.clone()));
+    Ok(json_response(body))
+}
+
+/// How a query's answer is written, chosen by the request's `Accept`.
+#[derive(Clone, Copy, PartialEq)]
+enum QueryFormat {
+    /// `{"version", "rows", "stats"}` (the default).
+    Json,
+    /// One row per line.
+    Ndjson,
+    /// An Arrow IPC stream.
+    Arrow,
+}
+
+impl QueryFormat {
+    const ARROW: &'static str = "application/vnd.apache.arrow.stream";
+    const NDJSON: &'static str = "application/x-ndjson";
+
+    /// Arrow if `Accept` names it, else NDJSON if it names that, else JSON.
+    fn accepted(headers: &HeaderMap) -> QueryFormat {
+        let mut format = QueryFormat::Json;
+        for value in headers.get_all(header::ACCEPT) {
+            let Ok(value) = value.to_str() else { continue };
+            for range in value.split(',') {
+                let media = range.split(';').next().unwrap_or("").trim();
+                if media.eq_ignore_ascii_case(Self::ARROW) {
+                    return QueryFormat::Arrow;
+                }
+                if media.eq_ignore_ascii_case(Self::NDJSON) && format == QueryFormat::Json {
+                    format = QueryFormat::Ndjson;
+                }
+            }
+        }
+        format
+    }
 }
 
 /// How values are written into JSON responses.

@@ -259,12 +259,24 @@ pub(crate) struct Dataset {
     pub live: LiveVersions,
     /// The same, for the staged preview's own cache directory.
     pub staged_live: LiveVersions,
+    /// The store the dataset follows (store sources).
+    pub store: Option<snapkv_store::Store>,
+    /// The last history answer: when it was read, for how many entries, the body.
+    pub history: tokio::sync::Mutex<Option<(std::time::Instant, usize, bytes::Bytes)>>,
 }
 
 impl Dataset {
     /// A dataset with nothing loaded yet; `hits` and `misses` count its key lookups.
-    pub fn new(name: String, source: String, hits: Counter, misses: Counter) -> Dataset {
+    pub fn new(
+        name: String,
+        source: String,
+        store: Option<snapkv_store::Store>,
+        hits: Counter,
+        misses: Counter,
+    ) -> Dataset {
         Dataset {
+            store,
+            history: tokio::sync::Mutex::new(None),
             hits,
             misses,
             name,

@@ -175,7 +175,17 @@ pub async fn run(
     for source in &config.sources {
         let name = source.name().to_owned();
         let (hits, misses) = metrics.lookup_counters(&name);
-        let d = Arc::new(Dataset::new(name.clone(), source.describe(), hits, misses));
+        let store = match source {
+            Source::Store { store, .. } => Some(store.clone()),
+            _ => None,
+        };
+        let d = Arc::new(Dataset::new(
+            name.clone(),
+            source.describe(),
+            store,
+            hits,
+            misses,
+        ));
         if datasets.insert(name.clone(), d).is_some() {
             return Err(ServeError::DuplicateDataset(name));
         }

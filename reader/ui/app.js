@@ -112,6 +112,8 @@ async function select(name) {
   $("lookup-result").replaceChildren();
   $("scan-table").replaceChildren();
   $("scan-status").textContent = "";
+  $("history-table").replaceChildren();
+  if (!$("tab-history").hidden) loadHistory();
 }
 
 // -- Lookup -----------------------------------------------------------------------------------
@@ -343,12 +345,42 @@ function drawMetrics() {
   }
 }
 
+// -- History ----------------------------------------------------------------------------------
+
+/** The dataset's history in its store, newest first; the version served now is marked. */
+async function loadHistory() {
+  const status = $("history-status");
+  const table = $("history-table");
+  if (!current) return;
+  status.textContent = "Loading…";
+  try {
+    const { body } = await api(`/v1/datasets/${enc(current)}/history?last=100`);
+    const served = info && info.version;
+    const entries = body.entries.slice().reverse();
+    const n = entries.length;
+    status.textContent = `${n} ${n === 1 ? "entry" : "entries"}, newest first, from ${body.source}`;
+    table.replaceChildren(
+      el("tr", {}, ...["when", "action", "version", "from", "by", "reason"].map((c) => el("th", {}, c))),
+      ...entries.map((e) => {
+        const action = e.forced ? `${e.action} (forced: ${(e.overridden || []).join(", ")})` : e.action;
+        const version = e.to && e.to === served ? `${e.to} (served)` : e.to || "-";
+        return el("tr", { "data-seq": e.seq },
+          el("td", { title: e.at }, ago(e.at)), el("td", {}, action), el("td", {}, version),
+          el("td", {}, e.from || "-"), el("td", {}, e.by), el("td", {}, e.reason || ""));
+      }));
+  } catch (e) {
+    table.replaceChildren();
+    showError(status, e);
+  }
+}
+
 // -- Tabs and start -------------------------------------------------------------------------
 
 for (const b of document.querySelectorAll(".tabs button")) {
   b.addEventListener("click", () => {
     for (const o of document.querySelectorAll(".tabs button")) o.classList.toggle("active", o === b);
     for (const t of document.querySelectorAll(".tab")) t.hidden = t.id !== `tab-${b.dataset.tab}`;
+    if (b.dataset.tab === "history") loadHistory();
   });
 }
 

@@ -175,6 +175,7 @@ pub fn run(args: Args, log_format: super::LogFormat) -> anyhow::Result<ExitCode>
         eprintln!("publishing to {} ...", store_dir.display());
         let mut publish = snapkv_store::PublishOptions::default();
         publish.version = Some(VERSION.into());
+        publish.reason = Some("snapkv demo: a generated catalogue of titles".into());
         runtime.block_on(store.publish(DATASET, &[&snapshot], &publish))?;
         std::fs::remove_file(&snapshot)?;
     } else {

@@ -1,7 +1,7 @@
 //! `snapkv query`: select, filter, group and aggregate the rows of a snapshot.
 
 use anyhow::Context;
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -12,6 +12,7 @@ Examples:
       \"aggregates\": {\"total\": {\"sum\": \"views\"}, \"n\": {\"count\": \"*\"}},
       \"order_by\": [{\"field\": \"total\", \"desc\": true}], \"limit\": 10}'
   snapkv query views.snapkv '{\"keys\": [\"SE/42\", \"US/42\"], \"fields\": [\"views\"]}' --ndjson
+  snapkv query views.snapkv '{\"prefix\": \"SE/\", \"fields\": [\"genre\", \"views\"], \"limit\": 1000}' --arrow > se.arrows
   echo '{\"aggregates\": {\"p99\": {\"percentile\": {\"field\": \"latency\", \"p\": 99}}}}' | snapkv query stats.snapkv -
 
 A query selects rows (keys, prefix, or start/end), filters them (=, !=, <, <=, >, >=, in,
@@ -30,8 +31,12 @@ pub struct Args {
     /// The query, as JSON; `-` reads it from stdin.
     query: String,
     /// One answer row per line instead of the whole answer.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "arrow")]
     ndjson: bool,
+    /// The rows as an Arrow IPC stream (typed columns in the query's order; stats and version
+    /// in the schema's metadata), to a file or a pipe, not a terminal.
+    #[arg(long)]
+    arrow: bool,
     /// Most rows read from the snapshot.
     #[arg(long, value_name = "N", default_value_t = 100_000_000)]
     max_rows_scanned: u64,
@@ -50,6 +55,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         args.query.clone()
     };
+    if args.arrow && std::io::stdout().is_terminal() {
+        anyhow::bail!(
+            "--arrow writes a binary Arrow IPC stream: redirect it to a file or a pipe \
+             (snapkv query FILE QUERY --arrow > answer.arrows)"
+        );
+    }
     let snapshot = super::open(&args.file)?;
     let query = snapkv_query::Query::parse(text.as_bytes())?;
     let plan = query.plan(snapshot.metadata())?;
@@ -60,7 +71,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let shards = snapkv_format::Shards::single(snapshot);
     let answer = snapkv_query::run(&shards, &plan, &limits)?;
     let mut out = std::io::stdout().lock();
-    if args.ndjson {
+    if args.arrow {
+        let version = shards.shards()[0].metadata().version.clone();
+        out.write_all(&answer.to_arrow_ipc(version.as_deref())?)?;
+    } else if args.ndjson {
         for row in &answer.rows {
             serde_json::to_writer(&mut out, row)?;
             out.write_all(b"\n")?;

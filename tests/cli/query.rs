@@ -86,3 +86,51 @@ fn query_answers_and_refuses_clearly() {
     )
     .fails_with(&["max_rows_scanned (5 rows)"]);
 }
+
+#[test]
+fn query_writes_arrow_to_a_pipe() {
+    use arrow_array::cast::AsArray;
+    let dir = tempfile::tempdir().unwrap();
+    let file = titles(dir.path());
+    let out = command(&[
+        "query",
+        file.to_str().unwrap(),
+        r#"{"prefix": "US/", "fields": ["views", "genre"], "limit": 3}"#,
+        "--arrow",
+    ])
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut reader =
+        arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(out.stdout), None).unwrap();
+    let batch = reader.next().unwrap().unwrap();
+    let names: Vec<String> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(names, ["key", "views", "genre"]);
+    let keys: Vec<&str> = batch
+        .column(0)
+        .as_string::<i32>()
+        .iter()
+        .flatten()
+        .collect();
+    assert_eq!(keys, ["US/40", "US/41", "US/42"]);
+    let views = batch
+        .column(1)
+        .as_primitive::<arrow_array::types::Int64Type>();
+    assert_eq!(views.values().to_vec(), [400, 410, 420]);
+    snapkv(
+        &["query", file.to_str().unwrap(), "{}", "--arrow", "--ndjson"],
+        None,
+    )
+    .fails_with(&["--ndjson", "--arrow"]);
+}
