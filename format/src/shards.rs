@@ -290,6 +290,32 @@ impl Shards {
             })
     }
 
+    /// Up to `parts - 1` keys cutting the entries within `(start, end)` of the held shards into
+    /// runs of about as many blocks each (at least `min_blocks`), in increasing order, inside
+    /// the bounds (see [`Snapshot::split_range`]).
+    pub fn split_range(
+        &self,
+        start: Bound<&[u8]>,
+        end: Bound<&[u8]>,
+        parts: usize,
+        min_blocks: u64,
+    ) -> Result<Vec<Bytes>> {
+        let mut keys = Vec::new();
+        for s in &self.shards {
+            keys.extend(s.split_range(start, end, parts, min_blocks)?);
+        }
+        if keys.len() < parts {
+            keys.sort();
+            keys.dedup();
+            return Ok(keys);
+        }
+        // Several shards: every shard's cuts, thinned to `parts - 1` evenly.
+        keys.sort();
+        keys.dedup();
+        let n = keys.len();
+        Ok((1..parts).map(|i| keys[i * n / parts].clone()).collect())
+    }
+
     /// Entries with keys in `(start, end)`, in key order, through every held shard whose
     /// range meets the bounds (the keys of shards not held are left out).
     pub fn range(&self, start: Bound<&[u8]>, end: Bound<&[u8]>) -> ShardsIter {

@@ -320,6 +320,62 @@ impl Snapshot {
         }
     }
 
+    /// Up to `parts - 1` keys of the snapshot that cut the entries within `(start, end)` into
+    /// runs of about as many blocks each, at least `min_blocks` each, in increasing order, each
+    /// inside the bounds: for reading one range from several threads (`[start, k1)`, `[k1,
+    /// k2)`, … `[kn, end)`). Each key is the first of a block (one block read per key). None
+    /// when the range spans fewer than `2 × min_blocks` blocks.
+    pub fn split_range(
+        &self,
+        start: Bound<&[u8]>,
+        end: Bound<&[u8]>,
+        parts: usize,
+        min_blocks: u64,
+    ) -> Result<Vec<Bytes>> {
+        let blocks = self.inner.footer.block_count;
+        if parts < 2 || blocks == 0 {
+            return Ok(Vec::new());
+        }
+        let first = match start {
+            Bound::Unbounded => 0,
+            Bound::Included(k) | Bound::Excluded(k) => match self.block_for(k)? {
+                Some(b) => u64::from(b),
+                None => return Ok(Vec::new()),
+            },
+        };
+        let last = match end {
+            Bound::Unbounded => blocks - 1,
+            Bound::Included(k) | Bound::Excluded(k) => {
+                self.block_for(k)?.map_or(blocks - 1, u64::from)
+            }
+        };
+        let span = last.saturating_sub(first) + 1;
+        let parts = parts.min(usize::try_from(span / min_blocks.max(1)).unwrap_or(usize::MAX));
+        let mut keys: Vec<Bytes> = Vec::new();
+        for i in 1..parts as u64 {
+            let block = first + span * i / parts as u64;
+            if block <= first || block > last {
+                continue;
+            }
+            let Some(entry) = self.block_entries(block).next() else {
+                continue;
+            };
+            let (key, _) = entry?;
+            let after_start = match start {
+                Bound::Unbounded => true,
+                Bound::Included(k) | Bound::Excluded(k) => &key[..] > k,
+            };
+            let before_end = match end {
+                Bound::Unbounded => true,
+                Bound::Included(k) | Bound::Excluded(k) => &key[..] < k,
+            };
+            if after_start && before_end && keys.last().is_none_or(|l| *l < key) {
+                keys.push(key);
+            }
+        }
+        Ok(keys)
+    }
+
     /// Entries whose keys start with `prefix`, in key order.
     pub fn prefix(&self, prefix: &[u8]) -> Iter {
         match prefix_successor(prefix) {

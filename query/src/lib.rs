@@ -92,7 +92,15 @@ pub struct Limits {
     pub max_groups: usize,
     /// Rows in an answer (`limit` at most). Default: 10,000.
     pub max_rows: usize,
+    /// Threads a grouped query over a key range may read it with, each a part of about as
+    /// many blocks (at least [`MIN_BLOCKS_PER_THREAD`] each). Default: the machine's cores,
+    /// at most 4.
+    pub threads: usize,
 }
+
+/// The fewest blocks a thread of a grouped query reads: below that, starting it costs more
+/// than it saves.
+pub const MIN_BLOCKS_PER_THREAD: u64 = 16;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -102,6 +110,7 @@ impl Default for Limits {
             max_time: Duration::from_secs(5),
             max_groups: 100_000,
             max_rows: 10_000,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
         }
     }
 }
@@ -1325,6 +1334,51 @@ impl Agg {
         }
     }
 
+    /// Adds `other`, the accumulator of other rows, to `acc`.
+    fn merge(&self, acc: &mut Acc, other: Acc) {
+        match (acc, other) {
+            (Acc::Count(a), Acc::Count(b)) => *a += b,
+            (Acc::Sum(i, x, ints), Acc::Sum(j, y, other_ints)) => {
+                if *ints && other_ints {
+                    *i += j;
+                } else {
+                    let mine = if *ints { *i as f64 } else { *x };
+                    *x = mine + if other_ints { j as f64 } else { y };
+                    *ints = false;
+                }
+            }
+            (Acc::Avg(s, n), Acc::Avg(t, m)) => {
+                *s += t;
+                *n += m;
+            }
+            (Acc::Extreme(best), Acc::Extreme(Some(v))) => {
+                let want = if matches!(self, Agg::Min(_)) {
+                    Ordering::Less
+                } else {
+                    Ordering::Greater
+                };
+                if best.as_ref().is_none_or(|b| compare(&v, b) == Some(want)) {
+                    *best = Some(v);
+                }
+            }
+            (Acc::Distinct(a), Acc::Distinct(b)) => a.extend(b),
+            (Acc::Values(a), Acc::Values(b)) => a.extend(b),
+            (Acc::Top(a), Acc::Top(b)) => {
+                let k = match self {
+                    Agg::TopK { k, .. } => *k,
+                    _ => usize::MAX,
+                };
+                for item in b {
+                    a.push(item);
+                    if a.len() > k {
+                        a.pop();
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
     fn finish(&self, acc: Acc) -> Value {
         match (self, acc) {
             (_, Acc::Count(n)) => n.into(),
@@ -1371,64 +1425,105 @@ impl Agg {
 }
 
 /// Tracks what a query has read against its limits.
+/// What the threads of one query have read together, added to every 256 rows.
+#[derive(Default)]
+struct Shared {
+    rows: std::sync::atomic::AtomicU64,
+    bytes: std::sync::atomic::AtomicU64,
+}
+
+/// One thread's reading, checked against the query's limits: its own counts plus what every
+/// thread had added to `shared` when it last looked (exact with one thread).
 struct Budget<'l> {
     limits: &'l Limits,
     started: Instant,
     stats: Stats,
+    shared: &'l Shared,
+    /// This thread's counts not yet added to `shared`.
+    unshared: (u64, u64),
+    /// `shared`'s totals when this thread last added to it, its own part included.
+    seen: (u64, u64),
 }
 
-impl Budget<'_> {
+impl<'l> Budget<'l> {
+    fn new(limits: &'l Limits, started: Instant, shared: &'l Shared) -> Budget<'l> {
+        Budget {
+            limits,
+            started,
+            stats: Stats::default(),
+            shared,
+            unshared: (0, 0),
+            seen: (0, 0),
+        }
+    }
+
     fn read(&mut self, key: &[u8], value: &[u8]) -> Result<(), QueryError> {
-        let s = &mut self.stats;
-        s.rows_scanned += 1;
-        s.bytes_read += (key.len() + value.len()) as u64;
+        let bytes = (key.len() + value.len()) as u64;
+        self.stats.rows_scanned += 1;
+        self.stats.bytes_read += bytes;
+        self.unshared.0 += 1;
+        self.unshared.1 += bytes;
+        if self.unshared.0 == 256 {
+            self.share()?;
+            if self.started.elapsed() > self.limits.max_time {
+                return Err(QueryError::OverBudget {
+                    limit: "max_time",
+                    allowed: format!("{:?}", self.limits.max_time),
+                });
+            }
+        }
+        self.check(self.seen.0 + self.unshared.0, self.seen.1 + self.unshared.1)
+    }
+
+    /// Adds this thread's unshared counts to `shared`, and checks the totals.
+    fn share(&mut self) -> Result<(), QueryError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (rows, bytes) = std::mem::take(&mut self.unshared);
+        self.seen = (
+            self.shared.rows.fetch_add(rows, Relaxed) + rows,
+            self.shared.bytes.fetch_add(bytes, Relaxed) + bytes,
+        );
+        self.check(self.seen.0, self.seen.1)
+    }
+
+    fn check(&self, rows: u64, bytes: u64) -> Result<(), QueryError> {
         let over = |limit, allowed: String| Err(QueryError::OverBudget { limit, allowed });
-        if s.rows_scanned > self.limits.max_rows_scanned {
+        if rows > self.limits.max_rows_scanned {
             return over(
                 "max_rows_scanned",
                 format!("{} rows", self.limits.max_rows_scanned),
             );
         }
-        if s.bytes_read > self.limits.max_bytes_read {
+        if bytes > self.limits.max_bytes_read {
             return over(
                 "max_bytes_read",
                 format!("{} bytes", self.limits.max_bytes_read),
             );
         }
-        if s.rows_scanned % 256 == 0 && self.started.elapsed() > self.limits.max_time {
-            return over("max_time", format!("{:?}", self.limits.max_time));
-        }
         Ok(())
     }
 }
 
-/// Runs a planned query over the rows of `shards` (those it holds), within `limits`.
-pub fn run(shards: &Shards, plan: &Plan, limits: &Limits) -> Result<Answer, QueryError> {
-    let mut budget = Budget {
-        limits,
-        started: Instant::now(),
-        stats: Stats::default(),
-    };
-    let grouped = !plan.aggregates.is_empty() || !plan.group_by.is_empty();
-    let limit = plan
-        .limit
-        .unwrap_or(if grouped { limits.max_rows } else { 100 });
-    if limit > limits.max_rows {
-        return Err(invalid(
-            None,
-            format!(
-                "limit {limit} is over the most rows an answer holds, {}",
-                limits.max_rows
-            ),
-        ));
-    }
-    // Rows without ordering can stop at the limit.
-    let early = !grouped && plan.order_by.is_empty();
-    let mut rows: Vec<Map<String, Value>> = Vec::new();
-    let mut groups: HashMap<Vec<u8>, (Vec<Value>, Vec<Acc>)> = HashMap::new();
-    let mut id: Vec<u8> = Vec::new();
-    let mut visit = |key: &[u8], value: &Bytes| -> Result<bool, QueryError> {
-        budget.read(key, value)?;
+/// One thread's evaluation of a query: its rows, or its groups with their accumulators.
+struct Worker<'a> {
+    plan: &'a Plan,
+    limits: &'a Limits,
+    budget: Budget<'a>,
+    grouped: bool,
+    /// Rows without ordering stop at the limit.
+    early: bool,
+    limit: usize,
+    rows: Vec<Map<String, Value>>,
+    groups: HashMap<Vec<u8>, (Vec<Value>, Vec<Acc>)>,
+    /// The current row's group id, a buffer reused row to row.
+    id: Vec<u8>,
+}
+
+impl Worker<'_> {
+    /// Evaluates one row; `false` when no more rows are needed.
+    fn visit(&mut self, key: &[u8], value: &Bytes) -> Result<bool, QueryError> {
+        let plan = self.plan;
+        self.budget.read(key, value)?;
         // Values of JSON datasets are JSON objects; one that does not parse is a null row.
         let parsed = match &plan.value_names {
             None => serde_json::from_slice::<Value>(value).ok(),
@@ -1446,23 +1541,24 @@ pub fn run(shards: &Shards, plan: &Plan, limits: &Limits) -> Result<Answer, Quer
                 return Ok(true);
             }
         }
-        budget.stats.rows_matched += 1;
-        if grouped {
+        self.budget.stats.rows_matched += 1;
+        if self.grouped {
             let values: Vec<Value> = plan.group_by.iter().map(|g| row.get(g)).collect();
-            // The group's id, its values' JSON, written into one buffer reused row to row.
-            id.clear();
-            let _ = serde_json::to_writer(&mut id, &values);
-            let accs = match groups.get_mut(id.as_slice()) {
+            // The group's id: its values' JSON.
+            self.id.clear();
+            let _ = serde_json::to_writer(&mut self.id, &values);
+            let accs = match self.groups.get_mut(self.id.as_slice()) {
                 Some((_, accs)) => accs,
                 None => {
-                    if groups.len() >= limits.max_groups {
-                        return Err(QueryError::OverBudget {
-                            limit: "max_groups",
-                            allowed: format!("{} groups", limits.max_groups),
-                        });
+                    if self.groups.len() >= self.limits.max_groups {
+                        return Err(too_many_groups(self.limits));
                     }
                     let accs = plan.aggregates.iter().map(|(_, a)| a.start()).collect();
-                    &mut groups.entry(id.clone()).or_insert((values, accs)).1
+                    &mut self
+                        .groups
+                        .entry(self.id.clone())
+                        .or_insert((values, accs))
+                        .1
                 }
             };
             for ((_, agg), acc) in plan.aggregates.iter().zip(accs.iter_mut()) {
@@ -1485,15 +1581,94 @@ pub fn run(shards: &Shards, plan: &Plan, limits: &Limits) -> Result<Answer, Quer
                 out.insert("value".into(), row.value.clone().unwrap_or(Value::Null));
             }
         }
-        if !early && rows.len() >= limits.max_groups {
+        if !self.early && self.rows.len() >= self.limits.max_groups {
             return Err(QueryError::OverBudget {
                 limit: "max_groups",
-                allowed: format!("{} rows held for ordering", limits.max_groups),
+                allowed: format!("{} rows held for ordering", self.limits.max_groups),
             });
         }
-        rows.push(out);
-        Ok(!(early && rows.len() >= limit))
+        self.rows.push(out);
+        Ok(!(self.early && self.rows.len() >= self.limit))
+    }
+
+    /// Evaluates the rows of `shards` within the bounds, in key order.
+    fn range(
+        &mut self,
+        shards: &Shards,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+    ) -> Result<(), QueryError> {
+        for entry in shards.range(lower, upper) {
+            let (k, v) = entry?;
+            if !self.visit(&k, &v)? {
+                break;
+            }
+        }
+        self.budget.share()
+    }
+
+    /// Adds the groups of `other` (of the same query, other rows) to these.
+    fn merge(&mut self, other: Worker<'_>) -> Result<(), QueryError> {
+        let s = &mut self.budget.stats;
+        s.rows_scanned += other.budget.stats.rows_scanned;
+        s.rows_matched += other.budget.stats.rows_matched;
+        s.bytes_read += other.budget.stats.bytes_read;
+        for (id, (values, accs)) in other.groups {
+            match self.groups.get_mut(&id) {
+                Some((_, mine)) => {
+                    for (((_, agg), a), b) in self.plan.aggregates.iter().zip(mine).zip(accs) {
+                        agg.merge(a, b);
+                    }
+                }
+                None => {
+                    if self.groups.len() >= self.limits.max_groups {
+                        return Err(too_many_groups(self.limits));
+                    }
+                    self.groups.insert(id, (values, accs));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn too_many_groups(limits: &Limits) -> QueryError {
+    QueryError::OverBudget {
+        limit: "max_groups",
+        allowed: format!("{} groups", limits.max_groups),
+    }
+}
+
+/// Runs a planned query over the rows of `shards` (those it holds), within `limits`. A grouped
+/// query over a key range of many blocks reads parts of it on `limits.threads` threads.
+pub fn run(shards: &Shards, plan: &Plan, limits: &Limits) -> Result<Answer, QueryError> {
+    let started = Instant::now();
+    let grouped = !plan.aggregates.is_empty() || !plan.group_by.is_empty();
+    let limit = plan
+        .limit
+        .unwrap_or(if grouped { limits.max_rows } else { 100 });
+    if limit > limits.max_rows {
+        return Err(invalid(
+            None,
+            format!(
+                "limit {limit} is over the most rows an answer holds, {}",
+                limits.max_rows
+            ),
+        ));
+    }
+    let shared = Shared::default();
+    let worker = || Worker {
+        plan,
+        limits,
+        budget: Budget::new(limits, started, &shared),
+        grouped,
+        early: !grouped && plan.order_by.is_empty(),
+        limit,
+        rows: Vec::new(),
+        groups: HashMap::new(),
+        id: Vec::new(),
     };
+    let mut w = worker();
     match &plan.selection {
         Selection::Keys(keys) => {
             let mut seen = HashSet::new();
@@ -1502,25 +1677,65 @@ pub fn run(shards: &Shards, plan: &Plan, limits: &Limits) -> Result<Answer, Quer
                     continue;
                 }
                 if let Some(v) = shards.get(k.as_bytes())? {
-                    if !visit(k.as_bytes(), &v)? {
+                    if !w.visit(k.as_bytes(), &v)? {
                         break;
                     }
                 }
             }
+            w.budget.share()?;
         }
         Selection::Range(lower, upper) => {
-            let it = shards.range(
+            let (lower, upper) = (
                 lower.as_ref().map(Vec::as_slice),
                 upper.as_ref().map(Vec::as_slice),
             );
-            for entry in it {
-                let (k, v) = entry?;
-                if !visit(&k, &v)? {
-                    break;
+            let cuts = if grouped && limits.threads > 1 {
+                shards.split_range(lower, upper, limits.threads, MIN_BLOCKS_PER_THREAD)?
+            } else {
+                Vec::new()
+            };
+            if cuts.is_empty() {
+                w.range(shards, lower, upper)?;
+            } else {
+                // Parts [lower, c1), [c1, c2), ..., [cn, upper), one per thread; this thread
+                // reads the first.
+                let mut bounds = vec![lower];
+                bounds.extend(cuts.iter().map(|c| Bound::Included(&c[..])));
+                let ends: Vec<Bound<&[u8]>> = cuts
+                    .iter()
+                    .map(|c| Bound::Excluded(&c[..]))
+                    .chain(std::iter::once(upper))
+                    .collect();
+                let others = std::thread::scope(|scope| {
+                    let handles: Vec<_> = bounds[1..]
+                        .iter()
+                        .zip(&ends[1..])
+                        .map(|(&lo, &hi)| {
+                            scope.spawn(move || {
+                                let mut part = worker();
+                                part.range(shards, lo, hi).map(|()| part)
+                            })
+                        })
+                        .collect();
+                    let first = w.range(shards, bounds[0], ends[0]);
+                    let others: Vec<Result<Worker<'_>, QueryError>> = handles
+                        .into_iter()
+                        .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                        .collect();
+                    first.map(|()| others)
+                })?;
+                for part in others {
+                    w.merge(part?)?;
                 }
             }
         }
     }
+    let Worker {
+        mut rows,
+        groups,
+        mut budget,
+        ..
+    } = w;
     if grouped {
         rows = groups
             .into_values()
@@ -1552,7 +1767,7 @@ pub fn run(shards: &Shards, plan: &Plan, limits: &Limits) -> Result<Answer, Quer
         rows.sort_by(|a, b| order(a, b, &plan.order_by));
     }
     rows.truncate(limit);
-    budget.stats.elapsed_ms = budget.started.elapsed().as_secs_f64() * 1000.0;
+    budget.stats.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     let columns = if grouped {
         let groups = plan.group_by.iter().map(|g| g.name.clone());
         groups

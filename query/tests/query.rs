@@ -520,3 +520,93 @@ fn projections_copy_members_and_walk_paths() {
         br#"{"views":2}"#
     );
 }
+
+/// 20,000 rows over 400 countries: enough blocks for a grouped range query to be read by
+/// several threads.
+fn many() -> Shards {
+    let mut meta = Metadata::default();
+    meta.value_encoding = ValueEncoding::Json;
+    meta.key_columns = vec!["country".into(), "id".into()];
+    let mut rows = Vec::new();
+    for i in 0..20_000u64 {
+        let country = format!("C{:03}", i % 400);
+        let genre = ["drama", "comedy", "horror"][(i % 3) as usize];
+        let v = json!({"views": (i * 7919) % 1000, "rating": (i % 13) as f64 / 4.0,
+                       "genre": genre});
+        rows.push((format!("{country}/{i:05}"), v.to_string()));
+    }
+    rows.sort();
+    let mut w = SnapshotWriter::new(Vec::new(), WriterOptions::default(), meta).unwrap();
+    for (k, v) in &rows {
+        w.insert(k.as_bytes(), v.as_bytes()).unwrap();
+    }
+    Shards::single(Snapshot::open(w.finish().unwrap().0).unwrap())
+}
+
+#[test]
+fn threads_answer_as_one_thread_does() {
+    let shards = many();
+    assert!(
+        shards.shards()[0].block_count() >= 4 * snapkv_query::MIN_BLOCKS_PER_THREAD,
+        "too few blocks to split: {}",
+        shards.shards()[0].block_count()
+    );
+    // The cuts the threads read between: first keys of blocks, inside the range, increasing.
+    use std::ops::Bound::{Excluded, Included, Unbounded};
+    let cuts = shards
+        .split_range(Included(b"C010"), Excluded(b"C390"), 4, 16)
+        .unwrap();
+    assert!((2..=3).contains(&cuts.len()), "{cuts:?}");
+    assert!(cuts.windows(2).all(|w| w[0] < w[1]));
+    assert!(cuts
+        .iter()
+        .all(|c| &c[..] > b"C010".as_slice() && &c[..] < b"C390".as_slice()));
+    let all = shards.split_range(Unbounded, Unbounded, 1000, 1).unwrap();
+    assert_eq!(all.len() as u64, shards.shards()[0].block_count() - 1);
+    assert!(shards
+        .split_range(Included(b"C010"), Excluded(b"C011"), 4, 16)
+        .unwrap()
+        .is_empty());
+    let q = json!({"start": "C010", "end": "C390", "filter": {"views": {">": 100}},
+        "group_by": ["genre"],
+        "aggregates": {"n": {"count": "*"}, "views": {"sum": "views"}, "lo": {"min": "views"},
+                       "hi": {"max": "rating"}, "avg": {"avg": "rating"},
+                       "countries": {"count_distinct": "country"},
+                       "p90": {"percentile": {"field": "views", "p": 90}},
+                       "top": {"top_k": {"by": "views", "k": 5}}}});
+    let plan = Query::parse(q.to_string().as_bytes())
+        .unwrap()
+        .plan(shards.shards()[0].metadata())
+        .unwrap();
+    let mut one = Limits::default();
+    one.threads = 1;
+    let mut four = Limits::default();
+    four.threads = 4;
+    let a = run(&shards, &plan, &one).unwrap();
+    let b = run(&shards, &plan, &four).unwrap();
+    assert_eq!(a.stats.rows_scanned, b.stats.rows_scanned);
+    assert_eq!(a.stats.rows_matched, b.stats.rows_matched);
+    assert_eq!(a.rows.len(), 3);
+    for (x, y) in a.rows.iter().zip(&b.rows) {
+        let avg = |r: &serde_json::Map<String, Value>| r["avg"].as_f64().unwrap();
+        assert!((avg(x) - avg(y)).abs() < 1e-9, "{x:?} {y:?}");
+        let mut x = x.clone();
+        let mut y = y.clone();
+        x.remove("avg");
+        y.remove("avg");
+        assert_eq!(x, y);
+    }
+    // The limits hold across threads.
+    let mut tight = four.clone();
+    tight.max_rows_scanned = 5_000;
+    match run(&shards, &plan, &tight) {
+        Err(QueryError::OverBudget { limit, .. }) => assert_eq!(limit, "max_rows_scanned"),
+        other => panic!("expected max_rows_scanned, got {other:?}"),
+    }
+    let mut few_groups = four.clone();
+    few_groups.max_groups = 2;
+    match run(&shards, &plan, &few_groups) {
+        Err(QueryError::OverBudget { limit, .. }) => assert_eq!(limit, "max_groups"),
+        other => panic!("expected max_groups, got {other:?}"),
+    }
+}

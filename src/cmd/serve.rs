@@ -161,6 +161,10 @@ pub struct Args {
     /// Most groups one query holds (more: 422 over_budget).
     #[arg(long, value_name = "N", default_value_t = Limits::default().query.max_groups)]
     query_max_groups: usize,
+    /// Threads one grouped query over a key range reads it with, each a part of at least 16
+    /// blocks (default: the machine's cores, at most 4; 1: the request's own thread only).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    query_threads: Option<u16>,
     /// How long in-flight requests may take to finish on shutdown.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = super::parse_duration)]
     drain_timeout: Duration,
@@ -265,6 +269,9 @@ pub fn run(args: Args, log_format: super::LogFormat) -> anyhow::Result<ExitCode>
     limits.query.max_rows_scanned = args.query_max_rows_scanned;
     limits.query.max_time = args.query_max_time;
     limits.query.max_groups = args.query_max_groups;
+    if let Some(n) = args.query_threads {
+        limits.query.threads = usize::from(n);
+    }
 
     super::return_freed_memory();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
