@@ -12,6 +12,36 @@ pub struct Location {
     pub row: u64,
 }
 
+/// A value that would change if converted to its column's type in the first input.
+#[derive(Debug)]
+pub struct LossyCast {
+    /// Where.
+    pub at: Location,
+    /// The column.
+    pub column: String,
+    /// The value, as given.
+    pub value: String,
+    /// What it would become.
+    pub stored: String,
+    /// Its type here.
+    pub got: String,
+    /// The column's type in the first input.
+    pub expected: String,
+    /// The first input.
+    pub first: String,
+}
+
+impl fmt::Display for LossyCast {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: column {:?} holds {} ({}), which would become {} as {}, its type in {}; make \
+             the column's type the same in every input",
+            self.at, self.column, self.value, self.got, self.stored, self.expected, self.first
+        )
+    }
+}
+
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} row {}", self.input, self.row)
@@ -143,6 +173,10 @@ pub enum Error {
         /// The input that differs.
         input: String,
     },
+    /// A value of a column whose type differs from the first input's would change if stored
+    /// in that type (1.7 as an integer).
+    #[error("{0}")]
+    LossyCast(Box<LossyCast>),
     /// Partition folders (`col=value/`) differ between inputs, or clash with a file's column.
     #[error("{0}")]
     Partitions(String),
@@ -222,6 +256,16 @@ pub enum Error {
     /// The snapshot writer refused an option or failed.
     #[error("cannot write the snapshot")]
     Snapshot(#[source] snapkv_format::Error),
+    /// The snapshot written does not read back (its metadata, say, is beyond what readers
+    /// parse): the output is left as it was.
+    #[error("the snapshot written for {} does not read back; the output is left as it was", path.display())]
+    Unreadable {
+        /// The output it was written for.
+        path: std::path::PathBuf,
+        /// What reading it found.
+        #[source]
+        source: snapkv_format::Error,
+    },
     /// A thread of the build stopped unexpectedly (a bug); everything it wrote was removed.
     #[error("internal error: {0}")]
     Internal(&'static str),

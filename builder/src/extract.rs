@@ -298,8 +298,10 @@ impl FilePlan {
         })
     }
 
-    /// A column of the batch in the build's type for it.
-    fn column(&self, name: &str, batch: &RecordBatch) -> Result<ArrayRef> {
+    /// A column of the batch (whose first row is the file's row `first_row`, 0-based) in the
+    /// build's type for it. A column of another type is converted only where every value
+    /// converts back to itself: 1.7 does not become 1, nor `007` 7.
+    fn column(&self, name: &str, batch: &RecordBatch, first_row: u64) -> Result<ArrayRef> {
         let target = &self.plan.types[name];
         let n = batch.num_rows();
         match &self.columns[name] {
@@ -320,20 +322,52 @@ impl FilePlan {
                     safe: false,
                     ..Default::default()
                 };
-                arrow_cast::cast_with_options(array, target, &options).map_err(|_| {
-                    Error::TypeMismatch {
-                        column: name.to_owned(),
-                        expected: self
-                            .plan
-                            .schema
-                            .field_with_name(name)
-                            .map(|f| f.data_type().to_string())
-                            .unwrap_or_else(|_| target.to_string()),
-                        first: self.plan.first_input.clone(),
-                        got: self.file_types[name].to_string(),
+                let expected = || {
+                    self.plan
+                        .schema
+                        .field_with_name(name)
+                        .map(|f| f.data_type().to_string())
+                        .unwrap_or_else(|_| target.to_string())
+                };
+                let converted =
+                    arrow_cast::cast_with_options(array, target, &options).map_err(|_| {
+                        Error::TypeMismatch {
+                            column: name.to_owned(),
+                            expected: expected(),
+                            first: self.plan.first_input.clone(),
+                            got: self.file_types[name].to_string(),
+                            input: self.source.name.clone(),
+                        }
+                    })?;
+                let back = arrow_cast::cast_with_options(&converted, array.data_type(), &options);
+                if back.as_ref().is_ok_and(|b| b.to_data() == array.to_data()) {
+                    return Ok(converted);
+                }
+                // The first value that does not come back (every one, if none comes back).
+                let row = (0..array.len())
+                    .find(|&i| {
+                        back.as_ref().map_or(true, |b| {
+                            b.slice(i, 1).to_data() != array.slice(i, 1).to_data()
+                        })
+                    })
+                    .unwrap_or(0);
+                let show = |a: &dyn Array| {
+                    ArrayFormatter::try_new(a, &FormatOptions::default().with_null("null"))
+                        .map(|f| f.value(row).to_string())
+                        .unwrap_or_default()
+                };
+                Err(Error::LossyCast(Box::new(crate::error::LossyCast {
+                    at: Location {
                         input: self.source.name.clone(),
-                    }
-                })
+                        row: first_row + row as u64 + 1,
+                    },
+                    column: name.to_owned(),
+                    value: show(array.as_ref()),
+                    stored: show(converted.as_ref()),
+                    got: array.data_type().to_string(),
+                    expected: expected(),
+                    first: self.plan.first_input.clone(),
+                })))
             }
         }
     }
@@ -354,7 +388,7 @@ impl FilePlan {
             .plan
             .keys
             .iter()
-            .map(|k| self.column(k, batch))
+            .map(|k| self.column(k, batch, first_row))
             .collect::<Result<_>>()?;
         let format = FormatOptions::default();
         let keys: Vec<KeyColumn<'_>> = key_arrays
@@ -375,7 +409,7 @@ impl FilePlan {
                     .collect();
                 let arrays = cols
                     .iter()
-                    .map(|c| self.column(c, batch))
+                    .map(|c| self.column(c, batch, first_row))
                     .collect::<Result<Vec<_>>>()?;
                 value_struct = StructArray::try_new_with_length(
                     fields.clone(),
@@ -395,7 +429,7 @@ impl FilePlan {
                 Values::Json(encoder)
             }
             ValuePlan::Raw(c) => {
-                raw_array = self.column(c, batch)?;
+                raw_array = self.column(c, batch, first_row)?;
                 Values::Raw(Bytes::new(raw_array.as_ref()), c)
             }
         };

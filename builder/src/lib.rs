@@ -33,7 +33,7 @@ mod read;
 mod sort;
 mod source;
 
-pub use error::{ColumnRole, Error, Location, Result};
+pub use error::{ColumnRole, Error, Location, LossyCast, Result};
 pub use json::BigNumbers;
 pub use options::{
     parse_size, BuildOptions, InputFormat, OnDuplicate, Values, MAX_SHARDS, MIN_MEMORY_LIMIT,
@@ -133,8 +133,11 @@ pub fn build(
     let sources = source::discover(&options.inputs, options.reading())?;
     let outputs = output::Outputs::create(output, options)?;
 
-    let text_columns = &options.key_columns;
-    let first = read::open(&sources[0], text_columns)?;
+    let settings = read::Settings {
+        text_columns: options.key_columns.clone(),
+        memory_limit: options.memory_limit,
+    };
+    let first = read::open(&sources[0], &settings)?;
     let plan = Arc::new(extract::Plan::new(
         &options.key_columns,
         &options.values,
@@ -162,7 +165,7 @@ pub fn build(
         &sources,
         first,
         &plan,
-        text_columns,
+        &settings,
         &mut sorter,
         threads,
         in_flight_budget(options.memory_limit),

@@ -220,7 +220,36 @@ fn finish(outputs: &Outputs, i: usize, writer: Writer) -> Result<WriteSummary> {
         .expect("open until renamed")
         .sync_all()
         .map_err(out_err)?;
+    read_back(&temp.path, path)?;
     Ok(summary)
+}
+
+/// Reads the footer and metadata of the file written as readers do (they are what readers
+/// parse before anything else), before it is renamed over the output.
+fn read_back(written: &Path, path: &Path) -> Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let out_err = |source| Error::Output {
+        path: path.to_owned(),
+        source,
+    };
+    let mut f = std::fs::File::open(written).map_err(out_err)?;
+    let unreadable = |source| Error::Unreadable {
+        path: path.to_owned(),
+        source,
+    };
+    let len = f.seek(SeekFrom::End(0)).map_err(out_err)?;
+    let mut end = vec![0; snapkv_format::TAIL_LEN.min(len) as usize];
+    f.seek(SeekFrom::Start(len - end.len() as u64))
+        .and_then(|_| f.read_exact(&mut end))
+        .map_err(out_err)?;
+    let tail = snapkv_format::Tail::parse(&end, len).map_err(unreadable)?;
+    let range = tail.metadata_range();
+    let mut metadata = vec![0; usize::try_from(range.end - range.start).unwrap_or(0)];
+    f.seek(SeekFrom::Start(range.start))
+        .and_then(|_| f.read_exact(&mut metadata))
+        .map_err(out_err)?;
+    tail.metadata(&metadata).map_err(unreadable)?;
+    Ok(())
 }
 
 /// Merges the sorted pairs into the snapshot writers, in key order: with shards, shard `i` of

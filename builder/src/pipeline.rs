@@ -110,7 +110,7 @@ pub(crate) struct Reader {
     pub first: read::Opened,
     pub plan: Arc<Plan>,
     /// Columns read as text from CSV.
-    pub text_columns: Vec<String>,
+    pub settings: read::Settings,
 }
 
 impl Pipeline {
@@ -206,13 +206,13 @@ fn read_all(reader: Reader, mut submit: Submitter<Job>, gate: &Gate) {
         sources,
         first,
         plan,
-        text_columns,
+        settings,
     } = reader;
     let mut first = Some(first);
     for (index, source) in sources.iter().enumerate() {
         let opened = match first.take() {
             Some(o) => Ok(o),
-            None => read::open(source, &text_columns),
+            None => read::open(source, &settings),
         };
         match opened.and_then(|o| read_input(index, source, o, &plan, &mut submit, gate)) {
             Ok(true) => {}
@@ -238,7 +238,9 @@ fn read_input(
     let file_plan = Arc::new(FilePlan::new(plan, source, &opened.schema)?);
     let rows = opened.rows;
     let consumed = Arc::clone(&opened.consumed);
-    let mut batches = opened.batches(source, file_plan.projection.clone())?;
+    let mut batches = read::guarded(source, || {
+        opened.batches(source, file_plan.projection.clone())
+    })?;
     let start = Event::Input {
         index,
         rows,
@@ -248,7 +250,7 @@ fn read_input(
         return Ok(false);
     }
     let mut row = 0u64;
-    while let Some(batch) = batches.next_batch()? {
+    while let Some(batch) = read::guarded(source, || batches.next_batch())? {
         let memory = batch.get_array_memory_size();
         if !gate.acquire(memory) {
             return Ok(false);
@@ -305,7 +307,7 @@ pub(crate) fn read_inputs(
     sources: &[Source],
     first: read::Opened,
     plan: &Arc<Plan>,
-    text_columns: &[String],
+    settings: &read::Settings,
     sorter: &mut Sorter,
     threads: usize,
     in_flight: usize,
@@ -323,7 +325,7 @@ pub(crate) fn read_inputs(
             sources: sources.to_vec(),
             first,
             plan: Arc::clone(plan),
-            text_columns: text_columns.to_vec(),
+            settings: settings.clone(),
         },
         threads,
         in_flight,

@@ -47,6 +47,43 @@ pub(crate) trait Batches {
     fn next_batch(&mut self) -> Result<Option<RecordBatch>>;
 }
 
+thread_local! {
+    /// Whether this thread is inside [`guarded`]: its panics are reported as errors, not
+    /// printed.
+    static GUARDED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f`, a call into a decoder of `source`'s bytes, and turns a panic in it into an error
+/// naming the source. Decoders (Parquet, Arrow IPC) are meant to return errors for damaged
+/// bytes, but some bytes still reach a panic in them; a build must fail with a message
+/// instead. The panic is not printed: the error says what it said.
+pub(crate) fn guarded<T>(source: &Source, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    static QUIET_HOOK: std::sync::Once = std::sync::Once::new();
+    QUIET_HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !GUARDED.with(std::cell::Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+    let outer = GUARDED.with(|g| g.replace(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    GUARDED.with(|g| g.set(outer));
+    result.unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        Err(malformed(
+            source,
+            None,
+            format!("the file is damaged: its decoder failed on it ({what})"),
+        ))
+    })
+}
+
 fn malformed(source: &Source, line: Option<u64>, e: impl std::fmt::Display) -> Error {
     Error::Malformed {
         input: source.name.clone(),
@@ -166,8 +203,49 @@ fn int96_as_utc(metadata: &ArrowReaderMetadata) -> Option<SchemaRef> {
 }
 
 /// Opens a source and reads its schema. `text_columns` are read as strings from CSV whatever
-/// they look like (keys keep their exact text: `007` stays `007`).
-pub(crate) fn open(source: &Source, text_columns: &[String]) -> Result<Opened> {
+/// they look like (keys keep their exact text: `007` stays `007`). Two columns of one name are
+/// an error: which of them a key or value would read is not clear.
+pub(crate) fn open(source: &Source, settings: &Settings) -> Result<Opened> {
+    let opened = guarded(source, || open_unchecked(source, settings))?;
+    let mut seen = std::collections::HashSet::new();
+    for f in opened.schema.fields() {
+        if !seen.insert(f.name().as_str()) {
+            return Err(malformed(
+                source,
+                None,
+                format!(
+                    "the column {:?} appears more than once; rename the columns so that each \
+                     name is given once",
+                    f.name()
+                ),
+            ));
+        }
+    }
+    Ok(opened)
+}
+
+/// How sources are opened: the same for every source of a build.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    /// Columns read as text from CSV whatever they look like (the key columns).
+    pub text_columns: Vec<String>,
+    /// The build's memory limit: no size read from an input may ask for more at once.
+    pub memory_limit: u64,
+}
+
+impl Settings {
+    /// The most bytes one allocation sized by `source`'s bytes may take: the memory limit, and
+    /// the source's size when it is stored uncompressed.
+    fn most(&self, source: &Source) -> u64 {
+        match (source.compression, source.size) {
+            (crate::source::Compression::None, Some(size)) => size.min(self.memory_limit),
+            _ => self.memory_limit,
+        }
+    }
+}
+
+fn open_unchecked(source: &Source, settings: &Settings) -> Result<Opened> {
+    let text_columns = &settings.text_columns[..];
     let consumed = Arc::new(AtomicU64::new(0));
     let opened = |schema: SchemaRef, rows: Option<u64>, kind: Kind| Opened {
         schema,
@@ -211,9 +289,23 @@ pub(crate) fn open(source: &Source, text_columns: &[String]) -> Result<Opened> {
                 .map_err(|e| source.read_error(e))?
                 .starts_with(b"ARROW1");
             if !is_file {
+                let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let input = EndWatch {
+                    inner: input,
+                    ended: ended.clone(),
+                    frame: Frame::Prefix(Vec::new()),
+                    most: settings.most(source),
+                    message: 0,
+                };
                 let reader = arrow_ipc::reader::StreamReader::try_new(input, None)
                     .map_err(|e| malformed(source, None, e))?;
-                return Ok(opened(reader.schema(), None, Kind::Ipc(Box::new(reader))));
+                let reader = Marked {
+                    inner: reader,
+                    ended,
+                    done: false,
+                };
+                let schema = arrow_array::RecordBatchReader::schema(&reader);
+                return Ok(opened(schema, None, Kind::Ipc(Box::new(reader))));
             }
             // The IPC file format is read from its end (the footer): a stream (standard
             // input, a compressed file) is first copied to an anonymous temporary file, which
@@ -235,6 +327,9 @@ pub(crate) fn open(source: &Source, text_columns: &[String]) -> Result<Opened> {
                     Box::new(spool)
                 }
             };
+            let mut seekable = seekable;
+            check_ipc_file(&mut seekable, settings.most(source))
+                .map_err(|e| malformed(source, None, e))?;
             let reader = arrow_ipc::reader::FileReader::try_new(BufReader::new(seekable), None)
                 .map_err(|e| malformed(source, None, e))?;
             Ok(opened(reader.schema(), None, Kind::Ipc(Box::new(reader))))
@@ -270,7 +365,8 @@ pub(crate) fn open(source: &Source, text_columns: &[String]) -> Result<Opened> {
                     }
                 })
                 .collect();
-            let input: Box<dyn Read + Send> = Box::new(sample.chain(rest));
+            let input: Box<dyn Read + Send> =
+                Box::new(QuoteCheck::new(sample.chain(rest), source.delimiter));
             Ok(opened(
                 Arc::new(Schema::new(fields)),
                 None,
@@ -452,8 +548,15 @@ impl Opened {
                     .map(|&i| self.schema.field(i).clone())
                     .collect();
                 let schema = Arc::new(Schema::new(fields));
+                let integers = schema
+                    .fields()
+                    .iter()
+                    .filter(|f| f.data_type().is_integer())
+                    .map(|f| f.name().clone())
+                    .collect();
                 Box::new(NdjsonBatches {
                     decoder: ndjson_decoder(&schema)?,
+                    integers,
                     schema,
                     input,
                     line: 0,
@@ -554,6 +657,9 @@ struct NdjsonBatches {
     buf: Vec<u8>,
     lines: Vec<(u64, usize)>,
     source: Source,
+    /// The top-level fields of integer columns: a number with a fraction or an exponent there
+    /// is an error (the decoder would cut 1.5 to 1).
+    integers: Vec<String>,
 }
 
 impl NdjsonBatches {
@@ -601,6 +707,22 @@ impl Batches for NdjsonBatches {
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
+            // Every line is checked as the inference sample's lines are: the decoder accepts
+            // some text that is not JSON, and nesting is bounded (128 levels) before it
+            // reaches code that recurses.
+            if let Err(e) = check_line(&line, &self.integers) {
+                return Err(malformed(&self.source, Some(self.line), e));
+            }
+            if let Some(column) = too_deep(&line) {
+                return Err(malformed(
+                    &self.source,
+                    Some(self.line),
+                    format!(
+                        "nested more than {MAX_JSON_DEPTH} levels deep at column {column}; \
+                         values are at most {MAX_JSON_DEPTH} levels deep"
+                    ),
+                ));
+            }
             let before = self.decoder.len();
             if let Err(e) = self.decoder.decode(&line) {
                 return Err(text_error(&self.source, Some(self.line), e));
@@ -625,5 +747,387 @@ impl Batches for NdjsonBatches {
                 return self.flush();
             }
         }
+    }
+}
+
+/// Checks that an NDJSON line is JSON (as `serde_json` parses it, whatever the decoder would
+/// accept) and that its members named in `integers` hold whole numbers where they hold
+/// numbers.
+fn check_line(line: &[u8], integers: &[String]) -> std::result::Result<(), String> {
+    struct Line<'i>(&'i [String]);
+    impl<'de> serde::de::Visitor<'de> for Line<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> std::result::Result<(), A::Error> {
+            while let Some(name) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                if !self.0.iter().any(|n| *n == name) {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                    continue;
+                }
+                let raw = map.next_value::<&serde_json::value::RawValue>()?;
+                let text = raw.get();
+                let number = text.starts_with(|c: char| c == '-' || c.is_ascii_digit());
+                if number && text.contains(['.', 'e', 'E']) {
+                    return Err(serde::de::Error::custom(format!(
+                        "field {name:?} holds {text}, in a column of integers (as the first \
+                         lines have it); write it as an integer, or give the column a decimal \
+                         value such as 1.0 in the first lines"
+                    )));
+                }
+            }
+            Ok(())
+        }
+        // Other values (not objects) are the decoder's to report.
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> std::result::Result<(), A::Error> {
+            while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+            Ok(())
+        }
+        fn visit_str<E: serde::de::Error>(self, _: &str) -> std::result::Result<(), E> {
+            Ok(())
+        }
+        fn visit_bool<E: serde::de::Error>(self, _: bool) -> std::result::Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E: serde::de::Error>(self, _: i64) -> std::result::Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E: serde::de::Error>(self, _: u64) -> std::result::Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E: serde::de::Error>(self, _: f64) -> std::result::Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> std::result::Result<(), E> {
+            Ok(())
+        }
+    }
+    if integers.is_empty() {
+        return serde_json::from_slice::<serde::de::IgnoredAny>(line)
+            .map(drop)
+            .map_err(|e| e.to_string());
+    }
+    let mut de = serde_json::Deserializer::from_slice(line);
+    serde::Deserializer::deserialize_any(&mut de, Line(integers))
+        .and_then(|()| de.end())
+        .map_err(|e| e.to_string())
+}
+
+/// How deep NDJSON values may nest (as `serde_json` parses them).
+const MAX_JSON_DEPTH: usize = 128;
+
+/// The column (from 1) where the JSON text `line` nests deeper than [`MAX_JSON_DEPTH`], if it
+/// does. The text is valid JSON (checked before).
+fn too_deep(line: &[u8]) -> Option<usize> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for (i, &b) in line.iter().enumerate() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_JSON_DEPTH {
+                    return Some(i + 1);
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Reads an Arrow IPC stream's bytes for the stream reader, following its framing: a message
+/// whose metadata or body says it is larger than `most` bytes fails before the reader
+/// allocates for it. Also notes when the reader asks for more after the last byte: a stream
+/// that ends with its end-of-stream marker is never read past it, so a read at the end means
+/// the stream stopped between messages (cut short).
+struct EndWatch<R> {
+    inner: R,
+    ended: Arc<std::sync::atomic::AtomicBool>,
+    frame: Frame,
+    most: u64,
+    /// Messages read so far.
+    message: u64,
+}
+
+/// Where the stream is in its framing.
+enum Frame {
+    /// The prefix bytes read of a message: `0xFFFFFFFF` and the metadata length (or the length
+    /// alone, in streams of before the continuation marker).
+    Prefix(Vec<u8>),
+    /// The metadata bytes read, and how many it has.
+    Metadata(Vec<u8>, usize),
+    /// Body bytes still to come.
+    Body(u64),
+    /// The end-of-stream marker was read, or the framing is not understood (the reader
+    /// reports that).
+    Done,
+}
+
+impl<R> EndWatch<R> {
+    fn too_large(&self, what: &str, len: i64) -> std::io::Error {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "message {} of the stream says its {what} is {len} bytes, more than {} (the \
+                 input's size or the memory limit): the stream is damaged",
+                self.message + 1,
+                self.most
+            ),
+        )
+    }
+
+    /// Follows the framing over `bytes`, the next bytes handed to the reader.
+    fn follow(&mut self, mut bytes: &[u8]) -> std::io::Result<()> {
+        while !bytes.is_empty() {
+            match &mut self.frame {
+                Frame::Done => return Ok(()),
+                Frame::Body(left) => {
+                    let n = (*left).min(bytes.len() as u64);
+                    *left -= n;
+                    bytes = &bytes[n as usize..];
+                    if *left == 0 {
+                        self.message += 1;
+                        self.frame = Frame::Prefix(Vec::new());
+                    }
+                }
+                Frame::Prefix(have) => {
+                    let want = if have.len() >= 4 && have[..4] == [0xff; 4] {
+                        8
+                    } else {
+                        4
+                    };
+                    let n = (want - have.len()).min(bytes.len());
+                    have.extend_from_slice(&bytes[..n]);
+                    bytes = &bytes[n..];
+                    if have.len() == 4 && have[..] == [0xff; 4] {
+                        continue;
+                    }
+                    if have.len() < want {
+                        continue;
+                    }
+                    let len = i32::from_le_bytes(have[want - 4..want].try_into().unwrap_or([0; 4]));
+                    if len == 0 {
+                        self.frame = Frame::Done;
+                    } else if len < 0 || len as u64 > self.most {
+                        return Err(self.too_large("metadata", i64::from(len)));
+                    } else {
+                        self.frame =
+                            Frame::Metadata(Vec::with_capacity(len as usize), len as usize);
+                    }
+                }
+                Frame::Metadata(have, len) => {
+                    let n = (*len - have.len()).min(bytes.len());
+                    have.extend_from_slice(&bytes[..n]);
+                    bytes = &bytes[n..];
+                    if have.len() < *len {
+                        continue;
+                    }
+                    let body = match arrow_ipc::root_as_message(have) {
+                        Ok(m) => m.bodyLength(),
+                        Err(_) => {
+                            // Not a message: the reader says so.
+                            self.frame = Frame::Done;
+                            return Ok(());
+                        }
+                    };
+                    if body < 0 || body as u64 > self.most {
+                        return Err(self.too_large("body", body));
+                    }
+                    if body == 0 {
+                        self.message += 1;
+                        self.frame = Frame::Prefix(Vec::new());
+                    } else {
+                        self.frame = Frame::Body(body as u64);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<R: Read> Read for EndWatch<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            self.ended.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.follow(&buf[..n])?;
+        Ok(n)
+    }
+}
+
+/// Checks an Arrow IPC file's footer before the file reader trusts it: every block (record
+/// batch or dictionary) must lie within the file, and none be larger than `most` bytes.
+fn check_ipc_file<F: Read + Seek>(file: &mut F, most: u64) -> std::result::Result<(), String> {
+    use std::io::SeekFrom;
+    let io = |e: std::io::Error| e.to_string();
+    let len = file.seek(SeekFrom::End(0)).map_err(io)?;
+    if len < 10 {
+        return Err("too short to be an Arrow IPC file".into());
+    }
+    let mut end = [0u8; 10];
+    file.seek(SeekFrom::Start(len - 10)).map_err(io)?;
+    file.read_exact(&mut end).map_err(io)?;
+    let footer_len = arrow_ipc::reader::read_footer_length(end).map_err(|e| e.to_string())? as u64;
+    if footer_len > len - 10 || footer_len > most {
+        return Err(format!(
+            "the footer says it is {footer_len} bytes, in a file of {len}: the file is damaged"
+        ));
+    }
+    let mut footer = vec![0u8; footer_len as usize];
+    file.seek(SeekFrom::Start(len - 10 - footer_len))
+        .map_err(io)?;
+    file.read_exact(&mut footer).map_err(io)?;
+    let footer = arrow_ipc::root_as_footer(&footer)
+        .map_err(|e| format!("the footer is not an Arrow IPC footer: {e}"))?;
+    let blocks = footer
+        .recordBatches()
+        .into_iter()
+        .flatten()
+        .chain(footer.dictionaries().into_iter().flatten());
+    for (i, b) in blocks.enumerate() {
+        let (offset, meta, body) = (b.offset(), b.metaDataLength(), b.bodyLength());
+        let size = i64::from(meta).checked_add(body);
+        let within = offset >= 0
+            && meta >= 0
+            && body >= 0
+            && size.is_some_and(|s| s as u64 <= most)
+            && size
+                .and_then(|s| offset.checked_add(s))
+                .is_some_and(|e| e as u64 <= len);
+        if !within {
+            return Err(format!(
+                "block {} of the footer (offset {offset}, metadata {meta} bytes, body {body} \
+                 bytes) does not fit in the file of {len} bytes or the memory limit: the file \
+                 is damaged",
+                i + 1
+            ));
+        }
+    }
+    file.seek(SeekFrom::Start(0)).map_err(io)?;
+    Ok(())
+}
+
+/// An IPC stream's batches, then an error if the stream had no end-of-stream marker.
+struct Marked<R: Read> {
+    inner: arrow_ipc::reader::StreamReader<R>,
+    ended: Arc<std::sync::atomic::AtomicBool>,
+    done: bool,
+}
+
+impl<R: Read> Iterator for Marked<R> {
+    type Item = std::result::Result<RecordBatch, ArrowError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        match self.inner.next() {
+            None => {
+                self.done = true;
+                self.ended
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    .then(|| {
+                        Err(ArrowError::IpcError(
+                            "the stream ends without its end-of-stream marker: it was cut short \
+                             (a writer that is closed writes the marker)"
+                                .into(),
+                        ))
+                    })
+            }
+            other => other,
+        }
+    }
+}
+
+impl<R: Read> arrow_array::RecordBatchReader for Marked<R> {
+    fn schema(&self) -> SchemaRef {
+        self.inner.schema()
+    }
+}
+
+/// Passes CSV bytes through, following the quoting as the CSV reader does (`"` opens a quoted
+/// field at its start, `""` inside one is a quote, a quote elsewhere is text), and fails at the
+/// end if a quoted field is still open: the reader would take the rest of the input as that
+/// field's text.
+struct QuoteCheck<R> {
+    inner: R,
+    delimiter: u8,
+    state: Quoting,
+    /// The current line (from 1), and the line the open quoted field started on.
+    line: u64,
+    opened: u64,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Quoting {
+    FieldStart,
+    Unquoted,
+    Quoted,
+    /// A quote inside a quoted field: the field's end, or the first of `""`.
+    QuoteInQuoted,
+}
+
+impl<R> QuoteCheck<R> {
+    fn new(inner: R, delimiter: u8) -> QuoteCheck<R> {
+        QuoteCheck {
+            inner,
+            delimiter,
+            state: Quoting::FieldStart,
+            line: 1,
+            opened: 0,
+        }
+    }
+}
+
+impl<R: Read> Read for QuoteCheck<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() && self.state == Quoting::Quoted {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "the quoted field that starts on line {} is never closed (a `\"` is \
+                     missing)",
+                    self.opened
+                ),
+            ));
+        }
+        for &b in &buf[..n] {
+            let end = b == b'\n' || b == b'\r';
+            if b == b'\n' {
+                self.line += 1;
+            }
+            self.state = match (self.state, b) {
+                (Quoting::FieldStart, b'"') => {
+                    self.opened = self.line;
+                    Quoting::Quoted
+                }
+                (Quoting::Quoted, b'"') => Quoting::QuoteInQuoted,
+                (Quoting::Quoted, _) => Quoting::Quoted,
+                (Quoting::QuoteInQuoted, b'"') => Quoting::Quoted,
+                (_, b) if b == self.delimiter || end => Quoting::FieldStart,
+                _ => Quoting::Unquoted,
+            };
+        }
+        Ok(n)
     }
 }

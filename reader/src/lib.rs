@@ -44,6 +44,15 @@ pub enum OpenError {
         #[source]
         source: std::io::Error,
     },
+    /// The path names something other than a regular file (a directory, a FIFO, a device):
+    /// snapshots are files, and a FIFO would block the open until something writes to it.
+    #[error("{} is {what}, not a snapshot file", path.display())]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+        /// What it is: `a directory`, `a FIFO`, ….
+        what: &'static str,
+    },
     /// The file is not a valid snapshot.
     #[error("{} is not a valid snapshot", path.display())]
     Format {
@@ -81,7 +90,34 @@ pub fn open_snapshot(path: &Path, options: &OpenOptions) -> Result<Snapshot, Ope
         path: path.to_owned(),
         source,
     };
+    let not_a_file = |t: std::fs::FileType| {
+        use std::os::unix::fs::FileTypeExt;
+        let what = if t.is_dir() {
+            "a directory"
+        } else if t.is_fifo() {
+            "a FIFO"
+        } else if t.is_socket() {
+            "a socket"
+        } else if t.is_block_device() || t.is_char_device() {
+            "a device"
+        } else {
+            "not a regular file"
+        };
+        OpenError::NotAFile {
+            path: path.to_owned(),
+            what,
+        }
+    };
+    // Checked before opening: opening a FIFO waits for a writer.
+    let kind = std::fs::metadata(path).map_err(io)?.file_type();
+    if !kind.is_file() {
+        return Err(not_a_file(kind));
+    }
     let file = std::fs::File::open(path).map_err(io)?;
+    let kind = file.metadata().map_err(io)?.file_type();
+    if !kind.is_file() {
+        return Err(not_a_file(kind));
+    }
     // SAFETY: snapshot files are immutable by contract (spec/FORMAT.md, "Assumptions"), which
     // this function's documentation passes on to its caller.
     #[allow(unsafe_code)]

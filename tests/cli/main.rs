@@ -5,6 +5,7 @@ mod build;
 mod build_errors;
 mod diff;
 mod durations;
+mod hostile;
 mod json_numbers;
 mod query;
 mod text_inputs;

@@ -1,0 +1,385 @@
+//! Inputs that used to build wrong, crash or hang, each through the real binary: the build
+//! refuses them with exit code 2 and a message naming the file (and line or column), leaving
+//! nothing behind; what does build holds exactly the input's values.
+
+use crate::util::*;
+use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray, StructArray};
+use arrow_schema::{DataType, Field, Schema};
+use serde_json::json;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A build of `args` into `dir/out.snapkv` fails with `parts` in its message and leaves `dir`
+/// as it was.
+#[track_caller]
+fn refused(dir: &Path, args: &[&str], parts: &[&str]) {
+    let before = files_under(dir);
+    let out = dir.join("out.snapkv");
+    let mut all = vec!["build", "-q", "-o", out.to_str().unwrap()];
+    all.extend_from_slice(args);
+    snapkv(&all, None).fails_with(parts);
+    assert_eq!(files_under(dir), before, "a failed build left files behind");
+}
+
+/// Builds `input` with `args` into `out`, and opens the snapshot.
+#[track_caller]
+fn built(out: &Path, input: &Path, args: &[&str]) -> snapkv_format::Snapshot {
+    let mut all = vec![
+        "build",
+        "-q",
+        "-i",
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    all.extend_from_slice(args);
+    snapkv(&all, None).ok();
+    open(out)
+}
+
+/// 10,005 NDJSON lines `{"k": "aN", "v": N}`, then `last`: past the lines read to infer the
+/// schema.
+fn ndjson_ending_with(path: &Path, last: &str) {
+    let mut text = String::new();
+    for i in 0..10_005 {
+        text.push_str(&format!("{{\"k\":\"a{i}\",\"v\":{i}}}\n"));
+    }
+    text.push_str(last);
+    text.push('\n');
+    std::fs::write(path, text).unwrap();
+}
+
+#[test]
+fn columns_named_twice_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("dup.csv");
+    std::fs::write(&csv, "k,v,v\na,1,2\n").unwrap();
+    refused(
+        dir.path(),
+        &["-i", csv.to_str().unwrap(), "-k", "k"],
+        &["dup.csv", "the column \"v\" appears more than once"],
+    );
+    let batch = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Utf8, false),
+            Field::new("v", DataType::Int64, false),
+            Field::new("v", DataType::Int64, false),
+        ])),
+        vec![
+            Arc::new(StringArray::from(vec!["a"])) as ArrayRef,
+            Arc::new(Int64Array::from(vec![1])),
+            Arc::new(Int64Array::from(vec![2])),
+        ],
+    )
+    .unwrap();
+    let parquet = dir.path().join("in").join("dup.parquet");
+    write_parquet(&parquet, &[batch]);
+    refused(
+        dir.path(),
+        &["-i", parquet.to_str().unwrap(), "-k", "k"],
+        &["dup.parquet", "the column \"v\" appears more than once"],
+    );
+}
+
+#[test]
+fn an_unterminated_csv_quote_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("q.csv");
+    std::fs::write(&csv, "k,v\na,1\nb,\"never closed\nc,3\nd,4\n").unwrap();
+    refused(
+        dir.path(),
+        &["-i", csv.to_str().unwrap(), "-k", "k"],
+        &[
+            "q.csv",
+            "the quoted field that starts on line 3 is never closed",
+        ],
+    );
+    // Doubled quotes inside a quoted field, and a quote inside an unquoted one, are text.
+    std::fs::write(&csv, "k,v\na,\"say \"\"hi\"\"\"\nb,5\"\n").unwrap();
+    let s = built(&dir.path().join("ok.snapkv"), &csv, &["-k", "k"]);
+    assert_eq!(json_value(&s, "a")["v"], "say \"hi\"");
+    assert_eq!(json_value(&s, "b")["v"], "5\"");
+}
+
+#[test]
+fn every_ndjson_line_is_checked_as_the_first_ones_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.ndjson");
+    ndjson_ending_with(&input, r#"{"k":"b",,}"#);
+    refused(
+        dir.path(),
+        &["-i", input.to_str().unwrap(), "-k", "k"],
+        &["in.ndjson line 10006"],
+    );
+    // Nesting far past any value's depth overflowed the stack of a reading thread.
+    let deep = format!(
+        "{{\"k\":\"z\",\"v\":{}{}}}",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    ndjson_ending_with(&input, &deep);
+    refused(
+        dir.path(),
+        &["-i", input.to_str().unwrap(), "-k", "k"],
+        &["in.ndjson line 10006", "nested more than 128 levels deep"],
+    );
+}
+
+#[test]
+fn an_arrow_stream_cut_between_messages_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let batch = |keys: Vec<&str>, values: Vec<i64>| {
+        RecordBatch::try_from_iter(vec![
+            ("k", Arc::new(StringArray::from(keys)) as ArrayRef),
+            ("v", Arc::new(Int64Array::from(values)) as ArrayRef),
+        ])
+        .unwrap()
+    };
+    let full = dir.path().join("full.arrows");
+    write_ipc_stream(
+        &full,
+        &[batch(vec!["a", "b"], vec![1, 2]), batch(vec!["c"], vec![3])],
+    );
+    let s = built(
+        &dir.path().join("full.snapkv"),
+        &full,
+        &["--format", "arrow", "-k", "k"],
+    );
+    assert_eq!(s.len(), 3);
+    assert_eq!(json_value(&s, "c")["v"], 3);
+    // Without its end-of-stream marker (the last 8 bytes), the last batch is missing and
+    // nothing in the bytes says so but the marker's absence.
+    let bytes = std::fs::read(&full).unwrap();
+    assert_eq!(
+        bytes[bytes.len() - 8..],
+        [0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]
+    );
+    let cut = dir.path().join("cut.arrows");
+    std::fs::write(&cut, &bytes[..bytes.len() - 8]).unwrap();
+    refused(
+        dir.path(),
+        &["-i", cut.to_str().unwrap(), "--format", "arrow", "-k", "k"],
+        &[
+            "cut.arrows",
+            "the stream ends without its end-of-stream marker",
+        ],
+    );
+}
+
+#[test]
+fn a_snapshot_that_would_not_read_back_is_not_written() {
+    let dir = tempfile::tempdir().unwrap();
+    // A struct 45 levels deep: its schema, in the metadata, nests past what readers parse.
+    let mut values: ArrayRef = Arc::new(Int64Array::from(vec![1, 2]));
+    for _ in 0..45 {
+        let field = Arc::new(Field::new("s", values.data_type().clone(), true));
+        values = Arc::new(StructArray::from(vec![(field, values)]));
+    }
+    let batch = RecordBatch::try_from_iter(vec![
+        ("k", Arc::new(StringArray::from(vec!["a", "b"])) as ArrayRef),
+        ("v", values),
+    ])
+    .unwrap();
+    let input = dir.path().join("in").join("deep.parquet");
+    write_parquet(&input, &[batch]);
+    // The output of an earlier build stays as it was.
+    let out = dir.path().join("out.snapkv");
+    std::fs::write(&out, b"the previous output").unwrap();
+    refused(
+        dir.path(),
+        &["-i", input.to_str().unwrap(), "-k", "k"],
+        &["the snapshot written for", "does not read back", "metadata"],
+    );
+    assert_eq!(std::fs::read(&out).unwrap(), b"the previous output");
+}
+
+/// Runs `snapkv ARGS`, failing the test if it has not exited within 20 s.
+#[track_caller]
+fn exits_soon(args: &[&str]) -> std::process::Output {
+    let mut child = command(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("snapkv {args:?} did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn commands_refuse_paths_that_are_not_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let fifo = fifo.to_str().unwrap();
+    let d = dir.path().to_str().unwrap();
+    for (path, what) in [(fifo, "is a FIFO"), (d, "is a directory")] {
+        for args in [
+            vec!["inspect", path],
+            vec!["verify", path],
+            vec!["get", path, "k"],
+            vec!["scan", path],
+        ] {
+            let out = exits_soon(&args);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+            assert!(
+                stderr.contains(what) && stderr.contains("not a snapshot file"),
+                "{args:?}: {stderr}"
+            );
+        }
+    }
+}
+
+/// Damaged files (in `tests/data/hostile`) that panicked a decoder or had it allocate what
+/// their bytes claimed: each is refused with a message naming it, in a directory left as it
+/// was.
+#[test]
+fn damaged_files_fail_with_a_message() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/hostile");
+    let cases: [(&str, &[&str]); 5] = [
+        (
+            "arrow-schema-flip.parquet",
+            &["the file is damaged: its decoder failed on it"],
+        ),
+        (
+            "negative-column.parquet",
+            &["the file is damaged: its decoder failed on it"],
+        ),
+        (
+            "huge-body.arrows",
+            &["says its body is 47569271064101368 bytes, more than 4488"],
+        ),
+        (
+            "huge-metadata.arrows",
+            &["says its metadata is 2147483647 bytes"],
+        ),
+        (
+            "huge-block.arrow",
+            &[
+                "block 2 of the footer",
+                "does not fit in the file of 5026 bytes",
+            ],
+        ),
+    ];
+    for (name, parts) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join(name);
+        std::fs::copy(fixtures.join(name), &input).unwrap();
+        let format = if name.ends_with(".parquet") {
+            "parquet"
+        } else {
+            "arrow"
+        };
+        let mut expected = vec![name];
+        expected.extend_from_slice(parts);
+        refused(
+            dir.path(),
+            &[
+                "-i",
+                input.to_str().unwrap(),
+                "--format",
+                format,
+                "-k",
+                "id",
+            ],
+            &expected,
+        );
+    }
+    // From a pipe the size is not known: the memory limit bounds what a message may claim.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.snapkv");
+    snapkv(
+        &[
+            "build",
+            "-q",
+            "-i",
+            "-",
+            "--format",
+            "arrow",
+            "-k",
+            "id",
+            "--memory-limit",
+            "64MiB",
+            "-o",
+            out.to_str().unwrap(),
+        ],
+        Some(b"\xff\xff\xff\xff\xff\xff\xff\x7f"),
+    )
+    .fails_with(&[
+        "<stdin>",
+        "says its metadata is 2147483647 bytes, more than 67108864",
+    ]);
+    assert!(files_under(dir.path()).is_empty());
+}
+
+#[test]
+fn values_are_never_converted_into_other_values() {
+    let dir = tempfile::tempdir().unwrap();
+    // NDJSON: a decimal in a column the first 10,000 lines make integers.
+    let input = dir.path().join("in.ndjson");
+    ndjson_ending_with(&input, r#"{"k":"z","v":1.5}"#);
+    refused(
+        dir.path(),
+        &["-i", input.to_str().unwrap(), "-k", "k"],
+        &[
+            "in.ndjson line 10006",
+            "field \"v\" holds 1.5, in a column of integers",
+        ],
+    );
+    std::fs::remove_file(&input).unwrap();
+
+    // A directory whose files give a column different types: a value that would change is
+    // refused, naming its file and row; values that convert exactly are kept.
+    let part = |name: &str, keys: Vec<&str>, values: ArrayRef| {
+        let batch = RecordBatch::try_from_iter(vec![
+            ("k", Arc::new(StringArray::from(keys)) as ArrayRef),
+            ("v", values),
+        ])
+        .unwrap();
+        write_parquet(&dir.path().join("job").join(name), &[batch]);
+    };
+    part("1.parquet", vec!["a"], Arc::new(Int64Array::from(vec![1])));
+    part(
+        "2.parquet",
+        vec!["b", "c"],
+        Arc::new(arrow_array::Float64Array::from(vec![2.0, 1.7])),
+    );
+    let job = dir.path().join("job");
+    refused(
+        dir.path(),
+        &["-i", job.to_str().unwrap(), "-k", "k"],
+        &[
+            "2.parquet row 2",
+            "column \"v\" holds 1.7 (Float64), which would become 1 as Int64",
+            "1.parquet",
+        ],
+    );
+    part(
+        "2.parquet",
+        vec!["b", "c"],
+        Arc::new(arrow_array::Int32Array::from(vec![Some(2), None])),
+    );
+    part(
+        "3.parquet",
+        vec!["d"],
+        Arc::new(arrow_array::Float64Array::from(vec![4.0])),
+    );
+    let s = built(&dir.path().join("ok.snapkv"), &job, &["-k", "k"]);
+    let values: Vec<serde_json::Value> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|k| json_value(&s, k)["v"].clone())
+        .collect();
+    assert_eq!(values, [json!(1), json!(2), json!(null), json!(4)]);
+}
