@@ -173,6 +173,34 @@ pub enum Error {
         /// The input that differs.
         input: String,
     },
+    /// A key column other than the last contains the separator `/`: the key would not tell
+    /// the columns apart.
+    #[error(
+        "{at}: key column {column:?} holds {value:?}, which contains `/`; only the last key \
+         column may (the key {value:?}/… could be another row's too): reorder --key or \
+         replace the `/`"
+    )]
+    SeparatorInKey {
+        /// Where.
+        at: Location,
+        /// The column.
+        column: String,
+        /// Its text.
+        value: String,
+    },
+    /// A date or time has no text (it is out of the years that can be written).
+    #[error(
+        "{at}: column {column:?} holds {value}, outside the dates and times that can be written \
+         (years -262143 to 262142)"
+    )]
+    OutOfRange {
+        /// Where.
+        at: Location,
+        /// The column.
+        column: String,
+        /// The value: its number and type.
+        value: String,
+    },
     /// A value of a column whose type differs from the first input's would change if stored
     /// in that type (1.7 as an integer).
     #[error("{0}")]

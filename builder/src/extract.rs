@@ -302,6 +302,50 @@ impl FilePlan {
     /// build's type for it. A column of another type is converted only where every value
     /// converts back to itself: 1.7 does not become 1, nor `007` 7.
     fn column(&self, name: &str, batch: &RecordBatch, first_row: u64) -> Result<ArrayRef> {
+        let array = self.convert(name, batch, first_row)?;
+        self.check_temporal(name, &array, first_row)?;
+        Ok(array)
+    }
+
+    /// Fails on the first date or time of a temporal column that has no text (out of the
+    /// range of years −262,143 to 262,142): it would be stored as an error message. The
+    /// extremes are tried first; the values between them have text if they do.
+    fn check_temporal(&self, name: &str, array: &ArrayRef, first_row: u64) -> Result<()> {
+        if !array.data_type().is_temporal() || array.null_count() == array.len() {
+            return Ok(());
+        }
+        let Ok(numbers) = arrow_cast::cast(array, &DataType::Int64) else {
+            return Ok(());
+        };
+        let numbers = numbers.as_primitive::<arrow_array::types::Int64Type>();
+        let options = FormatOptions::default().with_display_error(false);
+        let Ok(text) = ArrayFormatter::try_new(array.as_ref(), &options) else {
+            return Ok(());
+        };
+        let has_text = |i: usize| {
+            use std::fmt::Write;
+            let mut s = String::new();
+            write!(s, "{}", text.value(i)).is_ok()
+        };
+        let valid = || (0..array.len()).filter(|&i| array.is_valid(i));
+        let lowest = valid().min_by_key(|&i| numbers.value(i));
+        let highest = valid().max_by_key(|&i| numbers.value(i));
+        if lowest.into_iter().chain(highest).all(has_text) {
+            return Ok(());
+        }
+        let row = valid().find(|&i| !has_text(i)).unwrap_or(0);
+        Err(Error::OutOfRange {
+            at: Location {
+                input: self.source.name.clone(),
+                row: first_row + row as u64 + 1,
+            },
+            column: name.to_owned(),
+            value: format!("{} as {}", numbers.value(row), array.data_type()),
+        })
+    }
+
+    /// [`FilePlan::column`] before its checks.
+    fn convert(&self, name: &str, batch: &RecordBatch, first_row: u64) -> Result<ArrayRef> {
         let target = &self.plan.types[name];
         let n = batch.num_rows();
         match &self.columns[name] {
@@ -448,7 +492,15 @@ impl FilePlan {
                         column: self.plan.keys[j].clone(),
                     });
                 }
+                let part = buf.len();
                 k.append(i, buf);
+                if j + 1 < keys.len() && buf[part..].contains(&b'/') {
+                    return Err(Error::SeparatorInKey {
+                        at: at(i),
+                        column: self.plan.keys[j].clone(),
+                        value: String::from_utf8_lossy(&buf[part..]).into_owned(),
+                    });
+                }
             }
             let key_len = buf.len() - start;
             if key_len == 0 {

@@ -383,3 +383,82 @@ fn values_are_never_converted_into_other_values() {
         .collect();
     assert_eq!(values, [json!(1), json!(2), json!(null), json!(4)]);
 }
+
+#[test]
+fn dates_without_text_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let batch = RecordBatch::try_from_iter(vec![
+        (
+            "k",
+            Arc::new(StringArray::from(vec!["a", "b", "c"])) as ArrayRef,
+        ),
+        (
+            "d",
+            Arc::new(arrow_array::Date32Array::from(vec![0, i32::MAX, 1])),
+        ),
+    ])
+    .unwrap();
+    let input = dir.path().join("in").join("dates.parquet");
+    write_parquet(&input, &[batch]);
+    // As a value and as a key: the text would have been an error message.
+    for key in ["k", "d"] {
+        refused(
+            dir.path(),
+            &["-i", input.to_str().unwrap(), "-k", key],
+            &[
+                "dates.parquet row 2",
+                "column \"d\" holds 2147483647 as Date32, outside the dates and times",
+            ],
+        );
+    }
+    // Dates at both ends of the range that has text build.
+    let batch = RecordBatch::try_from_iter(vec![
+        ("k", Arc::new(StringArray::from(vec!["a", "b"])) as ArrayRef),
+        (
+            "d",
+            Arc::new(arrow_array::Date32Array::from(vec![
+                -95_000_000,
+                95_000_000,
+            ])),
+        ),
+    ])
+    .unwrap();
+    write_parquet(&input, &[batch]);
+    let s = built(&dir.path().join("ok.snapkv"), &input, &["-k", "k"]);
+    let day = |n: i64| {
+        let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap();
+        (epoch + chrono::TimeDelta::days(n))
+            .format("%Y-%m-%d")
+            .to_string()
+    };
+    assert_eq!(json_value(&s, "a")["d"], day(-95_000_000));
+    assert_eq!(json_value(&s, "b")["d"], day(95_000_000));
+}
+
+#[test]
+fn composite_keys_cannot_collide() {
+    let dir = tempfile::tempdir().unwrap();
+    // ("x/y", "z") and ("x", "y/z") would both be the key x/y/z.
+    let csv = dir.path().join("in.csv");
+    std::fs::write(&csv, "a,b,v\nx,y/z,1\nx/y,z,2\n").unwrap();
+    refused(
+        dir.path(),
+        &[
+            "-i",
+            csv.to_str().unwrap(),
+            "-k",
+            "a,b",
+            "--on-duplicate",
+            "last",
+        ],
+        &[
+            "in.csv row 2",
+            "key column \"a\" holds \"x/y\", which contains `/`; only the last key column may",
+        ],
+    );
+    // The last column may hold `/`: the key splits back at its first `/`.
+    std::fs::write(&csv, "a,b,v\nx,y/z,1\nw,z,2\n").unwrap();
+    let s = built(&dir.path().join("ok.snapkv"), &csv, &["-k", "a,b"]);
+    assert_eq!(json_value(&s, "x/y/z")["v"], 1);
+    assert_eq!(json_value(&s, "w/z")["v"], 2);
+}
