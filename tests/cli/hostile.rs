@@ -325,6 +325,35 @@ fn damaged_files_fail_with_a_message() {
 }
 
 #[test]
+fn parquet_page_checksums_are_checked() {
+    // Two files written with page checksums (key column `v`, values 1001..1003); in the second
+    // one byte of a data page changes 1002 into 1009 and its checksum no longer matches.
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/hostile");
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("page-checksum.parquet");
+    std::fs::copy(fixtures.join("page-checksum.parquet"), &good).unwrap();
+    let s = built(&dir.path().join("ok.snapkv"), &good, &["-k", "v"]);
+    let keys: Vec<String> = s
+        .iter()
+        .map(|e| String::from_utf8(e.unwrap().0.to_vec()).unwrap())
+        .collect();
+    assert_eq!(keys, ["1001", "1002", "1003"]);
+    assert_eq!(json_value(&s, "1002")["k"], "b");
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("page-checksum-mismatch.parquet");
+    std::fs::copy(fixtures.join("page-checksum-mismatch.parquet"), &bad).unwrap();
+    refused(
+        dir.path(),
+        &["-i", bad.to_str().unwrap(), "-k", "v"],
+        &[
+            "page-checksum-mismatch.parquet",
+            "Page CRC checksum mismatch",
+        ],
+    );
+}
+
+#[test]
 fn values_are_never_converted_into_other_values() {
     let dir = tempfile::tempdir().unwrap();
     // NDJSON: a decimal in a column the first 10,000 lines make integers.
