@@ -27,6 +27,7 @@ mod file_writer;
 mod json;
 mod options;
 mod output;
+mod pages;
 mod pipeline;
 mod progress;
 mod read;

@@ -2,7 +2,8 @@
 //! needs.
 
 use crate::error::{Error, Result};
-use crate::source::{Counting, Location, RandomAccess, ReadSeek, Source};
+use crate::pages::PageChecked;
+use crate::source::{Counting, Location, ReadSeek, Source};
 use crate::InputFormat;
 use arrow_array::RecordBatch;
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
@@ -35,7 +36,7 @@ pub(crate) struct Opened {
 type ArrowBatches = Box<dyn Iterator<Item = Result<RecordBatch, ArrowError>> + Send>;
 
 enum Kind {
-    Parquet(Box<ParquetRecordBatchReaderBuilder<RandomAccess>>),
+    Parquet(Box<ParquetRecordBatchReaderBuilder<PageChecked>>),
     Ipc(ArrowBatches),
     Csv(Box<dyn Read + Send>),
     Ndjson(Box<dyn BufRead + Send>),
@@ -274,6 +275,9 @@ fn open_unchecked(source: &Source, settings: &Settings) -> Result<Opened> {
                 )
                 .map_err(bad)?;
             }
+            // Page indexes are not loaded, so the decoder reads every page header through
+            // `PageChecked::get_read`, where its claimed size is checked.
+            let file = PageChecked::new(file, settings.memory_limit);
             let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata);
             let rows = builder.metadata().file_metadata().num_rows().max(0) as u64;
             Ok(opened(

@@ -354,6 +354,61 @@ fn parquet_page_checksums_are_checked() {
 }
 
 #[test]
+fn parquet_pages_cannot_claim_more_memory_than_the_limit() {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("big-page.parquet");
+    let big = "x".repeat(2 << 20);
+    let batch = RecordBatch::try_from_iter([
+        ("k", Arc::new(StringArray::from(vec!["a", "b"])) as ArrayRef),
+        (
+            "v",
+            Arc::new(StringArray::from(vec![big.as_str(), "small"])) as ArrayRef,
+        ),
+    ])
+    .unwrap();
+    write_parquet(&good, &[batch]);
+    // A 2 MiB page decompresses within a quarter of a 64 MiB limit and builds exactly.
+    let s = built(
+        &dir.path().join("ok.snapkv"),
+        &good,
+        &["-k", "k", "--memory-limit", "64MiB"],
+    );
+    assert_eq!(json_value(&s, "a")["v"], big.as_str());
+
+    // The first page of `v` now says it decompresses to 134,217,727 bytes: its header's
+    // `uncompressed_page_size` (field 2, right after the page type) is a 4-byte varint.
+    let mut bytes = std::fs::read(&good).unwrap();
+    let reader = SerializedFileReader::new(std::fs::File::open(&good).unwrap()).unwrap();
+    let column = reader.metadata().row_group(0).column(1);
+    let at = column
+        .dictionary_page_offset()
+        .unwrap_or(column.data_page_offset()) as usize;
+    assert_eq!((bytes[at], bytes[at + 2]), (0x15, 0x15), "a page header");
+    assert!(bytes[at + 3..at + 6].iter().all(|b| b & 0x80 != 0) && bytes[at + 6] < 0x80);
+    bytes[at + 3..at + 7].copy_from_slice(&[0xfe, 0xff, 0xff, 0x7f]);
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("claims-128mib.parquet");
+    std::fs::write(&bad, &bytes).unwrap();
+    refused(
+        dir.path(),
+        &[
+            "-i",
+            bad.to_str().unwrap(),
+            "-k",
+            "k",
+            "--memory-limit",
+            "64MiB",
+        ],
+        &[
+            "claims-128mib.parquet",
+            &format!("the page at byte {at} says it decompresses to 134217727 bytes"),
+            "more than a quarter of the memory limit (16777216 bytes)",
+        ],
+    );
+}
+
+#[test]
 fn values_are_never_converted_into_other_values() {
     let dir = tempfile::tempdir().unwrap();
     // NDJSON: a decimal in a column the first 10,000 lines make integers.
