@@ -259,6 +259,14 @@ impl FilePlan {
                 )));
             }
         }
+        // By name, built once: a lookup per column in the schema's list would be quadratic in
+        // the columns of a wide input.
+        let index: HashMap<&str, usize> = schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.name().as_str(), i))
+            .collect();
         let mut seen = std::collections::HashSet::new();
         for (name, role) in plan.columns() {
             // A column may be both a key and the raw value: read it once.
@@ -269,12 +277,12 @@ impl FilePlan {
                 columns.insert(name.to_owned(), From::Partition(v.clone()));
                 continue;
             }
-            match schema.index_of(name) {
-                Ok(i) => {
+            match index.get(name).copied() {
+                Some(i) => {
                     wanted.push((i, name.to_owned()));
                     file_types.insert(name.to_owned(), schema.field(i).data_type().clone());
                 }
-                Err(_) => {
+                None => {
                     return Err(Error::UnknownColumn {
                         role,
                         column: name.to_owned(),

@@ -21,6 +21,7 @@
 //! memory limit, thread count or temporary directory.
 #![forbid(unsafe_code)]
 
+mod cleanup;
 mod error;
 mod extract;
 mod file_writer;
@@ -34,6 +35,7 @@ mod read;
 mod sort;
 mod source;
 
+pub use cleanup::remove_temporary_files;
 pub use error::{ColumnRole, Error, Location, LossyCast, Result};
 pub use json::BigNumbers;
 pub use options::{
@@ -128,6 +130,20 @@ pub fn build(
     output: &Path,
     progress: &dyn Progress,
 ) -> Result<BuildSummary> {
+    let result = build_unchecked(options, output, progress);
+    // Whatever stopped a build that was asked to stop (a read cut short, say) is reported as
+    // the interruption it is.
+    match result {
+        Err(_) if Interrupt(options.interrupt.clone()).check().is_err() => Err(Error::Interrupted),
+        result => result,
+    }
+}
+
+fn build_unchecked(
+    options: &BuildOptions,
+    output: &Path,
+    progress: &dyn Progress,
+) -> Result<BuildSummary> {
     let started = Instant::now();
     let interrupt = Interrupt(options.interrupt.clone());
     let built_at = options::check(options, output)?;
@@ -137,6 +153,7 @@ pub fn build(
     let settings = read::Settings {
         text_columns: options.key_columns.clone(),
         memory_limit: options.memory_limit,
+        interrupt: interrupt.clone(),
     };
     let first = read::open(&sources[0], &settings)?;
     let plan = Arc::new(extract::Plan::new(

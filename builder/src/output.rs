@@ -39,6 +39,7 @@ impl TempOutput {
             .create_new(true)
             .open(&path)
             .map_err(out_err)?;
+        crate::cleanup::register(&path);
         Ok(TempOutput {
             path,
             file: Some(file),
@@ -53,6 +54,7 @@ impl Drop for TempOutput {
             self.file.take();
             let _ = std::fs::remove_file(&self.path);
         }
+        crate::cleanup::unregister(&self.path);
     }
 }
 

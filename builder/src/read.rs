@@ -31,6 +31,10 @@ pub(crate) struct Opened {
     /// Bytes consumed from the source so far (as stored), for formats read as a stream.
     pub consumed: Arc<AtomicU64>,
     kind: Kind,
+    /// [`Settings::batch_bytes`].
+    batch_bytes: usize,
+    /// [`Settings::max_line`].
+    max_line: usize,
 }
 
 type ArrowBatches = Box<dyn Iterator<Item = Result<RecordBatch, ArrowError>> + Send>;
@@ -38,7 +42,11 @@ type ArrowBatches = Box<dyn Iterator<Item = Result<RecordBatch, ArrowError>> + S
 enum Kind {
     Parquet(Box<ParquetRecordBatchReaderBuilder<PageChecked>>),
     Ipc(ArrowBatches),
-    Csv(Box<dyn Read + Send>),
+    /// A CSV input, and the rows of its batches.
+    Csv {
+        input: Box<dyn Read + Send>,
+        rows: usize,
+    },
     Ndjson(Box<dyn BufRead + Send>),
 }
 
@@ -232,9 +240,38 @@ pub(crate) struct Settings {
     pub text_columns: Vec<String>,
     /// The build's memory limit: no size read from an input may ask for more at once.
     pub memory_limit: u64,
+    /// Reading a stream stops when the build is interrupted, even while its schema is
+    /// inferred.
+    pub interrupt: crate::Interrupt,
 }
 
 impl Settings {
+    /// The most bytes one line or record of a text input may hold: a quarter of the memory
+    /// limit (a value alone may be 64 MiB).
+    pub(crate) fn max_line(&self) -> usize {
+        usize::try_from(self.memory_limit / 4).unwrap_or(usize::MAX)
+    }
+
+    /// Batches are cut at about this many bytes of input (as well as at [`BATCH_ROWS`] rows):
+    /// half of what may be in flight between the reader and the sorter.
+    pub(crate) fn batch_bytes(&self) -> usize {
+        crate::in_flight_budget(self.memory_limit) / 2
+    }
+
+    /// `source` as a stream that fails once the build is interrupted.
+    fn stream(&self, source: &Source, consumed: &Arc<AtomicU64>) -> Result<Box<dyn Read + Send>> {
+        Ok(Box::new(Interruptible {
+            inner: source.stream(consumed)?,
+            interrupt: self.interrupt.clone(),
+        }))
+    }
+
+    /// The most bytes of a text input held back to infer its schema from: parsed, they take
+    /// several times their size.
+    fn sample_bytes(&self) -> usize {
+        SAMPLE_BYTES.min(usize::try_from(self.memory_limit / 16).unwrap_or(usize::MAX))
+    }
+
     /// The most bytes one allocation sized by `source`'s bytes may take: the memory limit, and
     /// the source's size when it is stored uncompressed.
     fn most(&self, source: &Source) -> u64 {
@@ -253,6 +290,8 @@ fn open_unchecked(source: &Source, settings: &Settings) -> Result<Opened> {
         rows,
         consumed: consumed.clone(),
         kind,
+        batch_bytes: settings.batch_bytes(),
+        max_line: settings.max_line(),
     };
     if let Location::Batches(batches) = &source.location {
         let reader = batches.take().ok_or_else(|| {
@@ -287,7 +326,7 @@ fn open_unchecked(source: &Source, settings: &Settings) -> Result<Opened> {
             ))
         }
         InputFormat::Arrow => {
-            let mut input = BufReader::with_capacity(1 << 20, source.stream(&consumed)?);
+            let mut input = BufReader::with_capacity(1 << 20, settings.stream(source, &consumed)?);
             let is_file = input
                 .fill_buf()
                 .map_err(|e| source.read_error(e))?
@@ -342,7 +381,7 @@ fn open_unchecked(source: &Source, settings: &Settings) -> Result<Opened> {
             let format = arrow_csv::reader::Format::default()
                 .with_header(true)
                 .with_delimiter(source.delimiter);
-            let (sample, rest) = sample(source, source.stream(&consumed)?)?;
+            let (sample, rest) = sample(source, settings.stream(source, &consumed)?, settings)?;
             let sample =
                 skip_bom(std::io::Cursor::new(sample)).map_err(|e| source.read_error(e))?;
             let header = sample.get_ref()[sample.position() as usize..]
@@ -369,18 +408,32 @@ fn open_unchecked(source: &Source, settings: &Settings) -> Result<Opened> {
                     }
                 })
                 .collect();
-            let input: Box<dyn Read + Send> =
-                Box::new(QuoteCheck::new(sample.chain(rest), source.delimiter));
+            // The decoder sets aside 8 bytes per field of a batch before reading it: a batch
+            // of a wide file has fewer rows.
+            let bytes = sample.get_ref().len();
+            let lines = memchr::memchr_iter(b'\n', sample.get_ref()).count();
+            let row_bytes = (bytes / lines.max(1)) as u64 + 8 * fields.len() as u64;
+            let rows = rows_for(row_bytes, 1, settings.batch_bytes());
+            let input: Box<dyn Read + Send> = Box::new(sample.chain(rest));
             Ok(opened(
                 Arc::new(Schema::new(fields)),
                 None,
-                Kind::Csv(input),
+                Kind::Csv { input, rows },
             ))
         }
         InputFormat::Ndjson => {
-            let mut input = skip_bom(BufReader::with_capacity(1 << 20, source.stream(&consumed)?))
-                .map_err(|e| source.read_error(e))?;
-            let lines = read_lines(source, &mut input, INFER_ROWS, SAMPLE_BYTES)?;
+            let mut input = skip_bom(BufReader::with_capacity(
+                1 << 20,
+                settings.stream(source, &consumed)?,
+            ))
+            .map_err(|e| source.read_error(e))?;
+            let lines = read_lines(
+                source,
+                &mut input,
+                INFER_ROWS,
+                settings.sample_bytes(),
+                settings.max_line(),
+            )?;
             let mut values = Vec::new();
             let mut order = FieldOrder::default();
             for (i, line) in lines.iter().enumerate() {
@@ -476,21 +529,20 @@ impl FieldOrder {
     }
 }
 
-/// Reads up to `max_lines` lines (each with its newline) and at most about `max_bytes`.
+/// Reads up to `max_lines` lines (each with its newline) and at most about `max_bytes`; no line
+/// may be longer than `max_line`.
 fn read_lines(
     source: &Source,
     r: &mut impl BufRead,
     max_lines: usize,
     max_bytes: usize,
+    max_line: usize,
 ) -> Result<Vec<Vec<u8>>> {
     let mut lines = Vec::new();
     let mut bytes = 0;
     while lines.len() < max_lines && bytes < max_bytes {
         let mut line = Vec::new();
-        if r.read_until(b'\n', &mut line)
-            .map_err(|e| source.read_error(e))?
-            == 0
-        {
+        if read_line(source, r, &mut line, lines.len() as u64 + 1, max_line)? == 0 {
             break;
         }
         bytes += line.len();
@@ -499,11 +551,59 @@ fn read_lines(
     Ok(lines)
 }
 
+/// Appends line `number` of `r` (with its newline) to `line`, as `read_until` does, but fails
+/// once it is longer than `most` bytes rather than growing without bound. Returns the bytes
+/// read, 0 at the end.
+fn read_line(
+    source: &Source,
+    r: &mut impl BufRead,
+    line: &mut Vec<u8>,
+    number: u64,
+    most: usize,
+) -> Result<usize> {
+    let start = line.len();
+    loop {
+        let buf = r.fill_buf().map_err(|e| source.read_error(e))?;
+        if buf.is_empty() {
+            return Ok(line.len() - start);
+        }
+        let (take, done) = match memchr::memchr(b'\n', buf) {
+            Some(i) => (i + 1, true),
+            None => (buf.len(), false),
+        };
+        if line.len() - start + take > most {
+            return Err(malformed(
+                source,
+                Some(number),
+                format!(
+                    "the line is longer than {most} bytes, a quarter of the memory limit; \
+                     raise --memory-limit if the input is right"
+                ),
+            ));
+        }
+        line.extend_from_slice(&buf[..take]);
+        r.consume(take);
+        if done {
+            return Ok(line.len() - start);
+        }
+    }
+}
+
 /// The head of a text stream (enough rows to infer a CSV schema from) and the rest of it:
 /// read once, whatever the stream is (a file, an object, standard input, a decompressor).
-fn sample(source: &Source, input: Box<dyn Read + Send>) -> Result<(Vec<u8>, Box<dyn Read + Send>)> {
+fn sample(
+    source: &Source,
+    input: Box<dyn Read + Send>,
+    settings: &Settings,
+) -> Result<(Vec<u8>, Box<dyn Read + Send>)> {
     let mut input = BufReader::with_capacity(1 << 20, input);
-    let lines = read_lines(source, &mut input, INFER_ROWS + 1, SAMPLE_BYTES)?;
+    let lines = read_lines(
+        source,
+        &mut input,
+        INFER_ROWS + 1,
+        settings.sample_bytes(),
+        settings.max_line(),
+    )?;
     Ok((lines.concat(), Box::new(input)))
 }
 
@@ -513,10 +613,11 @@ impl Opened {
     pub(crate) fn batches(self, source: &Source, needed: Vec<usize>) -> Result<Box<dyn Batches>> {
         Ok(match self.kind {
             Kind::Parquet(builder) => {
+                let rows = parquet_batch_rows(builder.metadata(), &needed, self.batch_bytes);
                 let mask = ProjectionMask::roots(builder.parquet_schema(), needed.iter().copied());
                 let reader = builder
                     .with_projection(mask)
-                    .with_batch_size(BATCH_ROWS)
+                    .with_batch_size(rows)
                     .build()
                     .map_err(|e| malformed(source, None, e))?;
                 Box::new(ArrowIter {
@@ -524,6 +625,7 @@ impl Opened {
                     project: None,
                     source: source.clone(),
                     rest: None,
+                    batch_bytes: self.batch_bytes,
                 })
             }
             Kind::Ipc(iter) => Box::new(ArrowIter {
@@ -531,19 +633,24 @@ impl Opened {
                 project: Some(needed),
                 source: source.clone(),
                 rest: None,
+                batch_bytes: self.batch_bytes,
             }),
-            Kind::Csv(input) => {
-                let reader = arrow_csv::ReaderBuilder::new(self.schema.clone())
+            Kind::Csv { input, rows } => {
+                let decoder = arrow_csv::ReaderBuilder::new(self.schema.clone())
                     .with_header(true)
                     .with_delimiter(source.delimiter)
-                    .with_batch_size(BATCH_ROWS)
+                    .with_batch_size(rows)
                     .with_projection(needed)
-                    .build(input)
-                    .map_err(|e| text_error(source, None, e))?;
+                    .build_decoder();
                 Box::new(CsvBatches {
-                    reader,
+                    decoder,
+                    input: BufReader::with_capacity(1 << 20, input),
+                    scan: CsvScan::new(source.delimiter),
+                    most: self.max_line,
+                    batch_bytes: self.batch_bytes,
                     source: source.clone(),
                     single_column: self.schema.fields().len() == 1,
+                    ended: false,
                 })
             }
             Kind::Ndjson(input) => {
@@ -567,40 +674,84 @@ impl Opened {
                     buf: Vec::new(),
                     lines: Vec::new(),
                     source: source.clone(),
+                    most: self.max_line,
+                    batch_bytes: self.batch_bytes,
                 })
             }
         })
     }
 }
 
-/// Arrow IPC and in-memory batches. A batch of more than [`BATCH_ROWS`] rows (a whole table
-/// in one chunk, say) is handed on in zero-copy slices of at most that many, so the pipeline
-/// can share it among its threads and bound the rows in flight as for every other format.
+/// Rows per batch for a Parquet file: [`BATCH_ROWS`], or fewer so that a batch of the columns
+/// `needed` (root indices) holds about `batch_bytes` as the file's metadata sizes them (decoded
+/// byte arrays where the writer recorded their size, else the pages' uncompressed size).
+fn parquet_batch_rows(
+    metadata: &parquet::file::metadata::ParquetMetaData,
+    needed: &[usize],
+    batch_bytes: usize,
+) -> usize {
+    let schema = metadata.file_metadata().schema_descr();
+    let leaves: Vec<usize> = (0..schema.num_columns())
+        .filter(|&i| needed.contains(&schema.get_column_root_idx(i)))
+        .collect();
+    let mut bytes: u64 = 0;
+    let mut rows: u64 = 0;
+    for group in metadata.row_groups() {
+        rows += group.num_rows().max(0) as u64;
+        for &i in &leaves {
+            let Some(column) = group.columns().get(i) else {
+                continue;
+            };
+            let decoded = column.unencoded_byte_array_data_bytes().unwrap_or(0);
+            bytes = bytes.saturating_add(column.uncompressed_size().max(decoded).max(0) as u64);
+        }
+    }
+    rows_for(bytes, rows, batch_bytes)
+}
+
+/// Rows per batch when `rows` rows take `bytes`: at most [`BATCH_ROWS`], about `batch_bytes`,
+/// at least one.
+fn rows_for(bytes: u64, rows: u64, batch_bytes: usize) -> usize {
+    let per_row = bytes / rows.max(1);
+    let fit = (batch_bytes as u64) / per_row.max(1);
+    fit.clamp(1, BATCH_ROWS as u64) as usize
+}
+
+/// Arrow IPC and in-memory batches. A batch of more than [`BATCH_ROWS`] rows or about
+/// `batch_bytes` (a whole table in one chunk, say) is handed on in zero-copy slices of at most
+/// that much, so the pipeline can share it among its threads and bound what is in flight as
+/// for every other format.
 struct ArrowIter {
     iter: ArrowBatches,
     project: Option<Vec<usize>>,
     source: Source,
-    /// The rest of a large batch, not yet handed on.
-    rest: Option<RecordBatch>,
+    /// The rest of a large batch not yet handed on, and the rows of each slice of it.
+    rest: Option<(RecordBatch, usize)>,
+    batch_bytes: usize,
 }
 
 impl ArrowIter {
     fn next_slice(&mut self) -> Result<Option<RecordBatch>> {
-        let batch = match self.rest.take() {
+        let (batch, rows) = match self.rest.take() {
             Some(rest) => rest,
             None => match self.iter.next() {
                 None => return Ok(None),
-                Some(batch) => batch.map_err(|e| match e {
-                    ArrowError::IoError(_, io) => self.source.read_error(io),
-                    e => malformed(&self.source, None, e),
-                })?,
+                Some(batch) => {
+                    let batch = batch.map_err(|e| match e {
+                        ArrowError::IoError(_, io) => self.source.read_error(io),
+                        e => malformed(&self.source, None, e),
+                    })?;
+                    let bytes = batch.get_array_memory_size() as u64;
+                    let rows = rows_for(bytes, batch.num_rows() as u64, self.batch_bytes);
+                    (batch, rows)
+                }
             },
         };
-        if batch.num_rows() <= BATCH_ROWS {
+        if batch.num_rows() <= rows {
             return Ok(Some(batch));
         }
-        self.rest = Some(batch.slice(BATCH_ROWS, batch.num_rows() - BATCH_ROWS));
-        Ok(Some(batch.slice(0, BATCH_ROWS)))
+        self.rest = Some((batch.slice(rows, batch.num_rows() - rows), rows));
+        Ok(Some(batch.slice(0, rows)))
     }
 }
 
@@ -619,23 +770,117 @@ impl Batches for ArrowIter {
     }
 }
 
+/// CSV, decoded in batches of at most [`BATCH_ROWS`] records and about
+/// [`Settings::batch_bytes`] bytes: the bytes are followed as the decoder reads them (see
+/// [`CsvScan`]) so that a batch ends where a record does.
 struct CsvBatches {
-    reader: arrow_csv::Reader<Box<dyn Read + Send>>,
+    decoder: arrow_csv::reader::Decoder,
+    input: BufReader<Box<dyn Read + Send>>,
+    /// The quoting at the end of the bytes handed to the decoder.
+    scan: CsvScan,
+    /// The most bytes one record may hold.
+    most: usize,
+    batch_bytes: usize,
     source: Source,
     /// The header is one column: an error says which delimiter was used.
     single_column: bool,
+    /// The input has ended.
+    ended: bool,
+}
+
+impl CsvBatches {
+    fn error(&self, e: Error) -> Error {
+        if self.single_column {
+            one_column(&self.source, e)
+        } else {
+            e
+        }
+    }
+
+    /// Feeds the decoder one buffer of input, ending early where a record ends once the batch
+    /// holds `need` more bytes. Returns the bytes fed (0 at the end of the input) and whether
+    /// the batch is complete.
+    fn feed(&mut self, need: usize) -> Result<(usize, bool)> {
+        let buf = match self.input.fill_buf() {
+            Ok(buf) => buf,
+            Err(e) => return Err(self.source.read_error(e)),
+        };
+        if buf.is_empty() {
+            return match self.scan.open_quote() {
+                Some(line) => Err(malformed(
+                    &self.source,
+                    None,
+                    format!(
+                        "the quoted field that starts on line {line} is never closed (a `\"` \
+                         is missing)"
+                    ),
+                )),
+                None => {
+                    self.ended = true;
+                    Ok((0, true))
+                }
+            };
+        }
+        let before = self.scan.clone();
+        let mut take = buf.len();
+        let mut full = false;
+        for (i, &b) in buf.iter().enumerate() {
+            let ended = self.scan.step(b);
+            if self.scan.record > self.most {
+                return Err(malformed(
+                    &self.source,
+                    None,
+                    format!(
+                        "the record that starts on line {} is longer than {} bytes, a quarter \
+                         of the memory limit; raise --memory-limit if the input is right",
+                        self.scan.record_line, self.most
+                    ),
+                ));
+            }
+            if ended && i + 1 >= need {
+                take = i + 1;
+                full = true;
+                break;
+            }
+        }
+        let decoded = match self.decoder.decode(&buf[..take]) {
+            Ok(n) => n,
+            Err(e) => return Err(self.error(text_error(&self.source, None, e))),
+        };
+        if decoded < take {
+            // The decoder's batch filled up on a record's end inside the bytes: follow the
+            // quoting to there only.
+            self.scan = before;
+            for &b in &buf[..decoded] {
+                self.scan.step(b);
+            }
+            full = true;
+        }
+        self.input.consume(decoded);
+        Ok((decoded, full || decoded == 0))
+    }
 }
 
 impl Batches for CsvBatches {
     fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
-        self.reader.next().transpose().map_err(|e| {
-            let e = text_error(&self.source, None, e);
-            if self.single_column {
-                one_column(&self.source, e)
-            } else {
-                e
+        loop {
+            let mut fed = 0;
+            loop {
+                let (n, full) = self.feed(self.batch_bytes.saturating_sub(fed))?;
+                fed += n;
+                if full {
+                    break;
+                }
             }
-        })
+            // A batch can be empty: the header alone is a first call.
+            let batch = self
+                .decoder
+                .flush()
+                .map_err(|e| self.error(text_error(&self.source, None, e)))?;
+            if batch.is_some() || self.ended {
+                return Ok(batch);
+            }
+        }
     }
 }
 
@@ -664,6 +909,10 @@ struct NdjsonBatches {
     /// The top-level fields of integer columns: a number with a fraction or an exponent there
     /// is an error (the decoder would cut 1.5 to 1).
     integers: Vec<String>,
+    /// The most bytes one line may hold.
+    most: usize,
+    /// A batch ends once its lines hold this many bytes (or at [`BATCH_ROWS`] lines).
+    batch_bytes: usize,
 }
 
 impl NdjsonBatches {
@@ -700,10 +949,13 @@ impl Batches for NdjsonBatches {
         let mut line = Vec::new();
         loop {
             line.clear();
-            let n = self
-                .input
-                .read_until(b'\n', &mut line)
-                .map_err(|e| self.source.read_error(e))?;
+            let n = read_line(
+                &self.source,
+                &mut self.input,
+                &mut line,
+                self.line + 1,
+                self.most,
+            )?;
             if n == 0 {
                 return self.flush();
             }
@@ -747,7 +999,7 @@ impl Batches for NdjsonBatches {
             }
             self.buf.extend_from_slice(&line);
             self.lines.push((self.line, self.buf.len()));
-            if self.lines.len() >= BATCH_ROWS {
+            if self.lines.len() >= BATCH_ROWS || self.buf.len() >= self.batch_bytes {
                 return self.flush();
             }
         }
@@ -1068,17 +1320,20 @@ impl<R: Read> arrow_array::RecordBatchReader for Marked<R> {
     }
 }
 
-/// Passes CSV bytes through, following the quoting as the CSV reader does (`"` opens a quoted
-/// field at its start, `""` inside one is a quote, a quote elsewhere is text), and fails at the
-/// end if a quoted field is still open: the reader would take the rest of the input as that
-/// field's text.
-struct QuoteCheck<R> {
-    inner: R,
+/// Follows CSV quoting as the CSV decoder does (`"` opens a quoted field at its start, `""`
+/// inside one is a quote, a quote elsewhere is text) to know where records end, how long the
+/// current one is, and whether a quoted field is still open at the end of the input (the
+/// decoder would take the rest of the input as that field's text).
+#[derive(Clone)]
+struct CsvScan {
     delimiter: u8,
     state: Quoting,
     /// The current line (from 1), and the line the open quoted field started on.
     line: u64,
     opened: u64,
+    /// Bytes of the current record so far, and the line it starts on.
+    record: usize,
+    record_line: u64,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -1090,48 +1345,93 @@ enum Quoting {
     QuoteInQuoted,
 }
 
-impl<R> QuoteCheck<R> {
-    fn new(inner: R, delimiter: u8) -> QuoteCheck<R> {
-        QuoteCheck {
-            inner,
+impl CsvScan {
+    fn new(delimiter: u8) -> CsvScan {
+        CsvScan {
             delimiter,
             state: Quoting::FieldStart,
             line: 1,
             opened: 0,
+            record: 0,
+            record_line: 1,
         }
+    }
+
+    /// Follows one byte; true when it ends a record.
+    fn step(&mut self, b: u8) -> bool {
+        let end = b == b'\n' || b == b'\r';
+        self.state = match (self.state, b) {
+            (Quoting::FieldStart, b'"') => {
+                self.opened = self.line;
+                Quoting::Quoted
+            }
+            (Quoting::Quoted, b'"') => Quoting::QuoteInQuoted,
+            (Quoting::Quoted, _) => Quoting::Quoted,
+            (Quoting::QuoteInQuoted, b'"') => Quoting::Quoted,
+            (_, b) if b == self.delimiter || end => Quoting::FieldStart,
+            _ => Quoting::Unquoted,
+        };
+        if b == b'\n' {
+            self.line += 1;
+            if self.state == Quoting::FieldStart {
+                self.record = 0;
+                self.record_line = self.line;
+                return true;
+            }
+        }
+        self.record += 1;
+        false
+    }
+
+    /// The line a quoted field still open started on.
+    fn open_quote(&self) -> Option<u64> {
+        (self.state == Quoting::Quoted).then_some(self.opened)
     }
 }
 
-impl<R: Read> Read for QuoteCheck<R> {
+/// A stream that fails once the build is interrupted: reading a large input (or the head of
+/// one, to infer its schema) stops within one read.
+struct Interruptible<R> {
+    inner: R,
+    interrupt: crate::Interrupt,
+}
+
+impl<R: Read> Read for Interruptible<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if n == 0 && !buf.is_empty() && self.state == Quoting::Quoted {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!(
-                    "the quoted field that starts on line {} is never closed (a `\"` is \
-                     missing)",
-                    self.opened
-                ),
-            ));
+        if self.interrupt.check().is_err() {
+            // Not `ErrorKind::Interrupted`, which readers retry.
+            return Err(std::io::Error::other("the build was interrupted"));
         }
-        for &b in &buf[..n] {
-            let end = b == b'\n' || b == b'\r';
-            if b == b'\n' {
-                self.line += 1;
-            }
-            self.state = match (self.state, b) {
-                (Quoting::FieldStart, b'"') => {
-                    self.opened = self.line;
-                    Quoting::Quoted
-                }
-                (Quoting::Quoted, b'"') => Quoting::QuoteInQuoted,
-                (Quoting::Quoted, _) => Quoting::Quoted,
-                (Quoting::QuoteInQuoted, b'"') => Quoting::Quoted,
-                (_, b) if b == self.delimiter || end => Quoting::FieldStart,
-                _ => Quoting::Unquoted,
-            };
-        }
-        Ok(n)
+        self.inner.read(buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_hold_about_their_bytes() {
+        assert_eq!(rows_for(100 << 20, 1000, 8 << 20), 80);
+        assert_eq!(rows_for(10, 1000, 8 << 20), BATCH_ROWS);
+        assert_eq!(rows_for(1 << 40, 1, 8 << 20), 1);
+        assert_eq!(rows_for(0, 0, 0), 1);
+    }
+
+    #[test]
+    fn records_end_at_newlines_outside_quotes() {
+        let mut scan = CsvScan::new(b',');
+        let text = b"k,v\na,\"x\ny\"\"\nz\"\nb,2\n";
+        let ends: Vec<usize> = text
+            .iter()
+            .enumerate()
+            .filter(|(_, &b)| scan.step(b))
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(ends, [3, 15, 19]);
+        assert_eq!(scan.record_line, 6);
+        assert_eq!(scan.open_quote(), None);
+        scan.step(b'"');
+        assert_eq!(scan.open_quote(), Some(6));
     }
 }

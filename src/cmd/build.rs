@@ -219,9 +219,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let interrupted = Arc::new(AtomicBool::new(false));
     {
         let flag = interrupted.clone();
-        // The first Ctrl-C asks the build to stop and clean up; a second one exits at once.
+        // The first Ctrl-C or SIGTERM asks the build to stop and clean up; a second one
+        // removes its temporary files and exits at once. The handler runs on its own thread,
+        // not in a signal handler, so it may remove files.
         let _ = ctrlc::set_handler(move || {
             if flag.swap(true, Ordering::SeqCst) {
+                snapkv_builder::remove_temporary_files();
                 std::process::exit(130);
             }
         });

@@ -516,3 +516,86 @@ fn ctrl_c_removes_temporary_files() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted"));
     assert_only(dir.path(), &[]);
 }
+
+/// Starts a build reading CSV from a pipe, and waits until it has created its temporary
+/// output: it is then inferring the schema from the rows it is given.
+fn build_from_pipe(dir: &Path) -> (std::process::Child, std::process::ChildStdin) {
+    use std::io::Write;
+    let out = dir.join("out.snapkv");
+    let mut child = command(&[
+        "build",
+        "-i",
+        "-",
+        "--format",
+        "csv",
+        "-k",
+        "id",
+        "-o",
+        out.to_str().unwrap(),
+        "-q",
+    ])
+    .stdin(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"id,v\nk1,1\n").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while files_under(dir).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no temporary output");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    (child, stdin)
+}
+
+fn term(child: &std::process::Child) {
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn sigterm_while_the_schema_is_inferred_stops_the_build() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, mut stdin) = build_from_pipe(dir.path());
+    term(&child);
+    // The build is still sampling rows (fewer than it infers from): it stops at its next
+    // read, so keep giving it rows until it has exited.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "the build went on");
+        let _ = stdin.write_all(b"k2,2\n");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted"));
+    assert_only(dir.path(), &[]);
+}
+
+#[test]
+fn a_second_sigterm_exits_at_once_and_still_cleans_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, stdin) = build_from_pipe(dir.path());
+    // Blocked reading the pipe, the build cannot notice the first signal: the second one
+    // ends it.
+    term(&child);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "the build went on");
+        term(&child);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    drop(stdin);
+    assert_only(dir.path(), &[]);
+}

@@ -409,6 +409,131 @@ fn parquet_pages_cannot_claim_more_memory_than_the_limit() {
 }
 
 #[test]
+fn lines_longer_than_a_quarter_of_the_memory_limit_are_refused() {
+    let limit = ["--memory-limit", "64MiB"];
+    let long = "y".repeat(17 << 20);
+    let dir = tempfile::tempdir().unwrap();
+    // NDJSON: the third line, within the lines read to infer the schema.
+    let ndjson = dir.path().join("in.ndjson");
+    std::fs::write(
+        &ndjson,
+        format!("{{\"k\":\"a\",\"v\":\"1\"}}\n{{\"k\":\"b\",\"v\":\"2\"}}\n{{\"k\":\"c\",\"v\":\"{long}\"}}\n"),
+    )
+    .unwrap();
+    let mut args = vec!["-i", ndjson.to_str().unwrap(), "-k", "k"];
+    args.extend_from_slice(&limit);
+    refused(
+        dir.path(),
+        &args,
+        &[
+            "in.ndjson",
+            "line 3",
+            "the line is longer than 16777216 bytes",
+        ],
+    );
+    // NDJSON past the inference sample.
+    let dir = tempfile::tempdir().unwrap();
+    let late = dir.path().join("late.ndjson");
+    ndjson_ending_with(&late, &format!("{{\"k\":\"z\",\"v\":\"{long}\"}}"));
+    let mut args = vec!["-i", late.to_str().unwrap(), "-k", "k"];
+    args.extend_from_slice(&limit);
+    refused(
+        dir.path(),
+        &args,
+        &["late.ndjson", "line 10006", "the line is longer than"],
+    );
+    // CSV: a header line, and a record whose quoted value spans many short lines.
+    let dir = tempfile::tempdir().unwrap();
+    let header = dir.path().join("header.csv");
+    let columns: Vec<String> = (0..2_000_000).map(|i| format!("column{i}")).collect();
+    std::fs::write(&header, format!("k,{}\na,1\n", columns.join(","))).unwrap();
+    let mut args = vec!["-i", header.to_str().unwrap(), "-k", "k"];
+    args.extend_from_slice(&limit);
+    refused(
+        dir.path(),
+        &args,
+        &["header.csv", "line 1", "the line is longer than"],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let quoted = dir.path().join("quoted.csv");
+    let lines = "0123456789abcdef\n".repeat(1 << 20);
+    std::fs::write(&quoted, format!("k,v\na,1\nb,\"{lines}\"\nc,3\n")).unwrap();
+    let mut args = vec!["-i", quoted.to_str().unwrap(), "-k", "k"];
+    args.extend_from_slice(&limit);
+    refused(
+        dir.path(),
+        &args,
+        &[
+            "quoted.csv",
+            "the record that starts on line 3 is longer than 16777216 bytes",
+        ],
+    );
+    // The same record builds exactly with room for it.
+    let s = built(
+        &dir.path().join("ok.snapkv"),
+        &quoted,
+        &["-k", "k", "--memory-limit", "128MiB"],
+    );
+    assert_eq!(json_value(&s, "b")["v"], lines.as_str());
+    assert_eq!(json_value(&s, "c")["v"], "3");
+}
+
+#[test]
+fn wide_and_long_rows_build_in_batches_of_bounded_size() {
+    let dir = tempfile::tempdir().unwrap();
+    // 20,000 columns: the decoder would set aside 8 bytes per field of an 8,192-row batch.
+    let csv = dir.path().join("wide.csv");
+    let columns: Vec<String> = (0..20_000).map(|i| format!("c{i}")).collect();
+    let mut text = format!("k,{}\n", columns.join(","));
+    for r in 0..50 {
+        let row: Vec<String> = (0..20_000).map(|i| (r * i % 7).to_string()).collect();
+        text.push_str(&format!("r{r:02},{}\n", row.join(",")));
+    }
+    std::fs::write(&csv, text).unwrap();
+    let s = built(
+        &dir.path().join("wide.snapkv"),
+        &csv,
+        &[
+            "-k",
+            "k",
+            "--value-columns",
+            "c19999,c3",
+            "--memory-limit",
+            "32MiB",
+        ],
+    );
+    assert_eq!(s.len(), 50);
+    assert_eq!(
+        json_value(&s, "r49"),
+        json!({"c19999": 49 * 19999 % 7, "c3": 49 * 3 % 7})
+    );
+    // Rows of 1 MiB strings from Parquet and Arrow IPC (one 40 MiB page), in batches of 8 MiB
+    // at this limit.
+    let big: Vec<String> = (0..40)
+        .map(|i| format!("{i:02}").repeat(512 << 10))
+        .collect();
+    let keys: Vec<String> = (0..40).map(|i| format!("k{i:02}")).collect();
+    let batch = RecordBatch::try_from_iter([
+        ("k", Arc::new(StringArray::from(keys)) as ArrayRef),
+        ("v", Arc::new(StringArray::from(big.clone())) as ArrayRef),
+    ])
+    .unwrap();
+    let parquet = dir.path().join("long.parquet");
+    write_parquet(&parquet, std::slice::from_ref(&batch));
+    let ipc = dir.path().join("long.arrow");
+    write_ipc_file(&ipc, &[batch]);
+    for input in [&parquet, &ipc] {
+        let s = built(
+            &dir.path().join("long.snapkv"),
+            input,
+            &["-k", "k", "--memory-limit", "256MiB"],
+        );
+        assert_eq!(s.len(), 40);
+        assert_eq!(json_value(&s, "k39")["v"], big[39].as_str());
+    }
+}
+
+#[test]
 fn values_are_never_converted_into_other_values() {
     let dir = tempfile::tempdir().unwrap();
     // NDJSON: a decimal in a column the first 10,000 lines make integers.

@@ -97,7 +97,7 @@ pub(crate) struct Sorter {
     threads: usize,
     on_duplicate: OnDuplicate,
     temp_base: PathBuf,
-    temp: Option<tempfile::TempDir>,
+    temp: Option<crate::cleanup::TempDir>,
     runs: Vec<Run>,
     /// Pairs in the runs.
     spilled: u64,
@@ -204,7 +204,7 @@ impl Sorter {
                     dir: self.temp_base.clone(),
                     source,
                 })?;
-            self.temp = Some(dir);
+            self.temp = Some(crate::cleanup::TempDir::new(dir));
         }
         Ok(self.temp.as_ref().expect("created above").path())
     }
