@@ -459,26 +459,7 @@ fn the_first_error_in_input_order_is_reported_whatever_the_threads() {
 fn ctrl_c_removes_temporary_files() {
     use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out.snapkv");
-    let mut child = command(&[
-        "build",
-        "-i",
-        "-",
-        "--format",
-        "csv",
-        "-k",
-        "id",
-        "-o",
-        out.to_str().unwrap(),
-        "--memory-limit",
-        "4MiB",
-        "-q",
-    ])
-    .stdin(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::piped())
-    .spawn()
-    .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
+    let (child, mut stdin) = csv_from_pipe(dir.path(), &["--memory-limit", "4MiB"]);
     stdin.write_all(b"id,v\n").unwrap();
     let mut i = 0u64;
     // Feed rows until the build has spilled a run.
@@ -517,12 +498,10 @@ fn ctrl_c_removes_temporary_files() {
     assert_only(dir.path(), &[]);
 }
 
-/// Starts a build reading CSV from a pipe, and waits until it has created its temporary
-/// output: it is then inferring the schema from the rows it is given.
-fn build_from_pipe(dir: &Path) -> (std::process::Child, std::process::ChildStdin) {
-    use std::io::Write;
+/// Starts a build of `dir/out.snapkv` reading CSV from a pipe, with `extra` arguments.
+fn csv_from_pipe(dir: &Path, extra: &[&str]) -> (std::process::Child, std::process::ChildStdin) {
     let out = dir.join("out.snapkv");
-    let mut child = command(&[
+    let mut args = vec![
         "build",
         "-i",
         "-",
@@ -533,12 +512,22 @@ fn build_from_pipe(dir: &Path) -> (std::process::Child, std::process::ChildStdin
         "-o",
         out.to_str().unwrap(),
         "-q",
-    ])
-    .stdin(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::piped())
-    .spawn()
-    .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
+    ];
+    args.extend_from_slice(extra);
+    let mut child = command(&args)
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take().unwrap();
+    (child, stdin)
+}
+
+/// Starts a build reading CSV from a pipe, and waits until it has created its temporary
+/// output: it is then inferring the schema from the rows it is given.
+fn build_from_pipe(dir: &Path) -> (std::process::Child, std::process::ChildStdin) {
+    use std::io::Write;
+    let (child, mut stdin) = csv_from_pipe(dir, &[]);
     stdin.write_all(b"id,v\nk1,1\n").unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while files_under(dir).is_empty() {
