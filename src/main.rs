@@ -83,6 +83,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    snapkv_reader::report_sigbus();
     let log_format = cli.log_format;
     // The servers report what they do; the other commands print their answer on stdout and
     // leave stderr to warnings (a store retry is not news) unless SNAPKV_LOG asks for more.

@@ -25,6 +25,7 @@ mod time;
 mod ui;
 
 pub use cluster::Peer;
+pub use mmap::report_sigbus;
 pub use server::{run, Config, Limits, ServeError};
 pub use sync::Source;
 

@@ -26,3 +26,30 @@ pub(crate) unsafe fn map_read_only(file: &File) -> io::Result<Bytes> {
     let map = unsafe { memmap2::Mmap::map(file)? };
     Ok(Bytes::from_owner(map))
 }
+
+/// Makes a `SIGBUS` print a message and exit with status 2, rather than kill the process
+/// without a word. The signal comes when a mapped page cannot be read: the file was truncated
+/// while mapped, against the contract above, or its storage failed. For the command-line
+/// program, which owns its process; a library embedding the reader leaves signals to its host.
+#[allow(unsafe_code)]
+pub fn report_sigbus() {
+    extern "C" fn on_sigbus(_: libc::c_int) {
+        const MESSAGE: &[u8] = b"error: a memory-mapped snapshot file shrank or could not be \
+            read while in use (SIGBUS); snapshot files must not change while they are open: \
+            write a new file and rename it over the old one\n";
+        // SAFETY: `write` and `_exit` are async-signal-safe, and MESSAGE is static. Returning
+        // would retry the faulting read forever, so the handler exits.
+        unsafe {
+            libc::write(2, MESSAGE.as_ptr().cast(), MESSAGE.len());
+            libc::_exit(2);
+        }
+    }
+    // SAFETY: `action` is fully initialised (zeroed, then its handler and empty mask set), and
+    // the handler calls only async-signal-safe functions.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_sigbus as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(libc::SIGBUS, &action, std::ptr::null_mut());
+    }
+}

@@ -246,6 +246,56 @@ fn commands_refuse_paths_that_are_not_files() {
 /// their bytes claimed: each is refused with a message naming it, in a directory left as it
 /// was.
 #[test]
+fn a_snapshot_truncated_while_scanned_fails_with_a_message() {
+    use std::io::{BufRead, Read};
+    let dir = tempfile::tempdir().unwrap();
+    // 20,000 rows of 1 KB that do not compress much: a file of megabytes, read block by block.
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut text = String::from("k,v\n");
+    for i in 0..20_000 {
+        text.push_str(&format!("k{i:06},"));
+        for _ in 0..64 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            text.push_str(&format!("{:016x}", state));
+        }
+        text.push('\n');
+    }
+    let csv = dir.path().join("in.csv");
+    std::fs::write(&csv, text).unwrap();
+    let snap = dir.path().join("big.snapkv");
+    built(&snap, &csv, &["-k", "k"]);
+    assert!(std::fs::metadata(&snap).unwrap().len() > 4 << 20);
+
+    let mut child = command(&["scan", snap.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    assert!(first.contains("k000000"), "{first}");
+    // The scan waits on the pipe, its next blocks unread: cut the file under it.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&snap)
+        .unwrap()
+        .set_len(4096)
+        .unwrap();
+    let mut rest = Vec::new();
+    stdout.read_to_end(&mut rest).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("a memory-mapped snapshot file shrank or could not be read while in use"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn damaged_files_fail_with_a_message() {
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/hostile");
     let cases: [(&str, &[&str]); 5] = [
