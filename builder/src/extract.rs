@@ -246,6 +246,11 @@ pub(crate) struct FilePlan {
 }
 
 impl FilePlan {
+    /// The input this plan reads.
+    pub(crate) fn source(&self) -> &Source {
+        &self.source
+    }
+
     /// Finds the build's columns in an input's schema.
     pub(crate) fn new(plan: &Arc<Plan>, source: &Source, schema: &Schema) -> Result<Self> {
         let mut wanted = Vec::new();

@@ -28,7 +28,7 @@ mod file_writer;
 mod json;
 mod options;
 mod output;
-mod pages;
+mod parquet_sizes;
 mod pipeline;
 mod progress;
 mod read;

@@ -177,7 +177,9 @@ fn make_pairs(job: Job, out: &mut PairWriter, gate: &Gate) -> Result<Event> {
                 return Err(Error::Interrupted);
             }
             let rows = batch.num_rows();
-            let made = plan.pairs(&batch, first_row, out);
+            // Encoders can still panic on values a decoder let through: the build fails
+            // naming the input rather than losing a worker thread.
+            let made = crate::read::guarded(plan.source(), || plan.pairs(&batch, first_row, out));
             drop(batch);
             match made {
                 Ok(pairs) => {

@@ -2,7 +2,7 @@
 //! needs.
 
 use crate::error::{Error, Result};
-use crate::pages::PageChecked;
+use crate::parquet_sizes::{load_metadata, PageChecked};
 use crate::source::{Counting, Location, ReadSeek, Source};
 use crate::InputFormat;
 use arrow_array::RecordBatch;
@@ -216,6 +216,18 @@ fn int96_as_utc(metadata: &ArrowReaderMetadata) -> Option<SchemaRef> {
 /// an error: which of them a key or value would read is not clear.
 pub(crate) fn open(source: &Source, settings: &Settings) -> Result<Opened> {
     let opened = guarded(source, || open_unchecked(source, settings))?;
+    for f in opened.schema.fields() {
+        if let Err(e) = check_type(f.data_type()) {
+            return Err(malformed(
+                source,
+                None,
+                format!(
+                    "the column {:?} has a type that is not valid: {e}",
+                    f.name()
+                ),
+            ));
+        }
+    }
     let mut seen = std::collections::HashSet::new();
     for f in opened.schema.fields() {
         if !seen.insert(f.name().as_str()) {
@@ -231,6 +243,34 @@ pub(crate) fn open(source: &Source, settings: &Settings) -> Result<Opened> {
         }
     }
     Ok(opened)
+}
+
+/// Checks what the decoders take from a file's schema without checking: a decimal's
+/// precision and scale (the JSON encoder fails on a precision of 0), in nested types too.
+fn check_type(t: &DataType) -> std::result::Result<(), ArrowError> {
+    use arrow_array::types::{
+        validate_decimal_precision_and_scale as valid, Decimal128Type, Decimal256Type,
+        Decimal32Type, Decimal64Type,
+    };
+    match t {
+        DataType::Decimal32(p, s) => valid::<Decimal32Type>(*p, *s),
+        DataType::Decimal64(p, s) => valid::<Decimal64Type>(*p, *s),
+        DataType::Decimal128(p, s) => valid::<Decimal128Type>(*p, *s),
+        DataType::Decimal256(p, s) => valid::<Decimal256Type>(*p, *s),
+        DataType::Struct(fields) => fields.iter().try_for_each(|f| check_type(f.data_type())),
+        DataType::Union(fields, _) => fields
+            .iter()
+            .try_for_each(|(_, f)| check_type(f.data_type())),
+        DataType::List(f)
+        | DataType::LargeList(f)
+        | DataType::ListView(f)
+        | DataType::LargeListView(f)
+        | DataType::FixedSizeList(f, _)
+        | DataType::Map(f, _) => check_type(f.data_type()),
+        DataType::Dictionary(_, value) => check_type(value),
+        DataType::RunEndEncoded(_, values) => check_type(values.data_type()),
+        _ => Ok(()),
+    }
 }
 
 /// How sources are opened: the same for every source of a build.
@@ -306,7 +346,8 @@ fn open_unchecked(source: &Source, settings: &Settings) -> Result<Opened> {
             })?;
             let bad = |e| malformed(source, None, e);
             let options = ArrowReaderOptions::new();
-            let mut metadata = ArrowReaderMetadata::load(&file, options.clone()).map_err(bad)?;
+            let mut metadata =
+                load_metadata(&file, options.clone(), settings.memory_limit).map_err(bad)?;
             if let Some(schema) = int96_as_utc(&metadata) {
                 metadata = ArrowReaderMetadata::try_new(
                     metadata.metadata().clone(),

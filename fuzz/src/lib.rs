@@ -1,5 +1,7 @@
-//! Shared code of the fuzz targets: the operations run on a snapshot that opened, and the
-//! checksum patching of `snapshot_fixed_checksums`.
+//! Shared code of the fuzz targets: the operations run on a snapshot that opened, the
+//! checksum patching of `snapshot_fixed_checksums`, and the build harness ([`inputs`]).
+
+pub mod inputs;
 
 use snapkv_format::Snapshot;
 use std::ops::Bound;

@@ -298,7 +298,20 @@ fn a_snapshot_truncated_while_scanned_fails_with_a_message() {
 #[test]
 fn damaged_files_fail_with_a_message() {
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/hostile");
-    let cases: [(&str, &[&str]); 5] = [
+    let cases: [(&str, &[&str]); 7] = [
+        // A list length given the type code of an i64: the decoder reads the bytes as a list
+        // header (2^31 schema elements) whatever type they claim.
+        (
+            "footer-field-type.parquet",
+            &["the footer's metadata is damaged: field 2 of FileMetaData has type code 6"],
+        ),
+        (
+            "decimal-precision-0.arrows",
+            &[
+                "the column \"price\" has a type that is not valid",
+                "precision cannot be 0",
+            ],
+        ),
         (
             "arrow-schema-flip.parquet",
             &["the file is damaged: its decoder failed on it"],
