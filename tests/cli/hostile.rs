@@ -296,6 +296,30 @@ fn a_snapshot_truncated_while_scanned_fails_with_a_message() {
 }
 
 #[test]
+fn scan_prints_values_as_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = arrow_array::Decimal128Array::from(vec![12_345_678_901_234_567_890_123_456_789i128])
+        .with_precision_and_scale(38, 9)
+        .unwrap();
+    let batch = RecordBatch::try_from_iter([
+        ("k", Arc::new(StringArray::from(vec!["a"])) as ArrayRef),
+        ("z", Arc::new(Int64Array::from(vec![1])) as ArrayRef),
+        ("d", Arc::new(d) as ArrayRef),
+    ])
+    .unwrap();
+    let input = dir.path().join("in.parquet");
+    write_parquet(&input, &[batch]);
+    let out = dir.path().join("out.snapkv");
+    built(&out, &input, &["-k", "k"]);
+    // Every digit, and the columns' order (not the alphabetical order a re-encoding gives).
+    let run = snapkv(&["scan", out.to_str().unwrap()], None).ok();
+    assert_eq!(
+        run.stdout,
+        "{\"key\":\"a\",\"value\":{\"z\":1,\"d\":12345678901234567890.123456789}}\n"
+    );
+}
+
+#[test]
 fn damaged_files_fail_with_a_message() {
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/hostile");
     let cases: [(&str, &[&str]); 7] = [
