@@ -622,6 +622,13 @@ fn read_line(
                 ),
             ));
         }
+        // Grown by doubling, as `extend` would, but never past the longest line allowed.
+        if line.len() + take > line.capacity() {
+            let want = (line.capacity() * 2)
+                .max(line.len() + take)
+                .min(start.saturating_add(most));
+            line.reserve_exact(want - line.len());
+        }
         line.extend_from_slice(&buf[..take]);
         r.consume(take);
         if done {
