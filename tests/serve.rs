@@ -2114,3 +2114,143 @@ fn the_explorer_is_served_under_a_strict_policy_and_can_be_turned_off() {
     let r = c.get(format!("{}/ui/", off.url)).send().unwrap();
     assert_eq!(error_code(r), (StatusCode::NOT_FOUND, "no_route".into()));
 }
+
+/// Counts the lines of a reader's stderr that contain `needle`, as they come.
+fn count_lines(server: &mut Server, needle: &'static str) -> Arc<std::sync::atomic::AtomicUsize> {
+    use std::io::BufRead;
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let stderr = server.take_stderr().unwrap();
+    let c = Arc::clone(&count);
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains(needle) {
+                c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    });
+    count
+}
+
+/// What a reader keeps across restarts and failures: the version it served (a rollback stays
+/// rolled back while storage is down), no abandoned downloads, and a version that fails is
+/// tried again after a growing delay rather than at every poll.
+#[test]
+fn a_reader_remembers_what_it_served_and_backs_off_from_what_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let cache = dir.path().join("cache");
+    let file = |v: &str| version_file(dir.path(), v, 200);
+    let args = |store: &std::path::Path| -> Vec<String> {
+        [
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            store.to_str().unwrap(),
+            "--dataset",
+            "d",
+            "--cache-dir",
+            cache.to_str().unwrap(),
+            "--poll-interval",
+            "50ms",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let start = |store: &std::path::Path, log: &str| {
+        let a = args(store);
+        let log = log.to_owned();
+        let server = Server::spawn_with(&a.iter().map(String::as_str).collect::<Vec<_>>(), |c| {
+            c.env("SNAPKV_LOG", log)
+                .stderr(std::process::Stdio::piped());
+        });
+        server.wait_ready();
+        server
+    };
+    publish(&store, &file("v1"), "v1");
+    publish(&store, &file("v2"), "v2");
+    let mut server = start(&store, "warn");
+    wait_for_version(&server.url, "v2");
+    snapkv_stdout(&[
+        "rollback",
+        "--store",
+        store.to_str().unwrap(),
+        "--dataset",
+        "d",
+        "--to",
+        "v1",
+        "--no-pin",
+    ]);
+    wait_for_version(&server.url, "v1");
+    assert!(server.terminate().success());
+
+    // A download abandoned by an earlier run, of a version CURRENT no longer names.
+    let abandoned = cache.join("d/v9");
+    std::fs::create_dir_all(&abandoned).unwrap();
+    std::fs::write(abandoned.join(".d.snapkv.partial"), b"half a file").unwrap();
+
+    // Storage unreachable: the rolled-back v1 is served, not the newer v2 in the cache, and
+    // nothing says yet whether v9 is still wanted.
+    let mut server = start(&dir.path().join("gone"), "warn");
+    assert_eq!(wait_for_error(&server.url)["version"], "v1");
+    assert!(abandoned.exists());
+    assert!(server.terminate().success());
+
+    // While the reader is down, v3 is published, and corrupted in storage.
+    publish(&store, &file("v3"), "v3");
+    let stored = store.join("d/versions/v3/d.snapkv");
+    let mut bytes = std::fs::read(&stored).unwrap();
+    bytes[64] ^= 1;
+    let mut perms = std::fs::metadata(&stored).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&stored, perms).unwrap();
+    std::fs::write(&stored, &bytes).unwrap();
+
+    // Storage back: v1 is served until CURRENT's v3 can be, and the abandoned v9 goes. v3 is
+    // refused, and tried again after 100 ms, 200 ms, 400 ms, ... (±25%), not at each of the
+    // 50 ms polls.
+    let mut server = start(&store, "info");
+    let attempts = count_lines(&mut server, "trying it again later");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while abandoned.exists() {
+        assert!(Instant::now() < deadline, "the abandoned download stayed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let polls = |url: &str| wait_for_error(url)["sync"]["failures"].as_u64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while polls(&server.url) < 40 {
+        assert!(Instant::now() < deadline, "the reader stopped polling");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let tried = attempts.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((2..=10).contains(&tried), "{tried} attempts in 40 polls");
+    assert_eq!(wait_for_error(&server.url)["version"], "v1");
+
+    // A new CURRENT is tried at once, whatever the backoff of the one before.
+    publish(&store, &file("v4"), "v4");
+    wait_for_version(&server.url, "v4");
+    let text = client()
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let last_success: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("snapkv_sync_last_success_timestamp_seconds{dataset=\"d\"} "))
+        .unwrap_or_else(|| panic!("no last success:\n{text}"))
+        .parse()
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        (now - 60.0..=now + 1.0).contains(&last_success),
+        "{last_success} vs {now}"
+    );
+}

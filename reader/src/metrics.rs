@@ -59,6 +59,7 @@ pub(crate) struct Metrics {
     loaded_at: Family<Ds, FGauge>,
     sync_ok: Family<Ds, Gauge>,
     sync_at: Family<Ds, FGauge>,
+    sync_success_at: Family<Ds, FGauge>,
     sync_failures: Family<Ds, Gauge>,
     mapped: Family<Ds, Gauge>,
     cache_ratio: Family<Ds, FGauge>,
@@ -81,6 +82,7 @@ impl Metrics {
             loaded_at: Family::default(),
             sync_ok: Family::default(),
             sync_at: Family::default(),
+            sync_success_at: Family::default(),
             sync_failures: Family::default(),
             mapped: Family::default(),
             cache_ratio: Family::default(),
@@ -135,6 +137,12 @@ impl Metrics {
             "sync_last_attempt_timestamp_seconds",
             "When the last sync attempt ended",
             m.sync_at.clone(),
+        );
+        r.register(
+            "sync_last_success_timestamp_seconds",
+            "When a sync attempt last succeeded (the version it found was served, or already \
+             was); absent until one has",
+            m.sync_success_at.clone(),
         );
         r.register(
             "sync_failures",
@@ -252,6 +260,9 @@ impl Metrics {
             ));
             if let Some(t) = status.last_attempt {
                 self.sync_at.get_or_create(&ds).set(secs(t));
+            }
+            if let Some(t) = status.last_success {
+                self.sync_success_at.get_or_create(&ds).set(secs(t));
             }
             self.sync_failures
                 .get_or_create(&ds)

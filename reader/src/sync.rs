@@ -373,76 +373,103 @@ async fn watch_store(
     if let Some(s) = &staged {
         s.clear(&name).await;
     }
-    // Versions beyond the newest two are left over from an earlier run (complete or not, and
-    // whichever shards they hold): removed here, on the blocking pool, with the listing.
+    // Serve at once what was served before the restart (recorded at every swap: after a
+    // rollback that is not the newest version in the cache), else the newest complete version.
+    // Of the other complete versions only the newest stays, as the previous one; incomplete
+    // downloads stay until `CURRENT` says whether they are still wanted.
     let listed = {
         let (c, n, shards) = (cache.clone(), name.clone(), how.shards);
         tokio::task::spawn_blocking(move || {
-            let mut names: Vec<String> = std::fs::read_dir(c.dir().join(&n))
-                .into_iter()
-                .flatten()
-                .flatten()
-                .filter_map(|e| e.file_name().into_string().ok())
-                .filter(|v| !v.starts_with('.'))
-                .collect();
-            names.sort();
-            let old = names.len().saturating_sub(2);
-            for v in &names[..old] {
-                let _ = c.remove(&n, v);
+            let mut held = c.versions_held(&n, shards.as_ref())?;
+            let recorded = c.served(&n).ok().flatten();
+            let chosen = held
+                .iter()
+                .position(|v| Some(&v.version) == recorded.as_ref())
+                .or_else(|| held.len().checked_sub(1));
+            let Some(chosen) = chosen.map(|i| held.remove(i)) else {
+                return Ok::<_, snapkv_store::Error>(None);
+            };
+            let previous = held.pop();
+            for old in held {
+                let _ = c.remove(&n, &old.version);
             }
-            c.versions_held(&n, shards.as_ref())
+            if let Some(p) = &previous {
+                tracing::debug!(dataset = %n, version = %p.version, "keeping the previous version");
+            }
+            Ok(Some(chosen))
         })
         .await
     };
     // The store's version names (the cache entries), not the labels inside the files.
     let mut served: Option<String> = None;
-    if let Ok(Ok(mut versions)) = listed {
-        if let Some(newest) = versions.pop() {
-            let version = newest.version.clone();
-            match load_cached(newest, &cache, &d.live, cache_bytes).await {
-                Ok(l) => {
-                    tracing::info!(dataset = %name, %version, "serving the cached version");
-                    d.swap(l);
-                    served = Some(version);
-                }
-                Err(e) => d.record(Err(e)),
+    if let Ok(Ok(Some(chosen))) = listed {
+        let version = chosen.version.clone();
+        match load_cached(chosen, &cache, &d.live, cache_bytes).await {
+            Ok(l) => {
+                tracing::info!(dataset = %name, %version, "serving the cached version");
+                d.swap(l);
+                record_served(&cache, &name, &version).await;
+                served = Some(version);
             }
+            Err(e) => d.record(Err(e)),
         }
     }
+    let mut backoff: Option<Backoff> = None;
     let mut tag: Option<snapkv_store::Tag> = None;
     loop {
-        let result =
-            match store.poll_current(&name, tag.as_ref()).await {
-                Ok(snapkv_store::Poll::Unchanged) => Ok(()),
-                Ok(snapkv_store::Poll::Missing) => Err(missing(&store, &name).await),
-                Ok(snapkv_store::Poll::Changed(current)) => {
-                    let version = current.pointer.version.clone();
-                    // For the freshness metrics: when the version was published (the pointer's
-                    // time if the manifest cannot be read now; the fetch reports why).
-                    let published_at = match store.manifest(&name, &version).await {
-                        Ok(m) => crate::time::parse_rfc3339(&m.created_at),
-                        Err(_) => crate::time::parse_rfc3339(&current.pointer.updated_at),
+        let result = match store.poll_current(&name, tag.as_ref()).await {
+            Ok(snapkv_store::Poll::Unchanged) => Ok(()),
+            Ok(snapkv_store::Poll::Missing) => Err(missing(&store, &name).await),
+            Ok(snapkv_store::Poll::Changed(current)) => {
+                let version = current.pointer.version.clone();
+                // For the freshness metrics: when the version was published (the pointer's
+                // time if the manifest cannot be read now; the fetch reports why).
+                let published_at = match store.manifest(&name, &version).await {
+                    Ok(m) => crate::time::parse_rfc3339(&m.created_at),
+                    Err(_) => crate::time::parse_rfc3339(&current.pointer.updated_at),
+                };
+                d.saw_current(&version, published_at.unwrap_or_else(SystemTime::now));
+                forget_incomplete(&cache, &name, &version, how.shards).await;
+                if served.as_deref() == Some(version.as_str()) {
+                    tag = Some(current.tag);
+                    Ok(())
+                } else if let Some(b) = backoff.as_ref().filter(|b| b.waits(&version)) {
+                    // The same error as the attempt that failed: the log says it again
+                    // only after 1, 2, 4, ... failures in a row.
+                    Err(b.error.clone())
+                } else {
+                    let options = fetch_options(how.shards);
+                    let fetched = match store.fetch(&name, &version, &cache, &options).await {
+                        Ok(cached) => load_cached(cached, &cache, &d.live, cache_bytes).await,
+                        Err(e) => Err(error_chain(&e)),
                     };
-                    d.saw_current(&version, published_at.unwrap_or_else(SystemTime::now));
-                    if served.as_deref() == Some(version.as_str()) {
-                        tag = Some(current.tag);
-                        Ok(())
-                    } else {
-                        let options = fetch_options(how.shards);
-                        match store.fetch(&name, &version, &cache, &options).await {
-                            Ok(cached) => load_cached(cached, &cache, &d.live, cache_bytes)
-                                .await
-                                .map(|l| {
-                                    d.swap(l);
-                                    served = Some(version);
-                                    tag = Some(current.tag);
-                                }),
-                            Err(e) => Err(error_chain(&e)),
+                    match fetched {
+                        Ok(l) => {
+                            d.swap(l);
+                            record_served(&cache, &name, &version).await;
+                            served = Some(version);
+                            tag = Some(current.tag);
+                            backoff = None;
+                            Ok(())
+                        }
+                        Err(e) => {
+                            let b = Backoff::after(backoff.take(), &version, e, interval);
+                            tracing::info!(
+                                dataset = %name,
+                                %version,
+                                failures = b.failures,
+                                retry_in = ?b.until.saturating_duration_since(tokio::time::Instant::now()),
+                                "cannot serve the version CURRENT names; trying it again later"
+                            );
+                            let error = b.error.clone();
+                            backoff = Some(b);
+                            Err(error)
                         }
                     }
                 }
-                Err(e) => Err(error_chain(&e)),
-            };
+            }
+            Err(e) => Err(error_chain(&e)),
+        };
         let result = match (&mut staged, result) {
             (Some(s), Ok(())) => s.follow(&store, &d, served.as_deref(), &how).await,
             (_, result) => result,
@@ -452,6 +479,79 @@ async fn watch_store(
             () = tokio::time::sleep(interval) => {}
             _ = stop.changed() => return,
         }
+    }
+}
+
+/// Records the version served in the cache directory, for the next start.
+async fn record_served(cache: &snapkv_store::Cache, name: &str, version: &str) {
+    let (c, n, v) = (cache.clone(), name.to_owned(), version.to_owned());
+    let recorded = tokio::task::spawn_blocking(move || c.record_served(&n, &v)).await;
+    if let Ok(Err(e)) = recorded {
+        tracing::warn!(dataset = %name, %version, error = %error_chain(&e), "cannot record the served version");
+    }
+}
+
+/// Removes the incomplete downloads of versions other than `wanted` (the one `CURRENT`
+/// names): left by a process that stopped, or by a version replaced before it arrived.
+async fn forget_incomplete(
+    cache: &snapkv_store::Cache,
+    name: &str,
+    wanted: &str,
+    shards: Option<snapkv_format::Selection>,
+) {
+    let (c, n, w) = (cache.clone(), name.to_owned(), wanted.to_owned());
+    let _ = tokio::task::spawn_blocking(move || {
+        for v in c.incomplete(&n, shards.as_ref()).unwrap_or_default() {
+            if v != w {
+                match c.remove(&n, &v) {
+                    Ok(()) => tracing::info!(dataset = %n, version = %v, "removed an abandoned download"),
+                    Err(e) => tracing::warn!(dataset = %n, version = %v, error = %error_chain(&e), "cannot remove an abandoned download"),
+                }
+            }
+        }
+    })
+    .await;
+}
+
+/// The version `CURRENT` names failed to download or open: it is tried again after a delay
+/// that doubles with each failure in a row (from the poll interval, at most
+/// [`Backoff::MAX`], with ±25% jitter so that readers spread out), not at every poll. A
+/// different version in `CURRENT` is tried at once.
+struct Backoff {
+    version: String,
+    failures: u32,
+    until: tokio::time::Instant,
+    error: String,
+}
+
+impl Backoff {
+    const MAX: Duration = Duration::from_secs(300);
+
+    /// The backoff after `version` failed with `error`, following `before`.
+    fn after(before: Option<Backoff>, version: &str, error: String, interval: Duration) -> Backoff {
+        let failures = before
+            .filter(|b| b.version == version)
+            .map_or(1, |b| b.failures.saturating_add(1));
+        let base = interval
+            .saturating_mul(1u32 << failures.min(16))
+            .min(Backoff::MAX);
+        // Jitter from the clock's sub-second digits: no two readers started together keep
+        // polling together.
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let factor = 0.75 + f64::from(nanos % 1000) / 2000.0;
+        Backoff {
+            version: version.to_owned(),
+            failures,
+            until: tokio::time::Instant::now() + base.mul_f64(factor),
+            error,
+        }
+    }
+
+    /// Whether `version` is still to wait.
+    fn waits(&self, version: &str) -> bool {
+        self.version == version && tokio::time::Instant::now() < self.until
     }
 }
 

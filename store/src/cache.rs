@@ -130,6 +130,9 @@ impl std::fmt::Debug for FetchOptions {
     }
 }
 
+/// The file in a dataset's cache directory naming the version served ([`Cache::record_served`]).
+const SERVED: &str = ".served";
+
 impl Cache {
     /// A cache in `dir` (created when something is fetched into it).
     pub fn new(dir: impl Into<PathBuf>) -> Cache {
@@ -224,6 +227,62 @@ impl Cache {
             }
         }
         found.sort_by(|a, b| a.version.cmp(&b.version));
+        Ok(found)
+    }
+
+    /// Records that `version` of `dataset` is the one served, so that a restart serves it again
+    /// before storage answers (after a rollback, the newest version in the cache is not the
+    /// one to serve). The record is replaced atomically: a crash leaves the old one or the new.
+    pub fn record_served(&self, dataset: &str, version: &str) -> Result<()> {
+        check_name("dataset name", dataset)?;
+        check_name("version", version)?;
+        let dir = self.dir.join(dataset);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
+        write_durably(&dir, &dir.join(SERVED), version.as_bytes())
+    }
+
+    /// The version last recorded as served by [`Cache::record_served`], if any (a record that
+    /// is not a valid version name is ignored).
+    pub fn served(&self, dataset: &str) -> Result<Option<String>> {
+        check_name("dataset name", dataset)?;
+        let path = self.dir.join(dataset).join(SERVED);
+        match std::fs::read_to_string(&path) {
+            Ok(v) => Ok(check_name("version", v.trim())
+                .ok()
+                .map(|()| v.trim().to_owned())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("read", path, e)),
+        }
+    }
+
+    /// The versions of `dataset` in the cache that are not complete for `selection`: downloads
+    /// under way, or left behind by a process that stopped.
+    pub fn incomplete(
+        &self,
+        dataset: &str,
+        selection: Option<&snapkv_format::Selection>,
+    ) -> Result<Vec<String>> {
+        check_name("dataset name", dataset)?;
+        let dir = self.dir.join(dataset);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io("list", dir, e)),
+        };
+        let mut found = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io("list", &dir, e))?;
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            if check_name("version", &name).is_err() || !entry.path().is_dir() {
+                continue;
+            }
+            if self.get_held(dataset, &name, selection)?.is_none() {
+                found.push(name);
+            }
+        }
+        found.sort();
         Ok(found)
     }
 
