@@ -630,6 +630,18 @@ fn publish_to(url: &str, options: &[String], file: &std::path::Path, version: &s
     snapkv_stdout(&args);
 }
 
+/// Flips a byte of `version`'s file `d.snapkv` in the local-directory store `store`.
+fn corrupt_in_store(store: &std::path::Path, version: &str) {
+    let stored = store.join(format!("d/versions/{version}/d.snapkv"));
+    let mut bytes = std::fs::read(&stored).unwrap();
+    bytes[64] ^= 1;
+    let mut perms = std::fs::metadata(&stored).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&stored, perms).unwrap();
+    std::fs::write(&stored, &bytes).unwrap();
+}
+
 fn wait_for_version(url: &str, version: &str) -> Value {
     let c = client();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -706,11 +718,12 @@ fn follows_a_store_through_publishes_restarts_and_corruption() {
         "{n} requests"
     );
     // Only the served version and the previous one stay in the cache (v1 goes on the
-    // server's blocking pool once nothing holds it).
+    // server's blocking pool once nothing holds it), beside the record of the one served.
     let cached = || {
         let mut v: Vec<_> = std::fs::read_dir(cache.join("d"))
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| !n.starts_with('.'))
             .collect();
         v.sort();
         v
@@ -722,6 +735,10 @@ fn follows_a_store_through_publishes_restarts_and_corruption() {
     }
     assert!(server.terminate().success());
     assert_eq!(cached(), ["v2", "v3"]);
+    assert_eq!(
+        std::fs::read_to_string(cache.join("d/.served")).unwrap(),
+        "v3"
+    );
 
     // Restart with the store gone: the cached v3 is served at once; the sync error shows.
     let gone = dir.path().join("no-such-store");
@@ -773,14 +790,7 @@ fn follows_a_store_through_publishes_restarts_and_corruption() {
 
     // v4 is published, then its object is corrupted in storage: refused, v3 stays served.
     publish(&store, &file("v4"), "v4");
-    let stored = store.join("d/versions/v4/d.snapkv");
-    let mut bytes = std::fs::read(&stored).unwrap();
-    bytes[64] ^= 1;
-    let mut perms = std::fs::metadata(&stored).unwrap().permissions();
-    #[allow(clippy::permissions_set_readonly_false)]
-    perms.set_readonly(false);
-    std::fs::set_permissions(&stored, perms).unwrap();
-    std::fs::write(&stored, &bytes).unwrap();
+    corrupt_in_store(&store, "v4");
     let a = args(&store);
     let server = Server::start(&a.iter().map(String::as_str).collect::<Vec<_>>());
     let info = wait_for_error(&server.url);
@@ -2201,14 +2211,7 @@ fn a_reader_remembers_what_it_served_and_backs_off_from_what_fails() {
 
     // While the reader is down, v3 is published, and corrupted in storage.
     publish(&store, &file("v3"), "v3");
-    let stored = store.join("d/versions/v3/d.snapkv");
-    let mut bytes = std::fs::read(&stored).unwrap();
-    bytes[64] ^= 1;
-    let mut perms = std::fs::metadata(&stored).unwrap().permissions();
-    #[allow(clippy::permissions_set_readonly_false)]
-    perms.set_readonly(false);
-    std::fs::set_permissions(&stored, perms).unwrap();
-    std::fs::write(&stored, &bytes).unwrap();
+    corrupt_in_store(&store, "v3");
 
     // Storage back: v1 is served until CURRENT's v3 can be, and the abandoned v9 goes. v3 is
     // refused, and tried again after 100 ms, 200 ms, 400 ms, ... (±25%), not at each of the

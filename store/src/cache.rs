@@ -206,6 +206,18 @@ impl Cache {
         dataset: &str,
         selection: Option<&snapkv_format::Selection>,
     ) -> Result<Vec<CachedVersion>> {
+        let mut found = Vec::new();
+        for name in self.version_names(dataset)? {
+            if let Some(v) = self.get_held(dataset, &name, selection)? {
+                found.push(v);
+            }
+        }
+        found.sort_by(|a, b| a.version.cmp(&b.version));
+        Ok(found)
+    }
+
+    /// The names of `dataset`'s version directories in the cache, complete or not.
+    fn version_names(&self, dataset: &str) -> Result<Vec<String>> {
         check_name("dataset name", dataset)?;
         let dir = self.dir.join(dataset);
         let entries = match std::fs::read_dir(&dir) {
@@ -213,21 +225,18 @@ impl Cache {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(Error::io("list", dir, e)),
         };
-        let mut found = Vec::new();
+        let mut names = Vec::new();
         for entry in entries {
             let entry = entry.map_err(|e| Error::io("list", &dir, e))?;
             let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
                 continue;
             };
-            if check_name("version", &name).is_err() {
-                continue;
-            }
-            if let Some(v) = self.get_held(dataset, &name, selection)? {
-                found.push(v);
+            if check_name("version", &name).is_ok() && entry.path().is_dir() {
+                names.push(name);
             }
         }
-        found.sort_by(|a, b| a.version.cmp(&b.version));
-        Ok(found)
+        names.sort();
+        Ok(names)
     }
 
     /// Records that `version` of `dataset` is the one served, so that a restart serves it again
@@ -262,27 +271,12 @@ impl Cache {
         dataset: &str,
         selection: Option<&snapkv_format::Selection>,
     ) -> Result<Vec<String>> {
-        check_name("dataset name", dataset)?;
-        let dir = self.dir.join(dataset);
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::io("list", dir, e)),
-        };
         let mut found = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|e| Error::io("list", &dir, e))?;
-            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
-                continue;
-            };
-            if check_name("version", &name).is_err() || !entry.path().is_dir() {
-                continue;
-            }
+        for name in self.version_names(dataset)? {
             if self.get_held(dataset, &name, selection)?.is_none() {
                 found.push(name);
             }
         }
-        found.sort();
         Ok(found)
     }
 
