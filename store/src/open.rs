@@ -9,6 +9,7 @@ use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
 use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::memory::InMemory;
 use object_store::path::Path as ObjectPath;
+use object_store::ClientConfigKey;
 use object_store::{BackoffConfig, ObjectStore, RetryConfig};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -19,8 +20,16 @@ use std::time::Duration;
 const DEFAULT_MAX_RETRIES: usize = 5;
 /// Default bound on the time spent retrying one request.
 const DEFAULT_RETRY_TIMEOUT: Duration = Duration::from_secs(60);
-/// Default connect timeout: an address that drops packets fails about as fast as a closed one.
-const DEFAULT_CONNECT_TIMEOUT: &str = "5s";
+/// Client timeouts set unless the options set them. Connect: an address that drops packets
+/// fails about as fast as a closed one. Read: a connection that sends nothing for this long
+/// has stalled (each read resets it), so a large download fails on lack of progress, not on
+/// its length; the overall bound on one request is a day (the client's own default, 30 s, cut
+/// every download longer than that).
+const DEFAULT_TIMEOUTS: [(ClientConfigKey, &str); 3] = [
+    (ClientConfigKey::ConnectTimeout, "5s"),
+    (ClientConfigKey::ReadTimeout, "30s"),
+    (ClientConfigKey::Timeout, "24h"),
+];
 
 impl Store {
     /// Opens a storage location.
@@ -223,15 +232,12 @@ fn open_cloud(
                 let key: AmazonS3ConfigKey = k.parse().map_err(|_| unknown(k))?;
                 b = b.with_config(key, v);
             }
-            if b.get_config_value(&AmazonS3ConfigKey::Client(
-                object_store::ClientConfigKey::ConnectTimeout,
-            ))
-            .is_none()
-            {
-                b = b.with_config(
-                    AmazonS3ConfigKey::Client(object_store::ClientConfigKey::ConnectTimeout),
-                    DEFAULT_CONNECT_TIMEOUT,
-                );
+            for (key, value) in DEFAULT_TIMEOUTS {
+                if b.get_config_value(&AmazonS3ConfigKey::Client(key))
+                    .is_none()
+                {
+                    b = b.with_config(AmazonS3ConfigKey::Client(key), value);
+                }
             }
             if is_http(b.get_config_value(&AmazonS3ConfigKey::Endpoint)) {
                 b = b.with_config(
@@ -251,6 +257,11 @@ fn open_cloud(
                 let key: GoogleConfigKey = k.parse().map_err(|_| unknown(k))?;
                 b = b.with_config(key, v);
             }
+            for (key, value) in DEFAULT_TIMEOUTS {
+                if b.get_config_value(&GoogleConfigKey::Client(key)).is_none() {
+                    b = b.with_config(GoogleConfigKey::Client(key), value);
+                }
+            }
             cloud.kind = Kind::Gcs;
             Arc::new(b.with_retry(retry).build().map_err(build_err)?)
         }
@@ -259,6 +270,11 @@ fn open_cloud(
             for (k, v) in &options {
                 let key: AzureConfigKey = k.parse().map_err(|_| unknown(k))?;
                 b = b.with_config(key, v);
+            }
+            for (key, value) in DEFAULT_TIMEOUTS {
+                if b.get_config_value(&AzureConfigKey::Client(key)).is_none() {
+                    b = b.with_config(AzureConfigKey::Client(key), value);
+                }
             }
             cloud.kind = Kind::Azure;
             cloud.endpoint = b.get_config_value(&AzureConfigKey::Endpoint);

@@ -1224,6 +1224,63 @@ async fn unreachable_storage_fails_after_bounded_retries() {
     assert!(matches!(e, Error::Unavailable { .. }), "{e:?}");
 }
 
+/// A server that accepts connections and never answers: a request to it stalls, and fails
+/// once `read_timeout` passes without a byte, whatever the overall request timeout.
+#[tokio::test]
+async fn a_stalled_connection_fails_on_lack_of_progress() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in listener.incoming().map_while(Result::ok) {
+            held.push(c);
+        }
+    });
+    let options: Vec<(String, String)> = [
+        ("endpoint", endpoint.as_str()),
+        ("access_key_id", "x"),
+        ("secret_access_key", "x"),
+        ("region", "us-east-1"),
+        ("max_retries", "1"),
+        ("read_timeout", "1s"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let store = Store::open("s3://stalled/prefix", &options).unwrap();
+    let e = tokio::time::timeout(Duration::from_secs(30), store.current("ds"))
+        .await
+        .expect("the stalled request never failed")
+        .unwrap_err();
+    assert!(matches!(e, Error::Unavailable { .. }), "{e:?}");
+}
+
+/// A download that takes longer than 30 s (held to 34 KB/s) completes: only a stall fails
+/// one, not its length.
+#[tokio::test]
+async fn a_download_longer_than_30_s_completes() {
+    let env = Env::new(Backend::S3, "slow-download");
+    let store = env.store();
+    let f = env.snapshot("a.snapkv", 1_200_000, 7);
+    publish(&store, &[&f], "v1").await;
+    let mut options = FetchOptions::default();
+    options.max_bytes_per_sec = Some(34_000);
+    let started = Instant::now();
+    let cached = store
+        .fetch("ds", "v1", &Cache::new(env.path("cache")), &options)
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() > Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        std::fs::read(cached.dir.join("a.snapkv")).unwrap(),
+        std::fs::read(&f).unwrap()
+    );
+}
+
 fn anyhow_like_chain(e: &dyn std::error::Error) -> Vec<String> {
     let mut out = vec![e.to_string()];
     let mut next = e.source();
