@@ -16,7 +16,6 @@ use parquet::file::metadata::{FooterTail, ParquetMetaDataReader};
 use parquet::file::reader::{ChunkReader, Length};
 use std::io::{Cursor, Read};
 use std::sync::Arc;
-use thrift::protocol::{TCompactInputProtocol, TInputProtocol, TType};
 
 /// The metadata of the Parquet file `file`, read as [`ArrowReaderMetadata::load`] does once its
 /// footer is checked: every list, string and nesting level in it must fit in the footer's
@@ -57,7 +56,66 @@ pub(crate) fn load_metadata(
 /// struct must fit in the bytes left, nesting at most 64 deep.
 fn check_thrift(bytes: &[u8]) -> Result<(), String> {
     let mut input = Compact { bytes, at: 0 };
-    input.fields(FILE_META_DATA, "FileMetaData", 0)
+    input.fields(
+        FILE_META_DATA,
+        "FileMetaData",
+        0,
+        &mut Vec::new(),
+        &mut |_, _| {},
+    )
+}
+
+/// What [`Compact`] says when the bytes end inside a value.
+const ENDS_EARLY: &str = "it ends inside a value";
+
+/// The sizes a page header claims, as the decoder will read them.
+#[derive(Debug, PartialEq)]
+struct PageClaims {
+    /// `uncompressed_page_size`: what the decoder allocates to decompress the page.
+    uncompressed: i64,
+    /// A dictionary page's `num_values`: the decoder sets aside offsets for as many values.
+    dictionary_values: Option<i64>,
+}
+
+/// What [`page_claims`] found, short of claims.
+#[derive(Debug, PartialEq)]
+enum NoClaims {
+    /// The bytes end inside the header.
+    Short,
+    /// The bytes are not a page header the decoder would read the same way.
+    Invalid(String),
+}
+
+/// Reads a Thrift compact-encoded `PageHeader` at the start of `bytes`, each field it knows
+/// checked against the type Parquet gives it (see [`check_thrift`]).
+fn page_claims(bytes: &[u8]) -> Result<PageClaims, NoClaims> {
+    let mut input = Compact { bytes, at: 0 };
+    let mut uncompressed = None;
+    let mut dictionary_values = None;
+    input
+        .fields(
+            PAGE_HEADER,
+            "PageHeader",
+            0,
+            &mut Vec::new(),
+            &mut |path, v| match path {
+                [2] => uncompressed = Some(v),
+                [7, 1] => dictionary_values = Some(v),
+                _ => {}
+            },
+        )
+        .map_err(|e| {
+            if e == ENDS_EARLY {
+                NoClaims::Short
+            } else {
+                NoClaims::Invalid(e)
+            }
+        })?;
+    Ok(PageClaims {
+        uncompressed: uncompressed
+            .ok_or_else(|| NoClaims::Invalid("it has no uncompressed_page_size".into()))?,
+        dictionary_values,
+    })
 }
 
 /// A Thrift type as Parquet's schema declares a field or element.
@@ -278,6 +336,50 @@ const FILE_META_DATA: &[(i16, T)] = &[
     (9, T::Binary),
 ];
 
+const PAGE_HEADER: &[(i16, T)] = &[
+    (1, T::I32),
+    (2, T::I32),
+    (3, T::I32),
+    (4, T::I32),
+    (
+        5,
+        T::Struct(
+            "DataPageHeader",
+            &[
+                (1, T::I32),
+                (2, T::I32),
+                (3, T::I32),
+                (4, T::I32),
+                (5, STATISTICS),
+            ],
+        ),
+    ),
+    (6, EMPTY),
+    (
+        7,
+        T::Struct(
+            "DictionaryPageHeader",
+            &[(1, T::I32), (2, T::I32), (3, T::Bool)],
+        ),
+    ),
+    (
+        8,
+        T::Struct(
+            "DataPageHeaderV2",
+            &[
+                (1, T::I32),
+                (2, T::I32),
+                (3, T::I32),
+                (4, T::I32),
+                (5, T::I32),
+                (6, T::I32),
+                (7, T::Bool),
+                (8, STATISTICS),
+            ],
+        ),
+    ),
+];
+
 /// Thrift's compact protocol over bytes, read as Parquet's decoder reads it.
 struct Compact<'a> {
     bytes: &'a [u8],
@@ -307,7 +409,8 @@ impl Compact<'_> {
     fn take(&mut self, n: u64) -> Result<(), String> {
         let left = (self.bytes.len() - self.at) as u64;
         if n > left {
-            return Err(format!("a value claims {n} bytes where {left} are left"));
+            // Short of the value: more bytes may hold it (a page header read ahead).
+            return Err(ENDS_EARLY.into());
         }
         self.at += n as usize;
         Ok(())
@@ -315,7 +418,15 @@ impl Compact<'_> {
 
     /// The fields of a struct, checked against `fields` (unknown ones are skipped, as the
     /// decoder skips them), up to its stop byte.
-    fn fields(&mut self, fields: &[(i16, T)], name: &str, depth: u32) -> Result<(), String> {
+    /// `found` is told every `i32` field of a known struct, by its path of field ids.
+    fn fields(
+        &mut self,
+        fields: &[(i16, T)],
+        name: &str,
+        depth: u32,
+        path: &mut Vec<i16>,
+        found: &mut dyn FnMut(&[i16], i64),
+    ) -> Result<(), String> {
         if depth > 64 {
             return Err("structs nest more than 64 deep".into());
         }
@@ -342,6 +453,17 @@ impl Compact<'_> {
                         "field {id} of {name} has type code {code}, not the type Parquet gives it"
                     ))
                 }
+                Some(&(_, T::I32)) => {
+                    let z = self.varint()?;
+                    path.push(id);
+                    found(path, (z >> 1) as i64 ^ -((z & 1) as i64));
+                    path.pop();
+                }
+                Some(&(_, T::Struct(name, fields))) => {
+                    path.push(id);
+                    self.fields(fields, name, depth + 1, path, found)?;
+                    path.pop();
+                }
                 Some(&(_, t)) => self.value(t, code, depth)?,
                 None => self.skip(code, depth)?,
             }
@@ -351,7 +473,9 @@ impl Compact<'_> {
     /// A value of type `t` whose type code is `code` (checked by the caller).
     fn value(&mut self, t: T, code: u8, depth: u32) -> Result<(), String> {
         match t {
-            T::Struct(name, fields) => self.fields(fields, name, depth + 1),
+            T::Struct(name, fields) => {
+                self.fields(fields, name, depth + 1, &mut Vec::new(), &mut |_, _| {})
+            }
             T::List(element) => {
                 let (count, code) = self.list_header()?;
                 if count > 0 && !element.accepts(code) && !(matches!(element, T::Bool) && code == 1)
@@ -437,7 +561,7 @@ impl Compact<'_> {
                 }
                 Ok(())
             }
-            12 => self.fields(&[], "a struct", depth + 1),
+            12 => self.fields(&[], "a struct", depth + 1, &mut Vec::new(), &mut |_, _| {}),
             c => Err(format!("type code {c} is not a Thrift type")),
         }
     }
@@ -465,20 +589,25 @@ impl PageChecked {
         }
     }
 
-    /// The decompressed size the page header at `start` claims, reading as little as needed;
-    /// `None` when the bytes there are not a page header the check can read (the decoder
-    /// reports those), with the bytes read.
-    fn claimed(&self, start: u64) -> parquet::errors::Result<(Option<i64>, Bytes)> {
+    /// The claims of the page header at `start`, reading as little as needed, with the bytes
+    /// read; `None` when the header runs past [`MAX_HEADER`] or the file (the decoder reports
+    /// those).
+    fn claims(&self, start: u64) -> parquet::errors::Result<(Option<PageClaims>, Bytes)> {
         let left = self.inner.len().saturating_sub(start);
         let mut peek = HEADER_PEEK.min(left);
         loop {
             let head = self.inner.get_bytes(start, peek as usize)?;
-            match uncompressed_size(&head) {
-                Parsed::Size(size) => return Ok((Some(size), head)),
-                Parsed::Short if peek < left && peek < MAX_HEADER => {
+            match page_claims(&head) {
+                Ok(claims) => return Ok((Some(claims), head)),
+                Err(NoClaims::Short) if peek < left && peek < MAX_HEADER => {
                     peek = (peek * 16).min(left).min(MAX_HEADER)
                 }
-                Parsed::Short | Parsed::Invalid => return Ok((None, head)),
+                Err(NoClaims::Short) => return Ok((None, head)),
+                Err(NoClaims::Invalid(e)) => {
+                    return Err(ParquetError::General(format!(
+                        "the page header at byte {start} is damaged: {e}"
+                    )))
+                }
             }
         }
     }
@@ -497,14 +626,22 @@ impl ChunkReader for PageChecked {
     /// [`ChunkReader::get_bytes`]: the header is checked here, from bytes handed on to the
     /// decoder so that nothing is read twice.
     fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
-        let (claimed, head) = self.claimed(start)?;
-        if let Some(size) = claimed {
-            if size as u64 > self.most {
+        let (claims, head) = self.claims(start)?;
+        if let Some(c) = claims {
+            if c.uncompressed < 0 || c.uncompressed as u64 > self.most {
                 return Err(ParquetError::General(format!(
-                    "the page at byte {start} says it decompresses to {size} bytes, more than a \
+                    "the page at byte {start} says it decompresses to {} bytes, more than a \
                      quarter of the memory limit ({} bytes): the file is damaged, or its pages \
                      need a larger --memory-limit",
-                    self.most
+                    c.uncompressed, self.most
+                )));
+            }
+            // Every value of a dictionary (plain-encoded) takes at least a byte of the page.
+            if let Some(n) = c.dictionary_values.filter(|&n| n < 0 || n > c.uncompressed) {
+                return Err(ParquetError::General(format!(
+                    "the dictionary page at byte {start} says it holds {n} values in {} bytes: \
+                     the file is damaged",
+                    c.uncompressed
                 )));
             }
         }
@@ -519,72 +656,10 @@ impl ChunkReader for PageChecked {
     }
 }
 
-/// What [`uncompressed_size`] found.
-#[derive(Debug, PartialEq)]
-enum Parsed {
-    /// The header's `uncompressed_page_size` (field 2).
-    Size(i64),
-    /// The bytes end before the field.
-    Short,
-    /// The bytes are not a page header.
-    Invalid,
-}
-
-/// Reads `uncompressed_page_size` (field 2, a required `i32`) of the Thrift compact-encoded
-/// `PageHeader` at the start of `bytes`, skipping the fields before it in whatever order they
-/// come.
-fn uncompressed_size(bytes: &[u8]) -> Parsed {
-    // The parser allocates what a string's length says before reading it: no more than the
-    // largest header read. A longer string reads as `Short`, and a larger peek follows.
-    let Ok(config) = thrift::TConfiguration::builder()
-        .max_string_size(Some(MAX_HEADER as usize))
-        .max_container_size(Some(MAX_HEADER as usize))
-        .max_recursion_depth(Some(64))
-        .build()
-    else {
-        return Parsed::Invalid;
-    };
-    let mut input = TCompactInputProtocol::with_config(bytes, config);
-    let short = |e: &thrift::Error| {
-        matches!(e, thrift::Error::Transport(t)
-            if t.kind == thrift::TransportErrorKind::EndOfFile)
-    };
-    let fail = |e: thrift::Error| {
-        if short(&e) {
-            Parsed::Short
-        } else {
-            Parsed::Invalid
-        }
-    };
-    if let Err(e) = input.read_struct_begin() {
-        return fail(e);
-    }
-    loop {
-        let field = match input.read_field_begin() {
-            Ok(f) => f,
-            Err(e) => return fail(e),
-        };
-        match (field.id, field.field_type) {
-            (_, TType::Stop) => return Parsed::Invalid,
-            (Some(2), TType::I32) => {
-                return match input.read_i32() {
-                    Ok(size) => Parsed::Size(size.into()),
-                    Err(e) => fail(e),
-                }
-            }
-            (_, t) => {
-                if let Err(e) = input.skip(t) {
-                    return fail(e);
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use thrift::protocol::{TCompactOutputProtocol, TFieldIdentifier, TOutputProtocol};
+    use thrift::protocol::{TCompactOutputProtocol, TFieldIdentifier, TOutputProtocol, TType};
 
     /// A compact-encoded header: `before` i64 fields (ids 10..), then field 2 = `size`.
     fn header(size: i32, before: usize) -> Vec<u8> {
@@ -645,15 +720,36 @@ mod tests {
     }
 
     #[test]
-    fn reads_the_claimed_size_after_any_fields() {
-        assert_eq!(uncompressed_size(&header(123, 0)), Parsed::Size(123));
+    fn reads_the_claimed_sizes_after_any_fields() {
+        let claims = |uncompressed| PageClaims {
+            uncompressed,
+            dictionary_values: None,
+        };
+        assert_eq!(page_claims(&header(123, 0)), Ok(claims(123)));
+        // Unknown fields (ids 10..) with 100-byte strings come first.
         let long = header(i32::MAX, 300);
-        assert_eq!(uncompressed_size(&long), Parsed::Size(i32::MAX as i64));
-        assert_eq!(uncompressed_size(&long[..long.len() / 2]), Parsed::Short);
-        assert_eq!(uncompressed_size(&[]), Parsed::Short);
-        // A string whose length runs past the bytes, a stop before field 2, a bad type.
-        assert_eq!(uncompressed_size(&[0xa8, 0xff, 0xff, 0x03]), Parsed::Short);
-        assert_eq!(uncompressed_size(&[0x00]), Parsed::Invalid);
-        assert_eq!(uncompressed_size(&[0x1f]), Parsed::Invalid);
+        assert_eq!(page_claims(&long), Ok(claims(i32::MAX as i64)));
+        assert_eq!(page_claims(&long[..long.len() / 2]), Err(NoClaims::Short));
+        assert_eq!(page_claims(&[]), Err(NoClaims::Short));
+        // A string whose length runs past the bytes: more bytes may hold it.
+        assert_eq!(page_claims(&[0xa8, 0xff, 0xff, 0x03]), Err(NoClaims::Short));
+        // A stop before field 2; field 2 with the type code of a list; a bad type code.
+        assert!(matches!(page_claims(&[0x00]), Err(NoClaims::Invalid(_))));
+        assert!(matches!(
+            page_claims(&[0x15, 0x00, 0x19, 0x00]),
+            Err(NoClaims::Invalid(_))
+        ));
+        assert!(matches!(page_claims(&[0x1f]), Err(NoClaims::Invalid(_))));
+        // A dictionary page: type 2, sizes 100 and 40, field 7 {num_values: 1000}.
+        let dictionary = [
+            0x15, 0x04, 0x15, 0xc8, 0x01, 0x15, 0x50, 0x4c, 0x15, 0xd0, 0x0f, 0x00, 0x00,
+        ];
+        assert_eq!(
+            page_claims(&dictionary),
+            Ok(PageClaims {
+                uncompressed: 100,
+                dictionary_values: Some(1000)
+            })
+        );
     }
 }

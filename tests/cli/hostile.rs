@@ -621,6 +621,43 @@ fn wide_and_long_rows_build_in_batches_of_bounded_size() {
 }
 
 #[test]
+fn a_dictionary_page_cannot_claim_more_values_than_bytes() {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("dict.parquet");
+    let batch = RecordBatch::try_from_iter([(
+        "k",
+        Arc::new(StringArray::from(vec!["a", "b"])) as ArrayRef,
+    )])
+    .unwrap();
+    write_parquet(&input, &[batch]);
+    let mut bytes = std::fs::read(&input).unwrap();
+    let reader = SerializedFileReader::new(std::fs::File::open(&input).unwrap()).unwrap();
+    let at = reader
+        .metadata()
+        .row_group(0)
+        .column(0)
+        .dictionary_page_offset()
+        .expect("a dictionary page") as usize;
+    // Its header's DictionaryPageHeader (field 7) starts with num_values (2, a one-byte
+    // varint): make it 63.
+    let field = (at..at + 16)
+        .find(|&i| bytes[i] == 0x4c && bytes[i + 1] == 0x15)
+        .expect("the dictionary page header");
+    assert_eq!(bytes[field + 2], 0x04, "num_values 2");
+    bytes[field + 2] = 0x7e;
+    std::fs::write(&input, &bytes).unwrap();
+    refused(
+        dir.path(),
+        &["-i", input.to_str().unwrap(), "-k", "k"],
+        &[
+            "dict.parquet",
+            &format!("the dictionary page at byte {at} says it holds 63 values in"),
+        ],
+    );
+}
+
+#[test]
 fn values_are_never_converted_into_other_values() {
     let dir = tempfile::tempdir().unwrap();
     // NDJSON: a decimal in a column the first 10,000 lines make integers.
