@@ -854,6 +854,11 @@ impl CsvBatches {
             Err(e) => return Err(self.source.read_error(e)),
         };
         if buf.is_empty() {
+            // The decoder ends the last record, which may have no line break, only when told
+            // that the input has ended.
+            if let Err(e) = self.decoder.decode(&[]) {
+                return Err(self.error(text_error(&self.source, None, e)));
+            }
             return match self.scan.open_quote() {
                 Some(line) => Err(malformed(
                     &self.source,

@@ -795,3 +795,24 @@ fn composite_keys_cannot_collide() {
     assert_eq!(json_value(&s, "x/y/z")["v"], 1);
     assert_eq!(json_value(&s, "w/z")["v"], 2);
 }
+
+#[test]
+fn a_csv_file_may_end_without_a_line_break() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text, value) in [
+        ("two.csv", "k,v\na,1\nb,2", json!({"v": 2})),
+        ("one.csv", "k\na\nbcd", json!({})),
+        ("quoted.csv", "k,v\na,1\nb,\"x\ny\"", json!({"v": "x\ny"})),
+    ] {
+        let input = dir.path().join(name);
+        std::fs::write(&input, text).unwrap();
+        let s = built(
+            &dir.path().join(format!("{name}.snapkv")),
+            &input,
+            &["-k", "k"],
+        );
+        assert_eq!(s.len(), 2, "{name}");
+        let last = if name == "one.csv" { "bcd" } else { "b" };
+        assert_eq!(json_value(&s, last), value, "{name}");
+    }
+}
