@@ -493,6 +493,16 @@ fn killed_publish_leaves_current_and_gc_cleans_it(backend: Backend) {
     );
     let err = env.fails("rollback", &["--to", "v2"]);
     assert!(err.contains("incomplete"), "{err}");
+    // Publishing v2 again is refused while the claim stands: the message says its process is
+    // gone and how to clear it at once.
+    let err = env.fails("publish", &[arg(&a), "--version", "v2"]);
+    assert!(
+        err.contains(&format!(
+            "process {} no longer runs on this host",
+            child.id()
+        )) && err.contains("--grace 0s"),
+        "{err}"
+    );
 
     let out = env.ok("gc", &["--keep", "5"]);
     assert!(

@@ -341,6 +341,17 @@ pub(crate) fn identity() -> String {
     )
 }
 
+/// The pid of the process an [`identity`] names, when that process was on this host and no
+/// longer runs (on systems with `/proc`): its claim was abandoned.
+pub(crate) fn gone_from_this_host(identity: &str) -> Option<u32> {
+    let (rest, pid) = identity.strip_suffix(')')?.rsplit_once(" (pid ")?;
+    let (_, on) = rest.rsplit_once(" on ")?;
+    let pid: u32 = pid.parse().ok()?;
+    let proc = std::path::Path::new("/proc");
+    (on == host() && proc.join("self").exists() && !proc.join(pid.to_string()).exists())
+        .then_some(pid)
+}
+
 /// `<user>@<host>`: the user from `SNAPKV_USER`, else `USER`, `LOGNAME` or `USERNAME`.
 pub(crate) fn user_at_host() -> String {
     let user = ["SNAPKV_USER", "USER", "LOGNAME", "USERNAME"]

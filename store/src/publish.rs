@@ -400,6 +400,9 @@ impl Store {
             // Our own create, retried after a lost answer.
             return Ok(());
         }
+        let dead = held
+            .as_ref()
+            .and_then(|h| crate::manifest::gone_from_this_host(&h.by));
         let holder = match held {
             Some(h) => format!(
                 "{} (started {}, last seen {})",
@@ -407,10 +410,21 @@ impl Store {
             ),
             None => "another publisher".into(),
         };
+        let advice = match dead {
+            Some(pid) => format!(
+                "process {pid} no longer runs on this host, so that attempt was abandoned: \
+                 `snapkv gc --store {} --dataset {dataset} --keep N --grace 0s` removes it now \
+                 (with every other incomplete version of {dataset}; by default gc waits an hour), \
+                 or choose another version",
+                self.url()
+            ),
+            None => "choose another version, or, if that attempt was abandoned, let gc remove \
+                     it (`snapkv gc`, after its --grace period)"
+                .to_owned(),
+        };
         Err(Error::Conflict {
             reason: format!(
-                "version {version} of {dataset} is already being published by {holder}: \
-                 choose another version, or, if that attempt was abandoned, let gc remove it"
+                "version {version} of {dataset} is already being published by {holder}: {advice}"
             ),
             current: current.map(|c| Box::new(c.pointer.clone())),
         })
