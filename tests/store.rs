@@ -486,9 +486,13 @@ fn killed_publish_leaves_current_and_gc_cleans_it(backend: Backend) {
     let v2 = json.iter().find(|v| v["version"] == "v2").unwrap();
     assert_eq!(v2["complete"], false);
     assert_eq!(env.current().as_deref(), Some("v1"));
+    assert_eq!(v2["incomplete"]["claimant_gone"], true, "{v2}");
+    assert!(v2["incomplete"]["objects"].as_u64().unwrap() >= 1, "{v2}");
     let table = env.ok("versions", &[]);
     assert!(
-        table.contains("v2") && table.contains("(incomplete)"),
+        table.contains("v2")
+            && table.contains("(incomplete: last written")
+            && table.contains(&format!("(pid {}), which no longer runs", child.id())),
         "{table}"
     );
     let err = env.fails("rollback", &["--to", "v2"]);

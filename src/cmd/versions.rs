@@ -2,6 +2,7 @@
 
 use super::store_args::{no_dataset, runtime, StoreArgs};
 use std::process::ExitCode;
+use std::time::Duration;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -11,7 +12,9 @@ Examples:
 The current version is marked '*', staged ones (complete, newer than the current one: `snapkv
 promote` makes one current) '+'. A pin (`snapkv pin`) is shown under the table. An incomplete
 version has no manifest: an upload under way, or one that was interrupted (`snapkv gc` removes
-those after a grace period).";
+those after a grace period). Its row shows the objects and bytes uploaded so far, how long ago
+the last one was written, and who claimed it (said when that process ran on this host and no
+longer runs).";
 
 /// List the versions of a dataset: files, bytes, keys, when published, which is current.
 #[derive(clap::Args)]
@@ -61,6 +64,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     "keys": m.map(|m| m.total_keys()),
                     "created_at": m.map(|m| &m.created_at),
                     "published_by": m.map(|m| &m.published_by),
+                    "incomplete": v.incomplete.as_ref().map(|i| serde_json::json!({
+                        "objects": i.objects,
+                        "bytes": i.bytes,
+                        "newest_at": i.newest.map(|t| t.to_rfc3339()),
+                        "claimed_by": i.claimed_by,
+                        "claimant_gone": i.claimant_gone,
+                    })),
                 })
             })
             .collect();
@@ -89,7 +99,34 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 m.total_keys(),
                 m.created_at
             )?,
-            None => outln!("{mark} {:<20} (incomplete)", v.version)?,
+            None => {
+                let Some(i) = &v.incomplete else {
+                    outln!("{mark} {:<20} (incomplete)", v.version)?;
+                    continue;
+                };
+                let age = i.newest.map_or("no objects".to_owned(), |t| {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs() as i64);
+                    let secs = (now - t.timestamp()).max(0) as u64;
+                    format!(
+                        "last written {} ago",
+                        humantime::format_duration(Duration::from_secs(secs))
+                    )
+                });
+                let holder = match (&i.claimed_by, i.claimant_gone) {
+                    (Some(by), true) => format!("; claimed by {by}, which no longer runs"),
+                    (Some(by), false) => format!("; claimed by {by}"),
+                    (None, _) => "; no claim".to_owned(),
+                };
+                outln!(
+                    "{mark} {:<20} {:>5} {:>14} {:>12}  (incomplete: {age}{holder})",
+                    v.version,
+                    i.objects,
+                    i.bytes,
+                    "-"
+                )?
+            }
         }
     }
     if let Some(pin) = &pin {

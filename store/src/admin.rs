@@ -18,6 +18,25 @@ pub struct VersionInfo {
     pub current: bool,
     /// Its manifest; `None` for an incomplete version (an upload under way or abandoned).
     pub manifest: Option<Manifest>,
+    /// What an incomplete version holds so far; `None` for a complete one.
+    pub incomplete: Option<Incomplete>,
+}
+
+/// An incomplete version: an upload under way, or one a publisher abandoned.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Incomplete {
+    /// Objects uploaded so far, the claim included.
+    pub objects: usize,
+    /// Their bytes.
+    pub bytes: u64,
+    /// When its newest object was written (`gc` deletes it once that is older than its grace
+    /// period).
+    pub newest: Option<chrono::DateTime<chrono::Utc>>,
+    /// Who claimed it (`snapkv-store <version> on <host> (pid <pid>)`), when the claim reads.
+    pub claimed_by: Option<String>,
+    /// Whether that claimant was a process on this host that no longer runs.
+    pub claimant_gone: bool,
 }
 
 /// What [`Store::gc`] keeps and deletes.
@@ -85,15 +104,36 @@ impl Store {
             .buffered(8)
             .try_collect()
             .await?;
-        Ok(names
-            .into_iter()
-            .zip(manifests)
-            .map(|(version, manifest)| VersionInfo {
+        let mut infos = Vec::with_capacity(names.len());
+        for (version, manifest) in names.into_iter().zip(manifests) {
+            let incomplete = match manifest {
+                Some(_) => None,
+                None => Some(self.incomplete(&paths, &version).await?),
+            };
+            infos.push(VersionInfo {
                 current: current.as_deref() == Some(version.as_str()),
                 version,
                 manifest,
-            })
-            .collect())
+                incomplete,
+            });
+        }
+        Ok(infos)
+    }
+
+    /// What an incomplete version holds: its objects, and its claim's holder.
+    async fn incomplete(&self, paths: &DatasetPaths, version: &str) -> Result<Incomplete> {
+        let objects = self.list_version(paths, version).await?;
+        let claimed_by = self.claim_holder(paths, version).await?;
+        Ok(Incomplete {
+            objects: objects.len(),
+            bytes: objects.iter().map(|o| o.size).sum(),
+            newest: objects.iter().map(|o| o.last_modified).max(),
+            claimant_gone: claimed_by
+                .as_deref()
+                .and_then(crate::manifest::gone_from_this_host)
+                .is_some(),
+            claimed_by,
+        })
     }
 
     /// The datasets of this store, sorted: the folders directly under the root whose names

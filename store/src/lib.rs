@@ -70,7 +70,7 @@ mod rollout;
 mod sharding;
 mod staged;
 
-pub use admin::{GcOptions, GcReport, VersionInfo};
+pub use admin::{GcOptions, GcReport, Incomplete, VersionInfo};
 pub use cache::{held_files, Cache, CachedVersion, FetchOptions};
 pub use commit::{Receipt, MAX_RECEIPT_BYTES};
 pub use current::{Current, Poll, Tag};

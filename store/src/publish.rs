@@ -430,6 +430,15 @@ impl Store {
         })
     }
 
+    /// Who claimed `version` (the claim's `by`), if a claim is there and parses.
+    pub(crate) async fn claim_holder(
+        &self,
+        paths: &DatasetPaths,
+        version: &str,
+    ) -> Result<Option<String>> {
+        Ok(self.read_claim(&paths.claim(version)).await?.map(|c| c.by))
+    }
+
     /// Reads a claim: `None` if there is none, or if it does not parse. A claim over
     /// [`MAX_CLAIM_BYTES`](crate::MAX_CLAIM_BYTES) is [`Error::Corrupt`].
     async fn read_claim(&self, path: &ObjectPath) -> Result<Option<Claim>> {
