@@ -657,6 +657,31 @@ fn a_dictionary_page_cannot_claim_more_values_than_bytes() {
     );
 }
 
+/// Found by the build_parquet fuzz target: its dictionary page header set aside 236 MB for
+/// values a 1 KB file cannot hold.
+#[test]
+fn a_fuzzed_dictionary_page_is_refused() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/hostile");
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("fuzz-dictionary-values.parquet");
+    std::fs::copy(fixtures.join("fuzz-dictionary-values.parquet"), &input).unwrap();
+    refused(
+        dir.path(),
+        &[
+            "-i",
+            input.to_str().unwrap(),
+            "-k",
+            "k",
+            "--memory-limit",
+            "16MiB",
+        ],
+        &[
+            "fuzz-dictionary-values.parquet",
+            "the page header at byte 4 is damaged",
+        ],
+    );
+}
+
 #[test]
 fn values_are_never_converted_into_other_values() {
     let dir = tempfile::tempdir().unwrap();
