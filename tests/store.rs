@@ -508,13 +508,25 @@ fn killed_publish_leaves_current_and_gc_cleans_it(backend: Backend) {
         "{err}"
     );
 
+    // A local store's writes go through `<name>#<n>` staging files: one a killed writer left.
+    let staging = env.path("store/ds/CURRENT#7");
+    if backend == Backend::Local {
+        std::fs::write(&staging, b"{").unwrap();
+    }
     let out = env.ok("gc", &["--keep", "5"]);
     assert!(
-        out.contains("kept v2 (incomplete, younger than 1h)"),
+        out.contains("kept v2 (incomplete, younger than 1h)") && !out.contains("CURRENT#7"),
         "{out}"
     );
     let out = env.ok("gc", &["--keep", "5", "--grace", "0s"]);
     assert!(out.contains("deleted v2 (incomplete, abandoned)"), "{out}");
+    if backend == Backend::Local {
+        assert!(
+            out.contains("deleted CURRENT#7 (a staging file of a write that never finished)"),
+            "{out}"
+        );
+        assert!(!staging.exists());
+    }
     assert_eq!(env.versions().len(), 1);
     if backend == Backend::Local {
         assert!(!env.path("store/ds/versions/v2").exists());

@@ -70,6 +70,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     for v in &report.kept {
         outln!("kept {v}")?;
     }
+    for f in &report.staging {
+        outln!("{verb} {f} (a staging file of a write that never finished)")?;
+    }
     for o in &report.unreferenced {
         outln!("{verb} {o} (not listed in the manifest: an upload attempt that was not committed, or its receipt)")?;
     }

@@ -79,6 +79,10 @@ pub struct GcReport {
     /// Objects of kept complete versions that their manifest does not list (shard attempts
     /// that were not committed), deleted: `<version>/<object>`.
     pub unreferenced: Vec<String>,
+    /// Staging files of a local-directory store (`<object>#<n>`, written before a rename into
+    /// place) left by a killed writer and older than the grace period, deleted: paths under
+    /// the dataset's folder.
+    pub staging: Vec<String>,
 }
 
 impl Store {
@@ -278,6 +282,14 @@ impl Store {
                 report.abandoned.push(v.to_owned());
             }
         }
+        if let Some(dir) = &self.local_dir {
+            let folder = dir.join(dataset);
+            let (grace, dry_run) = (options.grace, options.dry_run);
+            report.staging =
+                tokio::task::spawn_blocking(move || staging_files(&folder, grace, dry_run))
+                    .await
+                    .map_err(|e| Error::io("clean", dir, std::io::Error::other(e)))??;
+        }
         Ok(report)
     }
 
@@ -309,4 +321,48 @@ impl Store {
         self.delete_version(paths, version, objects).await?;
         Ok(true)
     }
+}
+
+/// The staging files under `folder` (`<name>#<digits>`: a local-directory store's writes in
+/// progress, renamed into place when complete) last modified longer than `grace` ago, removed
+/// unless `dry_run`; their paths relative to `folder`, sorted.
+fn staging_files(folder: &std::path::Path, grace: Duration, dry_run: bool) -> Result<Vec<String>> {
+    let mut found = Vec::new();
+    let mut dirs = vec![folder.to_owned()];
+    while let Some(dir) = dirs.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io("list", dir, e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io("list", &dir, e))?;
+            let path = entry.path();
+            let meta = entry.metadata().map_err(|e| Error::io("stat", &path, e))?;
+            if meta.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            let name = entry.file_name();
+            let staging = name
+                .to_str()
+                .and_then(|n| n.rsplit_once('#'))
+                .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+            let age = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .unwrap_or_default();
+            if !staging || age < grace {
+                continue;
+            }
+            if !dry_run {
+                std::fs::remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
+            }
+            let relative = path.strip_prefix(folder).unwrap_or(&path);
+            found.push(relative.display().to_string());
+        }
+    }
+    found.sort();
+    Ok(found)
 }
