@@ -1350,11 +1350,16 @@ fn staged_versions_answer_pinned_requests_until_promoted() {
         let mut v: Vec<String> = std::fs::read_dir(d)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| !n.starts_with('.'))
             .collect();
         v.sort();
         v
     };
     assert_eq!(names(&cache.join("d")), ["v1"]);
+    assert_eq!(
+        std::fs::read_to_string(cache.join("d/.served")).unwrap(),
+        "v1"
+    );
     assert_eq!(names(&cache.join(".staged").join("d")), ["v2"]);
     server = Server::start(&args);
     assert_eq!(info(&server.url)["version"], "v1");
