@@ -479,14 +479,16 @@ fn ctrl_c_removes_temporary_files() {
         }
         assert!(std::time::Instant::now() < deadline, "no run was spilled");
     }
-    let status = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    signal(&child, "-INT");
     // The build notices the interrupt at its next batch: give it one.
     let _ = stdin.write_all(b"k999999999,last\n");
     drop(stdin);
+    stopped_and_cleaned_up(child, dir.path());
+}
+
+/// Waits for `child`, a build, to exit 130 saying it was interrupted, with nothing left in
+/// `dir`.
+fn stopped_and_cleaned_up(child: std::process::Child, dir: &Path) {
     let out = child.wait_with_output().unwrap();
     assert_eq!(
         out.status.code(),
@@ -495,7 +497,7 @@ fn ctrl_c_removes_temporary_files() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted"));
-    assert_only(dir.path(), &[]);
+    assert_only(dir, &[]);
 }
 
 /// Starts a build of `dir/out.snapkv` reading CSV from a pipe, with `extra` arguments.
@@ -537,9 +539,10 @@ fn build_from_pipe(dir: &Path) -> (std::process::Child, std::process::ChildStdin
     (child, stdin)
 }
 
-fn term(child: &std::process::Child) {
+/// Sends `child` the signal `flag` (`-INT`, `-TERM`).
+fn signal(child: &std::process::Child, flag: &str) {
     let status = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args([flag, &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
@@ -550,7 +553,7 @@ fn sigterm_while_the_schema_is_inferred_stops_the_build() {
     use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
     let (mut child, mut stdin) = build_from_pipe(dir.path());
-    term(&child);
+    signal(&child, "-TERM");
     // The build is still sampling rows (fewer than it infers from): it stops at its next
     // read, so keep giving it rows until it has exited.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -560,15 +563,7 @@ fn sigterm_while_the_schema_is_inferred_stops_the_build() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     drop(stdin);
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(130),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted"));
-    assert_only(dir.path(), &[]);
+    stopped_and_cleaned_up(child, dir.path());
 }
 
 #[test]
@@ -577,11 +572,11 @@ fn a_second_sigterm_exits_at_once_and_still_cleans_up() {
     let (mut child, stdin) = build_from_pipe(dir.path());
     // Blocked reading the pipe, the build cannot notice the first signal: the second one
     // ends it.
-    term(&child);
+    signal(&child, "-TERM");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while child.try_wait().unwrap().is_none() {
         assert!(std::time::Instant::now() < deadline, "the build went on");
-        term(&child);
+        signal(&child, "-TERM");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     assert_eq!(child.wait().unwrap().code(), Some(130));
