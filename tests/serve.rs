@@ -630,6 +630,23 @@ fn publish_to(url: &str, options: &[String], file: &std::path::Path, version: &s
     snapkv_stdout(&args);
 }
 
+/// `serve` arguments that follow dataset `d` of the local-directory store `store` through the
+/// cache directory `cache`, polling every 50 ms.
+fn follow_args(store: &std::path::Path, cache: &std::path::Path) -> Vec<String> {
+    [
+        "--store",
+        store.to_str().unwrap(),
+        "--dataset",
+        "d",
+        "--cache-dir",
+        cache.to_str().unwrap(),
+        "--poll-interval",
+        "50ms",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 /// Flips a byte of `version`'s file `d.snapkv` in the local-directory store `store`.
 fn corrupt_in_store(store: &std::path::Path, version: &str) {
     let stored = store.join(format!("d/versions/{version}/d.snapkv"));
@@ -688,18 +705,7 @@ fn follows_a_store_through_publishes_restarts_and_corruption() {
     let cache = dir.path().join("cache");
     let file = |v: &str| version_file(dir.path(), v, 1000);
     publish(&store, &file("v1"), "v1");
-    let args = |store: &std::path::Path| {
-        vec![
-            "--store".to_owned(),
-            store.display().to_string(),
-            "--dataset".to_owned(),
-            "d".to_owned(),
-            "--cache-dir".to_owned(),
-            cache.display().to_string(),
-            "--poll-interval".to_owned(),
-            "50ms".to_owned(),
-        ]
-    };
+    let args = |store: &std::path::Path| follow_args(store, &cache);
     let a = args(&store);
     let mut server = Server::start(&a.iter().map(String::as_str).collect::<Vec<_>>());
     wait_for_version(&server.url, "v1");
@@ -2159,21 +2165,11 @@ fn a_reader_remembers_what_it_served_and_backs_off_from_what_fails() {
     let cache = dir.path().join("cache");
     let file = |v: &str| version_file(dir.path(), v, 200);
     let args = |store: &std::path::Path| -> Vec<String> {
-        [
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--store",
-            store.to_str().unwrap(),
-            "--dataset",
-            "d",
-            "--cache-dir",
-            cache.to_str().unwrap(),
-            "--poll-interval",
-            "50ms",
-        ]
-        .map(String::from)
-        .to_vec()
+        let mut a = ["serve", "--listen", "127.0.0.1:0"]
+            .map(String::from)
+            .to_vec();
+        a.extend(follow_args(store, &cache));
+        a
     };
     let start = |store: &std::path::Path, log: &str| {
         let a = args(store);

@@ -415,6 +415,8 @@ async fn watch_store(
         }
     }
     let mut backoff: Option<Backoff> = None;
+    // The version `CURRENT` named when abandoned downloads were last removed.
+    let mut tidied: Option<String> = None;
     let mut tag: Option<snapkv_store::Tag> = None;
     loop {
         let result = match store.poll_current(&name, tag.as_ref()).await {
@@ -429,7 +431,11 @@ async fn watch_store(
                     Err(_) => crate::time::parse_rfc3339(&current.pointer.updated_at),
                 };
                 d.saw_current(&version, published_at.unwrap_or_else(SystemTime::now));
-                forget_incomplete(&cache, &name, &version, how.shards).await;
+                // Once per version named: no other download starts until `CURRENT` moves.
+                if tidied.as_deref() != Some(version.as_str()) {
+                    forget_incomplete(&cache, &name, &version, how.shards).await;
+                    tidied = Some(version.clone());
+                }
                 if served.as_deref() == Some(version.as_str()) {
                     tag = Some(current.tag);
                     Ok(())

@@ -88,6 +88,12 @@ pub struct GcReport {
 impl Store {
     /// Lists the version folders of `dataset`, oldest first, with their manifests.
     pub async fn versions(&self, dataset: &str) -> Result<Vec<VersionInfo>> {
+        self.versions_with(dataset, true).await
+    }
+
+    /// [`Store::versions`]; what incomplete versions hold is listed only when `details` asks
+    /// (gc lists their objects itself, to delete them).
+    async fn versions_with(&self, dataset: &str, details: bool) -> Result<Vec<VersionInfo>> {
         let paths = DatasetPaths::new(&self.root, dataset)?;
         let current = self.current(dataset).await?.map(|c| c.pointer.version);
         let mut names: Vec<String> = self
@@ -111,8 +117,8 @@ impl Store {
         let mut infos = Vec::with_capacity(names.len());
         for (version, manifest) in names.into_iter().zip(manifests) {
             let incomplete = match manifest {
-                Some(_) => None,
-                None => Some(self.incomplete(&paths, &version).await?),
+                None if details => Some(self.incomplete(&paths, &version).await?),
+                _ => None,
             };
             infos.push(VersionInfo {
                 current: current.as_deref() == Some(version.as_str()),
@@ -204,7 +210,7 @@ impl Store {
             return Err(Error::invalid("keep", "gc keeps at least 1 version"));
         }
         let paths = DatasetPaths::new(&self.root, dataset)?;
-        let versions = self.versions(dataset).await?;
+        let versions = self.versions_with(dataset, false).await?;
         let current = versions
             .iter()
             .find(|v| v.current)
