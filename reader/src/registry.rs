@@ -238,6 +238,21 @@ pub(crate) struct SyncStatus {
     pub streak: u64,
 }
 
+/// The cache directory's space when a store dataset last fetched a version, for
+/// `/v1/datasets/{ds}`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct CacheSpace {
+    /// Bytes of the files under the cache directory.
+    pub used: u64,
+    /// Bytes free on its file system.
+    pub free: u64,
+    /// The size limit on the cache directory (`serve --cache-dir-limit`).
+    pub limit: Option<u64>,
+    /// The last time the previous version was released to make room: that version, the
+    /// version that needed the room, and when.
+    pub released: Option<(String, String, SystemTime)>,
+}
+
 /// A served dataset: the current version, the previous one (for instant local rollback) and
 /// the sync status.
 pub(crate) struct Dataset {
@@ -263,6 +278,8 @@ pub(crate) struct Dataset {
     pub store: Option<snapkv_store::Store>,
     /// The last history answer: when it was read, for how many entries, the body.
     pub history: tokio::sync::Mutex<Option<(std::time::Instant, usize, bytes::Bytes)>>,
+    /// The cache directory's space (store sources, once a version was fetched).
+    pub cache_space: Mutex<Option<CacheSpace>>,
 }
 
 impl Dataset {
@@ -277,6 +294,7 @@ impl Dataset {
         Dataset {
             store,
             history: tokio::sync::Mutex::new(None),
+            cache_space: Mutex::new(None),
             hits,
             misses,
             name,
@@ -326,6 +344,43 @@ impl Dataset {
         } else {
             tracing::info!(dataset = %self.name, %version, "loaded");
         }
+    }
+
+    /// Holds `loaded` as the previous version if none is held (at start-up, the version
+    /// served before the one the last run served); otherwise releases it.
+    pub fn hold_previous(&self, loaded: Loaded) {
+        // Only the dataset's sync task sets `current` and `previous`: nothing races this.
+        if self.previous.load().is_none() && !self.holds_path(&loaded.path) {
+            tracing::info!(dataset = %self.name, version = %loaded.version, "holding the previous version");
+            self.previous.store(Some(Arc::new(loaded)));
+        } else {
+            loaded.release();
+        }
+    }
+
+    /// Stops holding the previous version, to make room for a new one: its files are
+    /// removed once no request holds it. Returns its version, if one was held.
+    pub fn release_previous(&self) -> Option<String> {
+        let old = self.previous.swap(None)?;
+        if !self.holds_path(&old.path) {
+            old.release();
+        }
+        Some(old.version.clone())
+    }
+
+    /// The cache directory's space as last recorded (all zero before).
+    pub fn cache_space(&self) -> CacheSpace {
+        self.cache_space
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or_default()
+    }
+
+    /// Changes the record of the cache directory's space.
+    pub fn update_cache_space(&self, change: impl FnOnce(&mut CacheSpace)) {
+        let mut space = self.cache_space.lock().unwrap_or_else(|e| e.into_inner());
+        change(space.get_or_insert_with(CacheSpace::default));
     }
 
     /// The held version labelled `version`: current, previous or staged.
@@ -441,6 +496,23 @@ impl Dataset {
                 "failures": status.failures,
             },
         });
+        if let Some(space) = self
+            .cache_space
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            v["cache"] = serde_json::json!({
+                "bytes_used": space.used,
+                "bytes_free": space.free,
+                "limit_bytes": space.limit,
+                "previous_released": space.released.map(|(version, for_version, at)| serde_json::json!({
+                    "version": version,
+                    "for_version": for_version,
+                    "at": rfc3339(at),
+                })),
+            });
+        }
         if let Some(c) = current {
             let m = c.snapshot.shards()[0].metadata();
             v["version"] = c.version.clone().into();

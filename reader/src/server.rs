@@ -112,6 +112,10 @@ pub struct Config {
     pub forward_timeout: Duration,
     /// Serve the explorer, a read-only page over this API, at `/ui/`. Default: true.
     pub ui: bool,
+    /// Most bytes the cache directory of store versions may hold, partial downloads
+    /// included: a new version that would not fit releases the previous version first, as a
+    /// full disk does. Default: none (what the disk has).
+    pub cache_dir_limit: Option<u64>,
 }
 
 impl Config {
@@ -130,6 +134,7 @@ impl Config {
             peer_refresh: Duration::from_secs(2),
             forward_timeout: Duration::from_secs(5),
             ui: true,
+            cache_dir_limit: None,
         }
     }
 }
@@ -205,6 +210,7 @@ pub async fn run(
         cache_bytes: config.cache_bytes,
         preview_staged: config.preview_staged,
         shards: config.shards,
+        cache_limit: config.cache_dir_limit,
     };
     for source in config.sources.clone() {
         let d = Arc::clone(&state.datasets[source.name()]);

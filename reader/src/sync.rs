@@ -55,6 +55,8 @@ pub(crate) struct Follow {
     pub preview_staged: bool,
     /// The shards of sharded store versions to hold (`None`: all).
     pub shards: Option<snapkv_format::Selection>,
+    /// Most bytes the cache directory may hold (`None`: what its disk has).
+    pub cache_limit: Option<u64>,
 }
 
 /// Follows `source` for dataset `d` until `stop` changes.
@@ -393,16 +395,13 @@ async fn watch_store(
             for old in held {
                 let _ = c.remove(&n, &old.version);
             }
-            if let Some(p) = &previous {
-                tracing::debug!(dataset = %n, version = %p.version, "keeping the previous version");
-            }
-            Ok(Some(chosen))
+            Ok(Some((chosen, previous)))
         })
         .await
     };
     // The store's version names (the cache entries), not the labels inside the files.
     let mut served: Option<String> = None;
-    if let Ok(Ok(Some(chosen))) = listed {
+    if let Ok(Ok(Some((chosen, previous)))) = listed {
         let version = chosen.version.clone();
         match load_cached(chosen, &cache, &d.live, cache_bytes).await {
             Ok(l) => {
@@ -412,6 +411,17 @@ async fn watch_store(
                 served = Some(version);
             }
             Err(e) => d.record(Err(e)),
+        }
+        // The version kept as the previous one is held as such again (a rollback to it is
+        // instant; a version that does not fit beside the next is released for room).
+        if let Some(p) = previous {
+            let version = p.version.clone();
+            match load_cached(p, &cache, &d.live, cache_bytes).await {
+                Ok(l) => d.hold_previous(l),
+                Err(e) => {
+                    tracing::warn!(dataset = %name, %version, error = %e, "cannot load the previous version")
+                }
+            }
         }
     }
     let mut backoff: Option<Backoff> = None;
@@ -426,9 +436,10 @@ async fn watch_store(
                 let version = current.pointer.version.clone();
                 // For the freshness metrics: when the version was published (the pointer's
                 // time if the manifest cannot be read now; the fetch reports why).
-                let published_at = match store.manifest(&name, &version).await {
-                    Ok(m) => crate::time::parse_rfc3339(&m.created_at),
-                    Err(_) => crate::time::parse_rfc3339(&current.pointer.updated_at),
+                let manifest = store.manifest(&name, &version).await.ok();
+                let published_at = match &manifest {
+                    Some(m) => crate::time::parse_rfc3339(&m.created_at),
+                    None => crate::time::parse_rfc3339(&current.pointer.updated_at),
                 };
                 d.saw_current(&version, published_at.unwrap_or_else(SystemTime::now));
                 // Once per version named: no other download starts until `CURRENT` moves.
@@ -444,11 +455,9 @@ async fn watch_store(
                     // only after 1, 2, 4, ... failures in a row.
                     Err(b.error.clone())
                 } else {
-                    let options = fetch_options(how.shards);
-                    let fetched = match store.fetch(&name, &version, &cache, &options).await {
-                        Ok(cached) => load_cached(cached, &cache, &d.live, cache_bytes).await,
-                        Err(e) => Err(error_chain(&e)),
-                    };
+                    let fetched =
+                        fetch_with_room(&store, &d, &cache, &version, manifest.as_ref(), &how)
+                            .await;
                     match fetched {
                         Ok(l) => {
                             d.swap(l);
@@ -486,6 +495,135 @@ async fn watch_store(
             _ = stop.changed() => return,
         }
     }
+}
+
+/// Fetches `version` into the cache and loads it. When the cache lacks room for it (its disk
+/// is full, or `cache_limit` is reached), the previous version is released first (or when a
+/// write fails for lack of space, and the fetch is tried again): what the cache holds is then
+/// the version served and the one being fetched.
+async fn fetch_with_room(
+    store: &snapkv_store::Store,
+    d: &Dataset,
+    cache: &snapkv_store::Cache,
+    version: &str,
+    manifest: Option<&snapkv_store::Manifest>,
+    how: &Follow,
+) -> Result<Loaded, String> {
+    let name = &d.name;
+    if let Some(m) = manifest {
+        let size: u64 = snapkv_store::held_files(m, how.shards.as_ref())
+            .map(|held| m.files[held].iter().map(|f| f.bytes).sum())
+            .unwrap_or(0);
+        let (c, n, v) = (cache.clone(), name.clone(), version.to_owned());
+        let written = tokio::task::spawn_blocking(move || c.version_bytes(&n, &v))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or(0);
+        let needed = size.saturating_sub(written);
+        let mut room = measure_space(d, cache, how.cache_limit).await;
+        if needed > room && d.previous.load().is_some() {
+            release_previous_for(d, cache, version, how.cache_limit, "no room").await;
+            room = measure_space(d, cache, how.cache_limit).await;
+        }
+        if needed > room {
+            return Err(no_room(d, version, needed, how.cache_limit));
+        }
+    }
+    let options = fetch_options(how.shards);
+    let mut fetched = store.fetch(name, version, cache, &options).await;
+    if let Err(e) = &fetched {
+        // The disk filled while downloading (other files grew, or the space measured was
+        // not all usable): room from the previous version, and the download resumes.
+        if e.is_storage_full() && d.previous.load().is_some() {
+            release_previous_for(d, cache, version, how.cache_limit, "disk full").await;
+            fetched = store.fetch(name, version, cache, &options).await;
+        }
+    }
+    let result = match fetched {
+        Ok(cached) => load_cached(cached, cache, &d.live, how.cache_bytes).await,
+        Err(e) if e.is_storage_full() => {
+            measure_space(d, cache, how.cache_limit).await;
+            Err(format!(
+                "{} (the disk of the cache directory {} is full, and no previous version is \
+                 held to release: give the cache more room)",
+                error_chain(&e),
+                cache.dir().display()
+            ))
+        }
+        Err(e) => Err(error_chain(&e)),
+    };
+    measure_space(d, cache, how.cache_limit).await;
+    result
+}
+
+/// The room left in the cache: the disk's free bytes, or less under `limit`. Records it in the
+/// dataset's info.
+async fn measure_space(d: &Dataset, cache: &snapkv_store::Cache, limit: Option<u64>) -> u64 {
+    let c = cache.clone();
+    let measured = tokio::task::spawn_blocking(move || {
+        let used = c.bytes_used().unwrap_or(0);
+        let free = c.free_bytes().unwrap_or(u64::MAX);
+        (used, free)
+    })
+    .await
+    .unwrap_or((0, u64::MAX));
+    let (used, free) = measured;
+    d.update_cache_space(|s| (s.used, s.free, s.limit) = (used, free, limit));
+    limit.map_or(free, |l| free.min(l.saturating_sub(used)))
+}
+
+/// Releases the previous version to make room for `version`, and waits (at most 30 s) until
+/// its files are gone: requests still reading it finish first.
+async fn release_previous_for(
+    d: &Dataset,
+    cache: &snapkv_store::Cache,
+    version: &str,
+    limit: Option<u64>,
+    why: &str,
+) {
+    let Some(released) = d.release_previous() else {
+        return;
+    };
+    tracing::warn!(
+        dataset = %d.name,
+        previous = %released,
+        %version,
+        reason = why,
+        limit = ?limit,
+        "the cache has no room for the new version: released the previous version (a rollback \
+         to it downloads it again)"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (c, n, v) = (cache.clone(), d.name.clone(), released.clone());
+        let gone = tokio::task::spawn_blocking(move || !c.dir().join(&n).join(&v).exists())
+            .await
+            .unwrap_or(true);
+        if gone || tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    d.update_cache_space(|s| s.released = Some((released, version.to_owned(), SystemTime::now())));
+}
+
+/// Why `version` cannot be fetched: the cache's room, as last measured, is less than it needs.
+fn no_room(d: &Dataset, version: &str, needed: u64, limit: Option<u64>) -> String {
+    let space = d.cache_space();
+    let limit = match limit {
+        Some(l) => format!(
+            ", under --cache-dir-limit {l} bytes with {} used",
+            space.used
+        ),
+        None => String::new(),
+    };
+    format!(
+        "no room in the cache for version {version}: it needs {needed} more bytes, and the \
+         cache's disk has {} free{limit}; only the served version is held (a reader keeps \
+         the served version, the previous one and the one it fetches): give the cache more room",
+        space.free
+    )
 }
 
 /// Records the version served in the cache directory, for the next start.

@@ -73,6 +73,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     for f in &report.staging {
         outln!("{verb} {f} (a staging file of a write that never finished)")?;
     }
+    for u in &report.uploads {
+        outln!("{verb} {u} (an upload that never completed: a publisher stopped midway)")?;
+    }
     for o in &report.unreferenced {
         outln!("{verb} {o} (not listed in the manifest: an upload attempt that was not committed, or its receipt)")?;
     }

@@ -99,6 +99,12 @@ pub struct Args {
         env = "SNAPKV_CACHE_DIR"
     )]
     cache_dir: PathBuf,
+    /// Most bytes the cache dir may hold (all datasets, partial downloads included). A reader
+    /// keeps the served version, the previous one and the one it fetches; when the next
+    /// version would not fit (under this limit, or on a full disk), the previous one is
+    /// released first. Default: what the disk has.
+    #[arg(long, value_name = "SIZE", value_parser = snapkv_builder::parse_size, env = "SNAPKV_CACHE_DIR_LIMIT")]
+    cache_dir_limit: Option<u64>,
     /// Address to listen on.
     #[arg(
         long,
@@ -252,6 +258,7 @@ pub fn run(args: Args, log_format: super::LogFormat) -> anyhow::Result<ExitCode>
     config.peer_refresh = args.peer_refresh;
     config.forward_timeout = args.forward_timeout;
     config.ui = args.ui;
+    config.cache_dir_limit = args.cache_dir_limit;
     let limits = &mut config.limits;
     limits.max_key_bytes = args.max_key_bytes;
     limits.max_body_bytes = args.max_body_bytes as usize;

@@ -83,6 +83,10 @@ pub struct GcReport {
     /// place) left by a killed writer and older than the grace period, deleted: paths under
     /// the dataset's folder.
     pub staging: Vec<String>,
+    /// Multipart uploads of an S3 store started longer than the grace period ago and never
+    /// completed (a publisher killed mid-upload), aborted: `<version>/<object>`. Their parts
+    /// are stored and billed, but no object listing shows them.
+    pub uploads: Vec<String>,
 }
 
 impl Store {
@@ -286,6 +290,25 @@ impl Store {
                     self.delete_version(&paths, v, objects).await?;
                 }
                 report.abandoned.push(v.to_owned());
+            }
+        }
+        if let Some(uploads) = &self.uploads {
+            let folder = paths.versions();
+            let strip = format!("{folder}/");
+            for u in uploads.list(&folder).await? {
+                let name = u.key.strip_prefix(&strip).unwrap_or(&u.key);
+                // An upload of a version still being published (by the age of its objects,
+                // which a live publisher keeps writing), or younger than the grace period
+                // itself, may be a publisher at work.
+                let version = name.split('/').next().unwrap_or_default();
+                let age = (now - u.initiated).to_std().unwrap_or_default();
+                if age < options.grace || report.in_progress.iter().any(|v| v == version) {
+                    continue;
+                }
+                if !options.dry_run {
+                    uploads.abort(&u).await?;
+                }
+                report.uploads.push(name.to_owned());
             }
         }
         if let Some(dir) = &self.local_dir {

@@ -280,6 +280,36 @@ impl Cache {
         Ok(found)
     }
 
+    /// Bytes of the files under the cache directory, all datasets, complete or partial (what
+    /// a size limit on the cache counts). Blocking file I/O.
+    pub fn bytes_used(&self) -> Result<u64> {
+        tree_bytes(&self.dir, 4)
+    }
+
+    /// Bytes of the files in `version`'s directory of `dataset`, complete or partial: what a
+    /// download of it has written so far. Blocking file I/O.
+    pub fn version_bytes(&self, dataset: &str, version: &str) -> Result<u64> {
+        check_name("dataset name", dataset)?;
+        check_name("version", version)?;
+        tree_bytes(&self.version_dir(dataset, version), 1)
+    }
+
+    /// Bytes free for this process on the file system holding the cache directory (of its
+    /// nearest existing ancestor before anything was fetched).
+    pub fn free_bytes(&self) -> Result<u64> {
+        let mut dir = self.dir.as_path();
+        loop {
+            match rustix::fs::statvfs(dir) {
+                Ok(s) => return Ok(s.f_bavail.saturating_mul(s.f_frsize)),
+                Err(rustix::io::Errno::NOENT) => match dir.parent() {
+                    Some(p) if !p.as_os_str().is_empty() => dir = p,
+                    _ => dir = Path::new("."),
+                },
+                Err(e) => return Err(Error::io("stat", dir, e.into())),
+            }
+        }
+    }
+
     /// Removes a version from the cache (its marker first, so a crash midway leaves an
     /// incomplete version, never a marker without files). Files that are mapped stay
     /// readable through their mappings. Blocking file I/O.
@@ -593,6 +623,30 @@ enum DownloadError {
     /// Bad bytes in a download that continued an earlier partial file: worth one fresh try.
     Resumed(Error),
     Other(Error),
+}
+
+/// Bytes of the regular files under `dir`, `depth` levels of directories down (symbolic links
+/// are not followed; a directory that is gone counts as empty).
+fn tree_bytes(dir: &Path, depth: u32) -> Result<u64> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(Error::io("list", dir, e)),
+    };
+    let mut total = 0u64;
+    for entry in entries {
+        let Ok(entry) = entry else { continue };
+        // Entries removed while listed (a version released meanwhile) are skipped.
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_file() {
+            total += entry.metadata().map_or(0, |m| m.len());
+        } else if kind.is_dir() && depth > 0 {
+            total += tree_bytes(&entry.path(), depth - 1)?;
+        }
+    }
+    Ok(total)
 }
 
 fn remove_if_exists(path: &Path) -> Result<()> {

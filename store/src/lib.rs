@@ -69,6 +69,7 @@ mod publish;
 mod rollout;
 mod sharding;
 mod staged;
+mod uploads;
 
 pub use admin::{GcOptions, GcReport, Incomplete, VersionInfo};
 pub use cache::{held_files, Cache, CachedVersion, FetchOptions};
@@ -114,6 +115,8 @@ pub struct Store {
     url: String,
     /// For cloud stores: what their error messages name (bucket, endpoint, credentials).
     cloud: Option<Arc<Cloud>>,
+    /// For S3 stores: their open multipart uploads, which `gc` aborts.
+    uploads: Option<Arc<uploads::S3Uploads>>,
 }
 
 impl std::fmt::Debug for Store {

@@ -331,6 +331,7 @@ mod tests {
             local_dir: None,
             url: "memory://objects-test".into(),
             cloud: None,
+            uploads: None,
         }
     }
 

@@ -91,6 +91,7 @@ impl Store {
                     local_dir: None,
                     url: url.to_owned(),
                     cloud: None,
+                    uploads: None,
                 })
             }
             "s3" | "s3a" | "gs" | "az" | "azure" | "abfs" | "abfss" => {
@@ -99,13 +100,14 @@ impl Store {
                     return Err(bad(format!("{url}: no bucket or container")));
                 }
                 let root = object_path(parsed.path(), url)?;
-                let (objects, cloud) = open_cloud(scheme, url, options)?;
+                let (objects, cloud, uploads) = open_cloud(scheme, url, options)?;
                 Ok(Store {
                     objects,
                     root,
                     local_dir: None,
                     url: url.to_owned(),
                     cloud: Some(Arc::new(cloud)),
+                    uploads: uploads.map(Arc::new),
                 })
             }
             other => Err(bad(format!(
@@ -157,6 +159,7 @@ fn open_local(url: &str, dir: &Path, options: &[(String, String)]) -> Result<Sto
         local_dir: Some(dir),
         url: url.to_owned(),
         cloud: None,
+        uploads: None,
     })
 }
 
@@ -194,7 +197,11 @@ fn open_cloud(
     scheme: &str,
     url: &str,
     options: &[(String, String)],
-) -> Result<(Arc<dyn ObjectStore>, Cloud)> {
+) -> Result<(
+    Arc<dyn ObjectStore>,
+    Cloud,
+    Option<crate::uploads::S3Uploads>,
+)> {
     install_crypto_provider();
     let (retry, options) = take_retry(options)?;
     let retry = RetryConfig {
@@ -225,6 +232,7 @@ fn open_cloud(
         endpoint: None,
     };
     let is_http = |endpoint: Option<String>| endpoint.is_some_and(|e| e.starts_with("http://"));
+    let mut uploads = None;
     let store: Arc<dyn ObjectStore> = match scheme.to_ascii_lowercase().as_str() {
         "s3" | "s3a" => {
             let mut b = AmazonS3Builder::from_env().with_url(url);
@@ -249,7 +257,13 @@ fn open_cloud(
             cloud.bucket = b
                 .get_config_value(&AmazonS3ConfigKey::Bucket)
                 .unwrap_or(cloud.bucket);
-            Arc::new(b.with_retry(retry).build().map_err(build_err)?)
+            let s3 = Arc::new(b.clone().with_retry(retry).build().map_err(build_err)?);
+            uploads = Some(crate::uploads::S3Uploads::new(
+                &b,
+                &cloud.bucket,
+                Arc::clone(&s3),
+            ));
+            s3
         }
         "gs" => {
             let mut b = GoogleCloudStorageBuilder::from_env().with_url(url);
@@ -287,7 +301,7 @@ fn open_cloud(
             Arc::new(b.with_retry(retry).build().map_err(build_err)?)
         }
     };
-    Ok((store, cloud))
+    Ok((store, cloud, uploads))
 }
 
 /// TLS for the cloud stores runs on ring, installed once per process as rustls's default
