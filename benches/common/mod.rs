@@ -96,15 +96,18 @@ pub enum Workload {
     Sparkey,
     /// (b) UUID-like hex keys → ~100-byte JSON values.
     Realistic,
+    /// (c) Keys sharing a long prefix (`user:0000123456`) → the same JSON values.
+    Prefixed,
 }
 
 impl Workload {
-    pub const ALL: [Workload; 2] = [Workload::Sparkey, Workload::Realistic];
+    pub const ALL: [Workload; 3] = [Workload::Sparkey, Workload::Realistic, Workload::Prefixed];
 
     pub fn name(self) -> &'static str {
         match self {
             Workload::Sparkey => "sparkey",
             Workload::Realistic => "realistic",
+            Workload::Prefixed => "prefixed",
         }
     }
 
@@ -113,6 +116,7 @@ impl Workload {
         match self {
             Workload::Sparkey => "(a) key_N/value_N",
             Workload::Realistic => "(b) hex32/JSON~100B",
+            Workload::Prefixed => "(c) user:N/JSON~100B",
         }
     }
 }
@@ -172,6 +176,11 @@ impl Dataset {
                     let v: u128 = rng.random();
                     out.push_with(|b| write!(b, "{v:032x}").expect("Vec write"));
                 }
+                // Odd numbers: the stored ones are even.
+                Workload::Prefixed => {
+                    let v = rng.random_range(0..PREFIXED_SPACE / 2) * 2 + 1;
+                    out.push_with(|b| write!(b, "user:{v:010}").expect("Vec write"));
+                }
             }
         }
         out
@@ -183,6 +192,30 @@ pub fn generate(workload: Workload, n: usize) -> Dataset {
     match workload {
         Workload::Sparkey => sparkey(n),
         Workload::Realistic => realistic(n, 0x5eed_0000_0000_0001),
+        Workload::Prefixed => prefixed(n, 0x5eed_0000_0000_0002),
+    }
+}
+
+/// The numbers of workload (c)'s keys: ten decimal digits.
+const PREFIXED_SPACE: u64 = 10_000_000_000;
+
+fn prefixed(n: usize, seed: u64) -> Dataset {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let mut raw: Vec<u64> = Vec::with_capacity(n);
+    while raw.len() < n {
+        raw.extend((raw.len()..n).map(|_| rng.random_range(0..PREFIXED_SPACE / 2) * 2));
+        raw.sort_unstable();
+        raw.dedup();
+    }
+    let mut keys = Column::with_capacity(n, n * 15);
+    for k in &raw {
+        // Zero-padded to the same width: sorts like the numbers.
+        keys.push_with(|b| write!(b, "user:{k:010}").expect("Vec write"));
+    }
+    Dataset {
+        workload: Workload::Prefixed,
+        keys,
+        values: json_values(n, &mut rng),
     }
 }
 
@@ -248,6 +281,15 @@ fn realistic(n: usize, seed: u64) -> Dataset {
         keys.push_with(|b| write!(b, "{k:032x}").expect("Vec write"));
     }
     drop(raw);
+    Dataset {
+        workload: Workload::Realistic,
+        keys,
+        values: json_values(n, &mut rng),
+    }
+}
+
+/// `n` JSON objects of ~100 bytes (a user record) from `rng`.
+fn json_values(n: usize, rng: &mut SmallRng) -> Column {
     let mut values = Column::with_capacity(n, n * 112);
     for _ in 0..n {
         let id: u32 = rng.random_range(1..50_000_000);
@@ -277,11 +319,7 @@ fn realistic(n: usize, seed: u64) -> Dataset {
             .expect("Vec write")
         });
     }
-    Dataset {
-        workload: Workload::Realistic,
-        keys,
-        values,
-    }
+    values
 }
 
 /// CPU time of the whole process, all threads (joined ones included), in seconds (Linux:

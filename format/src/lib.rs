@@ -37,6 +37,8 @@ mod filter;
 mod fst_check;
 mod layout;
 mod metadata;
+#[doc(hidden)]
+pub mod mph;
 pub mod names;
 #[doc(hidden)]
 pub mod pool;
