@@ -37,6 +37,19 @@ pub(crate) struct Loaded {
     released: AtomicBool,
 }
 
+/// How much of a file is read when it is loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Check {
+    /// Every byte checked (the snapshot's full verification): a file not verified before.
+    Verify,
+    /// Verified when it was fetched: read once, to bring it into the page cache before the
+    /// first request (lookups then rarely fault on the async workers).
+    Warm,
+    /// Verified when it was fetched, and not expected to serve soon (a previous version held at
+    /// start-up): its pages come in as requests touch them.
+    Open,
+}
+
 /// What a snapshot's metadata may leave out, and where the server takes it from instead.
 pub(crate) struct Fallback {
     /// The version label: the store's version name, or the file's modification time.
@@ -61,6 +74,43 @@ pub(crate) struct CachedRelease {
 /// Counts of loaded versions of one dataset's cache entries, by version.
 pub(crate) type LiveVersions = Arc<Mutex<std::collections::HashMap<String, usize>>>;
 
+/// One count of a cache entry in [`LiveVersions`], taken back when dropped unless kept.
+struct Counting {
+    live: LiveVersions,
+    version: String,
+    keep: bool,
+}
+
+impl Counting {
+    fn new(live: &LiveVersions, version: &str) -> Counting {
+        *live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(version.to_owned())
+            .or_default() += 1;
+        Counting {
+            live: Arc::clone(live),
+            version: version.to_owned(),
+            keep: false,
+        }
+    }
+}
+
+impl Drop for Counting {
+    fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = live.get_mut(&self.version) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                live.remove(&self.version);
+            }
+        }
+    }
+}
+
 impl Drop for Loaded {
     fn drop(&mut self) {
         let Some(r) = self.release.take() else { return };
@@ -83,6 +133,12 @@ impl Drop for Loaded {
         // request on an async worker: it runs on the blocking pool when there is a runtime.
         // Failure only leaves a directory for the next start-up's clean-up.
         let remove = move || {
+            // Loaded again meanwhile (a rollback to it): its directory stays. The removal runs
+            // under the lock, so a load of this version counted later finds no complete files.
+            let live = r.live.lock().unwrap_or_else(|e| e.into_inner());
+            if live.get(&r.version).is_some_and(|n| *n > 0) {
+                return;
+            }
             if let Err(e) = r.cache.remove(&r.dataset, &r.version) {
                 tracing::warn!(dataset = %r.dataset, version = %r.version, error = %e, "cannot remove an old version");
             }
@@ -101,7 +157,7 @@ impl Loaded {
         cache_bytes: usize,
         fallback: Fallback,
         release: Option<CachedRelease>,
-        verified: bool,
+        check: Check,
     ) -> Result<Loaded, crate::OpenError> {
         Loaded::open_shards(
             &[path.to_owned()],
@@ -110,7 +166,7 @@ impl Loaded {
             cache_bytes,
             fallback,
             release,
-            verified,
+            check,
         )
     }
 
@@ -122,8 +178,7 @@ impl Loaded {
     /// the first request (lookups then rarely fault on the async workers).
     ///
     /// `release` names the cache entry to remove once this version is replaced and no longer
-    /// held. `verified` says the file was verified already (by the fetch that put it in the
-    /// cache); it is still read once, to warm the page cache.
+    /// held. `check` says how much of the files is read.
     pub fn open_shards(
         paths: &[PathBuf],
         splits: Option<Vec<bytes::Bytes>>,
@@ -131,8 +186,12 @@ impl Loaded {
         cache_bytes: usize,
         fallback: Fallback,
         release: Option<CachedRelease>,
-        verified: bool,
+        check: Check,
     ) -> Result<Loaded, crate::OpenError> {
+        // Counted as loaded before its files are opened: a removal of this cache entry (an
+        // older `Loaded` of it let go) that comes later keeps the directory, and one that came
+        // first leaves no complete files to open.
+        let mut counting = release.as_ref().map(|r| Counting::new(&r.live, &r.version));
         let mut options = OpenOptions::default();
         // The dataset's block cache bound, shared out between its shards.
         options.cache_bytes = cache_bytes / paths.len().max(1);
@@ -140,16 +199,17 @@ impl Loaded {
         let mut file_bytes = 0;
         for path in paths {
             let snapshot = crate::open_snapshot(path, &options)?;
-            if verified {
-                // Touch every page so that lookups rarely fault on the async workers.
-                snapshot.warm();
-            } else {
-                snapshot
-                    .verify()
-                    .map_err(|source| crate::OpenError::Format {
-                        path: path.to_owned(),
-                        source,
-                    })?;
+            match check {
+                Check::Warm => snapshot.warm(),
+                Check::Open => {}
+                Check::Verify => {
+                    snapshot
+                        .verify()
+                        .map_err(|source| crate::OpenError::Format {
+                            path: path.to_owned(),
+                            source,
+                        })?;
+                }
             }
             file_bytes += std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
             opened.push(snapshot);
@@ -189,9 +249,9 @@ impl Loaded {
         let header = |s: &str, default: &'static str| {
             HeaderValue::from_str(s).unwrap_or(HeaderValue::from_static(default))
         };
-        if let Some(r) = &release {
-            let mut live = r.live.lock().unwrap_or_else(|e| e.into_inner());
-            *live.entry(r.version.clone()).or_default() += 1;
+        if let Some(c) = &mut counting {
+            // The count now belongs to the `Loaded`, whose `Drop` takes it back.
+            c.keep = true;
         }
         Ok(Loaded {
             version_header: header(&version, "unknown"),
@@ -208,6 +268,12 @@ impl Loaded {
             release,
             released: AtomicBool::new(false),
         })
+    }
+
+    /// The cache entry (the store's version name) this version was loaded from, if the server
+    /// manages it.
+    pub fn cache_entry(&self) -> Option<&str> {
+        self.release.as_ref().map(|r| r.version.as_str())
     }
 
     /// Removes the version from the cache directory once the last holder lets go.
@@ -242,10 +308,10 @@ pub(crate) struct SyncStatus {
 /// `/v1/datasets/{ds}`.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct CacheSpace {
-    /// Bytes of the files under the cache directory.
-    pub used: u64,
-    /// Bytes free on its file system.
-    pub free: u64,
+    /// Bytes of the files under the cache directory (`None`: could not be measured).
+    pub used: Option<u64>,
+    /// Bytes free on its file system (`None`: could not be measured).
+    pub free: Option<u64>,
     /// The size limit on the cache directory (`serve --cache-dir-limit`).
     pub limit: Option<u64>,
     /// The last time the previous version was released to make room: that version, the
@@ -359,13 +425,23 @@ impl Dataset {
     }
 
     /// Stops holding the previous version, to make room for a new one: its files are
-    /// removed once no request holds it. Returns its version, if one was held.
+    /// removed once no request holds it. Returns its cache entry when one was held and will
+    /// go (not when it is also the current version, or not in the cache directory).
     pub fn release_previous(&self) -> Option<String> {
         let old = self.previous.swap(None)?;
-        if !self.holds_path(&old.path) {
-            old.release();
+        if self.holds_path(&old.path) {
+            return None;
         }
-        Some(old.version.clone())
+        old.release();
+        old.cache_entry().map(str::to_owned)
+    }
+
+    /// The cache entry of the previous version, if one is held there.
+    pub fn previous_entry(&self) -> Option<String> {
+        self.previous
+            .load()
+            .as_ref()
+            .and_then(|p| p.cache_entry().map(str::to_owned))
     }
 
     /// The cache directory's space as last recorded (all zero before).
@@ -567,7 +643,7 @@ mod tests {
             built_at: SystemTime::now(),
             published_at: SystemTime::now(),
         };
-        let loaded = Loaded::open(&path, 1 << 20, fallback, Some(release), false).unwrap();
+        let loaded = Loaded::open(&path, 1 << 20, fallback, Some(release), Check::Verify).unwrap();
         (version_dir, loaded)
     }
 

@@ -3,7 +3,7 @@
 //! Whatever fails, a dataset keeps serving what it has, and the failure stays visible (logs,
 //! `/v1/datasets/{ds}`, `snapkv_sync_last_success`) until a good version replaces the bad one.
 
-use crate::registry::{CachedRelease, Dataset, Fallback, LiveVersions, Loaded};
+use crate::registry::{CachedRelease, Check, Dataset, Fallback, LiveVersions, Loaded};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -92,6 +92,8 @@ const STAGED_DIR: &str = ".staged";
 /// Following `STAGED` of a dataset, for `serve --preview-staged`.
 struct StagedPreview {
     cache: snapkv_store::Cache,
+    /// The cache directory it is under: its room is shared with the served versions.
+    main: snapkv_store::Cache,
     /// The tag of the last `STAGED` read.
     tag: Option<snapkv_store::Tag>,
     /// The version it names, and when it was staged.
@@ -102,6 +104,7 @@ impl StagedPreview {
     fn new(cache: &snapkv_store::Cache) -> StagedPreview {
         StagedPreview {
             cache: snapkv_store::Cache::new(cache.dir().join(STAGED_DIR)),
+            main: cache.clone(),
             tag: None,
             named: None,
         }
@@ -151,13 +154,33 @@ impl StagedPreview {
             None => {}
             Some(v) if held.as_deref() == Some(v) => {}
             Some(v) => {
+                // A preview never takes the room of the served versions: with too little
+                // room it is not held (the previous version is not released for it).
+                let manifest = store
+                    .manifest(&d.name, v)
+                    .await
+                    .map_err(|e| format!("staged preview of {v}: {}", error_chain(&e)))?;
+                let needed = missing_bytes(&self.cache, &d.name, v, &manifest, how).await;
+                let room = measure_space(d, &self.main, how.cache_limit).await;
+                if needed > room {
+                    return Err(format!(
+                        "staged preview of {v}: not held, for lack of room in the cache ({needed} \
+                         bytes needed, {room} left); the served versions keep theirs"
+                    ));
+                }
                 let cached = store
                     .fetch(&d.name, v, &self.cache, &fetch_options(how.shards))
                     .await
                     .map_err(|e| format!("staged preview of {v}: {}", error_chain(&e)))?;
-                let loaded = load_cached(cached, &self.cache, &d.staged_live, how.cache_bytes)
-                    .await
-                    .map_err(|e| format!("staged preview of {v}: {e}"))?;
+                let loaded = load_cached(
+                    cached,
+                    &self.cache,
+                    &d.staged_live,
+                    how.cache_bytes,
+                    Check::Warm,
+                )
+                .await
+                .map_err(|e| format!("staged preview of {v}: {e}"))?;
                 d.set_staged(Some(loaded));
             }
         }
@@ -228,7 +251,7 @@ fn load_file(
         built_at: mtime,
         published_at: mtime,
     };
-    Loaded::open(path, cache_bytes, fallback, None, false).map_err(failure)
+    Loaded::open(path, cache_bytes, fallback, None, Check::Verify).map_err(failure)
 }
 
 /// Loads the file at `path` and reloads it whenever the path points at a different file. A
@@ -286,12 +309,14 @@ async fn watch_file(
     }
 }
 
-/// Opens a cached version off the async workers; it was verified when it was fetched.
+/// Opens a cached version off the async workers; it was verified when it was fetched (`check`
+/// says whether it is read once to warm it).
 async fn load_cached(
     cached: snapkv_store::CachedVersion,
     cache: &snapkv_store::Cache,
     live: &LiveVersions,
     cache_bytes: usize,
+    check: Check,
 ) -> Result<Loaded, String> {
     let files = &cached.manifest.files;
     let splits = match &cached.manifest.sharding {
@@ -342,7 +367,7 @@ async fn load_cached(
             cache_bytes,
             fallback,
             Some(release),
-            true,
+            check,
         )
     })
     .await
@@ -403,7 +428,7 @@ async fn watch_store(
     let mut served: Option<String> = None;
     if let Ok(Ok(Some((chosen, previous)))) = listed {
         let version = chosen.version.clone();
-        match load_cached(chosen, &cache, &d.live, cache_bytes).await {
+        match load_cached(chosen, &cache, &d.live, cache_bytes, Check::Warm).await {
             Ok(l) => {
                 tracing::info!(dataset = %name, %version, "serving the cached version");
                 d.swap(l);
@@ -416,7 +441,7 @@ async fn watch_store(
         // instant; a version that does not fit beside the next is released for room).
         if let Some(p) = previous {
             let version = p.version.clone();
-            match load_cached(p, &cache, &d.live, cache_bytes).await {
+            match load_cached(p, &cache, &d.live, cache_bytes, Check::Open).await {
                 Ok(l) => d.hold_previous(l),
                 Err(e) => {
                     tracing::warn!(dataset = %name, %version, error = %e, "cannot load the previous version")
@@ -511,20 +536,36 @@ async fn fetch_with_room(
 ) -> Result<Loaded, String> {
     let name = &d.name;
     if let Some(m) = manifest {
-        let size: u64 = snapkv_store::held_files(m, how.shards.as_ref())
-            .map(|held| m.files[held].iter().map(|f| f.bytes).sum())
-            .unwrap_or(0);
-        let (c, n, v) = (cache.clone(), name.clone(), version.to_owned());
-        let written = tokio::task::spawn_blocking(move || c.version_bytes(&n, &v))
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or(0);
-        let needed = size.saturating_sub(written);
+        let needed = missing_bytes(cache, name, version, m, how).await;
         let mut room = measure_space(d, cache, how.cache_limit).await;
-        if needed > room && d.previous.load().is_some() {
-            release_previous_for(d, cache, version, how.cache_limit, "no room").await;
-            room = measure_space(d, cache, how.cache_limit).await;
+        // What releasing would free: the previous version first, then a staged preview (the
+        // next current version comes before a preview, often of itself). Nothing is released
+        // when even both would leave too little room.
+        let staged_cache = snapkv_store::Cache::new(cache.dir().join(STAGED_DIR));
+        let previous = d.previous_entry();
+        let staged = d
+            .staged
+            .load_full()
+            .and_then(|l| l.cache_entry().map(str::to_owned));
+        let freed = entry_bytes(cache, name, previous.as_deref()).await
+            + entry_bytes(&staged_cache, name, staged.as_deref()).await;
+        if needed > room && needed <= room.saturating_add(freed) {
+            if previous.is_some() {
+                release_previous_for(d, cache, version, how.cache_limit, "no room").await;
+                room = measure_space(d, cache, how.cache_limit).await;
+            }
+            if let Some(staged) = staged.filter(|_| needed > room) {
+                tracing::warn!(
+                    dataset = %name,
+                    %staged,
+                    %version,
+                    "the cache has no room for the new version: no longer holding the staged \
+                     version for preview"
+                );
+                d.set_staged(None);
+                wait_gone(staged_cache.dir().join(name).join(&staged)).await;
+                room = measure_space(d, cache, how.cache_limit).await;
+            }
         }
         if needed > room {
             return Err(no_room(d, version, needed, how.cache_limit));
@@ -541,12 +582,12 @@ async fn fetch_with_room(
         }
     }
     let result = match fetched {
-        Ok(cached) => load_cached(cached, cache, &d.live, how.cache_bytes).await,
+        Ok(cached) => load_cached(cached, cache, &d.live, how.cache_bytes, Check::Warm).await,
         Err(e) if e.is_storage_full() => {
             measure_space(d, cache, how.cache_limit).await;
             Err(format!(
-                "{} (the disk of the cache directory {} is full, and no previous version is \
-                 held to release: give the cache more room)",
+                "{} (the disk of the cache directory {} is full, with no previous version left \
+                 to release: give the cache more room)",
                 error_chain(&e),
                 cache.dir().display()
             ))
@@ -557,24 +598,60 @@ async fn fetch_with_room(
     result
 }
 
+/// Bytes of cache entry `entry` of dataset `name` (0 for none).
+async fn entry_bytes(cache: &snapkv_store::Cache, name: &str, entry: Option<&str>) -> u64 {
+    let Some(entry) = entry else { return 0 };
+    let (c, n, v) = (cache.clone(), name.to_owned(), entry.to_owned());
+    tokio::task::spawn_blocking(move || c.version_bytes(&n, &v))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or(0)
+}
+
+/// Bytes that fetching `version` (described by `manifest`) into `cache` still has to write:
+/// the sizes of the files held, less what its directory holds already.
+async fn missing_bytes(
+    cache: &snapkv_store::Cache,
+    name: &str,
+    version: &str,
+    manifest: &snapkv_store::Manifest,
+    how: &Follow,
+) -> u64 {
+    let size: u64 = snapkv_store::held_files(manifest, how.shards.as_ref())
+        .map(|held| manifest.files[held].iter().map(|f| f.bytes).sum())
+        .unwrap_or(0);
+    size.saturating_sub(entry_bytes(cache, name, Some(version)).await)
+}
+
 /// The room left in the cache: the disk's free bytes, or less under `limit`. Records it in the
 /// dataset's info.
 async fn measure_space(d: &Dataset, cache: &snapkv_store::Cache, limit: Option<u64>) -> u64 {
     let c = cache.clone();
     let measured = tokio::task::spawn_blocking(move || {
-        let used = c.bytes_used().unwrap_or(0);
-        let free = c.free_bytes().unwrap_or(u64::MAX);
+        let used = c.bytes_used();
+        let free = c.free_bytes();
         (used, free)
     })
-    .await
-    .unwrap_or((0, u64::MAX));
-    let (used, free) = measured;
+    .await;
+    let (used, free) = match measured {
+        Ok((used, free)) => (used.ok(), free.ok()),
+        Err(_) => (None, None),
+    };
+    if used.is_none() || free.is_none() {
+        tracing::warn!(dataset = %d.name, dir = %cache.dir().display(), "cannot measure the cache directory's space");
+    }
     d.update_cache_space(|s| (s.used, s.free, s.limit) = (used, free, limit));
-    limit.map_or(free, |l| free.min(l.saturating_sub(used)))
+    // What cannot be measured does not stop a download: the disk itself says when it is full.
+    let free = free.unwrap_or(u64::MAX);
+    match (limit, used) {
+        (Some(l), Some(used)) => free.min(l.saturating_sub(used)),
+        _ => free,
+    }
 }
 
-/// Releases the previous version to make room for `version`, and waits (at most 30 s) until
-/// its files are gone: requests still reading it finish first.
+/// Releases the previous version to make room for `version`, and waits until its files are
+/// gone ([`wait_gone`]).
 async fn release_previous_for(
     d: &Dataset,
     cache: &snapkv_store::Cache,
@@ -594,35 +671,43 @@ async fn release_previous_for(
         "the cache has no room for the new version: released the previous version (a rollback \
          to it downloads it again)"
     );
+    wait_gone(cache.dir().join(&d.name).join(&released)).await;
+    d.update_cache_space(|s| s.released = Some((released, version.to_owned(), SystemTime::now())));
+}
+
+/// Waits (at most 30 s) until the directory of a released version is gone: requests still
+/// reading it finish first, then its files are removed.
+async fn wait_gone(dir: PathBuf) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let (c, n, v) = (cache.clone(), d.name.clone(), released.clone());
-        let gone = tokio::task::spawn_blocking(move || !c.dir().join(&n).join(&v).exists())
+        let d = dir.clone();
+        let gone = tokio::task::spawn_blocking(move || !d.exists())
             .await
             .unwrap_or(true);
         if gone || tokio::time::Instant::now() >= deadline {
-            break;
+            return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    d.update_cache_space(|s| s.released = Some((released, version.to_owned(), SystemTime::now())));
 }
 
 /// Why `version` cannot be fetched: the cache's room, as last measured, is less than it needs.
 fn no_room(d: &Dataset, version: &str, needed: u64, limit: Option<u64>) -> String {
     let space = d.cache_space();
+    let known = |b: Option<u64>| b.map_or("an unknown number of".to_owned(), |b| b.to_string());
     let limit = match limit {
         Some(l) => format!(
-            ", under --cache-dir-limit {l} bytes with {} used",
-            space.used
+            ", under --cache-dir-limit {l} bytes with {} bytes used",
+            known(space.used)
         ),
         None => String::new(),
     };
     format!(
         "no room in the cache for version {version}: it needs {needed} more bytes, and the \
-         cache's disk has {} free{limit}; only the served version is held (a reader keeps \
-         the served version, the previous one and the one it fetches): give the cache more room",
-        space.free
+         cache's disk has {} bytes free{limit}, even without the previous version (a reader \
+         keeps the served version, the previous one and the one it fetches): give the cache \
+         more room",
+        known(space.free)
     )
 }
 

@@ -99,10 +99,10 @@ pub struct Args {
         env = "SNAPKV_CACHE_DIR"
     )]
     cache_dir: PathBuf,
-    /// Most bytes the cache dir may hold (all datasets, partial downloads included). A reader
-    /// keeps the served version, the previous one and the one it fetches; when the next
-    /// version would not fit (under this limit, or on a full disk), the previous one is
-    /// released first. Default: what the disk has.
+    /// Bytes the cache dir should stay under (all datasets, partial downloads included),
+    /// checked before each download. A reader keeps the served version, the previous one and
+    /// the one it fetches; when the next version would not fit (under this limit, or on a
+    /// full disk), the previous one is released first. Default: what the disk has.
     #[arg(long, value_name = "SIZE", value_parser = snapkv_builder::parse_size, env = "SNAPKV_CACHE_DIR_LIMIT")]
     cache_dir_limit: Option<u64>,
     /// Address to listen on.

@@ -87,6 +87,9 @@ pub struct GcReport {
     /// completed (a publisher killed mid-upload), aborted: `<version>/<object>`. Their parts
     /// are stored and billed, but no object listing shows them.
     pub uploads: Vec<String>,
+    /// Why open multipart uploads could not be listed (missing permission, a store without
+    /// the call): nothing else of gc depends on it.
+    pub uploads_unlisted: Option<String>,
 }
 
 impl Store {
@@ -295,8 +298,26 @@ impl Store {
         if let Some(uploads) = &self.uploads {
             let folder = paths.versions();
             let strip = format!("{folder}/");
-            for u in uploads.list(&folder).await? {
-                let name = u.key.strip_prefix(&strip).unwrap_or(&u.key);
+            // Listing uploads needs its own permission (s3:ListBucketMultipartUploads) and
+            // API, which some stores lack: without it, gc does the rest and says so.
+            let open = match uploads.list(&folder).await {
+                Ok(open) => open,
+                Err(e) => {
+                    let mut why = e.to_string();
+                    let mut source = std::error::Error::source(&e);
+                    while let Some(c) = source {
+                        why.push_str(&format!(": {c}"));
+                        source = c.source();
+                    }
+                    report.uploads_unlisted = Some(why);
+                    Vec::new()
+                }
+            };
+            for u in open {
+                // A store that ignores the prefix: only this dataset's uploads are touched.
+                let Some(name) = u.key.strip_prefix(&strip) else {
+                    continue;
+                };
                 // An upload of a version still being published (by the age of its objects,
                 // which a live publisher keeps writing), or younger than the grace period
                 // itself, may be a publisher at work.

@@ -296,6 +296,7 @@ impl Cache {
 
     /// Bytes free for this process on the file system holding the cache directory (of its
     /// nearest existing ancestor before anything was fetched).
+    #[cfg(unix)]
     pub fn free_bytes(&self) -> Result<u64> {
         let mut dir = self.dir.as_path();
         loop {
@@ -308,6 +309,12 @@ impl Cache {
                 Err(e) => return Err(Error::io("stat", dir, e.into())),
             }
         }
+    }
+
+    /// Bytes free on the cache directory's file system: not measured here (unlimited).
+    #[cfg(not(unix))]
+    pub fn free_bytes(&self) -> Result<u64> {
+        Ok(u64::MAX)
     }
 
     /// Removes a version from the cache (its marker first, so a crash midway leaves an
@@ -626,7 +633,8 @@ enum DownloadError {
 }
 
 /// Bytes of the regular files under `dir`, `depth` levels of directories down (symbolic links
-/// are not followed; a directory that is gone counts as empty).
+/// are not followed; a directory that is gone counts as empty, one that cannot be read below
+/// the top — `lost+found` of a volume — is skipped).
 fn tree_bytes(dir: &Path, depth: u32) -> Result<u64> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
@@ -643,7 +651,10 @@ fn tree_bytes(dir: &Path, depth: u32) -> Result<u64> {
         if kind.is_file() {
             total += entry.metadata().map_or(0, |m| m.len());
         } else if kind.is_dir() && depth > 0 {
-            total += tree_bytes(&entry.path(), depth - 1)?;
+            match tree_bytes(&entry.path(), depth - 1) {
+                Ok(b) => total += b,
+                Err(e) => tracing::debug!(error = %e, "not counted in the cache's size"),
+            }
         }
     }
     Ok(total)

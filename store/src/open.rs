@@ -223,12 +223,14 @@ fn open_cloud(
         what: "store configuration",
         detail: format!("{url}: {e}"),
     };
+    // The bucket object_store uses: the URL's (it overrides a bucket option at build).
+    let url_bucket = url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_default();
     let mut cloud = Cloud {
         kind: Kind::S3,
-        bucket: url::Url::parse(url)
-            .ok()
-            .and_then(|u| u.host_str().map(str::to_owned))
-            .unwrap_or_default(),
+        bucket: url_bucket.clone(),
         endpoint: None,
     };
     let is_http = |endpoint: Option<String>| endpoint.is_some_and(|e| e.starts_with("http://"));
@@ -260,7 +262,7 @@ fn open_cloud(
             let s3 = Arc::new(b.clone().with_retry(retry).build().map_err(build_err)?);
             uploads = Some(crate::uploads::S3Uploads::new(
                 &b,
-                &cloud.bucket,
+                &url_bucket,
                 Arc::clone(&s3),
             ));
             s3

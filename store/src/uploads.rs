@@ -11,7 +11,8 @@ use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey, AwsAuthori
 use object_store::multipart::MultipartStore;
 use object_store::path::Path as ObjectPath;
 use serde::Deserialize;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 /// An open multipart upload.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,7 +32,8 @@ pub(crate) struct S3Uploads {
     /// `https://host/bucket` (path style) or `https://bucket.host` (virtual-hosted style).
     bucket_url: String,
     region: String,
-    http: reqwest::Client,
+    /// Made on first use (by `gc` only), with the store clients' timeouts.
+    http: OnceLock<reqwest::Client>,
 }
 
 /// The answer of `ListMultipartUploads`, the fields read.
@@ -60,7 +62,7 @@ struct Listed {
 const MAX_PAGES: usize = 100;
 
 impl S3Uploads {
-    /// For `bucket` of the store `builder` configures, built as `s3`.
+    /// For `bucket` (the store URL's) of the store `builder` configures, built as `s3`.
     pub(crate) fn new(builder: &AmazonS3Builder, bucket: &str, s3: Arc<AmazonS3>) -> S3Uploads {
         let get = |k| builder.get_config_value(&k);
         let region = get(AmazonS3ConfigKey::Region).unwrap_or_else(|| "us-east-1".into());
@@ -77,11 +79,12 @@ impl S3Uploads {
             s3,
             bucket_url,
             region,
-            http: reqwest::Client::new(),
+            http: OnceLock::new(),
         }
     }
 
-    /// The open uploads of objects under `prefix`.
+    /// The open uploads of objects under `prefix` (an upload whose start time cannot be read
+    /// is left out: nothing says it is old).
     pub(crate) async fn list(&self, prefix: &ObjectPath) -> Result<Vec<Upload>> {
         let prefix = format!("{prefix}/");
         let mut found = Vec::new();
@@ -111,13 +114,13 @@ impl S3Uploads {
             let page: Listing = quick_xml::de::from_str(&body)
                 .map_err(|e| self.failed("LIST UPLOADS", &prefix, e))?;
             for u in page.uploads {
-                let initiated = chrono::DateTime::parse_from_rfc3339(&u.initiated)
-                    .map_err(|e| self.failed("LIST UPLOADS", &prefix, e))?
-                    .with_timezone(&chrono::Utc);
+                let Ok(initiated) = chrono::DateTime::parse_from_rfc3339(&u.initiated) else {
+                    continue;
+                };
                 found.push(Upload {
                     key: u.key,
                     id: u.upload_id,
-                    initiated,
+                    initiated: initiated.with_timezone(&chrono::Utc),
                 });
             }
             match (
@@ -125,16 +128,29 @@ impl S3Uploads {
                 page.next_key_marker,
                 page.next_upload_id_marker,
             ) {
+                (false, ..) => return Ok(found),
                 (true, Some(k), Some(i)) => markers = Some((k, i)),
-                _ => return Ok(found),
+                (true, ..) => {
+                    return Err(self.failed(
+                        "LIST UPLOADS",
+                        &prefix,
+                        "a truncated answer without the markers of its next page",
+                    ))
+                }
             }
         }
-        Ok(found)
+        Err(self.failed(
+            "LIST UPLOADS",
+            &prefix,
+            format!("more than {MAX_PAGES} pages of open uploads"),
+        ))
     }
 
     /// Aborts an upload: its parts are deleted.
     pub(crate) async fn abort(&self, upload: &Upload) -> Result<()> {
-        let path = ObjectPath::from(upload.key.as_str());
+        // The key as stored: `parse` keeps it byte for byte (`from` would encode it again).
+        let path = ObjectPath::parse(&upload.key)
+            .map_err(|e| self.failed("ABORT UPLOAD", &upload.key, e))?;
         match self.s3.abort_multipart(&path, &upload.id).await {
             // Completed or aborted meanwhile: gone either way.
             Err(object_store::Error::NotFound { .. }) | Ok(()) => Ok(()),
@@ -153,7 +169,18 @@ impl S3Uploads {
             .uri(url.as_str())
             .body(object_store::client::HttpRequestBody::empty())?;
         AwsAuthorizer::new(&credential, "s3", &self.region).try_authorize(&mut request, None)?;
-        let mut out = self.http.get(url.clone());
+        let http = match self.http.get() {
+            Some(c) => c,
+            None => {
+                let c = reqwest::Client::builder()
+                    .connect_timeout(Duration::from_secs(5))
+                    .read_timeout(Duration::from_secs(30))
+                    .timeout(Duration::from_secs(120))
+                    .build()?;
+                self.http.get_or_init(|| c)
+            }
+        };
+        let mut out = http.get(url.clone());
         for (name, value) in request.headers() {
             out = out.header(name, value);
         }
@@ -178,5 +205,37 @@ impl S3Uploads {
             path: path.to_owned(),
             source: e.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listings_are_read_with_their_next_page() {
+        let xml = r#"<?xml version="1.0" encoding="UTF-8"?>
+<ListMultipartUploadsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
+  <Bucket>b</Bucket><KeyMarker/><UploadIdMarker/>
+  <NextKeyMarker>p/d/versions/v2/f.snapkv</NextKeyMarker>
+  <NextUploadIdMarker>id-2</NextUploadIdMarker>
+  <MaxUploads>2</MaxUploads><IsTruncated>true</IsTruncated>
+  <Upload><Key>p/d/versions/v1/f.snapkv</Key><UploadId>id-1</UploadId>
+    <Initiated>2026-11-30T10:00:00.000Z</Initiated></Upload>
+  <Upload><Key>p/d/versions/v2/f.snapkv</Key><UploadId>id-2</UploadId>
+    <Initiated>2026-11-30T11:00:00.000Z</Initiated></Upload>
+</ListMultipartUploadsResult>"#;
+        let page: Listing = quick_xml::de::from_str(xml).unwrap();
+        assert_eq!(page.uploads.len(), 2);
+        assert_eq!(page.uploads[1].key, "p/d/versions/v2/f.snapkv");
+        assert_eq!(page.uploads[0].upload_id, "id-1");
+        assert_eq!(page.uploads[0].initiated, "2026-11-30T10:00:00.000Z");
+        assert!(page.is_truncated);
+        assert_eq!(page.next_upload_id_marker.as_deref(), Some("id-2"));
+        let empty: Listing = quick_xml::de::from_str(
+            "<ListMultipartUploadsResult><IsTruncated>false</IsTruncated></ListMultipartUploadsResult>",
+        )
+        .unwrap();
+        assert!(empty.uploads.is_empty() && !empty.is_truncated);
     }
 }

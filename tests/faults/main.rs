@@ -93,10 +93,16 @@ impl World {
 
     /// Publishes `version` directly; it becomes current.
     fn publish(&mut self, version: &str) {
+        self.publish_with(version, &[]);
+    }
+
+    /// Publishes `version` directly with `extra` arguments (`--stage`).
+    fn publish_with(&mut self, version: &str, extra: &[&str]) {
         let file = self.file(version);
         let mut args = vec!["publish".to_owned(), "--store".into(), self.url.clone()];
         args.extend(self.direct());
         args.extend(["--dataset", "d", "--version", version].map(String::from));
+        args.extend(extra.iter().map(|s| s.to_string()));
         args.push(file.display().to_string());
         snapkv_stdout(&args.iter().map(String::as_str).collect::<Vec<_>>());
         self.published.push(version.to_owned());
@@ -720,11 +726,12 @@ fn tight_cache(w: &mut World, cache: &Path, extra: &[&str]) {
             "{i}"
         );
         assert_eq!(cached_versions(cache), [kept, next]);
-        assert!(logs
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|l| l.contains("released the previous version") && l.contains(released)));
+        wait_until("the release logged", || {
+            logs.lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains("released the previous version") && l.contains(released))
+        });
         if next == "v0003" {
             // A reader killed and started again holds the served version and the previous
             // one (both complete in the cache), so the next version again needs room.
@@ -761,6 +768,53 @@ fn a_reader_under_a_cache_limit_releases_the_previous_version_for_the_next() {
     tight_cache(&mut w, &cache, &["--cache-dir-limit", &limit]);
 }
 
+/// A staged version held for preview never takes the room of served versions: it gives way to
+/// the next current version, and is not held when only the served versions fit.
+#[test]
+fn staged_previews_give_way_to_served_versions_in_a_tight_cache() {
+    let mut w = World::new("faults-staged-room", 2500);
+    let size = std::fs::metadata(w.file("v0001")).unwrap().len();
+    let limit = (size * 295 / 100).to_string();
+    let cache = w.dir.path().join("cache");
+    let extra = ["--cache-dir-limit", &limit, "--preview-staged"];
+    w.publish("v0001");
+    let (reader, logs) = w.reader_with(&cache, &extra);
+    reader.wait_ready();
+    // Room for the served version and a staged one.
+    w.publish_with("v0002", &["--stage"]);
+    wait_until("v0002 held for preview", || {
+        info(&reader.url)["staged_version"] == "v0002"
+    });
+    // A newer current version needs the preview's room: the preview goes.
+    w.publish("v0003");
+    serves(&mut w, &reader, "v0003");
+    w.check("v0003", Some(&reader));
+    wait_until("the preview's release logged", || {
+        logs.lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("no longer holding the staged version") && l.contains("v0002"))
+    });
+    assert_eq!(cached_versions(&cache), ["v0001", "v0003"]);
+    // Served and previous leave less than a version: a new staged one is not held.
+    w.publish_with("v0004", &["--stage"]);
+    wait_until("the preview refused for lack of room", || {
+        info(&reader.url)["sync"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("staged preview of v0004: not held"))
+    });
+    assert!(info(&reader.url)["staged_version"].is_null());
+    // Promoted, it is fetched as the current version, in the previous version's room.
+    w.admin(&["promote", "--version", "v0004"]);
+    serves(&mut w, &reader, "v0004");
+    w.check("v0004", Some(&reader));
+    assert_eq!(
+        info(&reader.url)["cache"]["previous_released"]["version"],
+        "v0001"
+    );
+    println!("staged previews in a tight cache: 2 trials, served versions kept their room");
+}
+
 /// The disk fills while a version downloads (another process wrote to it): the write fails
 /// for lack of space, the reader releases the previous version and the download resumes.
 #[test]
@@ -792,11 +846,12 @@ fn a_disk_that_fills_during_a_download_releases_the_previous_version() {
     w.check("v0003", Some(&reader));
     let i = info(&reader.url);
     assert_eq!(i["cache"]["previous_released"]["version"], "v0001", "{i}");
-    assert!(logs
-        .lock()
-        .unwrap()
-        .iter()
-        .any(|l| l.contains("released the previous version") && l.contains("disk full")));
+    wait_until("the release logged", || {
+        logs.lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("released the previous version") && l.contains("disk full"))
+    });
     std::fs::remove_file(&filler).unwrap();
     println!("disk filled mid-download: 1 trial, previous released, download resumed");
 }
@@ -832,7 +887,9 @@ fn gc_aborts_the_multipart_upload_of_a_killed_publisher() {
     w.publish_killed("v0002", &["--part-size", "5MiB"]);
     w.check("v0001", None);
     assert_eq!(open_uploads(&w), 1);
-    // Younger than the grace period: it may be a publisher still at work.
+    // Its version is in progress (the claim is younger than the grace period): it may be a
+    // publisher still at work. (The test server dates every upload 2010, so the upload's own
+    // age is not what keeps it here.)
     let kept = w.admin(&["gc", "--keep", "5", "--grace", "1h"]);
     assert!(!kept.contains("never completed"), "{kept}");
     assert_eq!(open_uploads(&w), 1);
