@@ -1,10 +1,12 @@
 //! Seeded data sets shared by the `format` (criterion) and `table` benchmarks.
 //!
-//! Two workloads:
+//! Three workloads:
 //! - `sparkey`: Sparkey's own benchmark, keys `key_N` and values `value_N` for `N` in `0..n`,
 //!   inserted in sorted byte order (`key_0`, `key_1`, `key_10`, `key_100`, ...).
 //! - `realistic`: keys of 32 random lowercase hex characters (UUID-like), values JSON objects of
 //!   about 100 bytes (numbers, short strings, a country code, a date), all from a fixed seed.
+//! - `prefixed`: keys sharing a long prefix, `user:` and ten digits (even numbers), values as
+//!   `realistic`'s.
 //!
 //! Keys and values live in flat buffers ([`Column`]) so that neither generation nor iteration
 //! costs an allocation per entry, and lookup keys are laid out in lookup order so the timed loops
@@ -89,7 +91,7 @@ impl Column {
     }
 }
 
-/// The two benchmark workloads.
+/// The benchmark workloads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Workload {
     /// (a) Sparkey's benchmark: `key_N` → `value_N`.
@@ -161,7 +163,7 @@ impl Dataset {
 
     /// `count` keys that are not in the data set, in random order. For `sparkey`, `key_M` with
     /// `n <= M < 10n` (they fall between stored keys in byte order); for `realistic`, fresh
-    /// random hex keys from another seed.
+    /// random hex keys from another seed; for `prefixed`, odd numbers (the stored ones are even).
     pub fn miss_keys(&self, count: usize, seed: u64) -> Column {
         let mut rng = SmallRng::seed_from_u64(seed);
         let n = self.len() as u64;

@@ -74,9 +74,13 @@ impl Built {
 }
 
 /// Builds the function over `hashes` (made with `seed`). `None` when two hashes are equal (no
-/// function can tell them apart: hash the keys with another seed) or a bucket fits under no
-/// pilot (vanishingly rare at this load).
+/// function can tell them apart: hash the keys with another seed), a bucket fits under no
+/// pilot (vanishingly rare at this load), or there are 2^32 hashes or more.
 pub fn build(hashes: &[u64], seed: u64) -> Option<Built> {
+    // Key numbers are kept as u32 while building.
+    if u32::try_from(hashes.len()).is_err() {
+        return None;
+    }
     let n = hashes.len() as u64;
     let buckets = ((n as f64 / KEYS_PER_BUCKET).ceil() as u64).max(1);
     let slots = ((n as f64 / LOAD).ceil() as u64).max(n).max(1);
@@ -164,7 +168,8 @@ impl<'a> Mph<'a> {
         })
     }
 
-    /// The slot of hash `h` (below `slots`).
+    /// The slot of hash `h` (below `slots`, which comes from the bytes parsed: a reader checks
+    /// it against the table it indexes).
     #[inline]
     pub fn slot(&self, h: u64) -> u64 {
         let buckets = (self.pilots.len() / 2) as u64;

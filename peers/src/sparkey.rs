@@ -112,7 +112,8 @@ pub fn write<'a>(
         Ok(())
     };
     let written = put();
-    // SAFETY: `writer` is open, and closed here once (the library nulls it).
+    // SAFETY: `writer` is open, and closed here once (on success the library frees and nulls
+    // it; a close whose flush fails leaks it, which the benchmarks treat as fatal anyway).
     let closed = check(unsafe { sys::logwriter_close(&mut writer) }, "close log");
     written?;
     closed?;

@@ -436,15 +436,22 @@ impl Dataset {
         old.cache_entry().map(str::to_owned)
     }
 
-    /// The cache entry of the previous version, if one is held there.
+    /// The cache entry of the previous version, if one is held there that
+    /// [`Dataset::release_previous`] would release.
     pub fn previous_entry(&self) -> Option<String> {
         self.previous
             .load()
             .as_ref()
+            .filter(|p| {
+                self.current
+                    .load()
+                    .as_ref()
+                    .is_none_or(|c| c.path != p.path)
+            })
             .and_then(|p| p.cache_entry().map(str::to_owned))
     }
 
-    /// The cache directory's space as last recorded (all zero before).
+    /// The cache directory's space as last recorded (nothing measured before the first).
     pub fn cache_space(&self) -> CacheSpace {
         self.cache_space
             .lock()

@@ -154,6 +154,16 @@ impl StagedPreview {
             None => {}
             Some(v) if held.as_deref() == Some(v) => {}
             Some(v) => {
+                // `STAGED` moved on: the preview held before is no longer wanted, and its
+                // room goes first.
+                let before = d
+                    .staged
+                    .load_full()
+                    .and_then(|l| l.cache_entry().map(str::to_owned));
+                if let Some(before) = before {
+                    d.set_staged(None);
+                    wait_gone(self.cache.dir().join(&d.name).join(before)).await;
+                }
                 // A preview never takes the room of the served versions: with too little
                 // room it is not held (the previous version is not released for it).
                 let manifest = store
@@ -704,9 +714,9 @@ fn no_room(d: &Dataset, version: &str, needed: u64, limit: Option<u64>) -> Strin
     };
     format!(
         "no room in the cache for version {version}: it needs {needed} more bytes, and the \
-         cache's disk has {} bytes free{limit}, even without the previous version (a reader \
-         keeps the served version, the previous one and the one it fetches): give the cache \
-         more room",
+         cache's disk has {} bytes free{limit}, which releasing the previous version would not \
+         make enough (a reader keeps the served version, the previous one and the one it \
+         fetches): give the cache more room",
         known(space.free)
     )
 }

@@ -74,7 +74,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         outln!("{verb} {f} (a staging file of a write that never finished)")?;
     }
     if let Some(why) = &report.uploads_unlisted {
-        tracing::warn!(error = %why, "open multipart uploads were not listed, so none was aborted (the rest of gc ran)");
+        tracing::warn!(error = %why, "open multipart uploads could not all be listed or aborted (the rest of gc ran)");
     }
     for u in &report.uploads {
         outln!("{verb} {u} (an upload that never completed: a publisher stopped midway)")?;

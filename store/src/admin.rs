@@ -87,8 +87,8 @@ pub struct GcReport {
     /// completed (a publisher killed mid-upload), aborted: `<version>/<object>`. Their parts
     /// are stored and billed, but no object listing shows them.
     pub uploads: Vec<String>,
-    /// Why open multipart uploads could not be listed (missing permission, a store without
-    /// the call): nothing else of gc depends on it.
+    /// Why open multipart uploads could not be listed or aborted (a missing permission, a
+    /// store without the call): nothing else of gc depends on them.
     pub uploads_unlisted: Option<String>,
 }
 
@@ -327,7 +327,11 @@ impl Store {
                     continue;
                 }
                 if !options.dry_run {
-                    uploads.abort(&u).await?;
+                    if let Err(e) = uploads.abort(&u).await {
+                        // As for the listing: gc does the rest and says why.
+                        report.uploads_unlisted = Some(e.to_string());
+                        continue;
+                    }
                 }
                 report.uploads.push(name.to_owned());
             }

@@ -32,7 +32,8 @@ pub(crate) struct S3Uploads {
     /// `https://host/bucket` (path style) or `https://bucket.host` (virtual-hosted style).
     bucket_url: String,
     region: String,
-    /// Made on first use (by `gc` only), with the store clients' timeouts.
+    /// Made on first use (by `gc` only), with timeouts of its own (connect 5 s, no byte for
+    /// 30 s, 2 min in all: a listing page is small).
     http: OnceLock<reqwest::Client>,
 }
 

@@ -777,6 +777,17 @@ fn staged_previews_give_way_to_served_versions_in_a_tight_cache() {
     let limit = (size * 295 / 100).to_string();
     let cache = w.dir.path().join("cache");
     let extra = ["--cache-dir-limit", &limit, "--preview-staged"];
+    let staged_dirs = || -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(cache.join(".staged/d"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
     w.publish("v0001");
     let (reader, logs) = w.reader_with(&cache, &extra);
     reader.wait_ready();
@@ -785,34 +796,40 @@ fn staged_previews_give_way_to_served_versions_in_a_tight_cache() {
     wait_until("v0002 held for preview", || {
         info(&reader.url)["staged_version"] == "v0002"
     });
+    // A newer staged version replaces it in its room.
+    w.publish_with("v0003", &["--stage"]);
+    wait_until("v0003 held for preview", || {
+        info(&reader.url)["staged_version"] == "v0003"
+    });
+    assert_eq!(staged_dirs(), ["v0003"]);
     // A newer current version needs the preview's room: the preview goes.
-    w.publish("v0003");
-    serves(&mut w, &reader, "v0003");
-    w.check("v0003", Some(&reader));
+    w.publish("v0004");
+    serves(&mut w, &reader, "v0004");
+    w.check("v0004", Some(&reader));
     wait_until("the preview's release logged", || {
         logs.lock()
             .unwrap()
             .iter()
-            .any(|l| l.contains("no longer holding the staged version") && l.contains("v0002"))
+            .any(|l| l.contains("no longer holding the staged version") && l.contains("v0003"))
     });
-    assert_eq!(cached_versions(&cache), ["v0001", "v0003"]);
+    assert_eq!(cached_versions(&cache), ["v0001", "v0004"]);
     // Served and previous leave less than a version: a new staged one is not held.
-    w.publish_with("v0004", &["--stage"]);
+    w.publish_with("v0005", &["--stage"]);
     wait_until("the preview refused for lack of room", || {
         info(&reader.url)["sync"]["last_error"]
             .as_str()
-            .is_some_and(|e| e.contains("staged preview of v0004: not held"))
+            .is_some_and(|e| e.contains("staged preview of v0005: not held"))
     });
     assert!(info(&reader.url)["staged_version"].is_null());
     // Promoted, it is fetched as the current version, in the previous version's room.
-    w.admin(&["promote", "--version", "v0004"]);
-    serves(&mut w, &reader, "v0004");
-    w.check("v0004", Some(&reader));
+    w.admin(&["promote", "--version", "v0005"]);
+    serves(&mut w, &reader, "v0005");
+    w.check("v0005", Some(&reader));
     assert_eq!(
         info(&reader.url)["cache"]["previous_released"]["version"],
         "v0001"
     );
-    println!("staged previews in a tight cache: 2 trials, served versions kept their room");
+    println!("staged previews in a tight cache: 3 trials, served versions kept their room");
 }
 
 /// The disk fills while a version downloads (another process wrote to it): the write fails
