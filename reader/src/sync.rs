@@ -593,15 +593,12 @@ async fn fetch_with_room(
     }
     let result = match fetched {
         Ok(cached) => load_cached(cached, cache, &d.live, how.cache_bytes, Check::Warm).await,
-        Err(e) if e.is_storage_full() => {
-            measure_space(d, cache, how.cache_limit).await;
-            Err(format!(
-                "{} (the disk of the cache directory {} is full, with no previous version left \
+        Err(e) if e.is_storage_full() => Err(format!(
+            "{} (the disk of the cache directory {} is full, with no previous version left \
                  to release: give the cache more room)",
-                error_chain(&e),
-                cache.dir().display()
-            ))
-        }
+            error_chain(&e),
+            cache.dir().display()
+        )),
         Err(e) => Err(error_chain(&e)),
     };
     measure_space(d, cache, how.cache_limit).await;

@@ -96,14 +96,21 @@ impl World {
         self.publish_with(version, &[]);
     }
 
-    /// Publishes `version` directly with `extra` arguments (`--stage`).
-    fn publish_with(&mut self, version: &str, extra: &[&str]) {
+    /// `snapkv publish` arguments for `version` of dataset `d` with store `options` and
+    /// `extra` arguments.
+    fn publish_args(&self, version: &str, options: Vec<String>, extra: &[&str]) -> Vec<String> {
         let file = self.file(version);
         let mut args = vec!["publish".to_owned(), "--store".into(), self.url.clone()];
-        args.extend(self.direct());
+        args.extend(options);
         args.extend(["--dataset", "d", "--version", version].map(String::from));
         args.extend(extra.iter().map(|s| s.to_string()));
         args.push(file.display().to_string());
+        args
+    }
+
+    /// Publishes `version` directly with `extra` arguments (`--stage`).
+    fn publish_with(&mut self, version: &str, extra: &[&str]) {
+        let args = self.publish_args(version, self.direct(), extra);
         snapkv_stdout(&args.iter().map(String::as_str).collect::<Vec<_>>());
         self.published.push(version.to_owned());
     }
@@ -111,12 +118,7 @@ impl World {
     /// Publishes `version` through the proxy with `extra` arguments, and kills the publisher
     /// (SIGKILL) once a request of it is held by the proxy; then lets the proxy go on.
     fn publish_killed(&self, version: &str, extra: &[&str]) {
-        let file = self.file(version);
-        let mut args = vec!["publish".to_owned(), "--store".into(), self.url.clone()];
-        args.extend(self.proxied());
-        args.extend(["--dataset", "d", "--version", version].map(String::from));
-        args.extend(extra.iter().map(|s| s.to_string()));
-        args.push(file.display().to_string());
+        let args = self.publish_args(version, self.proxied(), extra);
         let mut publisher = Command::new(env!("CARGO_BIN_EXE_snapkv"))
             .args(&args)
             .stdout(Stdio::null())
