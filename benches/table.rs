@@ -50,10 +50,18 @@ fn configs() -> Vec<Config> {
         o
     };
     let zstd3 = Compression::Zstd { level: 3 };
+    let v1 = |mut o: WriterOptions| {
+        o.format_version = 1;
+        o
+    };
     let all = vec![
         Config {
             name: "none-4k",
             options: with(Compression::None, Some(Dictionary::Off), 4096),
+        },
+        Config {
+            name: "none-4k-v1",
+            options: v1(with(Compression::None, Some(Dictionary::Off), 4096)),
         },
         Config {
             name: "zstd3-4k",
@@ -66,6 +74,10 @@ fn configs() -> Vec<Config> {
         Config {
             name: "zstd3-dict-4k",
             options: with(zstd3, None, 4096),
+        },
+        Config {
+            name: "zstd3-dict-4k-v1",
+            options: v1(with(zstd3, None, 4096)),
         },
         Config {
             name: "zstd3-dict-16k",
@@ -316,10 +328,6 @@ struct IndexRow {
     c_build: Rate,
     c_bytes: usize,
     c_get: Rate,
-    /// Shape (d): perfect hash → offset of the entry in a flat uncompressed log, key compared
-    /// and value sliced in place: hits and misses (no filter).
-    d_hit: Rate,
-    d_miss: Rate,
 }
 
 struct Settings {
@@ -387,7 +395,7 @@ fn main() {
                 sparkey_raw,
             ));
         }
-        let index = index_experiment(&data, &hits, &misses, &rows, &settings);
+        let index = index_experiment(&data, &hits, &rows, &settings);
         results.push((workload, peers, rows, index));
     }
     let load_after = common::loadavg();
@@ -629,13 +637,7 @@ fn warm_stride(data: &Dataset, block_size: u32) -> usize {
     ((block_size as usize / 2) / max_entry).max(1)
 }
 
-fn index_experiment(
-    data: &Dataset,
-    hits: &Column,
-    misses: &Column,
-    rows: &[Row],
-    s: &Settings,
-) -> IndexRow {
+fn index_experiment(data: &Dataset, hits: &Column, rows: &[Row], s: &Settings) -> IndexRow {
     // Shape (a): an FST over every key, value = ordinal, built on one thread.
     let t = Timer::start();
     let mut b = fst::MapBuilder::memory();
@@ -673,60 +675,22 @@ fn index_experiment(
     // Shape (c): hash every key, build the function, fill the slots with ordinals.
     let t = Timer::start();
     let seed = 0;
-    let hashes: Vec<u64> = data
-        .keys
-        .iter()
-        .map(|k| xxhash_rust::xxh3::xxh3_64_with_seed(k, seed))
-        .collect();
-    let built = snapkv_format::mph::build(&hashes, seed)
+    let hashes: Vec<[u64; 2]> = data.keys.iter().map(key_hash).collect();
+    let (_, n_slots) = snapkv_format::mph::sizes(hashes.len() as u64);
+    let mut slots = vec![u32::MAX; n_slots as usize];
+    let built = snapkv_format::mph::build(&hashes, seed, |i, s| slots[s as usize] = i as u32)
         .expect("a perfect hash (distinct hashes, a pilot for every bucket)");
-    let mut slots = vec![u32::MAX; built.slots as usize];
-    for (i, &slot) in built.slot_of.iter().enumerate() {
-        slots[slot as usize] = i as u32;
-    }
-    let bytes = built.to_bytes();
     let c_build = t.rate(data.len());
     drop(hashes);
-    let mph = snapkv_format::mph::Mph::parse(&bytes).expect("parse");
+    let buckets = built.pilots.len() as u64;
     let c_get = time_index(hits, s.cap, |k| {
-        let h = xxhash_rust::xxh3::xxh3_64_with_seed(k, mph.seed);
-        let i = slots[mph.slot(h) as usize];
+        let h = key_hash(k);
+        let pilot = built.pilots[snapkv_format::mph::bucket(h[1], seed, buckets) as usize];
+        let i = slots[snapkv_format::mph::slot(h[0], seed, pilot, built.slots) as usize];
         (i != u32::MAX && data.keys.get(i as usize) == k).then_some(u64::from(i))
     });
-    let c_bytes = bytes.len() + 4 * slots.len();
-    drop(slots);
-
-    // Shape (d): the whole lookup a perfect-hash index allows on uncompressed data: the slot
-    // holds the offset of the entry (whole key, then value) in one flat log, read in place.
-    let mut log = Vec::with_capacity(data.payload_bytes() + 4 * data.len());
-    let mut offsets = vec![u32::MAX; built.slots as usize];
-    for ((k, v), &slot) in data.keys.iter().zip(data.values.iter()).zip(&built.slot_of) {
-        let Ok(at) = u32::try_from(log.len()) else {
-            break;
-        };
-        offsets[slot as usize] = at;
-        snapkv_format::varint::put(&mut log, k.len() as u64);
-        snapkv_format::varint::put(&mut log, v.len() as u64);
-        log.extend_from_slice(k);
-        log.extend_from_slice(v);
-    }
-    let lookup = |k: &[u8]| -> Option<u64> {
-        let h = xxhash_rust::xxh3::xxh3_64_with_seed(k, mph.seed);
-        let at = offsets[mph.slot(h) as usize];
-        if at == u32::MAX {
-            return None;
-        }
-        let mut pos = at as usize;
-        let klen = snapkv_format::varint::get(&log, &mut pos)? as usize;
-        let vlen = snapkv_format::varint::get(&log, &mut pos)? as usize;
-        let key = log.get(pos..pos + klen)?;
-        (key == k).then(|| black_box(&log[pos + klen..pos + klen + vlen]).len() as u64)
-    };
-    let d_hit = time_index(hits, s.cap, lookup);
-    let d_miss = time_index(misses, s.cap, lookup);
+    let c_bytes = 2 * built.pilots.len() + 4 * slots.len();
     IndexRow {
-        d_hit,
-        d_miss,
         a_build,
         a_bytes,
         a_get,
@@ -741,6 +705,12 @@ fn index_experiment(
         c_bytes,
         c_get,
     }
+}
+
+/// A key's 128-bit hash as the format's lookup takes it: `[low, high]` halves of xxh3-128.
+fn key_hash(k: &[u8]) -> [u64; 2] {
+    let h = xxhash_rust::xxh3::xxh3_128(k);
+    [h as u64, (h >> 64) as u64]
 }
 
 /// The value of the first key `>= key` through fst's range stream (allocates a stream).
@@ -857,13 +827,15 @@ fn report(
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let _ = writeln!(
         out,
-        "## snapkv format v1: {} entries per workload\n\n\
+        "## snapkv format: {} entries per workload\n\n\
+         Format version {} (configurations ending in `-v1`: version 1). \
          Source: {}. {cores} cores; load average {load_before} at start, {load_after} at end. \
          Lookups: {} per measurement in a seeded shuffled order, one thread, stopped after {} s. \
          Lookup rates are per second *on CPU* (the thread's scheduled time, so other jobs on the \
          machine do not count against it); the wall-clock rates are in their own table. \
          Sizes in MB = 10^6 bytes.\n",
         s.entries,
+        snapkv_format::FORMAT_VERSION,
         s.source,
         s.lookups,
         s.cap.as_secs()
@@ -1030,10 +1002,10 @@ fn report(
          what the format stores, one separator per block (*format index B/key* from the default \
          configuration `{DEFAULT_CONFIG}`); its lookup cost is measured on a stand-in FST over \
          every k-th key (k = keys per block), through fst's `range().ge(key)` stream and through \
-         a copy of the reader's one-walk `lower_bound` (what `get` uses). Shape (c): a \
-         perfect hash over every key (`snapkv_format::mph`: 16-bit pilots, 4 keys per bucket, \
-         97% load) into 4-byte slots holding the key's ordinal, with the key compared (a \
-         random access to it, as a lookup reads its entry).\n"
+         a copy of the reader's one-walk `lower_bound` (what version 1's `get` uses). Shape \
+         (c): the perfect hash of version 2's lookup section (`snapkv_format::mph`: 16-bit \
+         pilots, 3 keys per bucket, 97% load) into 4-byte slots holding the key's ordinal, with \
+         the key compared (a random access to it, as a lookup reads its entry).\n"
     );
     let _ = writeln!(
         out,
@@ -1063,28 +1035,6 @@ fn report(
             k(ix.c_build.per_sec()),
             ix.c_bytes as f64 / n,
             ix.c_get.ns(),
-        );
-    }
-
-    let _ = writeln!(
-        out,
-        "\nShape (d), the whole lookup a perfect hash allows on uncompressed entries: the slot \
-         holds the offset of the entry (whole key and value, length-prefixed) in one flat log; \
-         the key is compared and the value sliced in place. No filter, no blocks, no cache.\n"
-    );
-    let _ = writeln!(
-        out,
-        "| workload | (d) hits/s | (d) / Sparkey uncompressed hits | (d) misses/s |"
-    );
-    let _ = writeln!(out, "|---|---:|---:|---:|");
-    for (w, peers, _, ix) in results {
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {} |",
-            w.label(),
-            k(ix.d_hit.per_sec()),
-            ratio(ix.d_hit.per_sec() / peers[0].hits.per_sec()),
-            k(ix.d_miss.per_sec()),
         );
     }
 

@@ -230,6 +230,7 @@ fn build_unchecked(
             t.block_bytes_stored += f.block_bytes_stored;
             t.index_bytes += f.index_bytes;
             t.filter_bytes += f.filter_bytes;
+            t.lookup_bytes += f.lookup_bytes;
             t.dictionary_bytes += f.dictionary_bytes;
             t.block_table_bytes += f.block_table_bytes;
             t.metadata_bytes += f.metadata_bytes;

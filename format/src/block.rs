@@ -1,8 +1,10 @@
 //! The entries inside a (decompressed) block.
 //!
-//! An entry is `varint shared · varint suffix_len · varint value_len · suffix · value`, where the
-//! key is the first `shared` bytes of the previous key in the block followed by `suffix`. The
-//! first entry of a block has `shared = 0`. Entries are in strictly increasing key order.
+//! Version 1: an entry is `varint shared · varint suffix_len · varint value_len · suffix ·
+//! value`, where the key is the first `shared` bytes of the previous key in the block followed
+//! by `suffix`; the first entry of a block has `shared = 0`. Version 2: an entry is `varint
+//! key_len · varint value_len · key · value`, each key whole, so an entry can be read on its own
+//! from its offset. Entries are in strictly increasing key order.
 
 use crate::error::{Error, Result};
 use crate::varint;
@@ -20,10 +22,36 @@ pub(crate) fn common_prefix(a: &[u8], b: &[u8]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
+/// How a block's entries hold their keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Keys {
+    /// Version 1: the part of the key past what it shares with the previous key.
+    Prefixed,
+    /// Version 2: the whole key.
+    Whole,
+}
+
+impl Keys {
+    /// The key encoding of a format version.
+    pub fn of(version: u32) -> Keys {
+        if version == 1 {
+            Keys::Prefixed
+        } else {
+            Keys::Whole
+        }
+    }
+}
+
 /// Appends one entry to `buf`, given the previous key of the block (empty for the first).
-pub(crate) fn put_entry(buf: &mut Vec<u8>, prev: &[u8], key: &[u8], value: &[u8]) {
-    let shared = common_prefix(prev, key);
-    varint::put(buf, shared as u64);
+pub(crate) fn put_entry(buf: &mut Vec<u8>, keys: Keys, prev: &[u8], key: &[u8], value: &[u8]) {
+    let shared = match keys {
+        Keys::Prefixed => {
+            let shared = common_prefix(prev, key);
+            varint::put(buf, shared as u64);
+            shared
+        }
+        Keys::Whole => 0,
+    };
     varint::put(buf, (key.len() - shared) as u64);
     varint::put(buf, value.len() as u64);
     buf.extend_from_slice(&key[shared..]);
@@ -31,9 +59,10 @@ pub(crate) fn put_entry(buf: &mut Vec<u8>, prev: &[u8], key: &[u8], value: &[u8]
 }
 
 /// The encoded size of an entry, at most (as if nothing were shared).
-pub(crate) fn entry_len_bound(key: &[u8], value: &[u8]) -> usize {
+pub(crate) fn entry_len_bound(keys: Keys, key: &[u8], value: &[u8]) -> usize {
     let v = |n: usize| varint::len(n as u64);
-    v(0) + v(key.len()) + v(value.len()) + key.len() + value.len()
+    let shared = if keys == Keys::Prefixed { v(0) } else { 0 };
+    shared + v(key.len()) + v(value.len()) + key.len() + value.len()
 }
 
 /// One decoded entry header: where its key suffix and value lie in the block.
@@ -44,10 +73,13 @@ struct Head {
 }
 
 #[inline]
-fn read_head(buf: &[u8], pos: &mut usize, block: u32) -> Result<Head> {
+fn read_head(buf: &[u8], pos: &mut usize, keys: Keys, block: u32) -> Result<Head> {
     // `ok_or_else`: the error is built only on the (cold) failure path, never per entry.
     let corrupt = |detail| move || Error::CorruptBlock { block, detail };
-    let shared = get_varint(buf, pos).ok_or_else(corrupt("bad entry header"))?;
+    let shared = match keys {
+        Keys::Prefixed => get_varint(buf, pos).ok_or_else(corrupt("bad entry header"))?,
+        Keys::Whole => 0,
+    };
     let suffix_len = get_varint(buf, pos).ok_or_else(corrupt("bad entry header"))?;
     let value_len = get_varint(buf, pos).ok_or_else(corrupt("bad entry header"))?;
     let suffix_end = pos
@@ -67,7 +99,27 @@ fn read_head(buf: &[u8], pos: &mut usize, block: u32) -> Result<Head> {
     Ok(head)
 }
 
-/// Finds `key` in a block; returns the range of its value.
+/// The value of the entry at `offset` of a version 2 block if its key is `key`. An offset at or
+/// past the end of the block, or an entry that does not fit in it, is an error.
+#[inline]
+pub(crate) fn entry_at(
+    buf: &[u8],
+    offset: usize,
+    key: &[u8],
+    block: u32,
+) -> Result<Option<std::ops::Range<usize>>> {
+    if offset >= buf.len() {
+        return Err(Error::CorruptBlock {
+            block,
+            detail: "lookup points past the end of the block",
+        });
+    }
+    let mut pos = offset;
+    let head = read_head(buf, &mut pos, Keys::Whole, block)?;
+    Ok((buf[head.suffix] == *key).then_some(head.value))
+}
+
+/// Finds `key` in a version 1 block; returns the range of its value.
 ///
 /// Keys are never rebuilt: `matched` tracks how many leading bytes of `key` the previous entry's
 /// key shares, which with each entry's `shared` count decides the comparison (see FORMAT.md).
@@ -76,7 +128,7 @@ pub(crate) fn find(buf: &[u8], key: &[u8], block: u32) -> Result<Option<std::ops
     let mut matched = 0usize;
     let mut first = true;
     while pos < buf.len() {
-        let head = read_head(buf, &mut pos, block)?;
+        let head = read_head(buf, &mut pos, Keys::Prefixed, block)?;
         if first {
             if head.shared != 0 {
                 return Err(Error::CorruptBlock {
@@ -119,17 +171,27 @@ pub(crate) fn find(buf: &[u8], key: &[u8], block: u32) -> Result<Option<std::ops
 /// Walks the entries of one block in order, rebuilding keys.
 pub(crate) struct Cursor {
     pos: usize,
+    /// Where the entry last returned starts.
+    start: usize,
     key: Vec<u8>,
+    keys: Keys,
     block: u32,
 }
 
 impl Cursor {
-    pub fn new(block: u32) -> Cursor {
+    pub fn new(block: u32, keys: Keys) -> Cursor {
         Cursor {
             pos: 0,
+            start: 0,
             key: Vec::new(),
+            keys,
             block,
         }
+    }
+
+    /// Where the entry last returned by [`Cursor::next`] starts in the block.
+    pub fn entry_offset(&self) -> usize {
+        self.start
     }
 
     /// The key of the entry last returned by [`Cursor::next`].
@@ -143,22 +205,28 @@ impl Cursor {
             return Ok(None);
         }
         let first = self.pos == 0;
-        let head = read_head(buf, &mut self.pos, self.block)?;
+        self.start = self.pos;
+        let head = read_head(buf, &mut self.pos, self.keys, self.block)?;
         if head.shared > self.key.len() || (first && head.shared != 0) {
             return Err(Error::CorruptBlock {
                 block: self.block,
                 detail: "shared prefix longer than the previous key",
             });
         }
-        // Strict order within the block: after the shared prefix the new key must continue
-        // upwards from the previous key, or extend it.
-        let prev_byte = self.key.get(head.shared).copied();
         let suffix = &buf[head.suffix];
-        let ordered = match (first, suffix.first(), prev_byte) {
-            (_, None, _) => false,
-            (true, Some(_), _) => true,
-            (false, Some(_), None) => true,
-            (false, Some(b), Some(p)) => *b > p,
+        let ordered = match self.keys {
+            // Strict order within the block: after the shared prefix the new key must continue
+            // upwards from the previous key, or extend it.
+            Keys::Prefixed => {
+                let prev_byte = self.key.get(head.shared).copied();
+                match (first, suffix.first(), prev_byte) {
+                    (_, None, _) => false,
+                    (true, Some(_), _) => true,
+                    (false, Some(_), None) => true,
+                    (false, Some(b), Some(p)) => *b > p,
+                }
+            }
+            Keys::Whole => !suffix.is_empty() && (first || suffix > &self.key[..]),
         };
         if !ordered {
             return Err(Error::CorruptBlock {

@@ -73,22 +73,24 @@ impl BlockCache {
         self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The cached block, counted as a hit; a miss is counted by [`BlockCache::missed`] once
+    /// the block is decompressed.
     pub fn get(&self, block: u32) -> Option<Bytes> {
         if self.shard_capacity == 0 {
             return None;
         }
         let mut shard = self.shard(block);
-        match shard.map.get_mut(&block) {
-            Some((bytes, referenced)) => {
-                *referenced = true;
-                let bytes = bytes.clone();
-                shard.hits += 1;
-                Some(bytes)
-            }
-            None => {
-                shard.misses += 1;
-                None
-            }
+        let (bytes, referenced) = shard.map.get_mut(&block)?;
+        *referenced = true;
+        let bytes = bytes.clone();
+        shard.hits += 1;
+        Some(bytes)
+    }
+
+    /// Counts a lookup that had to decompress `block`.
+    pub fn missed(&self, block: u32) {
+        if self.shard_capacity > 0 {
+            self.shard(block).misses += 1;
         }
     }
 

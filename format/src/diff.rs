@@ -522,7 +522,9 @@ fn diff_range(ctx: &Context<'_>, range: &KeyRange, number: u64) -> Result<Part> 
     let mut a = Side::new(ctx.old, old_blocks, lower, upper);
     let mut b = Side::new(ctx.new, new_blocks, lower, upper);
     let keep = options.examples;
-    let skip = options.skip_identical_blocks;
+    // Equal bytes mean equal entries only under one key encoding (one format version).
+    let skip =
+        options.skip_identical_blocks && ctx.old.format_version() == ctx.new.format_version();
     loop {
         match (a.state, b.state) {
             (State::Boundary, State::Boundary) => {
@@ -684,7 +686,7 @@ impl<'s> Side<'s> {
             lower,
             upper,
             buf: Bytes::new(),
-            cursor: Cursor::new(0),
+            cursor: snap.cursor(0),
             value: 0..0,
             state: State::Done,
             decoded: 0,
@@ -732,7 +734,7 @@ impl<'s> Side<'s> {
 
     /// Starts on the block at the boundary, whose raw bytes are `raw`.
     fn open(&mut self, raw: Bytes) -> Result<()> {
-        self.cursor = Cursor::new(self.next_block()?);
+        self.cursor = self.snap.cursor(self.next_block()?);
         self.buf = raw;
         self.next += 1;
         self.decoded += 1;
@@ -1174,7 +1176,7 @@ mod tests {
         let snapshot = |value: &[u8]| {
             // The dictionary is the block itself: the frame is a single match into it.
             let mut raw = Vec::new();
-            crate::block::put_entry(&mut raw, b"", key, value);
+            crate::block::put_entry(&mut raw, crate::block::Keys::Whole, b"", key, value);
             let o = WriterOptions {
                 compression: Compression::Zstd { level: 3 },
                 dictionary: Dictionary::Use(raw),

@@ -18,6 +18,8 @@ pub enum Section {
     Index,
     /// The key filter (blocked Bloom filter).
     Filter,
+    /// The hash index from each key to its entry (format version 2).
+    Lookup,
     /// The JSON metadata.
     Metadata,
     /// The fixed-size footer at the end of the file.
@@ -35,6 +37,7 @@ impl fmt::Display for Section {
             Section::BlockTable => "block table",
             Section::Index => "index",
             Section::Filter => "filter",
+            Section::Lookup => "lookup",
             Section::Metadata => "metadata",
             Section::Footer => "footer",
             Section::File => "file",
@@ -94,9 +97,24 @@ pub enum Error {
         /// The limit.
         max: u64,
     },
+    /// A version 2 file holds fewer than 2^32 keys (its perfect hash numbers them with `u32`);
+    /// version 1 has no such limit.
+    #[error("too many keys: format version 2 holds at most {max} (write version 1, or shard)")]
+    TooManyKeys {
+        /// The limit.
+        max: u64,
+    },
     /// A writer option is out of range.
     #[error("invalid writer option: {0}")]
     InvalidOption(String),
+    /// No perfect hash over the keys could be built for the lookup section: two keys have
+    /// equal 128-bit hashes (not expected to happen for any real key set). Writing format
+    /// version 1 needs no such hash.
+    #[error(
+        "no perfect hash over the keys could be built (two keys with equal 128-bit hashes); \
+         write format version 1 instead"
+    )]
+    NoPerfectHash,
     /// zstd failed while compressing or training a dictionary.
     #[error("zstd failed: {0}")]
     Compression(&'static str),

@@ -3,7 +3,6 @@
 
 use crate::error::{Error, Result, Section};
 use crate::layout::{u32_at, u64_at};
-use xxhash_rust::xxh3::xxh3_64;
 
 const LINE_BYTES: usize = 64;
 const LINE_BITS: u64 = 512;
@@ -19,9 +18,10 @@ fn probes(hash: u64, lines: u64) -> (usize, u64) {
     (line, hash.wrapping_mul(MIX))
 }
 
-/// Builds the filter from key hashes (xxh3-64 of each key).
-pub(crate) fn build(hashes: &[u64], bits_per_key: u32) -> Vec<u8> {
-    if bits_per_key == 0 || hashes.is_empty() {
+/// Builds the filter from key hashes (of each key: xxh3-64 in version 1, the low half of
+/// xxh3-128 in version 2).
+pub(crate) fn build(hashes: impl ExactSizeIterator<Item = u64>, bits_per_key: u32) -> Vec<u8> {
+    if bits_per_key == 0 || hashes.len() == 0 {
         return Vec::new();
     }
     let bits = hashes.len() as u64 * u64::from(bits_per_key);
@@ -31,7 +31,7 @@ pub(crate) fn build(hashes: &[u64], bits_per_key: u32) -> Vec<u8> {
     let mut out = vec![0u8; HEADER_LEN + lines as usize * LINE_BYTES];
     out[0..4].copy_from_slice(&k.to_le_bytes());
     out[8..16].copy_from_slice(&lines.to_le_bytes());
-    for &h in hashes {
+    for h in hashes {
         let (line, mut g) = probes(h, lines);
         let base = HEADER_LEN + line * LINE_BYTES;
         for _ in 0..k {
@@ -76,10 +76,11 @@ impl Filter {
         Ok(Some(Filter { k, lines }))
     }
 
-    /// False when `key` is certainly absent. `bytes` is the section parsed by [`Filter::parse`].
+    /// False when the key of filter hash `hash` is certainly absent. `bytes` is the section
+    /// parsed by [`Filter::parse`].
     #[inline]
-    pub fn may_contain(&self, bytes: &[u8], key: &[u8]) -> bool {
-        let (line, mut g) = probes(xxh3_64(key), self.lines);
+    pub fn may_contain(&self, bytes: &[u8], hash: u64) -> bool {
+        let (line, mut g) = probes(hash, self.lines);
         let base = HEADER_LEN + line * LINE_BYTES;
         let line = &bytes[base..base + LINE_BYTES];
         for _ in 0..self.k {
@@ -96,6 +97,7 @@ impl Filter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use xxhash_rust::xxh3::xxh3_64;
 
     #[test]
     fn no_false_negatives_and_few_false_positives() {
@@ -103,11 +105,11 @@ mod tests {
             .map(|i| format!("k{i}").into_bytes())
             .collect();
         let hashes: Vec<u64> = keys.iter().map(|k| xxh3_64(k)).collect();
-        let bytes = build(&hashes, 10);
+        let bytes = build(hashes.into_iter(), 10);
         let f = Filter::parse(&bytes, 0).unwrap().unwrap();
-        assert!(keys.iter().all(|k| f.may_contain(&bytes, k)));
+        assert!(keys.iter().all(|k| f.may_contain(&bytes, xxh3_64(k))));
         let fp = (0..20_000u32)
-            .filter(|i| f.may_contain(&bytes, format!("x{i}").as_bytes()))
+            .filter(|i| f.may_contain(&bytes, xxh3_64(format!("x{i}").as_bytes())))
             .count();
         // 10 bits per key, 7 probes in 512-bit lines: about 1% false positives.
         assert!(fp < 400, "{fp} false positives in 20000");
@@ -115,7 +117,7 @@ mod tests {
 
     #[test]
     fn rejects_inconsistent_lengths() {
-        let bytes = build(&[1, 2, 3], 10);
+        let bytes = build([1, 2, 3].into_iter(), 10);
         assert!(Filter::parse(&bytes[..bytes.len() - 1], 0).is_err());
         let mut bad = bytes.clone();
         bad[0] = 9;

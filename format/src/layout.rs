@@ -7,8 +7,10 @@ use xxhash_rust::xxh3::xxh3_64;
 
 /// First bytes of every snapshot file, and its last bytes.
 pub(crate) const MAGIC: [u8; 8] = *b"\x89SNAPKV\n";
-/// The format version this crate writes and reads.
-pub(crate) const FORMAT_VERSION: u32 = 1;
+/// The format version the writer writes by default (the newest this crate reads).
+pub(crate) const FORMAT_VERSION: u32 = 2;
+/// The oldest format version this crate reads and can write.
+pub(crate) const MIN_FORMAT_VERSION: u32 = 1;
 
 pub(crate) const HEADER_LEN: usize = 16;
 /// Sections are padded so that each starts at a multiple of this.
@@ -16,26 +18,54 @@ pub(crate) const SECTION_ALIGN: u64 = 8;
 
 /// Size of one section reference in the footer: offset, length, checksum.
 const SECTION_REF_LEN: usize = 24;
-/// The sections the footer points at, in file order.
-pub(crate) const SECTIONS: [Section; 5] = [
+/// Every section there is, in file order; a version has a subsequence of them
+/// ([`sections_of`]). A section a version lacks is empty in its [`Footer`].
+const ALL_SECTIONS: [Section; 6] = [
+    Section::Dictionary,
+    Section::BlockTable,
+    Section::Index,
+    Section::Filter,
+    Section::Lookup,
+    Section::Metadata,
+];
+const SECTIONS_V1: [Section; 5] = [
     Section::Dictionary,
     Section::BlockTable,
     Section::Index,
     Section::Filter,
     Section::Metadata,
 ];
-const FOOTER_KEY_COUNT: usize = SECTIONS.len() * SECTION_REF_LEN;
-const FOOTER_BLOCK_COUNT: usize = FOOTER_KEY_COUNT + 8;
-const FOOTER_VERSION: usize = FOOTER_BLOCK_COUNT + 8;
-const FOOTER_LEN_FIELD: usize = FOOTER_VERSION + 4;
-const FOOTER_CHECKSUM: usize = FOOTER_LEN_FIELD + 4;
-const FOOTER_FILE_CHECKSUM: usize = FOOTER_CHECKSUM + 8;
-const FOOTER_MAGIC: usize = FOOTER_FILE_CHECKSUM + 8;
-/// Total footer size.
-pub(crate) const FOOTER_LEN: usize = FOOTER_MAGIC + MAGIC.len();
+
+/// The sections of a version's files, in file order (which is also the footer's order).
+pub(crate) fn sections_of(version: u32) -> &'static [Section] {
+    if version == 1 {
+        &SECTIONS_V1
+    } else {
+        &ALL_SECTIONS
+    }
+}
+
+/// The fields after the section references, counted from the end of the footer: the same in
+/// every version, so the version and the footer length are found before the length is known.
+pub(crate) const TAIL_KEY_COUNT: usize = 48;
+const TAIL_BLOCK_COUNT: usize = 40;
+pub(crate) const TAIL_VERSION: usize = 32;
+const TAIL_LEN_FIELD: usize = 28;
+const TAIL_CHECKSUM: usize = 24;
+const TAIL_FILE_CHECKSUM: usize = 16;
+
+/// The footer length of a version: its section references and 48 bytes of fixed fields.
+pub(crate) fn footer_len(version: u32) -> usize {
+    sections_of(version).len() * SECTION_REF_LEN + TAIL_KEY_COUNT
+}
+/// The longest footer of any version this crate reads.
+pub(crate) const MAX_FOOTER_LEN: usize = ALL_SECTIONS.len() * SECTION_REF_LEN + TAIL_KEY_COUNT;
+/// The shortest file of any version (header and a version 1 footer).
+pub(crate) const MIN_FILE_LEN: usize =
+    HEADER_LEN + SECTIONS_V1.len() * SECTION_REF_LEN + TAIL_KEY_COUNT;
 /// Bytes at the end of the file not covered by the whole-file checksum: the checksum itself and
 /// the trailing magic.
-pub(crate) const FILE_CHECKSUM_TAIL: usize = FOOTER_LEN - FOOTER_FILE_CHECKSUM;
+pub(crate) const FILE_CHECKSUM_TAIL: usize = TAIL_FILE_CHECKSUM;
 
 /// One block table entry.
 pub(crate) const BLOCK_ENTRY_LEN: usize = 32;
@@ -59,26 +89,33 @@ impl Codec {
     }
 }
 
-/// The 16-byte header.
-pub(crate) fn encode_header() -> [u8; HEADER_LEN] {
+/// The 16-byte header of a file of format `version`.
+pub(crate) fn encode_header(version: u32) -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];
     h[0..8].copy_from_slice(&MAGIC);
-    h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-    // h[12..16]: flags, zero in version 1.
+    h[8..12].copy_from_slice(&version.to_le_bytes());
+    // h[12..16]: flags, zero in versions 1 and 2.
     h
 }
 
-pub(crate) fn check_header(data: &[u8]) -> Result<()> {
+/// A version this crate reads, or the error for one it does not.
+fn known(version: u32) -> Result<u32> {
+    if (MIN_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
+        Ok(version)
+    } else {
+        Err(Error::UnsupportedVersion {
+            supported: FORMAT_VERSION,
+            got: version,
+        })
+    }
+}
+
+/// Checks the header; returns the file's format version.
+pub(crate) fn check_header(data: &[u8]) -> Result<u32> {
     if data[0..8] != MAGIC {
         return Err(Error::BadMagic);
     }
-    let version = u32_at(data, 8);
-    if version != FORMAT_VERSION {
-        return Err(Error::UnsupportedVersion {
-            supported: FORMAT_VERSION,
-            got: version,
-        });
-    }
+    let version = known(u32_at(data, 8))?;
     if u32_at(data, 12) != 0 {
         return Err(Error::Corrupt {
             section: Section::Header,
@@ -86,7 +123,7 @@ pub(crate) fn check_header(data: &[u8]) -> Result<()> {
             detail: "unknown header flags",
         });
     }
-    Ok(())
+    Ok(version)
 }
 
 /// Where a section lives and its checksum (xxh3-64 of its bytes, padding excluded).
@@ -109,72 +146,97 @@ impl SectionRef {
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Footer {
-    /// In [`SECTIONS`] order.
-    pub sections: [SectionRef; 5],
+    /// The format version.
+    pub version: u32,
+    /// In [`ALL_SECTIONS`] order; those the version lacks are empty.
+    pub sections: [SectionRef; 6],
     pub key_count: u64,
     pub block_count: u64,
 }
 
 impl Footer {
     pub fn section(&self, s: Section) -> SectionRef {
-        let i = SECTIONS
+        let i = ALL_SECTIONS
             .iter()
             .position(|x| *x == s)
             .expect("a footer section");
         self.sections[i]
     }
 
-    /// Encodes the footer; the whole-file checksum field is left zero for the caller to fill.
-    pub fn encode(&self) -> [u8; FOOTER_LEN] {
-        let mut f = [0u8; FOOTER_LEN];
-        for (i, s) in self.sections.iter().enumerate() {
+    pub fn set(&mut self, s: Section, r: SectionRef) {
+        let i = ALL_SECTIONS
+            .iter()
+            .position(|x| *x == s)
+            .expect("a footer section");
+        self.sections[i] = r;
+    }
+
+    /// Encodes the footer of its version; the whole-file checksum field is left zero for the
+    /// caller to fill.
+    pub fn encode(&self) -> Vec<u8> {
+        let len = footer_len(self.version);
+        let mut f = vec![0u8; len];
+        for (i, s) in sections_of(self.version).iter().enumerate() {
+            let s = self.section(*s);
             let at = i * SECTION_REF_LEN;
             f[at..at + 8].copy_from_slice(&s.offset.to_le_bytes());
             f[at + 8..at + 16].copy_from_slice(&s.len.to_le_bytes());
             f[at + 16..at + 24].copy_from_slice(&s.checksum.to_le_bytes());
         }
-        f[FOOTER_KEY_COUNT..FOOTER_KEY_COUNT + 8].copy_from_slice(&self.key_count.to_le_bytes());
-        f[FOOTER_BLOCK_COUNT..FOOTER_BLOCK_COUNT + 8]
-            .copy_from_slice(&self.block_count.to_le_bytes());
-        f[FOOTER_VERSION..FOOTER_VERSION + 4].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-        f[FOOTER_LEN_FIELD..FOOTER_LEN_FIELD + 4]
-            .copy_from_slice(&(FOOTER_LEN as u32).to_le_bytes());
-        let sum = xxh3_64(&f[..FOOTER_CHECKSUM]);
-        f[FOOTER_CHECKSUM..FOOTER_CHECKSUM + 8].copy_from_slice(&sum.to_le_bytes());
-        f[FOOTER_MAGIC..].copy_from_slice(&MAGIC);
+        let mut put = |from_end: usize, bytes: &[u8]| {
+            f[len - from_end..len - from_end + bytes.len()].copy_from_slice(bytes)
+        };
+        put(TAIL_KEY_COUNT, &self.key_count.to_le_bytes());
+        put(TAIL_BLOCK_COUNT, &self.block_count.to_le_bytes());
+        put(TAIL_VERSION, &self.version.to_le_bytes());
+        put(TAIL_LEN_FIELD, &(len as u32).to_le_bytes());
+        put(8, &MAGIC);
+        let sum = xxh3_64(&f[..len - TAIL_CHECKSUM]);
+        f[len - TAIL_CHECKSUM..len - TAIL_CHECKSUM + 8].copy_from_slice(&sum.to_le_bytes());
         f
     }
 
     /// Decodes and checks the footer at the end of `data` (whose length is at least
-    /// `HEADER_LEN + FOOTER_LEN`). Section bounds are checked here too.
+    /// [`MIN_FILE_LEN`]). Section bounds are checked here too.
     pub fn decode(data: &[u8]) -> Result<Footer> {
-        Footer::decode_end(&data[data.len() - FOOTER_LEN..], data.len() as u64)
+        let end = data.len().min(MAX_FOOTER_LEN);
+        Footer::decode_end(&data[data.len() - end..], data.len() as u64)
     }
 
-    /// [`Footer::decode`] from the last [`FOOTER_LEN`] bytes `f` of a file of `len` bytes (at
-    /// least `HEADER_LEN + FOOTER_LEN`), for a reader that has only the end of the file.
-    pub fn decode_end(f: &[u8], len: u64) -> Result<Footer> {
-        let start = len - FOOTER_LEN as u64;
-        let at = |field: usize| start + field as u64;
-        if f[FOOTER_MAGIC..] != MAGIC {
+    /// [`Footer::decode`] from the last bytes `end` of a file of `len` bytes (at least
+    /// [`MIN_FILE_LEN`]), for a reader that has only the end of the file: `end` holds at least
+    /// the footer ([`MAX_FOOTER_LEN`] bytes hold any footer; a shorter `end` is an error when
+    /// the footer is longer).
+    pub fn decode_end(end: &[u8], len: u64) -> Result<Footer> {
+        let short = Error::TooShort {
+            len,
+            min: MIN_FILE_LEN as u64,
+        };
+        if end.len() < TAIL_KEY_COUNT || end.len() as u64 > len || len < MIN_FILE_LEN as u64 {
+            return Err(short);
+        }
+        let tail = &end[end.len() - TAIL_KEY_COUNT..];
+        if tail[TAIL_KEY_COUNT - 8..] != MAGIC {
             return Err(Error::MissingFooter { len });
         }
-        let version = u32_at(f, FOOTER_VERSION);
-        if version != FORMAT_VERSION {
-            return Err(Error::UnsupportedVersion {
-                supported: FORMAT_VERSION,
-                got: version,
-            });
-        }
-        if u32_at(f, FOOTER_LEN_FIELD) != FOOTER_LEN as u32 {
+        let field = |from_end: usize| TAIL_KEY_COUNT - from_end;
+        let version = known(u32_at(tail, field(TAIL_VERSION)))?;
+        let flen = footer_len(version);
+        let at = |from_end: usize| len - from_end as u64;
+        if u32_at(tail, field(TAIL_LEN_FIELD)) != flen as u32 {
             return Err(Error::Corrupt {
                 section: Section::Footer,
-                offset: at(FOOTER_LEN_FIELD),
+                offset: at(TAIL_LEN_FIELD),
                 detail: "unexpected footer length",
             });
         }
-        let expected = u64_at(f, FOOTER_CHECKSUM);
-        let got = xxh3_64(&f[..FOOTER_CHECKSUM]);
+        if end.len() < flen || len < (HEADER_LEN + flen) as u64 {
+            return Err(short);
+        }
+        let start = len - flen as u64;
+        let f = &end[end.len() - flen..];
+        let expected = u64_at(tail, field(TAIL_CHECKSUM));
+        let got = xxh3_64(&f[..flen - TAIL_CHECKSUM]);
         if expected != got {
             return Err(Error::Checksum {
                 section: Section::Footer,
@@ -183,16 +245,28 @@ impl Footer {
             });
         }
         let mut footer = Footer {
-            key_count: u64_at(f, FOOTER_KEY_COUNT),
-            block_count: u64_at(f, FOOTER_BLOCK_COUNT),
+            version,
+            key_count: u64_at(tail, field(TAIL_KEY_COUNT)),
+            block_count: u64_at(tail, field(TAIL_BLOCK_COUNT)),
             ..Footer::default()
         };
-        // Sections follow each other in SECTIONS order, each 8-byte aligned, between the end of
-        // the header and the start of the footer.
+        // Sections follow each other in file order, each 8-byte aligned, between the end of
+        // the header and the start of the footer. A section the version lacks sits, empty,
+        // where the previous one ends.
         let mut floor = HEADER_LEN as u64;
-        for (i, s) in footer.sections.iter_mut().enumerate() {
+        let mut refs = sections_of(version).iter().enumerate();
+        for (slot, section) in ALL_SECTIONS.iter().enumerate() {
+            let Some((i, _)) = refs.clone().next().filter(|(_, s)| *s == section) else {
+                footer.sections[slot] = SectionRef {
+                    offset: floor,
+                    len: 0,
+                    checksum: xxh3_64(&[]),
+                };
+                continue;
+            };
+            refs.next();
             let base = i * SECTION_REF_LEN;
-            *s = SectionRef {
+            let s = SectionRef {
                 offset: u64_at(f, base),
                 len: u64_at(f, base + 8),
                 checksum: u64_at(f, base + 16),
@@ -203,10 +277,11 @@ impl Footer {
             if !in_bounds {
                 return Err(Error::Corrupt {
                     section: Section::Footer,
-                    offset: at(base),
+                    offset: start + base as u64,
                     detail: "section out of bounds or out of order",
                 });
             }
+            footer.sections[slot] = s;
             floor = s.offset + s.len;
         }
         let table = footer.section(Section::BlockTable);
@@ -215,7 +290,7 @@ impl Footer {
         {
             return Err(Error::Corrupt {
                 section: Section::Footer,
-                offset: at(FOOTER_BLOCK_COUNT),
+                offset: at(TAIL_BLOCK_COUNT),
                 detail: "block count does not match the block table length",
             });
         }

@@ -1,5 +1,7 @@
-//! The snapkv snapshot file format: an immutable, sorted key-value file with an FST index, zstd
-//! value blocks, a key filter and checksums. `spec/FORMAT.md` is the byte-level specification.
+//! The snapkv snapshot file format: an immutable, sorted key-value file with a perfect-hash
+//! index from each key to its entry, an FST over block boundaries for ordered scans, zstd value
+//! blocks, a key filter and checksums. `spec/FORMAT.md` is the byte-level specification (format
+//! version 2, written by default; version 1 files still read).
 //!
 //! - [`SnapshotWriter`] streams a snapshot to any [`std::io::Write`] from keys in increasing order.
 //! - [`Snapshot`] reads one from [`bytes::Bytes`] (a `Vec<u8>`, or a memory mapping wrapped with
@@ -36,6 +38,7 @@ mod error;
 mod filter;
 mod fst_check;
 mod layout;
+mod lookup;
 mod metadata;
 #[doc(hidden)]
 pub mod mph;
@@ -70,5 +73,9 @@ pub const MAX_BLOCK_SIZE: u32 = 4 << 20;
 /// or a single entry of the largest key and value with its three length varints.
 pub(crate) const MAX_BLOCK_LEN: usize = MAX_VALUE_LEN + MAX_KEY_LEN + 15;
 
-/// The format version this crate writes and reads.
+/// The format version this crate writes by default, the newest it reads. It reads every version
+/// from [`MIN_FORMAT_VERSION`] on, and can write each of them
+/// ([`WriterOptions::format_version`]).
 pub const FORMAT_VERSION: u32 = layout::FORMAT_VERSION;
+/// The oldest format version this crate reads and writes.
+pub const MIN_FORMAT_VERSION: u32 = layout::MIN_FORMAT_VERSION;

@@ -1,11 +1,12 @@
 //! The reader: a snapshot over bytes in memory (or a mapping), shared across threads.
 
-use crate::block::{self, Cursor};
+use crate::block::{self, Cursor, Keys};
 use crate::cache::{BlockCache, CacheStats};
 use crate::codec;
 use crate::error::{Error, Result, Section};
 use crate::filter::Filter;
-use crate::layout::{self, BlockEntry, Codec, Footer, FOOTER_LEN, HEADER_LEN};
+use crate::layout::{self, BlockEntry, Codec, Footer, HEADER_LEN, MIN_FILE_LEN};
+use crate::lookup::{self, Lookup};
 use crate::metadata::Metadata;
 use crate::MAX_KEY_LEN;
 use bytes::{Buf, Bytes};
@@ -51,6 +52,8 @@ pub struct Stats {
     pub index_bytes: u64,
     /// Key filter.
     pub filter_bytes: u64,
+    /// Lookup section (hash index; version 2).
+    pub lookup_bytes: u64,
     /// zstd dictionary.
     pub dictionary_bytes: u64,
     /// Block table.
@@ -64,6 +67,10 @@ pub struct Stats {
 struct Inner {
     data: Bytes,
     footer: Footer,
+    /// How blocks hold keys (by the format version).
+    keys: Keys,
+    /// The hash index (version 2).
+    lookup: Option<Lookup>,
     /// End of the data region (start of the dictionary section).
     data_end: u64,
     table: Range<usize>,
@@ -72,6 +79,9 @@ struct Inner {
     dict: Option<DDict<'static>>,
     metadata: Metadata,
     cache: BlockCache,
+    /// Lookups try the cache before the block table: blocks are compressed (a raw block is
+    /// never cached, so in an uncompressed file the probe would always miss).
+    cache_first: bool,
 }
 
 /// An open snapshot. Cloning is cheap (a reference count); all methods take `&self` and the
@@ -111,17 +121,24 @@ impl Snapshot {
     /// filter and block table, not to the values.
     pub fn open_with(data: impl Into<Bytes>, options: &OpenOptions) -> Result<Snapshot> {
         let data: Bytes = data.into();
-        let min = (HEADER_LEN + FOOTER_LEN) as u64;
+        let min = MIN_FILE_LEN as u64;
         if (data.len() as u64) < min {
             return Err(Error::TooShort {
                 len: data.len() as u64,
                 min,
             });
         }
-        layout::check_header(&data)?;
+        let version = layout::check_header(&data)?;
         let footer = Footer::decode(&data)?;
-        for (i, section) in layout::SECTIONS.iter().enumerate() {
-            let r = footer.sections[i];
+        if footer.version != version {
+            return Err(Error::Corrupt {
+                section: Section::Footer,
+                offset: (data.len() - layout::TAIL_VERSION) as u64,
+                detail: "footer version differs from the header's",
+            });
+        }
+        for section in layout::sections_of(version) {
+            let r = footer.section(*section);
             let got = xxh3_64(&data[range_of(r)]);
             if got != r.checksum {
                 return Err(Error::Checksum {
@@ -165,6 +182,18 @@ impl Snapshot {
         let filter_ref = footer.section(Section::Filter);
         let filter = Filter::parse(&data[range_of(filter_ref)], filter_ref.offset)?
             .map(|f| (f, range_of(filter_ref)));
+        let keys = Keys::of(version);
+        let lookup = match keys {
+            Keys::Prefixed => None,
+            Keys::Whole => {
+                let r = footer.section(Section::Lookup);
+                Some(Lookup::parse(
+                    &data[range_of(r)],
+                    r.offset,
+                    footer.key_count,
+                )?)
+            }
+        };
         let meta_ref = footer.section(Section::Metadata);
         let metadata: Metadata =
             serde_json::from_slice(&data[range_of(meta_ref)]).map_err(|_| Error::Corrupt {
@@ -177,9 +206,12 @@ impl Snapshot {
                 data_end: dict_ref.offset,
                 table: range_of(footer.section(Section::BlockTable)),
                 footer,
+                keys,
+                lookup,
                 index,
                 filter,
                 dict,
+                cache_first: options.cache_bytes > 0 && metadata.format.compression != "none",
                 metadata,
                 cache: BlockCache::new(options.cache_bytes),
                 data,
@@ -189,15 +221,19 @@ impl Snapshot {
 
     /// The value of `key`, if present.
     ///
-    /// A miss usually stops at the key filter. A hit walks the index to the key's block and
-    /// searches it; errors mean the block is corrupt.
+    /// A miss usually stops at the key filter. A hit goes through the hash index straight to
+    /// its entry (version 2), or walks the index to the key's block and searches it (version
+    /// 1); errors mean the file is corrupt.
     pub fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
         let inner = &*self.inner;
         if key.is_empty() || key.len() > MAX_KEY_LEN {
             return Ok(None);
         }
+        if let Some(lookup) = &inner.lookup {
+            return self.get_hashed(lookup, key);
+        }
         if let Some((filter, range)) = &inner.filter {
-            if !filter.may_contain(&inner.data[range.clone()], key) {
+            if !filter.may_contain(&inner.data[range.clone()], xxh3_64(key)) {
                 return Ok(None);
             }
         }
@@ -211,6 +247,60 @@ impl Snapshot {
             buf.advance(r.start);
             buf
         }))
+    }
+
+    /// [`Snapshot::get`] through the hash index of a version 2 file.
+    #[inline]
+    fn get_hashed(&self, lookup: &Lookup, key: &[u8]) -> Result<Option<Bytes>> {
+        let inner = &*self.inner;
+        if inner.footer.key_count == 0 {
+            return Ok(None);
+        }
+        let h = lookup::key_hash(key);
+        if let Some((filter, range)) = &inner.filter {
+            if !filter.may_contain(&inner.data[range.clone()], h[0]) {
+                return Ok(None);
+            }
+        }
+        let (block, offset) = lookup.locate(&inner.data, h);
+        let block = u32::try_from(block)
+            .ok()
+            .filter(|b| u64::from(*b) < inner.footer.block_count)
+            .ok_or_else(|| Error::Corrupt {
+                section: Section::Lookup,
+                offset: inner.footer.section(Section::Lookup).offset,
+                detail: "lookup points past the block table",
+            })?;
+        let cached = match inner.cache_first {
+            true => inner.cache.get(block),
+            false => None,
+        };
+        let mut buf = match cached {
+            Some(buf) => buf,
+            None => {
+                let e = self.entry(block)?;
+                match e.codec {
+                    Codec::Raw => inner.data.slice(stored_range(&e)),
+                    _ => self.decompress(block, &e, true)?,
+                }
+            }
+        };
+        // Narrow the block handle itself rather than `slice` it: one reference count less.
+        Ok(block::entry_at(&buf, offset, key, block)?.map(|r| {
+            buf.truncate(r.end);
+            buf.advance(r.start);
+            buf
+        }))
+    }
+
+    /// A cursor over the entries of `block`, for this file's key encoding.
+    pub(crate) fn cursor(&self, block: u32) -> Cursor {
+        Cursor::new(block, self.inner.keys)
+    }
+
+    /// The format version of the file (1 or 2).
+    pub fn format_version(&self) -> u32 {
+        self.inner.footer.version
     }
 
     /// The block that holds `key` if any does: the first whose separator is `>= key`.
@@ -249,7 +339,15 @@ impl Snapshot {
         if let Some(b) = inner.cache.get(block) {
             return Ok(b);
         }
-        let stored = &inner.data[stored];
+        self.decompress(block, e, fill)
+    }
+
+    /// Checks and decompresses a compressed block whose table entry `e` was decoded already,
+    /// and caches it if `fill`.
+    fn decompress(&self, block: u32, e: &BlockEntry, fill: bool) -> Result<Bytes> {
+        let inner = &*self.inner;
+        inner.cache.missed(block);
+        let stored = &inner.data[stored_range(e)];
         let got = xxh3_64(stored);
         if got != e.checksum {
             return Err(Error::BlockChecksum {
@@ -289,7 +387,7 @@ impl Snapshot {
             snapshot: self.clone(),
             block: block.unwrap_or(0),
             buf: Bytes::new(),
-            cursor: Cursor::new(block.unwrap_or(0)),
+            cursor: self.cursor(block.unwrap_or(0)),
             start: start.map(<[u8]>::to_vec),
             end: end.map(<[u8]>::to_vec),
             loaded: false,
@@ -310,7 +408,7 @@ impl Snapshot {
             snapshot: self.clone(),
             block: block.unwrap_or(0),
             buf: Bytes::new(),
-            cursor: Cursor::new(block.unwrap_or(0)),
+            cursor: self.cursor(block.unwrap_or(0)),
             start: Bound::Unbounded,
             end: Bound::Unbounded,
             loaded: false,
@@ -455,6 +553,7 @@ impl Snapshot {
             block_count: f.block_count,
             index_bytes: f.section(Section::Index).len,
             filter_bytes: f.section(Section::Filter).len,
+            lookup_bytes: f.section(Section::Lookup).len,
             dictionary_bytes: f.section(Section::Dictionary).len,
             block_table_bytes: f.section(Section::BlockTable).len,
             metadata_bytes: f.section(Section::Metadata).len,
@@ -516,7 +615,7 @@ impl Snapshot {
                 });
             }
             let buf = self.block(b, false)?;
-            let mut cursor = Cursor::new(b);
+            let mut cursor = self.cursor(b);
             let mut entries = 0u32;
             while cursor.next(&buf)?.is_some() {
                 if entries == 0 {
@@ -531,8 +630,23 @@ impl Snapshot {
                     }
                 }
                 entries += 1;
+                let key = cursor.key();
+                let filter_hash = match &inner.lookup {
+                    None => xxh3_64(key),
+                    Some(lookup) => {
+                        let h = lookup::key_hash(key);
+                        if lookup.locate(data, h) != (u64::from(b), cursor.entry_offset()) {
+                            return Err(Error::Corrupt {
+                                section: Section::Lookup,
+                                offset: inner.footer.section(Section::Lookup).offset,
+                                detail: "the lookup does not lead a stored key to its entry",
+                            });
+                        }
+                        h[0]
+                    }
+                };
                 if let Some((filter, range)) = &inner.filter {
-                    if !filter.may_contain(&data[range.clone()], cursor.key()) {
+                    if !filter.may_contain(&data[range.clone()], filter_hash) {
                         return Err(Error::Corrupt {
                             section: Section::Filter,
                             offset: range.start as u64,
@@ -568,7 +682,7 @@ impl Snapshot {
         if keys != inner.footer.key_count || inner.metadata.key_count != keys {
             return Err(Error::Corrupt {
                 section: Section::Footer,
-                offset: (data.len() - FOOTER_LEN) as u64,
+                offset: (data.len() - layout::TAIL_KEY_COUNT) as u64,
                 detail: "key count differs from the blocks",
             });
         }
@@ -697,7 +811,7 @@ impl Iter {
         loop {
             if !self.loaded {
                 self.buf = self.snapshot.block(self.block, false)?;
-                self.cursor = Cursor::new(self.block);
+                self.cursor = self.snapshot.cursor(self.block);
                 self.loaded = true;
             }
             let Some(value) = self.cursor.next(&self.buf)? else {

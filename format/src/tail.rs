@@ -2,13 +2,14 @@
 //! storage, two range reads (the footer, then the metadata section) instead of the whole file.
 
 use crate::error::{Error, Result, Section};
-use crate::layout::{Footer, FOOTER_LEN, HEADER_LEN};
+use crate::layout::{Footer, MAX_FOOTER_LEN};
 use crate::Metadata;
 use std::ops::Range;
 use xxhash_rust::xxh3::xxh3_64;
 
-/// Bytes at the end of a snapshot file that [`Tail::parse`] needs.
-pub const TAIL_LEN: u64 = FOOTER_LEN as u64;
+/// Bytes at the end of a snapshot file that [`Tail::parse`] needs (the longest footer of any
+/// version; fewer for a shorter file, whose whole bytes then do).
+pub const TAIL_LEN: u64 = MAX_FOOTER_LEN as u64;
 
 /// The checked footer of a snapshot file, read from its last [`TAIL_LEN`] bytes.
 #[derive(Debug, Clone)]
@@ -18,14 +19,15 @@ pub struct Tail {
 
 impl Tail {
     /// Parses and checks the footer: `end` holds the last bytes of a file of `file_len` bytes
-    /// (at least [`TAIL_LEN`] of them; only the last [`TAIL_LEN`] are used).
+    /// (at least `min(TAIL_LEN, file_len)` of them; only the footer's are used).
     pub fn parse(end: &[u8], file_len: u64) -> Result<Tail> {
-        let min = (HEADER_LEN + FOOTER_LEN) as u64;
-        if file_len < min || (end.len() as u64) < TAIL_LEN || end.len() as u64 > file_len {
-            return Err(Error::TooShort { len: file_len, min });
-        }
-        let footer = Footer::decode_end(&end[end.len() - FOOTER_LEN..], file_len)?;
+        let footer = Footer::decode_end(end, file_len)?;
         Ok(Tail { footer })
+    }
+
+    /// The file's format version.
+    pub fn format_version(&self) -> u32 {
+        self.footer.version
     }
 
     /// Number of keys in the file.

@@ -1,12 +1,13 @@
 //! The streaming writer.
 
-use crate::block::{self, common_prefix};
+use crate::block::{self, common_prefix, Keys};
 use crate::codec::{CompressionSpec, Compressor};
 use crate::error::{Error, Result};
 use crate::layout::{self, BlockEntry, Codec, Footer, SectionRef};
+use crate::lookup;
 use crate::metadata::{FormatInfo, Metadata};
 use crate::pool::{self, Pool, Submitter};
-use crate::{filter, MAX_BLOCK_SIZE, MAX_KEY_LEN, MAX_VALUE_LEN, MIN_BLOCK_SIZE};
+use crate::{filter, Section, MAX_BLOCK_SIZE, MAX_KEY_LEN, MAX_VALUE_LEN, MIN_BLOCK_SIZE};
 use std::io::Write;
 use std::sync::Arc;
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed, Xxh3};
@@ -61,6 +62,11 @@ pub struct WriterOptions {
     pub filter_bits_per_key: u32,
     /// Threads compressing blocks; 0 means one per core. Output does not depend on it.
     pub threads: usize,
+    /// The format version written: 2 (the default, [`crate::FORMAT_VERSION`]), or 1 for readers
+    /// that do not read version 2 yet. Version 2 adds a hash index that takes a lookup straight
+    /// to its entry; it keeps whole keys in blocks, and holds 24 bytes per key in memory until
+    /// [`SnapshotWriter::finish`] (version 1: 8 bytes per key for the filter).
+    pub format_version: u32,
 }
 
 impl Default for WriterOptions {
@@ -74,12 +80,22 @@ impl Default for WriterOptions {
             },
             filter_bits_per_key: 10,
             threads: 0,
+            format_version: layout::FORMAT_VERSION,
         }
     }
 }
 
 impl WriterOptions {
     fn check(&self) -> Result<()> {
+        let versions = layout::MIN_FORMAT_VERSION..=layout::FORMAT_VERSION;
+        if !versions.contains(&self.format_version) {
+            return Err(Error::InvalidOption(format!(
+                "format version {} is outside {}..={}",
+                self.format_version,
+                versions.start(),
+                versions.end()
+            )));
+        }
         if !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&self.block_size) {
             return Err(Error::InvalidOption(format!(
                 "block size {} is outside {MIN_BLOCK_SIZE}..={MAX_BLOCK_SIZE}",
@@ -122,7 +138,7 @@ pub struct WriteSummary {
     pub raw_blocks: u64,
     /// Total file size.
     pub file_bytes: u64,
-    /// Blocks before compression (entries: prefix-compressed keys and values).
+    /// Blocks before compression (entries: keys and values).
     pub block_bytes_raw: u64,
     /// Blocks as stored.
     pub block_bytes_stored: u64,
@@ -130,6 +146,8 @@ pub struct WriteSummary {
     pub index_bytes: u64,
     /// The key filter.
     pub filter_bytes: u64,
+    /// The lookup section (hash index; version 2).
+    pub lookup_bytes: u64,
     /// The dictionary.
     pub dictionary_bytes: u64,
     /// The block table.
@@ -251,7 +269,13 @@ pub struct SnapshotWriter<W: Write> {
     /// The last key of the previous block, while its separator waits for the next first key.
     pending_separator: Option<Vec<u8>>,
     index: fst::MapBuilder<Vec<u8>>,
+    /// How blocks hold keys (by the format version).
+    keys: Keys,
+    /// Version 1: the filter hash of each key (when there is a filter).
     key_hashes: Vec<u64>,
+    /// Version 2: the 128-bit hash of each key, and its location (`block << 32 | offset`).
+    hashes: Vec<[u64; 2]>,
+    locations: Vec<u64>,
     key_count: u64,
     /// Blocks cut so far (the next block's number).
     blocks_cut: u32,
@@ -310,7 +334,8 @@ impl<W: Write> SnapshotWriter<W> {
             pos: 0,
             hasher: Xxh3::new(),
         };
-        out.write(&layout::encode_header())?;
+        out.write(&layout::encode_header(options.format_version))?;
+        let keys = Keys::of(options.format_version);
         Ok(SnapshotWriter {
             out,
             options,
@@ -319,7 +344,10 @@ impl<W: Write> SnapshotWriter<W> {
             last_key: Vec::new(),
             pending_separator: None,
             index: fst::MapBuilder::memory(),
+            keys,
             key_hashes: Vec::new(),
+            hashes: Vec::new(),
+            locations: Vec::new(),
             key_count: 0,
             blocks_cut: 0,
             block_entries: Vec::new(),
@@ -362,8 +390,13 @@ impl<W: Write> SnapshotWriter<W> {
                 }
             }
         }
+        if self.keys == Keys::Whole && self.key_count >= u64::from(u32::MAX) {
+            return Err(Error::TooManyKeys {
+                max: u64::from(u32::MAX),
+            });
+        }
         let target = self.options.block_size as usize;
-        let bound = block::entry_len_bound(key, value);
+        let bound = block::entry_len_bound(self.keys, key, value);
         if self.entries_in_block > 0 && self.block.len() + bound > 2 * target {
             self.cut_block()?;
         }
@@ -375,14 +408,24 @@ impl<W: Write> SnapshotWriter<W> {
             self.last_key.clear();
         }
         let before = self.block.len();
-        block::put_entry(&mut self.block, &self.last_key, key, value);
+        block::put_entry(&mut self.block, self.keys, &self.last_key, key, value);
         let entry_len = self.block.len() - before;
         self.entries_in_block += 1;
         self.last_key.clear();
         self.last_key.extend_from_slice(key);
         self.key_count += 1;
-        if self.options.filter_bits_per_key > 0 {
-            self.key_hashes.push(xxh3_64(key));
+        match self.keys {
+            Keys::Prefixed if self.options.filter_bits_per_key > 0 => {
+                self.key_hashes.push(xxh3_64(key))
+            }
+            Keys::Prefixed => {}
+            Keys::Whole => {
+                // The block being filled is the next to be cut; offsets in a block of more
+                // than one entry are below 2 × the block size, so they fit 32 bits.
+                self.hashes.push(lookup::key_hash(key));
+                self.locations
+                    .push(u64::from(self.blocks_cut) << 32 | before as u64);
+            }
         }
         if let Some(t) = &mut self.training {
             if t.samples.len() < t.sample_bytes && !value.is_empty() {
@@ -566,7 +609,29 @@ impl<W: Write> SnapshotWriter<W> {
         let index = std::mem::replace(&mut self.index, fst::MapBuilder::memory())
             .into_inner()
             .map_err(|_| Error::InvalidOption("index could not be built".into()))?;
-        let filter = filter::build(&self.key_hashes, self.options.filter_bits_per_key);
+        let bits = self.options.filter_bits_per_key;
+        let (filter, lookup) = match self.keys {
+            Keys::Prefixed => (
+                filter::build(std::mem::take(&mut self.key_hashes).into_iter(), bits),
+                Vec::new(),
+            ),
+            Keys::Whole => {
+                // The filter and the perfect hash read the same hashes: build them side by side
+                // (the compression threads are done).
+                let (hashes, locations) = (&self.hashes, &self.locations);
+                let (filter, lookup) = std::thread::scope(|scope| {
+                    let filter = scope.spawn(|| filter::build(hashes.iter().map(|h| h[0]), bits));
+                    let lookup = lookup::build(hashes, locations);
+                    (filter.join(), lookup)
+                });
+                // The filter's build does not fail: a panic there is a bug, passed on as one.
+                let filter = filter.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                let lookup = lookup.ok_or(Error::NoPerfectHash)?;
+                self.hashes = Vec::new();
+                self.locations = Vec::new();
+                (filter, lookup)
+            }
+        };
         self.metadata.key_count = self.key_count;
         self.metadata.format = FormatInfo {
             compression: match self.options.compression {
@@ -587,17 +652,23 @@ impl<W: Write> SnapshotWriter<W> {
 
         let dictionary = std::mem::take(&mut self.dictionary);
         let table = std::mem::take(&mut self.table);
-        let footer = Footer {
-            sections: [
-                self.out.section(&dictionary)?,
-                self.out.section(&table)?,
-                self.out.section(&index)?,
-                self.out.section(&filter)?,
-                self.out.section(&metadata)?,
-            ],
+        let mut footer = Footer {
+            version: self.options.format_version,
             key_count: self.key_count,
             block_count: self.summary.block_count,
+            ..Footer::default()
         };
+        for section in layout::sections_of(footer.version) {
+            let bytes = match section {
+                Section::Dictionary => &dictionary,
+                Section::BlockTable => &table,
+                Section::Index => &index,
+                Section::Filter => &filter,
+                Section::Lookup => &lookup,
+                _ => &metadata,
+            };
+            footer.set(*section, self.out.section(bytes)?);
+        }
         self.out.pad()?;
         let mut bytes = footer.encode();
         let covered = bytes.len() - layout::FILE_CHECKSUM_TAIL;
@@ -613,6 +684,7 @@ impl<W: Write> SnapshotWriter<W> {
         s.file_bytes = self.out.pos;
         s.index_bytes = index.len() as u64;
         s.filter_bytes = filter.len() as u64;
+        s.lookup_bytes = lookup.len() as u64;
         s.dictionary_bytes = dictionary.len() as u64;
         s.block_table_bytes = table.len() as u64;
         s.metadata_bytes = metadata.len() as u64;

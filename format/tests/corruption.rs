@@ -1,12 +1,14 @@
 //! Corrupt and truncated snapshots: every failure is a typed error, raised where it belongs
 //! (`open`, a read, or `verify`), and nothing panics.
 //!
-//! The footer is parsed here independently of the crate, from the specified layout: the last 168
-//! bytes hold five `(offset u64, len u64, checksum u64)` section refs (dictionary, block table,
-//! index, filter, metadata), then key count u64, block count u64, version u32, footer length u32,
-//! footer checksum u64 (over footer bytes 0..144), file checksum u64 (over everything before it),
-//! and the 8-byte magic. Block table entries are 32 bytes: offset u64, stored length u32, raw
-//! length u32, checksum u64, entry count u32, codec u8, 3 reserved bytes.
+//! The footer is parsed here independently of the crate, from the specified layout: the last
+//! 168 bytes (version 1) or 192 bytes (version 2) hold five or six `(offset u64, len u64,
+//! checksum u64)` section refs (dictionary, block table, index, filter, [lookup,] metadata),
+//! then key count u64, block count u64, version u32, footer length u32, footer checksum u64
+//! (over the footer bytes before it), file checksum u64 (over everything before it), and the
+//! 8-byte magic. Block table entries are 32 bytes: offset u64, stored length u32, raw length
+//! u32, checksum u64, entry count u32, codec u8, 3 reserved bytes. Every test runs on files of
+//! both versions.
 //!
 //! `write_fuzz_seeds` (ignored) writes the seed corpora of the fuzz targets in `fuzz/`.
 
@@ -22,23 +24,41 @@ type Model = BTreeMap<Vec<u8>, Vec<u8>>;
 
 const MAGIC: [u8; 8] = *b"\x89SNAPKV\n";
 const HEADER_LEN: usize = 16;
-const FOOTER_LEN: usize = 168;
-const MIN_LEN: usize = HEADER_LEN + FOOTER_LEN;
+/// The shortest file: a header and a version 1 footer.
+const MIN_LEN: usize = HEADER_LEN + 168;
 const REF_LEN: usize = 24;
-const KEY_COUNT: usize = 120;
-const BLOCK_COUNT: usize = 128;
-const VERSION: usize = 136;
-const FOOTER_LEN_FIELD: usize = 140;
-const FOOTER_CHECKSUM: usize = 144;
-const FILE_CHECKSUM: usize = 152;
-const FOOTER_MAGIC: usize = 160;
-const SECTIONS: [Section; 5] = [
-    Section::Dictionary,
-    Section::BlockTable,
-    Section::Index,
-    Section::Filter,
-    Section::Metadata,
-];
+// Footer fields after the section refs, counted back from the end of the footer.
+const KEY_COUNT: usize = 48;
+const BLOCK_COUNT: usize = 40;
+const VERSION: usize = 32;
+const FOOTER_LEN_FIELD: usize = 28;
+const FOOTER_CHECKSUM: usize = 24;
+const FILE_CHECKSUM: usize = 16;
+const FOOTER_MAGIC: usize = 8;
+const VERSIONS: [u32; 2] = [1, 2];
+
+/// The sections of a version, in file (and footer) order.
+fn sections_of(version: u32) -> Vec<Section> {
+    let mut s = vec![
+        Section::Dictionary,
+        Section::BlockTable,
+        Section::Index,
+        Section::Filter,
+        Section::Metadata,
+    ];
+    if version == 2 {
+        s.insert(4, Section::Lookup);
+    }
+    s
+}
+
+/// The footer length of the file `b`, from its version field.
+fn footer_len(b: &[u8]) -> usize {
+    match u32_at(b, b.len() - VERSION) {
+        1 => 168,
+        _ => 192,
+    }
+}
 const BLOCK_ENTRY_LEN: usize = 32;
 const CODEC_RAW: u8 = 0;
 
@@ -113,8 +133,9 @@ fn write(model: &Model, options: WriterOptions) -> Vec<u8> {
     w.finish().unwrap().0
 }
 
-fn zstd_trained() -> WriterOptions {
+fn zstd_trained(version: u32) -> WriterOptions {
     let mut o = WriterOptions::default();
+    o.format_version = version;
     o.compression = Compression::Zstd { level: 3 };
     o.block_size = 1024;
     o.dictionary = Dictionary::Train {
@@ -126,15 +147,15 @@ fn zstd_trained() -> WriterOptions {
     o
 }
 
-fn uncompressed() -> WriterOptions {
-    let mut o = zstd_trained();
+fn uncompressed(version: u32) -> WriterOptions {
+    let mut o = zstd_trained(version);
     o.compression = Compression::None;
     o
 }
 
 /// zstd with a given (raw content) dictionary and small blocks: a small file with every section.
-fn small_options() -> WriterOptions {
-    let mut o = zstd_trained();
+fn small_options(version: u32) -> WriterOptions {
+    let mut o = zstd_trained(version);
     o.block_size = 64;
     o.dictionary = Dictionary::Use(
         (0..4)
@@ -170,15 +191,29 @@ struct Block {
 
 #[derive(Debug)]
 struct Layout {
+    version: u32,
     /// Offset of the footer.
     footer: usize,
-    sections: [SectionRef; 5],
+    /// Its length.
+    footer_len: usize,
+    /// The version's sections, in file order, and where each lies.
+    names: Vec<Section>,
+    sections: Vec<SectionRef>,
     blocks: Vec<Block>,
 }
 
 impl Layout {
+    fn index_of(&self, s: Section) -> usize {
+        self.names.iter().position(|x| *x == s).unwrap()
+    }
+
     fn section(&self, s: Section) -> SectionRef {
-        self.sections[SECTIONS.iter().position(|x| *x == s).unwrap()]
+        self.sections[self.index_of(s)]
+    }
+
+    /// File offset of a footer field counted back from the footer's end.
+    fn field(&self, from_end: usize) -> usize {
+        self.footer + self.footer_len - from_end
     }
 
     /// Keys of block `b`, by position in key order.
@@ -197,27 +232,36 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
 }
 
 fn parse(bytes: &[u8]) -> Layout {
-    let footer = bytes.len() - FOOTER_LEN;
+    let len = bytes.len();
+    let flen = footer_len(bytes);
+    let footer = len - flen;
     let f = &bytes[footer..];
-    assert_eq!(f[FOOTER_MAGIC..], MAGIC);
-    assert_eq!(u32_at(f, VERSION), 1);
-    assert_eq!(u32_at(f, FOOTER_LEN_FIELD), FOOTER_LEN as u32);
-    assert_eq!(u64_at(f, FOOTER_CHECKSUM), xxh3_64(&f[..FOOTER_CHECKSUM]));
+    let version = u32_at(bytes, len - VERSION);
+    assert_eq!(u32_at(bytes, 8), version);
+    assert_eq!(bytes[len - FOOTER_MAGIC..], MAGIC);
+    assert_eq!(u32_at(bytes, len - FOOTER_LEN_FIELD), flen as u32);
     assert_eq!(
-        u64_at(f, FILE_CHECKSUM),
-        xxh3_64(&bytes[..footer + FILE_CHECKSUM])
+        u64_at(bytes, len - FOOTER_CHECKSUM),
+        xxh3_64(&f[..flen - FOOTER_CHECKSUM])
     );
-    let sections: [SectionRef; 5] = std::array::from_fn(|i| {
-        let r = SectionRef {
-            offset: u64_at(f, i * REF_LEN) as usize,
-            len: u64_at(f, i * REF_LEN + 8) as usize,
-        };
-        assert_eq!(
-            u64_at(f, i * REF_LEN + 16),
-            xxh3_64(&bytes[r.offset..r.end()])
-        );
-        r
-    });
+    assert_eq!(
+        u64_at(bytes, len - FILE_CHECKSUM),
+        xxh3_64(&bytes[..len - FILE_CHECKSUM])
+    );
+    let names = sections_of(version);
+    let sections: Vec<SectionRef> = (0..names.len())
+        .map(|i| {
+            let r = SectionRef {
+                offset: u64_at(f, i * REF_LEN) as usize,
+                len: u64_at(f, i * REF_LEN + 8) as usize,
+            };
+            assert_eq!(
+                u64_at(f, i * REF_LEN + 16),
+                xxh3_64(&bytes[r.offset..r.end()])
+            );
+            r
+        })
+        .collect();
     let table = sections[1];
     let blocks: Vec<Block> = bytes[table.offset..table.end()]
         .chunks(BLOCK_ENTRY_LEN)
@@ -229,9 +273,12 @@ fn parse(bytes: &[u8]) -> Layout {
             codec: e[28],
         })
         .collect();
-    assert_eq!(blocks.len() as u64, u64_at(f, BLOCK_COUNT));
+    assert_eq!(blocks.len() as u64, u64_at(bytes, len - BLOCK_COUNT));
     Layout {
+        version,
         footer,
+        footer_len: flen,
+        names,
         sections,
         blocks,
     }
@@ -252,21 +299,23 @@ fn put_u64(b: &mut [u8], at: usize, v: u64) {
 
 /// Recomputes the footer checksum and the whole-file checksum.
 fn fix_footer_and_file(b: &mut [u8]) {
-    let footer = b.len() - FOOTER_LEN;
-    let sum = xxh3_64(&b[footer..footer + FOOTER_CHECKSUM]);
-    put_u64(b, footer + FOOTER_CHECKSUM, sum);
+    let footer = b.len() - footer_len(b);
+    let at = b.len() - FOOTER_CHECKSUM;
+    let sum = xxh3_64(&b[footer..at]);
+    put_u64(b, at, sum);
     fix_file(b);
 }
 
 /// Recomputes the whole-file checksum.
 fn fix_file(b: &mut [u8]) {
-    let at = b.len() - FOOTER_LEN + FILE_CHECKSUM;
+    let at = b.len() - FILE_CHECKSUM;
     let sum = xxh3_64(&b[..at]);
     put_u64(b, at, sum);
 }
 
-/// Recomputes the checksum of section `i` (and then the footer and file checksums).
-fn fix_section(b: &mut [u8], layout: &Layout, i: usize) {
+/// Recomputes the checksum of a section (and then the footer and file checksums).
+fn fix_section(b: &mut [u8], layout: &Layout, section: Section) {
+    let i = layout.index_of(section);
     let r = layout.sections[i];
     let sum = xxh3_64(&b[r.offset..r.end()]);
     put_u64(b, layout.footer + i * REF_LEN + 16, sum);
@@ -357,11 +406,11 @@ impl Fixture {
     }
 }
 
-fn full() -> Fixture {
-    let f = Fixture::new(realistic_model(), zstd_trained());
+fn full(version: u32) -> Fixture {
+    let f = Fixture::new(realistic_model(), zstd_trained(version));
     // Every section is there, and both kinds of block.
     for (i, s) in f.layout.sections.iter().enumerate() {
-        assert!(s.len > 0, "section {} is empty", SECTIONS[i]);
+        assert!(s.len > 0, "section {} is empty", f.layout.names[i]);
     }
     let raw = f
         .layout
@@ -377,17 +426,17 @@ fn full() -> Fixture {
     f
 }
 
-fn plain() -> Fixture {
-    let f = Fixture::new(realistic_model(), uncompressed());
+fn plain(version: u32) -> Fixture {
+    let f = Fixture::new(realistic_model(), uncompressed(version));
     assert_eq!(f.layout.section(Section::Dictionary).len, 0);
     assert!(f.layout.blocks.iter().all(|b| b.codec == CODEC_RAW));
     f
 }
 
-fn small() -> Fixture {
-    let f = Fixture::new(small_model(), small_options());
+fn small(version: u32) -> Fixture {
+    let f = Fixture::new(small_model(), small_options(version));
     for (i, s) in f.layout.sections.iter().enumerate() {
-        assert!(s.len > 0, "section {} is empty", SECTIONS[i]);
+        assert!(s.len > 0, "section {} is empty", f.layout.names[i]);
     }
     let raw = f
         .layout
@@ -407,13 +456,13 @@ fn check_truncations(f: &Fixture) {
     let mut cuts: BTreeSet<usize> = (0..=MIN_LEN + 1).collect();
     cuts.extend((0..len).step_by(97));
     cuts.extend(len.saturating_sub(200)..len);
-    for s in f.layout.sections {
+    for s in &f.layout.sections {
         cuts.extend([s.offset - 1, s.offset, s.offset + 1, s.end(), s.end() + 1]);
     }
     for b in &f.layout.blocks {
         cuts.extend([b.offset, b.offset + b.stored_len]);
     }
-    cuts.extend([f.layout.footer, f.layout.footer + FILE_CHECKSUM]);
+    cuts.extend([f.layout.footer, f.layout.field(FILE_CHECKSUM)]);
     let all = Bytes::from(f.bytes.clone());
     for n in cuts.into_iter().filter(|n| *n < len) {
         let e = open_err(all.slice(..n));
@@ -437,7 +486,7 @@ fn check_truncations(f: &Fixture) {
 fn check_truncated_body(f: &Fixture) {
     let footer = &f.bytes[f.layout.footer..];
     let mut cuts: BTreeSet<usize> = BTreeSet::new();
-    for s in f.layout.sections {
+    for s in &f.layout.sections {
         cuts.extend([s.offset, s.end()]);
     }
     for b in f.layout.blocks.iter().step_by(10) {
@@ -461,21 +510,31 @@ fn check_truncated_body(f: &Fixture) {
 
 #[test]
 fn truncated_full_file() {
-    let f = full();
-    check_truncations(&f);
-    check_truncated_body(&f);
+    for v in VERSIONS {
+        let f = full(v);
+        check_truncations(&f);
+        check_truncated_body(&f);
+    }
 }
 
 #[test]
 fn truncated_uncompressed_file() {
-    let f = plain();
-    check_truncations(&f);
-    check_truncated_body(&f);
+    for v in VERSIONS {
+        let f = plain(v);
+        check_truncations(&f);
+        check_truncated_body(&f);
+    }
 }
 
 #[test]
 fn truncated_small_file_at_every_length() {
-    let f = small();
+    for v in VERSIONS {
+        truncated_small_file(v);
+    }
+}
+
+fn truncated_small_file(version: u32) {
+    let f = small(version);
     let all = Bytes::from(f.bytes.clone());
     for n in 0..f.bytes.len() {
         let e = open_err(all.slice(..n));
@@ -495,7 +554,13 @@ fn truncated_small_file_at_every_length() {
 
 #[test]
 fn header_flips() {
-    let f = full();
+    for v in VERSIONS {
+        header_flips_of(v);
+    }
+}
+
+fn header_flips_of(version: u32) {
+    let f = full(version);
     for at in 0..8 {
         assert!(matches!(
             open_err(flipped(&f.bytes, at, 0x01)),
@@ -503,28 +568,32 @@ fn header_flips() {
         ));
     }
     for (at, mask) in [(8, 0x01), (8, 0x80), (11, 0x40)] {
-        let got = 1 ^ (u32::from(mask) << (8 * (at - 8)));
+        let got = version ^ (u32::from(mask) << (8 * (at - 8)));
         let e = open_err(flipped(&f.bytes, at, mask));
         assert!(
-            matches!(e, Error::UnsupportedVersion { supported: 1, got: g } if g == got),
+            matches!(e, Error::UnsupportedVersion { supported: 2, got: g } if g == got),
             "{e:?}"
         );
     }
     for at in 12..16 {
         assert_corrupt(&open_err(flipped(&f.bytes, at, 0x04)), Section::Header, 12);
     }
+    // A known version that is not the footer's.
+    let other = if version == 1 { 2 } else { 1 };
+    let e = open_err(flipped(&f.bytes, 8, (version ^ other) as u8));
+    assert_corrupt(&e, Section::Footer, f.layout.field(VERSION));
 }
 
 #[test]
 fn section_flips_fail_their_checksum_at_open() {
-    for f in [full(), plain()] {
+    for f in VERSIONS.into_iter().flat_map(|v| [full(v), plain(v)]) {
         for (i, s) in f.layout.sections.iter().enumerate() {
             if s.len == 0 {
                 continue;
             }
             for at in [s.offset, s.offset + s.len / 2, s.end() - 1] {
                 for mask in [0x01, 0x80] {
-                    assert_checksum(&open_err(flipped(&f.bytes, at, mask)), SECTIONS[i]);
+                    assert_checksum(&open_err(flipped(&f.bytes, at, mask)), f.layout.names[i]);
                 }
             }
         }
@@ -533,7 +602,13 @@ fn section_flips_fail_their_checksum_at_open() {
 
 #[test]
 fn compressed_block_flip_fails_reads_of_that_block_and_verify() {
-    let f = full();
+    for v in VERSIONS {
+        compressed_block_flip(v);
+    }
+}
+
+fn compressed_block_flip(version: u32) {
+    let f = full(version);
     let b = f.block_where(false);
     let block = f.layout.blocks[b];
     let bytes = flipped(&f.bytes, block.offset + block.stored_len / 2, 0x10);
@@ -601,14 +676,16 @@ fn check_raw_block_flip(f: &Fixture) {
     );
 
     // A flip in an entry header is structural: reads of the block fail with a typed error.
+    // A version 2 lookup reads that one entry, whose key no longer matches: a miss or an error,
+    // never another value.
     let first = f.layout.key_range(b).start;
     let bytes = flipped(&f.bytes, block.offset, 0x01);
     let snapshot = open_ok(bytes);
-    let e = snapshot.get(f.key(first)).unwrap_err();
-    assert!(
-        matches!(e, Error::CorruptBlock { block, .. } if block as usize == b),
-        "{e:?}"
-    );
+    match snapshot.get(f.key(first)) {
+        Err(Error::CorruptBlock { block, .. }) if block as usize == b => {}
+        Ok(None) if f.layout.version == 2 => {}
+        other => panic!("{other:?}"),
+    }
     let e = exercise(&snapshot, &f.model).unwrap();
     assert!(
         matches!(e, Error::CorruptBlock { block, .. } if block as usize == b),
@@ -619,13 +696,21 @@ fn check_raw_block_flip(f: &Fixture) {
 
 #[test]
 fn raw_block_flip_is_caught_by_verify_only() {
-    check_raw_block_flip(&full());
-    check_raw_block_flip(&plain());
+    for v in VERSIONS {
+        check_raw_block_flip(&full(v));
+        check_raw_block_flip(&plain(v));
+    }
 }
 
 #[test]
 fn padding_flip_is_caught_by_verify_only() {
-    let f = full();
+    for v in VERSIONS {
+        padding_flip(v);
+    }
+}
+
+fn padding_flip(version: u32) {
+    let f = full(version);
     // Padding between the metadata and the footer, or between the blocks and the dictionary.
     let meta = f.layout.section(Section::Metadata);
     let last = f.layout.blocks.last().unwrap();
@@ -641,41 +726,44 @@ fn padding_flip_is_caught_by_verify_only() {
 
 #[test]
 fn footer_flips() {
-    for f in [full(), plain()] {
+    for f in VERSIONS.into_iter().flat_map(|v| [full(v), plain(v)]) {
         let footer = f.layout.footer;
+        let l = &f.layout;
         let len = f.bytes.len() as u64;
         // Section refs, key count, block count: the footer checksum fails.
-        for field in (0..5 * REF_LEN).step_by(8).chain([KEY_COUNT, BLOCK_COUNT]) {
+        let refs = l.sections.len() * REF_LEN;
+        for field in (0..refs)
+            .step_by(8)
+            .map(|at| footer + at)
+            .chain([l.field(KEY_COUNT), l.field(BLOCK_COUNT)])
+        {
             for mask in [0x01, 0x80] {
-                let e = open_err(flipped(&f.bytes, footer + field, mask));
+                let e = open_err(flipped(&f.bytes, field, mask));
                 assert_checksum(&e, Section::Footer);
-                let e = open_err(flipped(&f.bytes, footer + field + 7, mask));
+                let e = open_err(flipped(&f.bytes, field + 7, mask));
                 assert_checksum(&e, Section::Footer);
             }
         }
-        let e = open_err(flipped(&f.bytes, footer + VERSION, 0x02));
+        let e = open_err(flipped(&f.bytes, l.field(VERSION), 0x04));
         assert!(
             matches!(
                 e,
-                Error::UnsupportedVersion {
-                    supported: 1,
-                    got: 3
-                }
+                Error::UnsupportedVersion { supported: 2, got } if got == l.version ^ 4
             ),
             "{e:?}"
         );
-        let e = open_err(flipped(&f.bytes, footer + FOOTER_LEN_FIELD + 1, 0x01));
-        assert_corrupt(&e, Section::Footer, footer + FOOTER_LEN_FIELD);
-        for at in FOOTER_CHECKSUM..FILE_CHECKSUM {
-            let e = open_err(flipped(&f.bytes, footer + at, 0x20));
+        let e = open_err(flipped(&f.bytes, l.field(FOOTER_LEN_FIELD) + 1, 0x01));
+        assert_corrupt(&e, Section::Footer, l.field(FOOTER_LEN_FIELD));
+        for at in l.field(FOOTER_CHECKSUM)..l.field(FILE_CHECKSUM) {
+            let e = open_err(flipped(&f.bytes, at, 0x20));
             assert_checksum(&e, Section::Footer);
         }
-        for at in FILE_CHECKSUM..FOOTER_MAGIC {
-            let snapshot = open_ok(flipped(&f.bytes, footer + at, 0x20));
+        for at in l.field(FILE_CHECKSUM)..l.field(FOOTER_MAGIC) {
+            let snapshot = open_ok(flipped(&f.bytes, at, 0x20));
             assert_checksum(&snapshot.verify().unwrap_err(), Section::File);
         }
-        for at in FOOTER_MAGIC..FOOTER_LEN {
-            let e = open_err(flipped(&f.bytes, footer + at, 0x01));
+        for at in l.field(FOOTER_MAGIC)..f.bytes.len() {
+            let e = open_err(flipped(&f.bytes, at, 0x01));
             assert!(matches!(e, Error::MissingFooter { len: l } if l == len));
         }
     }
@@ -685,9 +773,9 @@ fn footer_flips() {
 /// structural checks behind the checksum.
 #[test]
 fn footer_fields_behind_the_checksum() {
-    for f in [full(), plain()] {
+    for f in VERSIONS.into_iter().flat_map(|v| [full(v), plain(v)]) {
         let footer = f.layout.footer;
-        for (i, section) in SECTIONS.into_iter().enumerate() {
+        for (i, section) in f.layout.names.iter().copied().enumerate() {
             // Offset or length far out of the file; an unaligned offset.
             for (field, at, mask) in [(0, 7, 0x80), (8, 7, 0x80), (0, 0, 0x01)] {
                 let mut bytes = flipped(&f.bytes, footer + i * REF_LEN + field + at, mask);
@@ -706,36 +794,57 @@ fn footer_fields_behind_the_checksum() {
         fix_footer_and_file(&mut bytes);
         assert_corrupt(&open_err(bytes), Section::Footer, footer + 2 * REF_LEN);
 
-        let mut bytes = flipped(&f.bytes, footer + BLOCK_COUNT, 0x01);
+        let block_count = f.layout.field(BLOCK_COUNT);
+        let mut bytes = flipped(&f.bytes, block_count, 0x01);
         fix_footer_and_file(&mut bytes);
-        assert_corrupt(&open_err(bytes), Section::Footer, footer + BLOCK_COUNT);
+        assert_corrupt(&open_err(bytes), Section::Footer, block_count);
 
-        // The key count is only checked against the blocks by verify.
-        let mut bytes = flipped(&f.bytes, footer + KEY_COUNT, 0x01);
+        // The key count is only checked against the blocks by verify (version 1); in version
+        // 2 the lookup's size follows from it, so a count far off fails at open.
+        let key_count = f.layout.field(KEY_COUNT);
+        let mut bytes = flipped(&f.bytes, key_count, 0x01);
         fix_footer_and_file(&mut bytes);
         let snapshot = open_ok(bytes);
         assert_eq!(snapshot.len(), f.model.len() as u64 ^ 1);
-        assert_corrupt(&snapshot.verify().unwrap_err(), Section::Footer, footer);
+        let e = snapshot.verify().unwrap_err();
+        if f.layout.version == 1 {
+            assert_corrupt(&e, Section::Footer, key_count);
+        } else {
+            // A key hashes to another slot than it was given by the lookup.
+            assert!(matches!(e, Error::Corrupt { .. }), "{e:?}");
+        }
+        let mut bytes = flipped(&f.bytes, key_count + 6, 0x01);
+        fix_footer_and_file(&mut bytes);
+        if f.layout.version == 2 {
+            let lookup = f.layout.section(Section::Lookup);
+            assert_corrupt(&open_err(bytes), Section::Lookup, lookup.offset + 16);
+        }
     }
 }
 
 /// Sections changed with their checksums recomputed: the structural checks behind them.
 #[test]
 fn sections_behind_their_checksums() {
-    let f = full();
+    for v in VERSIONS {
+        sections_behind_checksums(v);
+    }
+}
+
+fn sections_behind_checksums(version: u32) {
+    let f = full(version);
     let l = &f.layout;
 
     // Index: the FST's version word (its first byte) out of range.
     let index = l.section(Section::Index);
     let mut bytes = flipped(&f.bytes, index.offset, 0x40);
-    fix_section(&mut bytes, l, 2);
+    fix_section(&mut bytes, l, Section::Index);
     assert_corrupt(&open_err(bytes), Section::Index, index.offset);
 
     // Filter: probe count, reserved word, line count.
     let filter = l.section(Section::Filter);
     for (at, detail_offset) in [(0, 0), (4, 0), (8, 8)] {
         let mut bytes = flipped(&f.bytes, filter.offset + at, 0x10);
-        fix_section(&mut bytes, l, 3);
+        fix_section(&mut bytes, l, Section::Filter);
         assert_corrupt(
             &open_err(bytes),
             Section::Filter,
@@ -747,7 +856,7 @@ fn sections_behind_their_checksums() {
     let meta = l.section(Section::Metadata);
     for at in [meta.offset, meta.end() - 1] {
         let mut bytes = flipped(&f.bytes, at, 0x01);
-        fix_section(&mut bytes, l, 4);
+        fix_section(&mut bytes, l, Section::Metadata);
         assert_corrupt(&open_err(bytes), Section::Metadata, meta.offset);
     }
 
@@ -759,7 +868,7 @@ fn sections_behind_their_checksums() {
         [0x37, 0xa4, 0x30, 0xec]
     );
     let mut bytes = flipped(&f.bytes, dict.offset + 8, 0xff);
-    fix_section(&mut bytes, l, 0);
+    fix_section(&mut bytes, l, Section::Dictionary);
     match Snapshot::open(bytes) {
         Err(e) => assert_corrupt(&e, Section::Dictionary, dict.offset),
         Ok(snapshot) => {
@@ -776,7 +885,7 @@ fn sections_behind_their_checksums() {
     let key = f.key(l.key_range(b).start);
     for (at, mask, field) in [(28, 0x08, 28), (29, 0x01, 29), (7, 0x01, 0)] {
         let mut bytes = flipped(&f.bytes, entry + at, mask);
-        fix_section(&mut bytes, l, 1);
+        fix_section(&mut bytes, l, Section::BlockTable);
         let snapshot = open_ok(bytes);
         let e = snapshot.get(key).unwrap_err();
         assert_corrupt(&e, Section::BlockTable, entry + field);
@@ -796,7 +905,13 @@ fn sections_behind_their_checksums() {
 
 #[test]
 fn every_bit_flip_of_a_small_file_is_caught() {
-    let f = small();
+    for v in VERSIONS {
+        every_bit_flip(v);
+    }
+}
+
+fn every_bit_flip(version: u32) {
+    let f = small(version);
     let mut at_open = 0;
     for at in 0..f.bytes.len() {
         for bit in 0..8 {
@@ -853,9 +968,9 @@ fn snapshot_with_index(index: &[u8]) -> Vec<u8> {
     f.extend_from_slice(&0u64.to_le_bytes()); // keys
     f.extend_from_slice(&0u64.to_le_bytes()); // blocks
     f.extend_from_slice(&1u32.to_le_bytes());
-    f.extend_from_slice(&(FOOTER_LEN as u32).to_le_bytes());
-    f.resize(footer_at + FOOTER_LEN, 0);
-    f[footer_at + FOOTER_MAGIC..].copy_from_slice(&MAGIC);
+    f.extend_from_slice(&168u32.to_le_bytes());
+    f.resize(footer_at + 168, 0);
+    f[footer_at + 168 - FOOTER_MAGIC..].copy_from_slice(&MAGIC);
     fix_footer_and_file(&mut f);
     f
 }
@@ -865,12 +980,12 @@ fn snapshot_with_index(index: &[u8]) -> Vec<u8> {
 /// when the index is walked: `open` must reject it first.
 #[test]
 fn forged_index_with_a_bad_transition_address() {
-    let f = small();
+    let f = small(1);
     let index = f.layout.section(Section::Index);
     assert_eq!(f.bytes[index.offset + 58], 0, "the small file changed");
     let mut bytes = f.bytes.clone();
     bytes[index.offset + 58] = 47;
-    fix_section(&mut bytes, &f.layout, 2);
+    fix_section(&mut bytes, &f.layout, Section::Index);
     match Snapshot::open(bytes) {
         Err(e) => assert!(
             matches!(
@@ -920,12 +1035,8 @@ fn crafted_cyclic_index() {
 // ---------------------------------------------------------------------------------------------
 // Fuzzing seeds.
 
-/// Writes valid snapshots as seeds for the fuzz targets:
-/// `cargo test -p snapkv-format --test corruption -- --ignored write_fuzz_seeds`.
-#[test]
-#[ignore = "writes the fuzz seed corpora (fuzz/seed.sh)"]
-fn write_fuzz_seeds() {
-    let mut trained = zstd_trained();
+fn fuzz_seeds(v: u32) -> Vec<(&'static str, Vec<u8>)> {
+    let mut trained = zstd_trained(v);
     trained.block_size = 256;
     trained.dictionary = Dictionary::Train {
         max_bytes: 256,
@@ -934,28 +1045,42 @@ fn write_fuzz_seeds() {
     let json: Model = (0..120)
         .map(|i| (format!("j{i:04}").into_bytes(), json_value(i)))
         .collect();
-    let mut no_filter = small_options();
+    let mut no_filter = small_options(v);
     no_filter.filter_bits_per_key = 0;
-    let mut no_dict = zstd_trained();
+    let mut no_dict = zstd_trained(v);
     no_dict.block_size = 128;
     no_dict.dictionary = Dictionary::Off;
-    let mut raw = uncompressed();
+    let mut raw = uncompressed(v);
     raw.block_size = 64;
-    let seeds = [
-        ("small", write(&small_model(), small_options())),
+    vec![
+        ("small", write(&small_model(), small_options(v))),
         ("small-raw", write(&small_model(), raw)),
         ("small-no-filter", write(&small_model(), no_filter)),
         ("small-zstd", write(&small_model(), no_dict)),
         ("json-trained", write(&json, trained)),
-        ("empty", write(&Model::new(), zstd_trained())),
+        ("empty", write(&Model::new(), zstd_trained(v))),
         (
             "one",
             write(
                 &Model::from([(b"a".to_vec(), b"1".to_vec())]),
-                small_options(),
+                small_options(v),
             ),
         ),
-    ];
+    ]
+}
+
+/// Writes valid snapshots as seeds for the fuzz targets:
+/// `cargo test -p snapkv-format --test corruption -- --ignored write_fuzz_seeds`.
+#[test]
+#[ignore = "writes the fuzz seed corpora (fuzz/seed.sh)"]
+fn write_fuzz_seeds() {
+    let mut seeds = Vec::new();
+    for v in VERSIONS {
+        let suffix = if v == 1 { "-v1" } else { "" };
+        for (name, bytes) in fuzz_seeds(v) {
+            seeds.push((format!("{name}{suffix}"), bytes));
+        }
+    }
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
     for target in ["snapshot_bytes", "snapshot_fixed_checksums"] {
         let dir = root.join(target);

@@ -1,12 +1,14 @@
-//! The golden file: a tiny snapshot, written out byte for byte, that keeps the writer, the reader
-//! and `spec/FORMAT.md` in step.
+//! The golden files: a tiny snapshot in each format version, written out byte for byte, that
+//! keep the writer, the reader and `spec/FORMAT.md` in step.
 //!
-//! - `writer_output_is_the_golden_bytes`: the writer produces exactly the annotated bytes below.
-//! - `spec_golden_block_is_the_writer_output`: the hex dump under "Golden file" in the spec is
-//!   the same file.
-//! - `golden_file_reads_back`: it opens, verifies and answers lookups and scans.
-//! - `spec_rules_rebuild_the_golden_file`: the spec's rules (checksums, cut rule, separators,
-//!   filter), implemented here from the spec alone, give back the same bytes.
+//! - `writer_output_is_the_golden_bytes`: the writer produces exactly the annotated version 1
+//!   bytes below.
+//! - `spec_golden_blocks_are_the_writer_output`: the hex dumps under "Golden file" (version 2)
+//!   and "Golden file, version 1" in the spec are the writer's output.
+//! - `golden_files_read_back`: they open, verify and answer lookups and scans.
+//! - `spec_rules_rebuild_the_golden_files`: the spec's rules (checksums, cut rule, separators,
+//!   filter, perfect hash and slot table), implemented here from the spec alone, give back the
+//!   same bytes.
 //!
 //! If the format changes on purpose, update the spec first, then these bytes; a failure prints
 //! the writer's output as a hex dump.
@@ -15,7 +17,7 @@ use snapkv_format::{
     Compression, Dictionary, Metadata, Snapshot, SnapshotWriter, ValueEncoding, WriterOptions,
 };
 use std::fmt::Write as _;
-use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
+use xxhash_rust::xxh3::{xxh3_128, xxh3_64, xxh3_64_with_seed};
 
 const ENTRIES: [(&[u8], &[u8]); 3] = [
     (b"apple", br#"{"color":"red"}"#),
@@ -26,13 +28,14 @@ const ENTRIES: [(&[u8], &[u8]); 3] = [
 const BLOCK_SIZE: u32 = 64;
 const FILTER_BITS_PER_KEY: u32 = 10;
 
-fn options(threads: usize) -> WriterOptions {
+fn options(version: u32, threads: usize) -> WriterOptions {
     let mut o = WriterOptions::default();
     o.compression = Compression::None;
     o.dictionary = Dictionary::Off;
     o.block_size = BLOCK_SIZE;
     o.filter_bits_per_key = FILTER_BITS_PER_KEY;
     o.threads = threads;
+    o.format_version = version;
     o
 }
 
@@ -43,8 +46,8 @@ fn metadata() -> Metadata {
     m
 }
 
-fn write_golden(threads: usize) -> Vec<u8> {
-    let mut w = SnapshotWriter::new(Vec::new(), options(threads), metadata()).unwrap();
+fn write_golden(version: u32, threads: usize) -> Vec<u8> {
+    let mut w = SnapshotWriter::new(Vec::new(), options(version, threads), metadata()).unwrap();
     for (k, v) in ENTRIES {
         w.insert(k, v).unwrap();
     }
@@ -56,7 +59,7 @@ fn write_golden(threads: usize) -> Vec<u8> {
     bytes
 }
 
-/// The golden file, annotated. Offsets are file offsets.
+/// The version 1 golden file, annotated. Offsets are file offsets.
 #[rustfmt::skip]
 fn golden() -> Vec<u8> {
     let parts: &[&[u8]] = &[
@@ -200,7 +203,7 @@ fn first_difference(a: &[u8], b: &[u8]) -> Option<usize> {
 
 #[test]
 fn writer_output_is_the_golden_bytes() {
-    let written = write_golden(1);
+    let written = write_golden(1, 1);
     let expected = golden();
     if let Some(at) = first_difference(&written, &expected) {
         panic!(
@@ -212,22 +215,23 @@ fn writer_output_is_the_golden_bytes() {
         );
     }
     // Thread count does not change the bytes.
-    assert_eq!(write_golden(4), written);
+    assert_eq!(write_golden(1, 4), written);
+    assert_eq!(write_golden(2, 4), write_golden(2, 1));
 }
 
-/// The fenced block that follows the "Golden file" heading of the spec.
-fn spec_golden_block() -> String {
+/// The fenced block that follows the heading `title` of the spec.
+fn spec_golden_block(title: &str) -> String {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../spec/FORMAT.md");
     let spec = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
     let mut lines = spec.lines();
     lines
         .by_ref()
-        .find(|l| l.starts_with('#') && l.trim_start_matches('#').trim() == "Golden file")
-        .expect("a \"Golden file\" heading in spec/FORMAT.md");
+        .find(|l| l.starts_with('#') && l.trim_start_matches('#').trim() == title)
+        .unwrap_or_else(|| panic!("a {title:?} heading in spec/FORMAT.md"));
     lines
         .by_ref()
         .find(|l| l.starts_with("```"))
-        .expect("a fenced block after the \"Golden file\" heading");
+        .unwrap_or_else(|| panic!("a fenced block after the {title:?} heading"));
     let mut block = String::new();
     for line in lines {
         if line.starts_with("```") {
@@ -236,23 +240,33 @@ fn spec_golden_block() -> String {
         block.push_str(line);
         block.push('\n');
     }
-    panic!("unterminated fenced block under \"Golden file\" in spec/FORMAT.md");
+    panic!("unterminated fenced block under {title:?} in spec/FORMAT.md");
 }
 
 #[test]
-fn spec_golden_block_is_the_writer_output() {
-    let dump = hex_dump(&write_golden(1));
-    let in_spec = spec_golden_block();
-    assert!(
-        in_spec == dump,
-        "the \"Golden file\" block of spec/FORMAT.md differs from the writer's output; \
-         the writer's output is:\n{dump}"
-    );
+fn spec_golden_blocks_are_the_writer_output() {
+    for (version, title) in [(2, "Golden file"), (1, "Golden file, version 1")] {
+        let dump = hex_dump(&write_golden(version, 1));
+        let in_spec = spec_golden_block(title);
+        assert!(
+            in_spec == dump,
+            "the {title:?} block of spec/FORMAT.md differs from the writer's output; \
+             the writer's output is:\n{dump}"
+        );
+    }
 }
 
 #[test]
-fn golden_file_reads_back() {
-    let snapshot = Snapshot::open(golden()).unwrap();
+fn golden_files_read_back() {
+    read_back(golden(), 1, 656);
+    let v2 = write_golden(2, 1);
+    let len = v2.len() as u64;
+    read_back(v2, 2, len);
+}
+
+fn read_back(file: Vec<u8>, version: u32, len: u64) {
+    let snapshot = Snapshot::open(file).unwrap();
+    assert_eq!(snapshot.format_version(), version);
     snapshot.verify().unwrap();
     assert_eq!(snapshot.len(), 3);
 
@@ -311,7 +325,7 @@ fn golden_file_reads_back() {
     let stats = snapshot.stats().unwrap();
     assert_eq!(
         (stats.file_bytes, stats.block_count, stats.raw_blocks),
-        (656, 2, 2)
+        (len, 2, 2)
     );
 }
 
@@ -344,36 +358,120 @@ struct Block {
     last: Vec<u8>,
 }
 
-/// Rebuilds the golden file from the rules of `spec/FORMAT.md` alone (no snapkv code), except the
+/// MurmurHash3's 64-bit finalizer, as the spec's perfect hash uses it.
+fn fmix64(mut x: u64) -> u64 {
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    x ^ (x >> 33)
+}
+
+fn fastrange(x: u64, n: u64) -> u64 {
+    ((u128::from(x) * u128::from(n)) >> 64) as u64
+}
+
+/// The lookup section of the "Lookup" part of the spec, from each key's `(lo, hi)` hash and its
+/// `(block, offset)`.
+fn spec_lookup(hashes: &[(u64, u64)], locations: &[(u64, u64)]) -> Vec<u8> {
+    let n = hashes.len() as u64;
+    let buckets = n.div_ceil(4).max(1);
+    let slots = (100 * n).div_ceil(97).max(1);
+    let bits = |x: u64| 64 - x.leading_zeros();
+    let block_bits = bits(locations.iter().map(|l| l.0).max().unwrap_or(0));
+    let offset_bits = bits(locations.iter().map(|l| l.1).max().unwrap_or(0));
+    let w = u64::from(block_bits + offset_bits);
+    let k = 0x9E37_79B9_7F4A_7C15u64;
+    'seeds: for seed in 0..16u64 {
+        let bucket = |hi: u64| fastrange(fmix64(hi ^ seed), buckets);
+        let slot = |lo: u64, p: u64| fastrange(fmix64(lo ^ seed ^ (p + 1).wrapping_mul(k)), slots);
+        // Buckets by size, largest first, ties by bucket number.
+        let mut members: Vec<Vec<usize>> = vec![Vec::new(); buckets as usize];
+        for (i, h) in hashes.iter().enumerate() {
+            members[bucket(h.1) as usize].push(i);
+        }
+        let mut order: Vec<usize> = (0..buckets as usize).collect();
+        order.sort_by_key(|&b| (std::cmp::Reverse(members[b].len()), b));
+        let mut taken = vec![false; slots as usize];
+        let mut pilots = vec![0u16; buckets as usize];
+        let mut slot_of = vec![0u64; hashes.len()];
+        for b in order {
+            let fits = |p: u64| {
+                let s: Vec<u64> = members[b].iter().map(|&i| slot(hashes[i].0, p)).collect();
+                let distinct: std::collections::BTreeSet<u64> = s.iter().copied().collect();
+                (distinct.len() == s.len() && s.iter().all(|&x| !taken[x as usize])).then_some(s)
+            };
+            let Some((p, s)) = (0..=u64::from(u16::MAX)).find_map(|p| Some((p, fits(p)?))) else {
+                continue 'seeds;
+            };
+            pilots[b] = p as u16;
+            for (&i, &x) in members[b].iter().zip(&s) {
+                taken[x as usize] = true;
+                slot_of[i] = x;
+            }
+        }
+        let mut out = Vec::new();
+        out.extend_from_slice(&seed.to_le_bytes());
+        out.extend_from_slice(&buckets.to_le_bytes());
+        out.extend_from_slice(&slots.to_le_bytes());
+        out.extend_from_slice(&[block_bits as u8, offset_bits as u8, 0, 0, 0, 0, 0, 0]);
+        for p in pilots {
+            out.extend_from_slice(&p.to_le_bytes());
+        }
+        out.resize(out.len().next_multiple_of(8), 0);
+        let table_at = out.len();
+        out.resize(table_at + (slots * w / 8) as usize + 8, 0);
+        for (i, &(block, offset)) in locations.iter().enumerate() {
+            let value = block << offset_bits | offset;
+            for bit in 0..w {
+                if value >> bit & 1 == 1 {
+                    let at = slot_of[i] * w + bit;
+                    out[table_at + (at / 8) as usize] |= 1 << (at % 8);
+                }
+            }
+        }
+        return out;
+    }
+    panic!("no seed gives a perfect hash");
+}
+
+/// Rebuilds a golden file from the rules of `spec/FORMAT.md` alone (no snapkv code), except the
 /// FST bytes, which the spec defines as those of fst 0.4's `MapBuilder`.
-#[test]
-fn spec_rules_rebuild_the_golden_file() {
-    let file = golden();
+fn spec_rules_rebuild(version: u32) -> Vec<u8> {
     let mut out: Vec<u8> = Vec::new();
     let pad = |out: &mut Vec<u8>| out.resize(out.len().next_multiple_of(8), 0);
 
     // Header.
     out.extend_from_slice(b"\x89SNAPKV\n");
-    out.extend_from_slice(&1u32.to_le_bytes());
+    out.extend_from_slice(&version.to_le_bytes());
     out.extend_from_slice(&0u32.to_le_bytes());
 
     // Entries, cut into blocks by rules 1-3 (the "Block boundaries" section).
     let t = BLOCK_SIZE as usize;
     let half = t / 2;
     let vlen = |n: usize| (usize::BITS - n.leading_zeros()).div_ceil(7).max(1) as usize;
+    let shared_field = usize::from(version == 1);
     let mut blocks: Vec<Block> = Vec::new();
     let mut cur = Block::default();
+    let mut locations = Vec::new();
     for (key, value) in ENTRIES {
-        let bound = 1 + vlen(key.len()) + vlen(value.len()) + key.len() + value.len();
+        let bound = shared_field + vlen(key.len()) + vlen(value.len()) + key.len() + value.len();
         if cur.entries > 0 && cur.raw.len() + bound > 2 * t {
             blocks.push(std::mem::take(&mut cur)); // rule 1
         }
         if cur.entries == 0 {
             cur.first = key.to_vec();
+            cur.last.clear();
         }
         let before = cur.raw.len();
-        let shared = lcp(&cur.last, key);
-        put_varint(&mut cur.raw, shared as u64);
+        locations.push((blocks.len() as u64, before as u64));
+        let shared = if version == 1 {
+            let shared = lcp(&cur.last, key);
+            put_varint(&mut cur.raw, shared as u64);
+            shared
+        } else {
+            0
+        };
         put_varint(&mut cur.raw, (key.len() - shared) as u64);
         put_varint(&mut cur.raw, value.len() as u64);
         cur.raw.extend_from_slice(&key[shared..]);
@@ -431,6 +529,19 @@ fn spec_rules_rebuild_the_golden_file() {
         .collect();
     assert_eq!(separators, [(b"b".to_vec(), 0), (b"banana".to_vec(), 1)]);
 
+    // Key hashes: version 1 filters on xxh3-64; version 2 takes xxh3-128's halves.
+    let hashes: Vec<(u64, u64)> = ENTRIES
+        .iter()
+        .map(|(key, _)| {
+            if version == 1 {
+                (xxh3_64(key), 0)
+            } else {
+                let h = xxh3_128(key);
+                (h as u64, (h >> 64) as u64)
+            }
+        })
+        .collect();
+
     // Filter.
     let n = ENTRIES.len() as u64;
     let b = FILTER_BITS_PER_KEY;
@@ -439,8 +550,7 @@ fn spec_rules_rebuild_the_golden_file() {
     let mut filter = vec![0u8; 16 + 64 * lines as usize];
     filter[0..4].copy_from_slice(&k.to_le_bytes());
     filter[8..16].copy_from_slice(&lines.to_le_bytes());
-    for (key, _) in ENTRIES {
-        let h = xxh3_64(key);
+    for &(h, _) in &hashes {
         let line = ((u128::from(h) * u128::from(lines)) >> 64) as usize;
         let mut g = h.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         for _ in 0..k {
@@ -455,8 +565,14 @@ fn spec_rules_rebuild_the_golden_file() {
     );
 
     // Sections, each 8-aligned, then the footer.
+    let lookup = spec_lookup(&hashes, &locations);
+    let mut sections: Vec<&[u8]> = vec![&[], &table, &index, &filter];
+    if version == 2 {
+        sections.push(&lookup);
+    }
+    sections.push(meta.as_bytes());
     let mut footer = Vec::new();
-    for section in [&[][..], &table, &index, &filter, meta.as_bytes()] {
+    for section in &sections {
         pad(&mut out);
         footer.extend_from_slice(&(out.len() as u64).to_le_bytes());
         footer.extend_from_slice(&(section.len() as u64).to_le_bytes());
@@ -464,29 +580,47 @@ fn spec_rules_rebuild_the_golden_file() {
         out.extend_from_slice(section);
     }
     pad(&mut out);
+    let footer_len = 24 * sections.len() as u32 + 48;
     footer.extend_from_slice(&n.to_le_bytes());
     footer.extend_from_slice(&(blocks.len() as u64).to_le_bytes());
-    footer.extend_from_slice(&1u32.to_le_bytes());
-    footer.extend_from_slice(&168u32.to_le_bytes());
+    footer.extend_from_slice(&version.to_le_bytes());
+    footer.extend_from_slice(&footer_len.to_le_bytes());
     let footer_checksum = xxh3_64(&footer);
     footer.extend_from_slice(&footer_checksum.to_le_bytes());
     out.extend_from_slice(&footer);
     let file_checksum = xxh3_64(&out);
     out.extend_from_slice(&file_checksum.to_le_bytes());
     out.extend_from_slice(b"\x89SNAPKV\n");
+    out
+}
 
-    assert_eq!(first_difference(&out, &file), None, "{}", hex_dump(&out));
+#[test]
+fn spec_rules_rebuild_the_golden_files() {
+    for (version, file) in [(1, golden()), (2, write_golden(2, 1))] {
+        let out = spec_rules_rebuild(version);
+        assert_eq!(first_difference(&out, &file), None, "{}", hex_dump(&out));
 
-    // And the checksums in the file cover what the spec says, read back at the spec's offsets.
-    let f = file.len() - 168;
-    assert_eq!(u64_at(&file, f + 144), xxh3_64(&file[f..f + 144]));
-    assert_eq!(u64_at(&file, f + 152), xxh3_64(&file[..file.len() - 16]));
-    assert_eq!(u32_at(&file, f + 136), 1);
-    assert_eq!(u32_at(&file, f + 140), 168);
-    for s in 0..5 {
-        let (offset, len) = (u64_at(&file, f + 24 * s), u64_at(&file, f + 24 * s + 8));
-        let range = offset as usize..(offset + len) as usize;
-        assert_eq!(offset % 8, 0);
-        assert_eq!(u64_at(&file, f + 24 * s + 16), xxh3_64(&file[range]));
+        // And the checksums in the file cover what the spec says, read back at the spec's
+        // offsets.
+        let sections = if version == 1 { 5 } else { 6 };
+        let flen = 24 * sections + 48;
+        let f = file.len() - flen;
+        let tail = flen - 48;
+        assert_eq!(
+            u64_at(&file, f + tail + 24),
+            xxh3_64(&file[f..f + tail + 24])
+        );
+        assert_eq!(
+            u64_at(&file, f + tail + 32),
+            xxh3_64(&file[..file.len() - 16])
+        );
+        assert_eq!(u32_at(&file, f + tail + 16), version);
+        assert_eq!(u32_at(&file, f + tail + 20), flen as u32);
+        for s in 0..sections {
+            let (offset, len) = (u64_at(&file, f + 24 * s), u64_at(&file, f + 24 * s + 8));
+            let range = offset as usize..(offset + len) as usize;
+            assert_eq!(offset % 8, 0);
+            assert_eq!(u64_at(&file, f + 24 * s + 16), xxh3_64(&file[range]));
+        }
     }
 }

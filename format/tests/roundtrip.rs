@@ -22,7 +22,18 @@ fn write(model: &Model, options: WriterOptions) -> Vec<u8> {
 }
 
 fn options(compression: u8, block_size: u32, dict: bool, threads: usize) -> WriterOptions {
+    versioned(2, compression, block_size, dict, threads)
+}
+
+fn versioned(
+    version: u32,
+    compression: u8,
+    block_size: u32,
+    dict: bool,
+    threads: usize,
+) -> WriterOptions {
     let mut o = WriterOptions::default();
+    o.format_version = version;
     o.compression = match compression {
         0 => Compression::None,
         _ => Compression::Zstd { level: 3 },
@@ -141,10 +152,12 @@ proptest! {
         block_size in prop_oneof![Just(64u32), Just(256), Just(4096)],
         dict in any::<bool>(),
         threads in 1usize..3,
+        version in 1u32..3,
     ) {
         let mut probes = probes;
         probes.sort();
-        let bytes = write(&model, options(compression, block_size, dict, threads));
+        let bytes = write(&model, versioned(version, compression, block_size, dict, threads));
+        prop_assert_eq!(Snapshot::open(bytes.clone()).unwrap().format_version(), version);
         check(&model, bytes, &probes);
     }
 }

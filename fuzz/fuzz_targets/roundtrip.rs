@@ -19,6 +19,7 @@ struct Input {
     dictionary_bytes: Vec<u8>,
     filter_bits_per_key: u8,
     threads: bool,
+    version_1: bool,
 }
 
 fn options(input: &Input) -> WriterOptions {
@@ -39,6 +40,7 @@ fn options(input: &Input) -> WriterOptions {
     };
     o.filter_bits_per_key = u32::from(input.filter_bits_per_key % 17);
     o.threads = if input.threads { 2 } else { 1 };
+    o.format_version = if input.version_1 { 1 } else { 2 };
     o
 }
 
@@ -63,6 +65,7 @@ fuzz_target!(|input: Input| {
 
     let snapshot = Snapshot::open(bytes).expect("open what the writer wrote");
     snapshot.verify().expect("verify what the writer wrote");
+    assert_eq!(snapshot.format_version(), options(&input).format_version);
     assert_eq!(snapshot.len(), model.len() as u64);
     for (k, v) in &model {
         assert_eq!(snapshot.get(k).unwrap().as_deref(), Some(&v[..]));

@@ -7,13 +7,18 @@ use snapkv_format::Snapshot;
 use std::ops::Bound;
 use xxhash_rust::xxh3::xxh3_64;
 
-/// Footer layout (see `format/src/layout.rs`): five `(offset, len, checksum)` refs, key count,
-/// block count, version, footer length, footer checksum, file checksum, magic.
-pub const FOOTER_LEN: usize = 168;
+/// Footer layout (see `format/src/layout.rs`): six (format version 2) or five (version 1)
+/// `(offset, len, checksum)` refs, key count, block count, version, footer length, footer
+/// checksum, file checksum, magic. The fields from the key count on lie at the same distance
+/// from the end in both: the version at `len - 32`.
+pub const FOOTER_LEN: usize = 192;
+const FOOTER_LEN_V1: usize = 168;
 const HEADER_LEN: usize = 16;
 const REF_LEN: usize = 24;
-const FOOTER_CHECKSUM: usize = 144;
-const FILE_CHECKSUM: usize = 152;
+/// Footer checksum and file checksum, counted back from the end of the file.
+const FOOTER_CHECKSUM_FROM_END: usize = 24;
+const FILE_CHECKSUM_FROM_END: usize = 16;
+const VERSION_FROM_END: usize = 32;
 const BLOCK_ENTRY_LEN: usize = 32;
 /// Index of the block table among the footer's section refs.
 const BLOCK_TABLE: usize = 1;
@@ -42,10 +47,18 @@ fn section(data: &[u8], footer: usize, i: usize, limit: usize) -> Option<(usize,
 /// (in the block table), each section's, the footer's and the whole file's. Structure is left
 /// alone: whatever is inconsistent stays so, for the reader to find past the checksums.
 pub fn fix_checksums(data: &mut [u8]) {
-    if data.len() < HEADER_LEN + FOOTER_LEN {
+    if data.len() < HEADER_LEN + FOOTER_LEN_V1 {
         return;
     }
-    let footer = data.len() - FOOTER_LEN;
+    // The footer of the version the file claims (a version 2 footer if it claims another).
+    let (footer_len, sections) = match u32_at(data, data.len() - VERSION_FROM_END) {
+        1 => (FOOTER_LEN_V1, 5),
+        _ => (FOOTER_LEN, 6),
+    };
+    if data.len() < HEADER_LEN + footer_len {
+        return;
+    }
+    let footer = data.len() - footer_len;
     if let Some((start, end)) = section(data, footer, BLOCK_TABLE, footer) {
         let mut at = start;
         while at + BLOCK_ENTRY_LEN <= end {
@@ -60,15 +73,16 @@ pub fn fix_checksums(data: &mut [u8]) {
             at += BLOCK_ENTRY_LEN;
         }
     }
-    for i in 0..5 {
+    for i in 0..sections {
         if let Some((start, end)) = section(data, footer, i, footer) {
             let sum = xxh3_64(&data[start..end]);
             put_u64(data, footer + i * REF_LEN + 16, sum);
         }
     }
-    let sum = xxh3_64(&data[footer..footer + FOOTER_CHECKSUM]);
-    put_u64(data, footer + FOOTER_CHECKSUM, sum);
-    let covered = footer + FILE_CHECKSUM;
+    let at = data.len() - FOOTER_CHECKSUM_FROM_END;
+    let sum = xxh3_64(&data[footer..at]);
+    put_u64(data, at, sum);
+    let covered = data.len() - FILE_CHECKSUM_FROM_END;
     let sum = xxh3_64(&data[..covered]);
     put_u64(data, covered, sum);
 }

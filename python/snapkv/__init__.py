@@ -118,6 +118,7 @@ def build(
     labels: Optional[Mapping[str, str]] = None,
     json_bigint: str = "number",
     shard: Optional[Tuple[int, int]] = None,
+    format_version: int = 2,
 ) -> Dict[str, Any]:
     """Build a snapshot file from ``data``, keyed by the column(s) ``key``.
 
@@ -135,6 +136,7 @@ def build(
     ``output`` and renamed over it when complete: a failed build leaves nothing behind.
     ``shard=(I, N)`` marks the file as shard ``I`` of ``N`` of a version built by independent
     tasks, each from the rows of its own key range (it may then be empty); see ``commit``.
+    ``format_version=1`` writes the previous snapshot format, for readers not yet upgraded.
 
     Returns a summary dict (``rows``, ``keys``, ``bytes_out``, ``built_at``, ...). Raises
     ``BuildError`` for bad data (naming the row), ``ValueError`` for bad options and
@@ -161,6 +163,7 @@ def build(
         json_bigint=json_bigint,
         name=type(data).__name__,
         shard=shard,
+        format_version=format_version,
     )
 
 

@@ -37,6 +37,7 @@ def build(
     json_bigint: str = ...,
     name: str = ...,
     shard: Optional[Tuple[int, int]] = ...,
+    format_version: int = ...,
 ) -> Dict[str, Any]: ...
 def publish(
     files: List[str],

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 #[pyo3(signature = (
     data, key, output, *, dataset=None, version=None, value_columns=None, raw_value=None,
     compression="zstd:3", memory_limit="1GiB", on_duplicate="error", labels=None,
-    json_bigint="number", name="data", shard=None
+    json_bigint="number", name="data", shard=None, format_version=snapkv_format::FORMAT_VERSION
 ))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn build(
@@ -35,6 +35,7 @@ pub(crate) fn build(
     json_bigint: &str,
     name: &str,
     shard: Option<(u32, u32)>,
+    format_version: u32,
 ) -> PyResult<Py<PyDict>> {
     let stream = ArrowArrayStreamReader::from_pyarrow_bound(data).map_err(|e| {
         PyValueError::new_err(format!(
@@ -71,6 +72,7 @@ pub(crate) fn build(
     })?;
     options.user_metadata = labels.unwrap_or_default();
     options.shard_of = shard;
+    options.writer.format_version = format_version;
     let summary = py
         .detach(|| snapkv_builder::build(&options, &output, &snapkv_builder::NoProgress))
         .map_err(build_error)?;

@@ -119,6 +119,11 @@ pub struct Args {
     /// Target uncompressed block size.
     #[arg(long, value_name = "BYTES", default_value = "4KiB", value_parser = parse_block_size)]
     block_size: u32,
+    /// Snapshot format version to write: 2 (lookups go straight to their entry through a hash
+    /// index), or 1 for readers older than version 2 (upgrade readers first, then write 2).
+    #[arg(long, value_name = "1|2", default_value_t = snapkv_format::FORMAT_VERSION,
+          value_parser = clap::value_parser!(u32).range(i64::from(snapkv_format::MIN_FORMAT_VERSION)..=i64::from(snapkv_format::FORMAT_VERSION)))]
+    format_version: u32,
     /// Train a zstd dictionary on the values (auto) or not (off).
     #[arg(long, value_name = "auto|off", default_value = "auto", value_parser = ["auto", "off"])]
     dict: String,
@@ -259,6 +264,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         writer.dictionary = Dictionary::Off;
     }
     writer.threads = args.threads;
+    writer.format_version = args.format_version;
     options.writer = writer;
 
     let bars = Bars::new(args.quiet);
@@ -369,6 +375,7 @@ fn summary_json(s: &BuildSummary) -> serde_json::Value {
         "dictionary_bytes": s.file.dictionary_bytes,
         "index_bytes": s.file.index_bytes,
         "filter_bytes": s.file.filter_bytes,
+        "lookup_bytes": s.file.lookup_bytes,
         "runs_spilled": s.runs,
         "seconds": s.seconds,
         "rows_per_second": s.rows as f64 / secs,

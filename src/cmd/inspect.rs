@@ -107,6 +107,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.json {
         let out = serde_json::json!({
             "file": args.file,
+            "format_version": snapshot.format_version(),
             "metadata": m,
             "columns": columns(m),
             "stats": {
@@ -119,6 +120,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 "compression_ratio": ratio,
                 "index_bytes": s.index_bytes,
                 "filter_bytes": s.filter_bytes,
+                "lookup_bytes": s.lookup_bytes,
                 "dictionary_bytes": s.dictionary_bytes,
                 "block_table_bytes": s.block_table_bytes,
                 "metadata_bytes": s.metadata_bytes,
@@ -129,6 +131,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let opt = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
     outln!("file          {}", args.file.display())?;
+    outln!("format        version {}", snapshot.format_version())?;
     outln!("dataset       {}", opt(&m.dataset))?;
     outln!("version       {}", opt(&m.version))?;
     outln!("created_at    {}", opt(&m.created_at))?;
@@ -162,6 +165,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         s.filter_bytes,
         per_key(s.filter_bytes)
     )?;
+    if s.lookup_bytes > 0 {
+        outln!(
+            "lookup        {} bytes ({:.2}/key)",
+            s.lookup_bytes,
+            per_key(s.lookup_bytes)
+        )?;
+    }
     outln!("dictionary    {} bytes", s.dictionary_bytes)?;
     outln!("block table   {} bytes", s.block_table_bytes)?;
     let columns = columns(m);

@@ -23,6 +23,11 @@ const RECEIPT_VERSION: u32 = 1;
 /// The most bytes a receipt may have.
 pub const MAX_RECEIPT_BYTES: u64 = 64 << 10;
 
+/// The format version of files whose receipts do not say.
+fn format_version_1() -> u32 {
+    1
+}
+
 /// What an uploader records once its shard file is completely uploaded and size-checked:
 /// `shard-<I>-of-<N>.<attempt>.json` in the version folder.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,6 +49,10 @@ pub struct Receipt {
     pub xxh3: String,
     /// Keys in the shard.
     pub keys: u64,
+    /// Its snapshot format version (absent in receipts written before version 2 existed:
+    /// version 1).
+    #[serde(default = "format_version_1")]
+    pub format_version: u32,
     /// Its first key, base64; absent when it has none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_key: Option<String>,
@@ -172,6 +181,7 @@ impl Store {
             bytes: local.bytes,
             xxh3: format_xxh3(local.xxh3),
             keys: local.keys,
+            format_version: local.format_version,
             first_key: first,
             last_key: last,
             built_at: local.metadata.created_at.clone(),
@@ -423,7 +433,11 @@ impl Store {
             dataset: dataset.to_owned(),
             version: version.to_owned(),
             created_at: now_rfc3339(),
-            format_version: snapkv_format::FORMAT_VERSION,
+            format_version: receipts
+                .iter()
+                .map(|r| r.format_version)
+                .max()
+                .unwrap_or(snapkv_format::FORMAT_VERSION),
             published_by: identity(),
             files: receipts
                 .into_iter()

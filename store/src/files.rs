@@ -47,6 +47,8 @@ pub(crate) struct LocalSnapshot {
     pub bytes: u64,
     pub xxh3: u64,
     pub keys: u64,
+    /// Its snapshot format version.
+    pub format_version: u32,
     pub metadata: snapkv_format::Metadata,
     /// Its first and last keys (none when it has no key).
     pub first_key: Option<Vec<u8>>,
@@ -86,6 +88,7 @@ pub(crate) async fn verify_local(path: PathBuf, open: OpenSnapshot) -> Result<Lo
             bytes,
             xxh3,
             keys: snapshot.len(),
+            format_version: snapshot.format_version(),
             metadata: snapshot.metadata().clone(),
             first_key: snapkv_format::shards::first_key(&snapshot).map(|k| k.to_vec()),
             last_key: snapkv_format::shards::last_key(&snapshot).map(|k| k.to_vec()),

@@ -570,7 +570,12 @@ fn new_manifest(
         dataset: dataset.to_owned(),
         version: version.to_owned(),
         created_at: now_rfc3339(),
-        format_version: snapkv_format::FORMAT_VERSION,
+        // What a reader must read to read every file.
+        format_version: locals
+            .iter()
+            .map(|l| l.format_version)
+            .max()
+            .unwrap_or(snapkv_format::FORMAT_VERSION),
         published_by: identity(),
         files: names
             .iter()

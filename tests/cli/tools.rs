@@ -12,28 +12,32 @@ fn users(dir: &Path) -> PathBuf {
             "{{\"id\":\"user:{i:03}\",\"score\":{i},\"name\":\"n{i}\"}}\n"
         ));
     }
-    let input = dir.join("users.ndjson");
-    std::fs::write(&input, text).unwrap();
+    std::fs::write(dir.join("users.ndjson"), text).unwrap();
     let out = dir.join("users.snapkv");
-    snapkv(
-        &[
-            "build",
-            "-i",
-            input.to_str().unwrap(),
-            "-k",
-            "id",
-            "-o",
-            out.to_str().unwrap(),
-            "--version",
-            "20261127T031500Z",
-            "--dataset",
-            "users",
-            "-q",
-        ],
-        None,
+    build_users(
+        dir,
+        &out,
+        &["--version", "20261127T031500Z", "--dataset", "users"],
     )
     .ok();
     out
+}
+
+/// `snapkv build` of the users written by [`users`] to `out`, with more arguments.
+fn build_users(dir: &Path, out: &Path, more: &[&str]) -> Run {
+    let input = dir.join("users.ndjson");
+    let mut args = vec![
+        "build",
+        "-i",
+        input.to_str().unwrap(),
+        "-k",
+        "id",
+        "-o",
+        out.to_str().unwrap(),
+        "-q",
+    ];
+    args.extend_from_slice(more);
+    snapkv(&args, None)
 }
 
 #[test]
@@ -300,4 +304,38 @@ fn a_closed_stdout_ends_quietly_with_success() {
         assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
         assert!(stderr.is_empty(), "{args:?}: {stderr}");
     }
+}
+
+/// `build` writes format version 2 by default and version 1 on request (for readers not yet
+/// upgraded); both answer the same, `inspect` names the version, and other versions are
+/// refused.
+#[test]
+fn build_writes_either_format_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let v2 = users(dir.path());
+    let v1 = dir.path().join("users-v1.snapkv");
+    let build =
+        |version: &str, out: &Path| build_users(dir.path(), out, &["--format-version", version]);
+    build("1", &v1).ok();
+    for (file, version) in [(&v2, 2), (&v1, 1)] {
+        let f = file.to_str().unwrap();
+        let v: Value =
+            serde_json::from_str(&snapkv(&["inspect", f, "--json"], None).ok().stdout).unwrap();
+        assert_eq!(v["format_version"], version);
+        assert_eq!(
+            v["stats"]["lookup_bytes"].as_u64().unwrap() > 0,
+            version == 2
+        );
+        let text = snapkv(&["inspect", f], None).ok().stdout;
+        assert!(
+            text.contains(&format!("format        version {version}")),
+            "{text}"
+        );
+        let got = snapkv(&["get", f, "user:042"], None).ok().stdout;
+        assert!(got.contains("\"score\":42"), "{got}");
+        snapkv(&["verify", f], None).ok();
+    }
+    let bad = dir.path().join("bad.snapkv");
+    build("3", &bad).fails_with(&["--format-version", "3"]);
+    assert!(!bad.exists());
 }
