@@ -3,16 +3,17 @@
 //! the block's raw bytes. A lookup reads a pilot, a slot and the entry: no index walk, no search
 //! in the block. See FORMAT.md, "Lookup".
 //!
-//! Layout: `seed u64 · buckets u64 · slots u64 · block_bits u8 · offset_bits u8 · reserved
-//! [u8; 6] · pilots u16 × buckets · zero padding to a multiple of 8 · slot table`, the table
-//! `floor(slots · w / 8) + 8` bytes with `w = block_bits + offset_bits`, slot `s` in bits
-//! `s·w .. s·w + w` (least significant bit first) holding `block << offset_bits | offset`.
+//! Layout: `seed u64 · buckets u64 · slots u64 · partitions u64 · block_bits u8 · offset_bits
+//! u8 · shift u8 · reserved [u8; 5] · pilots u16 × buckets · zero padding to a multiple of 8 ·
+//! bases u64 × (partitions + 1) · slot table`, the table `floor(slots · w / 8) + 8` bytes with
+//! `w = block_bits + offset_bits`, slot `s` in bits `s·w .. s·w + w` (least significant bit
+//! first) holding `block << offset_bits | offset`.
 
 use crate::error::{Error, Result, Section};
 use crate::layout::{u64_at, SECTION_ALIGN};
 use crate::mph;
 
-const HEADER_LEN: usize = 32;
+const HEADER_LEN: usize = 40;
 /// Widest slot: a slot's bits are read with one 8-byte load shifted by up to 7 bits.
 const MAX_WIDTH: u32 = 56;
 /// Seeds the writer tries before giving up (each failure is vanishingly rare).
@@ -32,46 +33,53 @@ fn bits(x: u64) -> u32 {
 }
 
 /// Builds the section from each key's hash and location (`block << 32 | offset`, keys in any
-/// order). `None` if no seed gives a perfect hash (two keys with equal 128-bit hashes), or for
-/// 2^32 keys or more.
-pub(crate) fn build(hashes: &[[u64; 2]], locations: &[u64]) -> Option<Vec<u8>> {
-    // The perfect hash numbers keys with u32.
-    u32::try_from(hashes.len()).ok()?;
+/// order), on up to `threads` threads. `None` if no seed gives a perfect hash (two keys with
+/// equal 128-bit hashes), or for 2^32 keys or more.
+pub(crate) fn build(hashes: &[[u64; 2]], locations: &[u64], threads: usize) -> Option<Vec<u8>> {
     let max_block = locations.iter().map(|l| l >> 32).max().unwrap_or(0);
     let max_offset = locations.iter().map(|l| l & 0xffff_ffff).max().unwrap_or(0);
     let (block_bits, offset_bits) = (bits(max_block), bits(max_offset));
     let width = u64::from(block_bits + offset_bits);
     // Block numbers are u32 and offsets lie inside a block of at most MAX_BLOCK_LEN bytes.
     debug_assert!(width <= u64::from(MAX_WIDTH));
-    let (buckets, slots) = mph::sizes(hashes.len() as u64);
-    let pilots_end = HEADER_LEN + 2 * buckets as usize;
-    let table_start = pilots_end + crate::layout::padding(pilots_end as u64);
+    let built = (0..SEEDS).find_map(|seed| {
+        let mut placed = Vec::with_capacity(hashes.len());
+        let built = mph::build(hashes, locations, seed, threads, |l, s| placed.push((l, s)))?;
+        Some((built, placed))
+    });
+    let (built, placed) = built?;
+    let buckets = built.pilots.len();
+    let partitions = built.bases.len() - 1;
+    let slots = built.slots();
+    let pilots_end = HEADER_LEN + 2 * buckets;
+    let bases_start = pilots_end + crate::layout::padding(pilots_end as u64);
+    let table_start = bases_start + 8 * built.bases.len();
     let table_len = (slots * width / 8) as usize + 8;
     let mut out = vec![0u8; table_start + table_len];
-    for seed in 0..SEEDS {
-        let table = &mut out[table_start..];
-        table.fill(0);
-        let built = mph::build(hashes, seed, |i, s| {
-            let l = locations[i];
-            let packed = (l >> 32) << offset_bits | (l & 0xffff_ffff);
-            let bit = s * width;
-            let at = (bit / 8) as usize;
-            let word = u64::from_le_bytes(table[at..at + 8].try_into().expect("8 bytes"));
-            let word = word | packed << (bit % 8);
-            table[at..at + 8].copy_from_slice(&word.to_le_bytes());
-        });
-        let Some(built) = built else { continue };
-        out[0..8].copy_from_slice(&seed.to_le_bytes());
-        out[8..16].copy_from_slice(&buckets.to_le_bytes());
-        out[16..24].copy_from_slice(&built.slots.to_le_bytes());
-        out[24] = block_bits as u8;
-        out[25] = offset_bits as u8;
-        for (i, p) in built.pilots.iter().enumerate() {
-            out[HEADER_LEN + 2 * i..HEADER_LEN + 2 * i + 2].copy_from_slice(&p.to_le_bytes());
-        }
-        return Some(out);
+    out[0..8].copy_from_slice(&built.seed.to_le_bytes());
+    out[8..16].copy_from_slice(&(buckets as u64).to_le_bytes());
+    out[16..24].copy_from_slice(&slots.to_le_bytes());
+    out[24..32].copy_from_slice(&(partitions as u64).to_le_bytes());
+    out[32] = block_bits as u8;
+    out[33] = offset_bits as u8;
+    out[34] = built.shift as u8;
+    for (i, p) in built.pilots.iter().enumerate() {
+        out[HEADER_LEN + 2 * i..HEADER_LEN + 2 * i + 2].copy_from_slice(&p.to_le_bytes());
     }
-    None
+    for (i, b) in built.bases.iter().enumerate() {
+        out[bases_start + 8 * i..bases_start + 8 * i + 8].copy_from_slice(&b.to_le_bytes());
+    }
+    // Slots come grouped by partition: the writes stay within one partition's bytes at a time.
+    let table = &mut out[table_start..];
+    for (l, s) in placed {
+        let packed = (l >> 32) << offset_bits | (l & 0xffff_ffff);
+        let bit = s * width;
+        let at = (bit / 8) as usize;
+        let word = u64::from_le_bytes(table[at..at + 8].try_into().expect("8 bytes"));
+        let word = word | packed << (bit % 8);
+        table[at..at + 8].copy_from_slice(&word.to_le_bytes());
+    }
+    Some(out)
 }
 
 /// A parsed lookup section. Positions are offsets into the file.
@@ -79,10 +87,11 @@ pub(crate) fn build(hashes: &[[u64; 2]], locations: &[u64]) -> Option<Vec<u8>> {
 pub(crate) struct Lookup {
     seed: u64,
     buckets: u64,
-    slots: u64,
+    shift: u32,
     offset_bits: u32,
     width: u32,
     pilots: usize,
+    bases: usize,
     table: usize,
 }
 
@@ -99,38 +108,71 @@ impl Lookup {
             return Err(corrupt(0, "lookup section shorter than its header"));
         }
         let (seed, buckets, slots) = (u64_at(bytes, 0), u64_at(bytes, 8), u64_at(bytes, 16));
-        let (block_bits, offset_bits) = (u32::from(bytes[24]), u32::from(bytes[25]));
-        if bytes[26..32] != [0; 6] {
-            return Err(corrupt(26, "reserved bytes are not zero"));
+        let partitions = u64_at(bytes, 24);
+        let (block_bits, offset_bits) = (u32::from(bytes[32]), u32::from(bytes[33]));
+        let shift = u32::from(bytes[34]);
+        if bytes[35..40] != [0; 5] {
+            return Err(corrupt(35, "reserved bytes are not zero"));
         }
         let width = block_bits + offset_bits;
         if block_bits > 32 || width > MAX_WIDTH {
-            return Err(corrupt(24, "slot wider than the format allows"));
+            return Err(corrupt(32, "slot wider than the format allows"));
+        }
+        if shift > mph::MAX_SHIFT
+            || partitions == 0
+            || partitions.checked_shl(shift) != Some(buckets)
+            || buckets >> shift != partitions
+        {
+            return Err(corrupt(24, "partitions do not match the buckets"));
         }
         // At least one slot per key, and not more than twice as many (the writer makes about
-        // 1.03 per key): the table's size follows from the key count.
-        if slots == 0 || slots < key_count || slots > key_count.saturating_mul(2).max(64) {
+        // 1.03 per key, and one at least per partition): the table's size follows.
+        let most = key_count.max(partitions).saturating_mul(2).max(64);
+        if slots < key_count || slots > most {
             return Err(corrupt(16, "slot count does not fit the key count"));
         }
+        let too_long = || corrupt(8, "bucket or partition count does not fit the section");
         let pilots_end = buckets
             .checked_mul(2)
             .and_then(|p| p.checked_add(HEADER_LEN as u64))
-            .filter(|_| buckets > 0)
             .filter(|end| *end <= bytes.len() as u64)
-            .ok_or_else(|| corrupt(8, "bucket count does not fit the section"))?;
-        let table = pilots_end + (SECTION_ALIGN - pilots_end % SECTION_ALIGN) % SECTION_ALIGN;
+            .ok_or_else(too_long)?;
+        let bases = pilots_end + (SECTION_ALIGN - pilots_end % SECTION_ALIGN) % SECTION_ALIGN;
+        let table = partitions
+            .checked_add(1)
+            .and_then(|p| p.checked_mul(8))
+            .and_then(|b| b.checked_add(bases))
+            .filter(|end| *end <= bytes.len() as u64)
+            .ok_or_else(too_long)?;
         // slots <= 2^65 and width <= 56: the product fits in u128.
         let table_len = u128::from(slots) * u128::from(width) / 8 + 8;
         if u128::from(table) + table_len != bytes.len() as u128 {
             return Err(corrupt(16, "slot table length does not match the section"));
         }
+        // Partition bases: from 0, increasing (every partition has a slot), to `slots`.
+        let mut previous = None;
+        for p in 0..=partitions as usize {
+            let base = u64_at(bytes, bases as usize + 8 * p);
+            let fits = match previous {
+                None => base == 0,
+                Some(prev) => base > prev && base <= slots,
+            };
+            if !fits || (p == partitions as usize && base != slots) {
+                return Err(corrupt(
+                    bases as usize + 8 * p,
+                    "partition bases do not rise from 0 to the slot count",
+                ));
+            }
+            previous = Some(base);
+        }
         Ok(Lookup {
             seed,
             buckets,
-            slots,
+            shift,
             offset_bits,
             width,
             pilots: offset as usize + HEADER_LEN,
+            bases: offset as usize + bases as usize,
             table: offset as usize + table as usize,
         })
     }
@@ -143,7 +185,10 @@ impl Lookup {
         let b = mph::bucket(h[1], self.seed, self.buckets) as usize;
         let at = self.pilots + 2 * b;
         let pilot = u16::from_le_bytes([data[at], data[at + 1]]);
-        let s = mph::slot(h[0], self.seed, pilot, self.slots);
+        let at = self.bases + 8 * (b >> self.shift);
+        let base = u64::from_le_bytes(data[at..at + 8].try_into().expect("8 bytes"));
+        let end = u64::from_le_bytes(data[at + 8..at + 16].try_into().expect("8 bytes"));
+        let s = base + mph::slot(h[0], self.seed, pilot, end - base);
         // s·width < slots·width <= 8 × the section's length (checked by `parse`): no overflow.
         let bit = s * u64::from(self.width);
         let at = self.table + (bit / 8) as usize;
@@ -167,7 +212,7 @@ mod tests {
             let locations: Vec<u64> = (0..n as u64)
                 .map(|i| ((i / 7) << 32) | ((i % 7) * 300))
                 .collect();
-            let bytes = build(&hashes, &locations).unwrap();
+            let bytes = build(&hashes, &locations, 2).unwrap();
             let mut file = vec![0u8; 16];
             file.extend_from_slice(&bytes);
             let lookup = Lookup::parse(&bytes, 16, n as u64).unwrap();
@@ -188,11 +233,23 @@ mod tests {
     fn inconsistent_sections_are_refused() {
         let hashes: Vec<[u64; 2]> = (0..100u32).map(|i| key_hash(&i.to_le_bytes())).collect();
         let locations: Vec<u64> = (0..100u64).map(|i| i << 32 | i).collect();
-        let bytes = build(&hashes, &locations).unwrap();
+        let bytes = build(&hashes, &locations, 1).unwrap();
         assert!(Lookup::parse(&bytes, 0, 100).is_ok());
         assert!(Lookup::parse(&bytes[..bytes.len() - 1], 0, 100).is_err());
         assert!(Lookup::parse(&bytes, 0, 1000).is_err());
-        for (at, v) in [(24, 40u8), (25, 40), (26, 1), (8, 0xff), (16, 0xff)] {
+        let buckets = u64::from_le_bytes(bytes[8..16].try_into().unwrap()) as usize;
+        let bases = (HEADER_LEN + 2 * buckets).next_multiple_of(8);
+        for (at, v) in [
+            (32, 40u8),
+            (33, 40),
+            (34, 15),
+            (35, 1),
+            (8, 0xff),
+            (16, 0xff),
+            (24, 2),
+            (bases, 1),
+            (bases + 8, 0),
+        ] {
             let mut bad = bytes.clone();
             bad[at] = v;
             assert!(Lookup::parse(&bad, 0, 100).is_err(), "byte {at}");

@@ -1,18 +1,23 @@
-//! A perfect hash over a set of 128-bit key hashes, in the manner of PTHash: keys fall into
-//! buckets (about [`KEYS_PER_BUCKET`] each), and each bucket has a 16-bit *pilot* chosen so that
-//! its keys land on distinct, free slots of a table a little larger than the key count. A query
-//! reads one pilot and computes one slot: two memory accesses, no comparison, no branch on data.
+//! A perfect hash over a set of 128-bit key hashes, in the manner of PTHash, partitioned: keys
+//! fall into buckets (about [`KEYS_PER_BUCKET`] each), consecutive buckets form partitions (up to
+//! 2^[`MAX_SHIFT`] buckets each), and each partition has its own small range of slots. Each
+//! bucket has a 16-bit *pilot* chosen so that its keys land on distinct, free slots of its
+//! partition's range. A query reads one pilot and two partition bounds and computes one slot.
 //!
 //! For a key hash `(lo, hi)` (the low and high 64 bits of `XXH3_128bits(key)`):
 //!
 //! ```text
-//! bucket = (fmix64(hi ^ seed) · buckets) >> 64                         (128-bit product)
-//! slot   = (fmix64(lo ^ seed ^ (pilot[bucket] + 1) · K mod 2^64) · slots) >> 64
+//! bucket    = (fmix64(hi ^ seed) · buckets) >> 64                      (128-bit product)
+//! partition = bucket >> shift
+//! slot      = base[partition] + (fmix64(lo ^ seed ^ (pilot[bucket] + 1) · K mod 2^64)
+//!                                · (base[partition + 1] - base[partition])) >> 64
 //! ```
 //!
-//! with `K = 0x9E3779B97F4A7C15` and `fmix64` MurmurHash3's 64-bit finalizer. Construction is
-//! deterministic: buckets are placed largest first (ties by bucket number), each taking the
-//! smallest pilot that sends its keys to distinct free slots.
+//! with `K = 0x9E3779B97F4A7C15` and `fmix64` MurmurHash3's 64-bit finalizer. Partitions are
+//! placed independently (on several threads), each in memory small enough to stay in the CPU's
+//! cache; within one, buckets are placed largest first (ties by bucket number), each taking the
+//! smallest pilot that sends its keys to distinct free slots. The result does not depend on the
+//! number of threads.
 //!
 //! The function is perfect on the set it was built from only: any other hash maps to some slot
 //! too, so a caller compares the key it finds there.
@@ -20,8 +25,11 @@
 /// Average keys per bucket: more makes the pilots fewer (2 bytes per bucket) and the build
 /// slower (4 keys per bucket take about 1.5 times as long to place as 3).
 pub const KEYS_PER_BUCKET: u64 = 3;
-/// Slots per 97 keys: 97% of the table holds a key.
+/// Slots per 97 keys of a partition: 97% of the table holds a key.
 pub const SLOTS_PER_97_KEYS: u64 = 100;
+/// Buckets per partition: at most `2^MAX_SHIFT` (about 49,000 keys, whose slots take 6 KiB of
+/// bits while they are placed).
+pub const MAX_SHIFT: u32 = 14;
 const K: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// MurmurHash3's 64-bit finalizer: every input bit affects every output bit.
@@ -46,7 +54,7 @@ pub fn bucket(hi: u64, seed: u64, buckets: u64) -> u64 {
     fastrange(fmix64(hi ^ seed), buckets)
 }
 
-/// The slot of low hash half `lo` under `pilot`.
+/// The slot, within a partition of `slots` slots, of low hash half `lo` under `pilot`.
 #[inline]
 pub fn slot(lo: u64, seed: u64, pilot: u16, slots: u64) -> u64 {
     fastrange(
@@ -55,101 +63,234 @@ pub fn slot(lo: u64, seed: u64, pilot: u16, slots: u64) -> u64 {
     )
 }
 
-/// The sizes a function over `n < 2^32` keys has: `(buckets, slots)` = `(max(1, ⌈n / 3⌉),
-/// max(1, ⌈100·n / 97⌉))`.
-pub fn sizes(n: u64) -> (u64, u64) {
-    let buckets = n.div_ceil(KEYS_PER_BUCKET).max(1);
-    let slots = (n * SLOTS_PER_97_KEYS).div_ceil(97).max(1);
-    (buckets, slots)
+/// The shape of a function over `n < 2^32` keys: `(shift, partitions)`, with `2^shift` buckets
+/// per partition: `want = max(1, ⌈n / 3⌉)` buckets, `shift = min(14, ⌈log2 want⌉)`,
+/// `partitions = ⌈want / 2^shift⌉`.
+pub fn shape(n: u64) -> (u32, u64) {
+    let want = n.div_ceil(KEYS_PER_BUCKET).max(1);
+    let shift = (64 - (want - 1).leading_zeros()).min(MAX_SHIFT);
+    (shift, want.div_ceil(1 << shift))
 }
 
-/// A built function: its parameters and pilots.
+/// Slots of a partition of `keys` keys: `max(1, ⌈100·keys / 97⌉)`.
+pub fn partition_slots(keys: u64) -> u64 {
+    (keys * SLOTS_PER_97_KEYS).div_ceil(97).max(1)
+}
+
+/// A built function.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Built {
     /// The seed.
     pub seed: u64,
-    /// Slots in the table: at least the key count.
-    pub slots: u64,
-    /// One pilot per bucket.
+    /// Buckets per partition: `2^shift`.
+    pub shift: u32,
+    /// One pilot per bucket, `partitions << shift` of them.
     pub pilots: Vec<u16>,
+    /// The first slot of each partition, and the total number of slots last.
+    pub bases: Vec<u64>,
 }
 
-/// Builds the function over `hashes` (`[lo, hi]` per key) with `seed`, calling `place(i, slot)`
-/// once for each key `i` (in no particular order) with its slot. `None` when some bucket fits
-/// under no pilot: two keys of a bucket with equal `lo` (try another seed), or vanishingly rare
-/// bad luck; `place` may have been called for some keys then. Also `None` for 2^32 keys or more.
-pub fn build(hashes: &[[u64; 2]], seed: u64, mut place: impl FnMut(usize, u64)) -> Option<Built> {
-    // Key numbers are kept as u32 while building.
-    if u32::try_from(hashes.len()).is_err() {
+impl Built {
+    /// The number of slots.
+    pub fn slots(&self) -> u64 {
+        *self.bases.last().expect("at least one partition")
+    }
+}
+
+/// A key while it is placed: its `lo`, what [`build`] hands back with its slot, its bucket in
+/// its partition.
+#[derive(Clone, Copy)]
+struct Member {
+    lo: u64,
+    payload: u64,
+    bucket: u32,
+}
+
+/// Builds the function over `hashes` (`[lo, hi]` per key) with `seed` on up to `threads`
+/// threads, calling `place(payload[i], slot)` once for each key `i` (grouped by partition) with
+/// its slot. `None` when some bucket fits under no pilot: two keys of a bucket with equal `lo`
+/// (try another seed), or vanishingly rare bad luck; `place` has not been called then. Also
+/// `None` for 2^32 keys or more.
+pub fn build(
+    hashes: &[[u64; 2]],
+    payload: &[u64],
+    seed: u64,
+    threads: usize,
+    mut place: impl FnMut(u64, u64),
+) -> Option<Built> {
+    let n = u32::try_from(hashes.len()).ok()?;
+    let (shift, partitions) = shape(u64::from(n));
+    let buckets = partitions << shift;
+    // Keys by partition: a counting sort.
+    let mut starts = vec![0usize; partitions as usize + 1];
+    let bucket_of = |h: &[u64; 2]| bucket(h[1], seed, buckets);
+    for h in hashes {
+        starts[(bucket_of(h) >> shift) as usize + 1] += 1;
+    }
+    for p in 1..starts.len() {
+        starts[p] += starts[p - 1];
+    }
+    let mut members = vec![
+        Member {
+            lo: 0,
+            payload: 0,
+            bucket: 0
+        };
+        hashes.len()
+    ];
+    let mut fill = starts.clone();
+    let mask = (1u64 << shift) - 1;
+    for (h, &pay) in hashes.iter().zip(payload) {
+        let b = bucket_of(h);
+        let p = (b >> shift) as usize;
+        members[fill[p]] = Member {
+            lo: h[0],
+            payload: pay,
+            bucket: (b & mask) as u32,
+        };
+        fill[p] += 1;
+    }
+    drop(fill);
+    let mut bases = Vec::with_capacity(partitions as usize + 1);
+    bases.push(0u64);
+    for p in 0..partitions as usize {
+        let keys = (starts[p + 1] - starts[p]) as u64;
+        bases.push(bases[p] + partition_slots(keys));
+    }
+    // Partitions are placed on `threads` threads, each a run of consecutive partitions: its
+    // members, pilots and slots are disjoint slices.
+    let mut pilots = vec![0u16; buckets as usize];
+    let mut slots = vec![0u32; hashes.len()];
+    let threads = threads.clamp(1, partitions as usize);
+    let per_thread = (partitions as usize).div_ceil(threads);
+    let ok = std::thread::scope(|scope| {
+        let mut workers = Vec::new();
+        let (mut members, mut pilots, mut slots) = (&members[..], &mut pilots[..], &mut slots[..]);
+        for first in (0..partitions as usize).step_by(per_thread) {
+            let last = (first + per_thread).min(partitions as usize);
+            let keys = starts[last] - starts[first];
+            let (m, rest) = members.split_at(keys);
+            members = rest;
+            let (pi, rest) = std::mem::take(&mut pilots).split_at_mut((last - first) << shift);
+            pilots = rest;
+            let (sl, rest) = std::mem::take(&mut slots).split_at_mut(keys);
+            slots = rest;
+            let (starts, bases) = (&starts, &bases);
+            let mut work = move || {
+                (first..last).all(|p| {
+                    let (from, to) = (starts[p] - starts[first], starts[p + 1] - starts[first]);
+                    let b = (p - first) << shift;
+                    place_partition(
+                        &m[from..to],
+                        &mut pi[b..b + (1 << shift)],
+                        &mut sl[from..to],
+                        bases[p + 1] - bases[p],
+                        seed,
+                    )
+                })
+            };
+            if last == partitions as usize {
+                // The last run on this thread.
+                workers.push(Ok(work()));
+            } else {
+                workers.push(Err(scope.spawn(work)));
+            }
+        }
+        workers.into_iter().all(|w| match w {
+            Ok(done) => done,
+            Err(handle) => handle
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+        })
+    });
+    if !ok {
         return None;
     }
-    let (buckets, slots) = sizes(hashes.len() as u64);
-    let bucket_of = |h: &[u64; 2]| bucket(h[1], seed, buckets) as usize;
-    // Keys by bucket: a counting sort.
-    let mut starts = vec![0u32; buckets as usize + 1];
-    for h in hashes {
-        starts[bucket_of(h) + 1] += 1;
+    for p in 0..partitions as usize {
+        for i in starts[p]..starts[p + 1] {
+            place(members[i].payload, bases[p] + u64::from(slots[i]));
+        }
     }
-    for i in 1..starts.len() {
-        starts[i] += starts[i - 1];
+    Some(Built {
+        seed,
+        shift,
+        pilots,
+        bases,
+    })
+}
+
+/// Places the keys of one partition (`members`, buckets numbered within the partition) on its
+/// `slots_len` slots: sets the pilots of its buckets and each key's slot in the partition.
+/// False when some bucket fits under no pilot.
+fn place_partition(
+    members: &[Member],
+    pilots: &mut [u16],
+    slots: &mut [u32],
+    slots_len: u64,
+    seed: u64,
+) -> bool {
+    let buckets = pilots.len();
+    // Each key's `lo` and number, gathered by bucket: a bucket's keys are read together.
+    let mut starts = vec![0u32; buckets + 1];
+    for m in members {
+        starts[m.bucket as usize + 1] += 1;
     }
-    // Each key's `lo` and number, gathered by bucket: a bucket's keys are read together, and
-    // buckets of one size are placed in increasing order, so the reads go forward.
-    let mut members = vec![(0u64, 0u32); hashes.len()];
+    for b in 1..starts.len() {
+        starts[b] += starts[b - 1];
+    }
+    let mut keys = vec![(0u64, 0u32); members.len()];
     let mut fill = starts.clone();
-    for (i, h) in hashes.iter().enumerate() {
-        let b = bucket_of(h);
-        members[fill[b] as usize] = (h[0], i as u32);
+    for (i, m) in members.iter().enumerate() {
+        let b = m.bucket as usize;
+        keys[fill[b] as usize] = (m.lo, i as u32);
         fill[b] += 1;
     }
     // Buckets largest first, ties by number: a counting sort by size, descending.
     let size = |b: usize| (starts[b + 1] - starts[b]) as usize;
-    let largest = (0..buckets as usize).map(size).max().unwrap_or(0);
+    let largest = (0..buckets).map(size).max().unwrap_or(0);
     let mut by_size = vec![0u32; largest + 2];
-    for b in 0..buckets as usize {
+    for b in 0..buckets {
         by_size[largest - size(b) + 1] += 1;
     }
     for i in 1..by_size.len() {
         by_size[i] += by_size[i - 1];
     }
     let mut order = fill;
-    order.truncate(buckets as usize);
-    for b in 0..buckets as usize {
+    order.truncate(buckets);
+    for b in 0..buckets {
         let at = &mut by_size[largest - size(b)];
         order[*at as usize] = b as u32;
         *at += 1;
     }
-    let mut taken = vec![0u64; (slots as usize).div_ceil(64)];
+    let mut taken = vec![0u64; (slots_len as usize).div_ceil(64)];
     let is_taken = |taken: &[u64], s: u64| taken[(s / 64) as usize] >> (s % 64) & 1 == 1;
-    let mut pilots = vec![0u16; buckets as usize];
     let mut placed: Vec<u64> = Vec::new();
     for b in order {
-        let keys = &members[starts[b as usize] as usize..starts[b as usize + 1] as usize];
-        if keys.is_empty() {
+        let bucket_keys = &keys[starts[b as usize] as usize..starts[b as usize + 1] as usize];
+        if bucket_keys.is_empty() {
             break;
         }
-        let pilot = (0..=u16::MAX).find(|&p| {
+        let Some(pilot) = (0..=u16::MAX).find(|&p| {
             placed.clear();
-            for &(lo, _) in keys {
-                let s = slot(lo, seed, p, slots);
+            for &(lo, _) in bucket_keys {
+                let s = slot(lo, seed, p, slots_len);
                 if is_taken(&taken, s) || placed.contains(&s) {
                     return false;
                 }
                 placed.push(s);
             }
             true
-        })?;
+        }) else {
+            return false;
+        };
         pilots[b as usize] = pilot;
-        for (&(_, k), &s) in keys.iter().zip(&placed) {
+        for (&(_, k), &s) in bucket_keys.iter().zip(&placed) {
             taken[(s / 64) as usize] |= 1 << (s % 64);
-            place(k as usize, s);
+            // A partition has fewer than 2^32 slots.
+            slots[k as usize] = s as u32;
         }
     }
-    Some(Built {
-        seed,
-        slots,
-        pilots,
-    })
+    true
 }
 
 #[cfg(test)]
@@ -161,27 +302,54 @@ mod tests {
         [h as u64, (h >> 64) as u64]
     }
 
+    /// The slot a query computes, from the built function.
+    fn query(built: &Built, h: [u64; 2]) -> u64 {
+        let buckets = built.pilots.len() as u64;
+        let b = bucket(h[1], built.seed, buckets);
+        let p = (b >> built.shift) as usize;
+        let (base, end) = (built.bases[p], built.bases[p + 1]);
+        base + slot(h[0], built.seed, built.pilots[b as usize], end - base)
+    }
+
     #[test]
     fn every_key_gets_its_own_slot_and_queries_agree() {
-        for n in [0usize, 1, 2, 3, 10, 1000, 100_000] {
+        for n in [0usize, 1, 2, 3, 10, 1000, 100_000, 300_000] {
             let hashes: Vec<[u64; 2]> = (0..n)
                 .map(|i| split(xxh3_128(format!("key_{i}").as_bytes())))
                 .collect();
+            let ids: Vec<u64> = (0..n as u64).collect();
             let mut slot_of = vec![u64::MAX; n];
-            let built = build(&hashes, 7, |i, s| slot_of[i] = s).unwrap();
-            assert!(built.slots >= n as u64);
-            let buckets = built.pilots.len() as u64;
+            let built = build(&hashes, &ids, 7, 3, |i, s| slot_of[i as usize] = s).unwrap();
+            assert!(built.slots() >= n as u64);
+            assert_eq!(
+                built.pilots.len() as u64 >> built.shift,
+                built.bases.len() as u64 - 1
+            );
             let mut seen = std::collections::HashSet::new();
             for (h, &s) in hashes.iter().zip(&slot_of) {
-                assert!(s < built.slots && seen.insert(s), "n={n}");
-                let pilot = built.pilots[bucket(h[1], 7, buckets) as usize];
-                assert_eq!(slot(h[0], 7, pilot, built.slots), s);
+                assert!(s < built.slots() && seen.insert(s), "n={n}");
+                assert_eq!(query(&built, *h), s);
             }
+            // The thread count does not change the function.
+            assert_eq!(build(&hashes, &ids, 7, 1, |_, _| {}), Some(built));
         }
     }
 
     #[test]
-    fn equal_low_halves_in_one_bucket_cannot_be_told_apart() {
-        assert_eq!(build(&[[5, 1], [9, 2], [5, 1]], 0, |_, _| {}), None);
+    fn shapes() {
+        assert_eq!(shape(0), (0, 1));
+        assert_eq!(shape(3), (0, 1));
+        assert_eq!(shape(4), (1, 1));
+        assert_eq!(shape(3 << 14), (14, 1));
+        assert_eq!(shape((3 << 14) + 1), (14, 2));
+        assert_eq!(shape(10_000_000), (14, 204));
+    }
+
+    #[test]
+    fn equal_hashes_cannot_be_told_apart() {
+        assert_eq!(
+            build(&[[5, 1], [9, 2], [5, 1]], &[0, 1, 2], 0, 1, |_, _| {}),
+            None
+        );
     }
 }

@@ -621,7 +621,8 @@ impl<W: Write> SnapshotWriter<W> {
                 let (hashes, locations) = (&self.hashes, &self.locations);
                 let (filter, lookup) = std::thread::scope(|scope| {
                     let filter = scope.spawn(|| filter::build(hashes.iter().map(|h| h[0]), bits));
-                    let lookup = lookup::build(hashes, locations);
+                    let threads = crate::pool::threads(self.options.threads);
+                    let lookup = lookup::build(hashes, locations, threads);
                     (filter.join(), lookup)
                 });
                 // The filter's build does not fail: a panic there is a bug, passed on as one.

@@ -375,8 +375,10 @@ fn fastrange(x: u64, n: u64) -> u64 {
 /// `(block, offset)`.
 fn spec_lookup(hashes: &[(u64, u64)], locations: &[(u64, u64)]) -> Vec<u8> {
     let n = hashes.len() as u64;
-    let buckets = n.div_ceil(4).max(1);
-    let slots = (100 * n).div_ceil(97).max(1);
+    let want = n.div_ceil(3).max(1);
+    let shift = (0..=14u32).find(|s| 1u64 << s >= want).unwrap_or(14);
+    let partitions = want.div_ceil(1 << shift);
+    let buckets = partitions << shift;
     let bits = |x: u64| 64 - x.leading_zeros();
     let block_bits = bits(locations.iter().map(|l| l.0).max().unwrap_or(0));
     let offset_bits = bits(locations.iter().map(|l| l.1).max().unwrap_or(0));
@@ -384,41 +386,72 @@ fn spec_lookup(hashes: &[(u64, u64)], locations: &[(u64, u64)]) -> Vec<u8> {
     let k = 0x9E37_79B9_7F4A_7C15u64;
     'seeds: for seed in 0..16u64 {
         let bucket = |hi: u64| fastrange(fmix64(hi ^ seed), buckets);
-        let slot = |lo: u64, p: u64| fastrange(fmix64(lo ^ seed ^ (p + 1).wrapping_mul(k)), slots);
-        // Buckets by size, largest first, ties by bucket number.
+        let slot =
+            |lo: u64, p: u64, n: u64| fastrange(fmix64(lo ^ seed ^ (p + 1).wrapping_mul(k)), n);
         let mut members: Vec<Vec<usize>> = vec![Vec::new(); buckets as usize];
         for (i, h) in hashes.iter().enumerate() {
             members[bucket(h.1) as usize].push(i);
         }
-        let mut order: Vec<usize> = (0..buckets as usize).collect();
-        order.sort_by_key(|&b| (std::cmp::Reverse(members[b].len()), b));
+        let mut bases = vec![0u64];
+        for p in 0..partitions as usize {
+            let keys: usize = (p << shift..(p + 1) << shift)
+                .map(|b| members[b].len())
+                .sum();
+            let slots = (100 * keys as u64).div_ceil(97).max(1);
+            bases.push(bases[p] + slots);
+        }
+        let slots = bases[partitions as usize];
         let mut taken = vec![false; slots as usize];
         let mut pilots = vec![0u16; buckets as usize];
         let mut slot_of = vec![0u64; hashes.len()];
-        for b in order {
-            let fits = |p: u64| {
-                let s: Vec<u64> = members[b].iter().map(|&i| slot(hashes[i].0, p)).collect();
-                let distinct: std::collections::BTreeSet<u64> = s.iter().copied().collect();
-                (distinct.len() == s.len() && s.iter().all(|&x| !taken[x as usize])).then_some(s)
-            };
-            let Some((p, s)) = (0..=u64::from(u16::MAX)).find_map(|p| Some((p, fits(p)?))) else {
-                continue 'seeds;
-            };
-            pilots[b] = p as u16;
-            for (&i, &x) in members[b].iter().zip(&s) {
-                taken[x as usize] = true;
-                slot_of[i] = x;
+        for p in 0..partitions as usize {
+            let (base, len) = (bases[p], bases[p + 1] - bases[p]);
+            // Buckets by size, largest first, ties by bucket number.
+            let mut order: Vec<usize> = (p << shift..(p + 1) << shift).collect();
+            order.sort_by_key(|&b| (std::cmp::Reverse(members[b].len()), b));
+            for b in order {
+                let fits = |q: u64| {
+                    let s: Vec<u64> = members[b]
+                        .iter()
+                        .map(|&i| base + slot(hashes[i].0, q, len))
+                        .collect();
+                    let distinct: std::collections::BTreeSet<u64> = s.iter().copied().collect();
+                    (distinct.len() == s.len() && s.iter().all(|&x| !taken[x as usize]))
+                        .then_some(s)
+                };
+                let Some((q, s)) = (0..=u64::from(u16::MAX)).find_map(|q| Some((q, fits(q)?)))
+                else {
+                    continue 'seeds;
+                };
+                pilots[b] = q as u16;
+                for (&i, &x) in members[b].iter().zip(&s) {
+                    taken[x as usize] = true;
+                    slot_of[i] = x;
+                }
             }
         }
         let mut out = Vec::new();
         out.extend_from_slice(&seed.to_le_bytes());
         out.extend_from_slice(&buckets.to_le_bytes());
         out.extend_from_slice(&slots.to_le_bytes());
-        out.extend_from_slice(&[block_bits as u8, offset_bits as u8, 0, 0, 0, 0, 0, 0]);
+        out.extend_from_slice(&partitions.to_le_bytes());
+        out.extend_from_slice(&[
+            block_bits as u8,
+            offset_bits as u8,
+            shift as u8,
+            0,
+            0,
+            0,
+            0,
+            0,
+        ]);
         for p in pilots {
             out.extend_from_slice(&p.to_le_bytes());
         }
         out.resize(out.len().next_multiple_of(8), 0);
+        for b in &bases {
+            out.extend_from_slice(&b.to_le_bytes());
+        }
         let table_at = out.len();
         out.resize(table_at + (slots * w / 8) as usize + 8, 0);
         for (i, &(block, offset)) in locations.iter().enumerate() {
