@@ -4,16 +4,20 @@
 //! in the block. See FORMAT.md, "Lookup".
 //!
 //! Layout: `seed u64 · buckets u64 · slots u64 · partitions u64 · block_bits u8 · offset_bits
-//! u8 · shift u8 · reserved [u8; 5] · pilots u16 × buckets · zero padding to a multiple of 8 ·
-//! bases u64 × (partitions + 1) · slot table`, the table `floor(slots · w / 8) + 8` bytes with
-//! `w = block_bits + offset_bits`, slot `s` in bits `s·w .. s·w + w` (least significant bit
-//! first) holding `block << offset_bits | offset`.
+//! u8 · shift u8 · flags u8 · reserved [u8; 4] · pilots u16 × buckets · zero padding to a
+//! multiple of 8 · bases u64 × (partitions + 1) · slot table`, the table of
+//! `floor(slots · w / 8) + 8` bytes with `w = block_bits + offset_bits`, slot `s` in bits
+//! `s·w .. s·w + w` (least significant bit first) holding `block << offset_bits | offset`, or
+//! with flag [`DIRECT`] (a file whose blocks are all stored raw) the file offset of the entry.
 
 use crate::error::{Error, Result, Section};
 use crate::layout::{u64_at, SECTION_ALIGN};
 use crate::mph;
 
 const HEADER_LEN: usize = 40;
+/// Flag: slots hold the file offset of each entry (every block is stored raw), not its block
+/// and offset in the block; a lookup then needs no block table entry.
+pub(crate) const DIRECT: u8 = 1;
 /// Widest slot: a slot's bits are read with one 8-byte load shifted by up to 7 bits.
 const MAX_WIDTH: u32 = 56;
 /// Seeds the writer tries before giving up (each failure is vanishingly rare).
@@ -32,13 +36,26 @@ fn bits(x: u64) -> u32 {
     64 - x.leading_zeros()
 }
 
-/// Builds the section from each key's hash and location (`block << 32 | offset`, keys in any
-/// order), on up to `threads` threads. `None` if no seed gives a perfect hash (two keys with
-/// equal 128-bit hashes), or for 2^32 keys or more.
-pub(crate) fn build(hashes: &[[u64; 2]], locations: &[u64], threads: usize) -> Option<Vec<u8>> {
-    let max_block = locations.iter().map(|l| l >> 32).max().unwrap_or(0);
-    let max_offset = locations.iter().map(|l| l & 0xffff_ffff).max().unwrap_or(0);
-    let (block_bits, offset_bits) = (bits(max_block), bits(max_offset));
+/// Builds the section from each key's hash and location (keys in any order), on up to
+/// `threads` threads: `block << 32 | offset` each, or with `direct` the file offset of each
+/// entry. `None` if no seed gives a perfect hash (two keys with equal 128-bit hashes), or for
+/// 2^32 keys or more.
+pub(crate) fn build(
+    hashes: &[[u64; 2]],
+    locations: &[u64],
+    direct: bool,
+    threads: usize,
+) -> Option<Vec<u8>> {
+    let (block_of, offset_mask) = match direct {
+        true => (64, u64::MAX),
+        false => (32, 0xffff_ffff),
+    };
+    let max_block = locations
+        .iter()
+        .map(|l| l.checked_shr(block_of).unwrap_or(0))
+        .max();
+    let max_offset = locations.iter().map(|l| l & offset_mask).max();
+    let (block_bits, offset_bits) = (bits(max_block.unwrap_or(0)), bits(max_offset.unwrap_or(0)));
     let width = u64::from(block_bits + offset_bits);
     // Block numbers are u32 and offsets lie inside a block of at most MAX_BLOCK_LEN bytes.
     debug_assert!(width <= u64::from(MAX_WIDTH));
@@ -63,6 +80,7 @@ pub(crate) fn build(hashes: &[[u64; 2]], locations: &[u64], threads: usize) -> O
     out[32] = block_bits as u8;
     out[33] = offset_bits as u8;
     out[34] = built.shift as u8;
+    out[35] = if direct { DIRECT } else { 0 };
     for (i, p) in built.pilots.iter().enumerate() {
         out[HEADER_LEN + 2 * i..HEADER_LEN + 2 * i + 2].copy_from_slice(&p.to_le_bytes());
     }
@@ -72,7 +90,7 @@ pub(crate) fn build(hashes: &[[u64; 2]], locations: &[u64], threads: usize) -> O
     // Slots come grouped by partition: the writes stay within one partition's bytes at a time.
     let table = &mut out[table_start..];
     for (l, s) in placed {
-        let packed = (l >> 32) << offset_bits | (l & 0xffff_ffff);
+        let packed = l.checked_shr(block_of).unwrap_or(0) << offset_bits | (l & offset_mask);
         let bit = s * width;
         let at = (bit / 8) as usize;
         let word = u64::from_le_bytes(table[at..at + 8].try_into().expect("8 bytes"));
@@ -85,6 +103,8 @@ pub(crate) fn build(hashes: &[[u64; 2]], locations: &[u64], threads: usize) -> O
 /// A parsed lookup section. Positions are offsets into the file.
 #[derive(Debug, Clone)]
 pub(crate) struct Lookup {
+    /// Slots hold file offsets of entries ([`DIRECT`]).
+    pub direct: bool,
     seed: u64,
     buckets: u64,
     shift: u32,
@@ -111,11 +131,16 @@ impl Lookup {
         let partitions = u64_at(bytes, 24);
         let (block_bits, offset_bits) = (u32::from(bytes[32]), u32::from(bytes[33]));
         let shift = u32::from(bytes[34]);
-        if bytes[35..40] != [0; 5] {
-            return Err(corrupt(35, "reserved bytes are not zero"));
+        let flags = bytes[35];
+        if flags & !DIRECT != 0 {
+            return Err(corrupt(35, "unknown lookup flags"));
         }
+        if bytes[36..40] != [0; 4] {
+            return Err(corrupt(36, "reserved bytes are not zero"));
+        }
+        let direct = flags & DIRECT != 0;
         let width = block_bits + offset_bits;
-        if block_bits > 32 || width > MAX_WIDTH {
+        if block_bits > 32 || width > MAX_WIDTH || (direct && block_bits != 0) {
             return Err(corrupt(32, "slot wider than the format allows"));
         }
         if shift > mph::MAX_SHIFT
@@ -166,6 +191,7 @@ impl Lookup {
             previous = Some(base);
         }
         Ok(Lookup {
+            direct,
             seed,
             buckets,
             shift,
@@ -212,7 +238,7 @@ mod tests {
             let locations: Vec<u64> = (0..n as u64)
                 .map(|i| ((i / 7) << 32) | ((i % 7) * 300))
                 .collect();
-            let bytes = build(&hashes, &locations, 2).unwrap();
+            let bytes = build(&hashes, &locations, false, 2).unwrap();
             let mut file = vec![0u8; 16];
             file.extend_from_slice(&bytes);
             let lookup = Lookup::parse(&bytes, 16, n as u64).unwrap();
@@ -226,6 +252,14 @@ mod tests {
             for i in 0..1000u64 {
                 let _ = lookup.locate(&file, key_hash(&((i + 1) << 40).to_le_bytes()));
             }
+            // Direct: file offsets, wider than 32 bits too.
+            let offsets: Vec<u64> = (0..n as u64).map(|i| 16 + i * 5_000_000).collect();
+            let bytes = build(&hashes, &offsets, true, 2).unwrap();
+            let lookup = Lookup::parse(&bytes, 0, n as u64).unwrap();
+            assert!(lookup.direct);
+            for (h, &o) in hashes.iter().zip(&offsets) {
+                assert_eq!(lookup.locate(&bytes, *h), (0, o as usize));
+            }
         }
     }
 
@@ -233,7 +267,7 @@ mod tests {
     fn inconsistent_sections_are_refused() {
         let hashes: Vec<[u64; 2]> = (0..100u32).map(|i| key_hash(&i.to_le_bytes())).collect();
         let locations: Vec<u64> = (0..100u64).map(|i| i << 32 | i).collect();
-        let bytes = build(&hashes, &locations, 1).unwrap();
+        let bytes = build(&hashes, &locations, false, 1).unwrap();
         assert!(Lookup::parse(&bytes, 0, 100).is_ok());
         assert!(Lookup::parse(&bytes[..bytes.len() - 1], 0, 100).is_err());
         assert!(Lookup::parse(&bytes, 0, 1000).is_err());
@@ -243,7 +277,8 @@ mod tests {
             (32, 40u8),
             (33, 40),
             (34, 15),
-            (35, 1),
+            (35, 2),
+            (36, 1),
             (8, 0xff),
             (16, 0xff),
             (24, 2),

@@ -263,6 +263,9 @@ impl Snapshot {
             }
         }
         let (block, offset) = lookup.locate(&inner.data, h);
+        if lookup.direct {
+            return self.get_direct(offset, key);
+        }
         let block = u32::try_from(block)
             .ok()
             .filter(|b| u64::from(*b) < inner.footer.block_count)
@@ -291,6 +294,26 @@ impl Snapshot {
             buf.advance(r.start);
             buf
         }))
+    }
+
+    /// The value of `key` if the entry at file offset `at` (from a direct lookup: every block
+    /// is raw) holds it. The entry must lie in the data region.
+    fn get_direct(&self, at: usize, key: &[u8]) -> Result<Option<Bytes>> {
+        let inner = &*self.inner;
+        let corrupt = |detail| Error::Corrupt {
+            section: Section::Data,
+            offset: at as u64,
+            detail,
+        };
+        if at < HEADER_LEN {
+            return Err(corrupt("lookup points before the data region"));
+        }
+        let region = &inner.data[..inner.data_end as usize];
+        let found = block::entry_at(region, at, key, 0).map_err(|e| match e {
+            Error::CorruptBlock { detail, .. } => corrupt(detail),
+            e => e,
+        })?;
+        Ok(found.map(|r| inner.data.slice(r)))
     }
 
     /// A cursor over the entries of `block`, for this file's key encoding.
@@ -635,7 +658,11 @@ impl Snapshot {
                     None => xxh3_64(key),
                     Some(lookup) => {
                         let h = lookup::key_hash(key);
-                        if lookup.locate(data, h) != (u64::from(b), cursor.entry_offset()) {
+                        let at = match lookup.direct {
+                            true => (0, e.offset as usize + cursor.entry_offset()),
+                            false => (u64::from(b), cursor.entry_offset()),
+                        };
+                        if lookup.locate(data, h) != at {
                             return Err(Error::Corrupt {
                                 section: Section::Lookup,
                                 offset: inner.footer.section(Section::Lookup).offset,

@@ -273,7 +273,8 @@ pub struct SnapshotWriter<W: Write> {
     keys: Keys,
     /// Version 1: the filter hash of each key (when there is a filter).
     key_hashes: Vec<u64>,
-    /// Version 2: the 128-bit hash of each key, and its location (`block << 32 | offset`).
+    /// Version 2: the 128-bit hash of each key, and its location: `block << 32 | offset`, or
+    /// the file offset of its entry when every block is stored raw (no compression).
     hashes: Vec<[u64; 2]>,
     locations: Vec<u64>,
     key_count: u64,
@@ -423,8 +424,13 @@ impl<W: Write> SnapshotWriter<W> {
                 // The block being filled is the next to be cut; offsets in a block of more
                 // than one entry are below 2 × the block size, so they fit 32 bits.
                 self.hashes.push(lookup::key_hash(key));
-                self.locations
-                    .push(u64::from(self.blocks_cut) << 32 | before as u64);
+                self.locations.push(match self.spec.level {
+                    // Blocks are written as they are cut (no compression threads, no
+                    // dictionary training): the one being filled will start where the output
+                    // stands now.
+                    None => self.out.pos + before as u64,
+                    Some(_) => u64::from(self.blocks_cut) << 32 | before as u64,
+                });
             }
         }
         if let Some(t) = &mut self.training {
@@ -622,7 +628,8 @@ impl<W: Write> SnapshotWriter<W> {
                 let (filter, lookup) = std::thread::scope(|scope| {
                     let filter = scope.spawn(|| filter::build(hashes.iter().map(|h| h[0]), bits));
                     let threads = crate::pool::threads(self.options.threads);
-                    let lookup = lookup::build(hashes, locations, threads);
+                    let direct = self.spec.level.is_none();
+                    let lookup = lookup::build(hashes, locations, direct, threads);
                     (filter.join(), lookup)
                 });
                 // The filter's build does not fail: a panic there is a bug, passed on as one.

@@ -372,8 +372,8 @@ fn fastrange(x: u64, n: u64) -> u64 {
 }
 
 /// The lookup section of the "Lookup" part of the spec, from each key's `(lo, hi)` hash and its
-/// `(block, offset)`.
-fn spec_lookup(hashes: &[(u64, u64)], locations: &[(u64, u64)]) -> Vec<u8> {
+/// `(block, offset)` (with `direct`: `(0, file offset of the entry)`).
+fn spec_lookup(hashes: &[(u64, u64)], locations: &[(u64, u64)], direct: bool) -> Vec<u8> {
     let n = hashes.len() as u64;
     let want = n.div_ceil(3).max(1);
     let shift = (0..=14u32).find(|s| 1u64 << s >= want).unwrap_or(14);
@@ -439,7 +439,7 @@ fn spec_lookup(hashes: &[(u64, u64)], locations: &[(u64, u64)]) -> Vec<u8> {
             block_bits as u8,
             offset_bits as u8,
             shift as u8,
-            0,
+            u8::from(direct),
             0,
             0,
             0,
@@ -497,7 +497,9 @@ fn spec_rules_rebuild(version: u32) -> Vec<u8> {
             cur.last.clear();
         }
         let before = cur.raw.len();
-        locations.push((blocks.len() as u64, before as u64));
+        // Uncompressed: every block is raw, and the lookup holds each entry's file offset.
+        let written: usize = blocks.iter().map(|b| b.raw.len()).sum();
+        locations.push((0, (16 + written + before) as u64));
         let shared = if version == 1 {
             let shared = lcp(&cur.last, key);
             put_varint(&mut cur.raw, shared as u64);
@@ -598,7 +600,7 @@ fn spec_rules_rebuild(version: u32) -> Vec<u8> {
     );
 
     // Sections, each 8-aligned, then the footer.
-    let lookup = spec_lookup(&hashes, &locations);
+    let lookup = spec_lookup(&hashes, &locations, true);
     let mut sections: Vec<&[u8]> = vec![&[], &table, &index, &filter];
     if version == 2 {
         sections.push(&lookup);
