@@ -229,13 +229,18 @@ impl Snapshot {
         if key.is_empty() || key.len() > MAX_KEY_LEN {
             return Ok(None);
         }
-        if let Some(lookup) = &inner.lookup {
-            return self.get_hashed(lookup, key);
-        }
+        // Version 2 hashes once for the filter and the lookup; version 1 filters on xxh3-64.
+        let h = match inner.lookup {
+            Some(_) => lookup::key_hash(key),
+            None => [xxh3_64(key), 0],
+        };
         if let Some((filter, range)) = &inner.filter {
-            if !filter.may_contain(&inner.data[range.clone()], xxh3_64(key)) {
+            if !filter.may_contain(&inner.data[range.clone()], h[0]) {
                 return Ok(None);
             }
+        }
+        if let Some(lookup) = &inner.lookup {
+            return self.get_hashed(lookup, key, h);
         }
         let Some(block) = self.block_for(key)? else {
             return Ok(None);
@@ -249,18 +254,12 @@ impl Snapshot {
         }))
     }
 
-    /// [`Snapshot::get`] through the hash index of a version 2 file.
-    #[inline]
-    fn get_hashed(&self, lookup: &Lookup, key: &[u8]) -> Result<Option<Bytes>> {
+    /// [`Snapshot::get`] of a key that passed the filter, through the hash index of a version 2
+    /// file; `h` is the key's hash.
+    fn get_hashed(&self, lookup: &Lookup, key: &[u8], h: [u64; 2]) -> Result<Option<Bytes>> {
         let inner = &*self.inner;
         if inner.footer.key_count == 0 {
             return Ok(None);
-        }
-        let h = lookup::key_hash(key);
-        if let Some((filter, range)) = &inner.filter {
-            if !filter.may_contain(&inner.data[range.clone()], h[0]) {
-                return Ok(None);
-            }
         }
         let (block, offset) = lookup.locate(&inner.data, h);
         if lookup.direct {
@@ -297,9 +296,12 @@ impl Snapshot {
     }
 
     /// The value of `key` if the entry at file offset `at` (from a direct lookup: every block
-    /// is raw) holds it. The entry must lie in the data region.
+    /// is raw) holds it. The entry must lie in the data region; offset 0 is an unused slot.
     fn get_direct(&self, at: usize, key: &[u8]) -> Result<Option<Bytes>> {
         let inner = &*self.inner;
+        if at == 0 {
+            return Ok(None);
+        }
         let corrupt = |detail| Error::Corrupt {
             section: Section::Data,
             offset: at as u64,

@@ -541,3 +541,29 @@ fn shards_that_do_not_form_a_version_are_refused() {
         ShardError::NoShards
     );
 }
+
+/// Absent keys reach every kind of slot, unused ones included, when no filter turns them away
+/// first: each is reported absent, in both versions and with or without compression.
+#[test]
+fn absent_keys_without_a_filter_are_absent() {
+    let model: Model = (0..5000u32)
+        .map(|i| {
+            (
+                format!("k{i:05}").into_bytes(),
+                format!("v{i}").into_bytes(),
+            )
+        })
+        .collect();
+    for version in [1, 2] {
+        for compression in [0, 1] {
+            let mut o = versioned(version, compression, 256, false, 1);
+            o.filter_bits_per_key = 0;
+            let snap = Snapshot::open(write(&model, o)).unwrap();
+            for i in 0..20_000u32 {
+                let absent = format!("x{i}");
+                assert_eq!(snap.get(absent.as_bytes()).unwrap(), None, "{absent}");
+            }
+            assert_eq!(snap.get(b"k00042").unwrap().as_deref(), Some(&b"v42"[..]));
+        }
+    }
+}
