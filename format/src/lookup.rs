@@ -59,24 +59,37 @@ pub(crate) fn build(
     let width = u64::from(block_bits + offset_bits);
     // Block numbers are u32 and offsets lie inside a block of at most MAX_BLOCK_LEN bytes.
     debug_assert!(width <= u64::from(MAX_WIDTH));
-    let built = (0..SEEDS).find_map(|seed| {
-        let mut placed = Vec::with_capacity(hashes.len());
-        let built = mph::build(hashes, locations, seed, threads, |l, s| placed.push((l, s)))?;
-        Some((built, placed))
-    });
-    let (built, placed) = built?;
-    let buckets = built.pilots.len();
-    let partitions = built.bases.len() - 1;
-    let slots = built.slots();
+    // The layout but for the table's length follows from the key count; the table is made for
+    // the most slots there can be (each partition rounds up, by one slot at most) and cut to
+    // the slots there are, so that keys are written into it as they are placed.
+    let n = hashes.len() as u64;
+    let (shift, partitions) = mph::shape(n);
+    let buckets = (partitions << shift) as usize;
     let pilots_end = HEADER_LEN + 2 * buckets;
     let bases_start = pilots_end + crate::layout::padding(pilots_end as u64);
-    let table_start = bases_start + 8 * built.bases.len();
-    let table_len = (slots * width / 8) as usize + 8;
-    let mut out = vec![0u8; table_start + table_len];
+    let table_start = bases_start + 8 * (partitions as usize + 1);
+    let most_slots = mph::partition_slots(n) + partitions;
+    let mut out = vec![0u8; table_start + (most_slots * width / 8) as usize + 8];
+    let built = (0..SEEDS).find_map(|seed| {
+        let table = &mut out[table_start..];
+        table.fill(0);
+        // Slots come grouped by partition: the writes stay within one partition's bytes.
+        mph::build(hashes, locations, seed, threads, |l, s| {
+            let packed = l.checked_shr(block_of).unwrap_or(0) << offset_bits | (l & offset_mask);
+            let bit = s * width;
+            let at = (bit / 8) as usize;
+            let word = u64::from_le_bytes(table[at..at + 8].try_into().expect("8 bytes"));
+            let word = word | packed << (bit % 8);
+            table[at..at + 8].copy_from_slice(&word.to_le_bytes());
+        })
+    })?;
+    let slots = built.slots();
+    debug_assert!(slots <= most_slots && built.pilots.len() == buckets);
+    out.truncate(table_start + (slots * width / 8) as usize + 8);
     out[0..8].copy_from_slice(&built.seed.to_le_bytes());
     out[8..16].copy_from_slice(&(buckets as u64).to_le_bytes());
     out[16..24].copy_from_slice(&slots.to_le_bytes());
-    out[24..32].copy_from_slice(&(partitions as u64).to_le_bytes());
+    out[24..32].copy_from_slice(&partitions.to_le_bytes());
     out[32] = block_bits as u8;
     out[33] = offset_bits as u8;
     out[34] = built.shift as u8;
@@ -86,16 +99,6 @@ pub(crate) fn build(
     }
     for (i, b) in built.bases.iter().enumerate() {
         out[bases_start + 8 * i..bases_start + 8 * i + 8].copy_from_slice(&b.to_le_bytes());
-    }
-    // Slots come grouped by partition: the writes stay within one partition's bytes at a time.
-    let table = &mut out[table_start..];
-    for (l, s) in placed {
-        let packed = l.checked_shr(block_of).unwrap_or(0) << offset_bits | (l & offset_mask);
-        let bit = s * width;
-        let at = (bit / 8) as usize;
-        let word = u64::from_le_bytes(table[at..at + 8].try_into().expect("8 bytes"));
-        let word = word | packed << (bit % 8);
-        table[at..at + 8].copy_from_slice(&word.to_le_bytes());
     }
     Some(out)
 }

@@ -36,11 +36,13 @@ use runs::{RunReader, RunWriter};
 
 /// A pair's bytes go to a new chunk once the current one holds this much.
 const CHUNK: usize = 4 << 20;
-/// Memory a pair costs besides its bytes: its entry here, and the key hash the snapshot writer
-/// keeps for the filter.
+/// Memory a pair costs besides its bytes: its entry here, and what the snapshot writer keeps
+/// for its key.
 pub(crate) const PAIR_OVERHEAD: usize = std::mem::size_of::<Entry>() + WRITER_KEY_COST;
-/// What the snapshot writer keeps per key until it finishes (the key hash for the filter).
-const WRITER_KEY_COST: usize = 8;
+/// What the snapshot writer keeps per key until it finishes: in format version 2 the key's
+/// 128-bit hash and its entry's location (version 1 keeps 8 bytes; the larger is counted).
+/// Finishing places the keys with about 28 bytes more per key, once the sort's memory is free.
+const WRITER_KEY_COST: usize = 24;
 /// zstd level of spilled runs: fast, since runs are read once.
 const RUN_LEVEL: i32 = 1;
 /// Memory one open run costs while merging (a frame, compressed and not, and a read buffer),
