@@ -1,7 +1,7 @@
 //! The lookup section (format version 2): a perfect hash ([`crate::mph`]) from every key to a
 //! slot, and a table of bit-packed slots, each the block of a key and the offset of its entry in
-//! the block's raw bytes. A lookup reads a pilot, a slot and the entry: no index walk, no search
-//! in the block. See FORMAT.md, "Lookup".
+//! the block's raw bytes. A lookup reads a pilot, its partition's two slot bounds, a slot and the
+//! entry: no index walk, no search in the block. See FORMAT.md, "Lookup".
 //!
 //! Layout: `seed u64 · buckets u64 · slots u64 · partitions u64 · block_bits u8 · offset_bits
 //! u8 · shift u8 · flags u8 · reserved [u8; 4] · pilots u16 × buckets · zero padding to a

@@ -72,6 +72,15 @@ pub(crate) fn build(
     })?;
     options.user_metadata = labels.unwrap_or_default();
     options.shard_of = shard;
+    let versions = snapkv_format::MIN_FORMAT_VERSION..=snapkv_format::FORMAT_VERSION;
+    if !versions.contains(&format_version) {
+        return Err(PyValueError::new_err(format!(
+            "format_version {format_version} is not a format version this build writes \
+             ({} to {})",
+            versions.start(),
+            versions.end()
+        )));
+    }
     options.writer.format_version = format_version;
     let summary = py
         .detach(|| snapkv_builder::build(&options, &output, &snapkv_builder::NoProgress))

@@ -30,6 +30,22 @@ def test_pyarrow_table_round_trip(tmp_path):
     s.verify()
 
 
+def test_either_format_version_reads_the_same(tmp_path):
+    t = pa.table({"id": [f"user:{i:04}" for i in range(500)], "n": list(range(500))})
+    files = {}
+    for version in (1, 2):
+        files[version] = tmp_path / f"v{version}.snapkv"
+        snapkv.build(t, key="id", output=files[version], format_version=version)
+        s = snapkv.Snapshot(files[version])
+        assert s["user:0042"] == {"n": 42} and s.get("user:9999") is None
+        s.verify()
+    # Version 2 carries its lookup section: a larger file of the same entries.
+    assert files[2].stat().st_size > files[1].stat().st_size
+    with pytest.raises(ValueError, match="format_version 3"):
+        snapkv.build(t, key="id", output=tmp_path / "v3.snapkv", format_version=3)
+    assert not (tmp_path / "v3.snapkv").exists()
+
+
 def test_pandas_utc_timestamps_integer_and_composite_keys(tmp_path):
     df = pd.DataFrame(
         {
