@@ -155,20 +155,20 @@ pub(crate) struct Footer {
 }
 
 impl Footer {
-    pub fn section(&self, s: Section) -> SectionRef {
-        let i = ALL_SECTIONS
+    /// Where section `s` is kept in [`Footer::sections`].
+    fn slot(s: Section) -> usize {
+        ALL_SECTIONS
             .iter()
             .position(|x| *x == s)
-            .expect("a footer section");
-        self.sections[i]
+            .expect("a footer section")
+    }
+
+    pub fn section(&self, s: Section) -> SectionRef {
+        self.sections[Footer::slot(s)]
     }
 
     pub fn set(&mut self, s: Section, r: SectionRef) {
-        let i = ALL_SECTIONS
-            .iter()
-            .position(|x| *x == s)
-            .expect("a footer section");
-        self.sections[i] = r;
+        self.sections[Footer::slot(s)] = r;
     }
 
     /// Encodes the footer of its version; the whole-file checksum field is left zero for the
@@ -254,18 +254,16 @@ impl Footer {
         // the header and the start of the footer. A section the version lacks sits, empty,
         // where the previous one ends.
         let mut floor = HEADER_LEN as u64;
-        let mut refs = sections_of(version).iter().enumerate();
+        let present = sections_of(version);
+        // The version's sections are a subsequence of ALL_SECTIONS; `i` counts those read.
+        let mut i = 0;
         for (slot, section) in ALL_SECTIONS.iter().enumerate() {
-            let Some((i, _)) = refs.clone().next().filter(|(_, s)| *s == section) else {
-                footer.sections[slot] = SectionRef {
-                    offset: floor,
-                    len: 0,
-                    checksum: xxh3_64(&[]),
-                };
+            if present.get(i) != Some(section) {
+                footer.sections[slot] = SectionRef::of(floor, &[]);
                 continue;
-            };
-            refs.next();
+            }
             let base = i * SECTION_REF_LEN;
+            i += 1;
             let s = SectionRef {
                 offset: u64_at(f, base),
                 len: u64_at(f, base + 8),

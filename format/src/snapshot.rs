@@ -67,8 +67,6 @@ pub struct Stats {
 struct Inner {
     data: Bytes,
     footer: Footer,
-    /// How blocks hold keys (by the format version).
-    keys: Keys,
     /// The hash index (version 2).
     lookup: Option<Lookup>,
     /// End of the data region (start of the dictionary section).
@@ -79,8 +77,8 @@ struct Inner {
     dict: Option<DDict<'static>>,
     metadata: Metadata,
     cache: BlockCache,
-    /// Lookups try the cache before the block table: blocks are compressed (a raw block is
-    /// never cached, so in an uncompressed file the probe would always miss).
+    /// Reads of a block try the cache before the block table: blocks are compressed (a raw
+    /// block is never cached, so in an uncompressed file the probe would always miss).
     cache_first: bool,
 }
 
@@ -182,8 +180,7 @@ impl Snapshot {
         let filter_ref = footer.section(Section::Filter);
         let filter = Filter::parse(&data[range_of(filter_ref)], filter_ref.offset)?
             .map(|f| (f, range_of(filter_ref)));
-        let keys = Keys::of(version);
-        let lookup = match keys {
+        let lookup = match Keys::of(version) {
             Keys::Prefixed => None,
             Keys::Whole => {
                 let r = footer.section(Section::Lookup);
@@ -206,7 +203,6 @@ impl Snapshot {
                 data_end: dict_ref.offset,
                 table: range_of(footer.section(Section::BlockTable)),
                 footer,
-                keys,
                 lookup,
                 index,
                 filter,
@@ -245,13 +241,8 @@ impl Snapshot {
         let Some(block) = self.block_for(key)? else {
             return Ok(None);
         };
-        let mut buf = self.block(block, true)?;
-        // Narrow the block handle itself rather than `slice` it: one reference count less.
-        Ok(block::find(&buf, key, block)?.map(|r| {
-            buf.truncate(r.end);
-            buf.advance(r.start);
-            buf
-        }))
+        let buf = self.block(block, true)?;
+        Ok(block::find(&buf, key, block)?.map(|r| narrow(buf, r)))
     }
 
     /// [`Snapshot::get`] of a key that passed the filter, through the hash index of a version 2
@@ -273,26 +264,8 @@ impl Snapshot {
                 offset: inner.footer.section(Section::Lookup).offset,
                 detail: "lookup points past the block table",
             })?;
-        let cached = match inner.cache_first {
-            true => inner.cache.get(block),
-            false => None,
-        };
-        let mut buf = match cached {
-            Some(buf) => buf,
-            None => {
-                let e = self.entry(block)?;
-                match e.codec {
-                    Codec::Raw => inner.data.slice(stored_range(&e)),
-                    _ => self.decompress(block, &e, true)?,
-                }
-            }
-        };
-        // Narrow the block handle itself rather than `slice` it: one reference count less.
-        Ok(block::entry_at(&buf, offset, key, block)?.map(|r| {
-            buf.truncate(r.end);
-            buf.advance(r.start);
-            buf
-        }))
+        let buf = self.block(block, true)?;
+        Ok(block::entry_at(&buf, offset, key, block)?.map(|r| narrow(buf, r)))
     }
 
     /// The value of `key` if the entry at file offset `at` (from a direct lookup: every block
@@ -320,7 +293,7 @@ impl Snapshot {
 
     /// A cursor over the entries of `block`, for this file's key encoding.
     pub(crate) fn cursor(&self, block: u32) -> Cursor {
-        Cursor::new(block, self.inner.keys)
+        Cursor::new(block, Keys::of(self.inner.footer.version))
     }
 
     /// The format version of the file (1 or 2).
@@ -349,22 +322,35 @@ impl Snapshot {
 
     /// A block's entries: a slice of the input for raw blocks, else decompressed (through the
     /// cache; `fill` says whether a miss is added to it).
+    /// In a compressed file a cached block is taken without reading its table entry.
     pub(crate) fn block(&self, block: u32, fill: bool) -> Result<Bytes> {
-        self.block_with(block, &self.entry(block)?, fill)
+        let inner = &*self.inner;
+        if !inner.cache_first {
+            return self.block_with(block, &self.entry(block)?, fill);
+        }
+        if let Some(b) = inner.cache.get(block) {
+            return Ok(b);
+        }
+        self.uncached(block, &self.entry(block)?, fill)
     }
 
     /// [`Snapshot::block`] of a block whose table entry `e` was decoded already.
     #[inline]
     pub(crate) fn block_with(&self, block: u32, e: &BlockEntry, fill: bool) -> Result<Bytes> {
-        let inner = &*self.inner;
-        let stored = stored_range(e);
-        if e.codec == Codec::Raw {
-            return Ok(inner.data.slice(stored));
+        if e.codec != Codec::Raw {
+            if let Some(b) = self.inner.cache.get(block) {
+                return Ok(b);
+            }
         }
-        if let Some(b) = inner.cache.get(block) {
-            return Ok(b);
+        self.uncached(block, e, fill)
+    }
+
+    /// A block not in the cache: a slice of the input when raw, else decompressed.
+    fn uncached(&self, block: u32, e: &BlockEntry, fill: bool) -> Result<Bytes> {
+        match e.codec {
+            Codec::Raw => Ok(self.inner.data.slice(stored_range(e))),
+            _ => self.decompress(block, e, fill),
         }
-        self.decompress(block, e, fill)
     }
 
     /// Checks and decompresses a compressed block whose table entry `e` was decoded already,
@@ -811,6 +797,15 @@ pub fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
         }
     }
     None
+}
+
+/// The value at `r` of `buf`, narrowing the block handle itself rather than slicing it (one
+/// reference count less).
+#[inline]
+fn narrow(mut buf: Bytes, r: Range<usize>) -> Bytes {
+    buf.truncate(r.end);
+    buf.advance(r.start);
+    buf
 }
 
 /// Where a block's stored bytes lie in the input (checked by [`BlockEntry::decode`] to be

@@ -269,8 +269,6 @@ pub struct SnapshotWriter<W: Write> {
     /// The last key of the previous block, while its separator waits for the next first key.
     pending_separator: Option<Vec<u8>>,
     index: fst::MapBuilder<Vec<u8>>,
-    /// How blocks hold keys (by the format version).
-    keys: Keys,
     /// Version 1: the filter hash of each key (when there is a filter).
     key_hashes: Vec<u64>,
     /// Version 2: the 128-bit hash of each key, and its location: `block << 32 | offset`, or
@@ -336,7 +334,6 @@ impl<W: Write> SnapshotWriter<W> {
             hasher: Xxh3::new(),
         };
         out.write(&layout::encode_header(options.format_version))?;
-        let keys = Keys::of(options.format_version);
         Ok(SnapshotWriter {
             out,
             options,
@@ -345,7 +342,6 @@ impl<W: Write> SnapshotWriter<W> {
             last_key: Vec::new(),
             pending_separator: None,
             index: fst::MapBuilder::memory(),
-            keys,
             key_hashes: Vec::new(),
             hashes: Vec::new(),
             locations: Vec::new(),
@@ -360,6 +356,11 @@ impl<W: Write> SnapshotWriter<W> {
             table: Vec::new(),
             summary: WriteSummary::default(),
         })
+    }
+
+    /// How blocks hold keys, by the format version written.
+    fn keys(&self) -> Keys {
+        Keys::of(self.options.format_version)
     }
 
     /// Adds one entry. `key` must be larger than every key added before.
@@ -391,13 +392,14 @@ impl<W: Write> SnapshotWriter<W> {
                 }
             }
         }
-        if self.keys == Keys::Whole && self.key_count >= u64::from(u32::MAX) {
+        let keys = self.keys();
+        if keys == Keys::Whole && self.key_count >= u64::from(u32::MAX) {
             return Err(Error::TooManyKeys {
                 max: u64::from(u32::MAX),
             });
         }
         let target = self.options.block_size as usize;
-        let bound = block::entry_len_bound(self.keys, key, value);
+        let bound = block::entry_len_bound(keys, key, value);
         if self.entries_in_block > 0 && self.block.len() + bound > 2 * target {
             self.cut_block()?;
         }
@@ -409,13 +411,13 @@ impl<W: Write> SnapshotWriter<W> {
             self.last_key.clear();
         }
         let before = self.block.len();
-        block::put_entry(&mut self.block, self.keys, &self.last_key, key, value);
+        block::put_entry(&mut self.block, keys, &self.last_key, key, value);
         let entry_len = self.block.len() - before;
         self.entries_in_block += 1;
         self.last_key.clear();
         self.last_key.extend_from_slice(key);
         self.key_count += 1;
-        match self.keys {
+        match keys {
             Keys::Prefixed if self.options.filter_bits_per_key > 0 => {
                 self.key_hashes.push(xxh3_64(key))
             }
@@ -616,7 +618,7 @@ impl<W: Write> SnapshotWriter<W> {
             .into_inner()
             .map_err(|_| Error::InvalidOption("index could not be built".into()))?;
         let bits = self.options.filter_bits_per_key;
-        let (filter, lookup) = match self.keys {
+        let (filter, lookup) = match self.keys() {
             Keys::Prefixed => (
                 filter::build(std::mem::take(&mut self.key_hashes).into_iter(), bits),
                 Vec::new(),

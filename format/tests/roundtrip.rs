@@ -51,6 +51,18 @@ fn versioned(
     o
 }
 
+/// `k` and `i` in `digits` digits → `v` and `i`, for `i` below `n`.
+fn numbered(n: u32, digits: usize) -> Model {
+    (0..n)
+        .map(|i| {
+            (
+                format!("k{i:0digits$}").into_bytes(),
+                format!("v{i}").into_bytes(),
+            )
+        })
+        .collect()
+}
+
 fn collect(it: snapkv_format::Iter) -> Vec<(Vec<u8>, Vec<u8>)> {
     it.map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())))
         .collect::<Result<_, Error>>()
@@ -289,14 +301,7 @@ fn invalid_options_are_rejected() {
 
 #[test]
 fn raw_block_values_are_slices_of_the_input() {
-    let model: Model = (0..1000u32)
-        .map(|i| {
-            (
-                format!("k{i:04}").into_bytes(),
-                format!("v{i}").into_bytes(),
-            )
-        })
-        .collect();
+    let model = numbered(1000, 4);
     let mut o = WriterOptions::default();
     o.compression = Compression::None;
     let bytes = bytes::Bytes::from(write(&model, o));
@@ -546,14 +551,7 @@ fn shards_that_do_not_form_a_version_are_refused() {
 /// first: each is reported absent, in both versions and with or without compression.
 #[test]
 fn absent_keys_without_a_filter_are_absent() {
-    let model: Model = (0..5000u32)
-        .map(|i| {
-            (
-                format!("k{i:05}").into_bytes(),
-                format!("v{i}").into_bytes(),
-            )
-        })
-        .collect();
+    let model = numbered(5000, 5);
     for version in [1, 2] {
         for compression in [0, 1] {
             let mut o = versioned(version, compression, 256, false, 1);

@@ -9,18 +9,7 @@ fn build(dir: &Path, name: &str, lines: &[String], extra: &[&str]) -> PathBuf {
     let input = dir.join(format!("{name}.ndjson"));
     std::fs::write(&input, lines.join("\n") + "\n").unwrap();
     let out = dir.join(format!("{name}.snapkv"));
-    let mut args = vec![
-        "build",
-        "-i",
-        input.to_str().unwrap(),
-        "-k",
-        "id",
-        "-o",
-        out.to_str().unwrap(),
-        "-q",
-    ];
-    args.extend_from_slice(extra);
-    snapkv(&args, None).ok();
+    build_by_id(&input, &out, extra).ok();
     out
 }
 

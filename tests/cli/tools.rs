@@ -25,19 +25,7 @@ fn users(dir: &Path) -> PathBuf {
 
 /// `snapkv build` of the users written by [`users`] to `out`, with more arguments.
 fn build_users(dir: &Path, out: &Path, more: &[&str]) -> Run {
-    let input = dir.join("users.ndjson");
-    let mut args = vec![
-        "build",
-        "-i",
-        input.to_str().unwrap(),
-        "-k",
-        "id",
-        "-o",
-        out.to_str().unwrap(),
-        "-q",
-    ];
-    args.extend_from_slice(more);
-    snapkv(&args, None)
+    build_by_id(&dir.join("users.ndjson"), out, more)
 }
 
 #[test]

@@ -84,6 +84,22 @@ pub fn snapkv_with(args: &[&str], stdin: Option<&[u8]>, env: &[(&str, &str)]) ->
     }
 }
 
+/// `snapkv build -q` of `input`, keyed by its column `id`, to `out`, with more arguments.
+pub fn build_by_id(input: &Path, out: &Path, more: &[&str]) -> Run {
+    let mut args = vec![
+        "build",
+        "-i",
+        input.to_str().unwrap(),
+        "-k",
+        "id",
+        "-o",
+        out.to_str().unwrap(),
+        "-q",
+    ];
+    args.extend_from_slice(more);
+    snapkv(&args, None)
+}
+
 /// Opens a snapshot file, checking every checksum.
 pub fn open(path: &Path) -> Snapshot {
     let s = Snapshot::open(std::fs::read(path).unwrap()).unwrap();
