@@ -104,11 +104,21 @@ impl Interrupt {
 }
 
 /// Memory held back from the sort buffer for everything else: the readers' batches, the JSON
-/// encoder, the writer's compression pipeline and dictionary samples.
+/// encoder, the writer's compression pipeline and dictionary samples, and the writer's key
+/// hashes ([`writer_memory`]).
 fn sort_budget(limit: u64) -> usize {
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    let reserve = (limit / 8).min(64 << 20) + (limit / 4).min(8 << 20);
+    let reserve =
+        (limit / 8).min(64 << 20) + (limit / 4).min(8 << 20) + writer_memory(limit as u64);
     limit.saturating_sub(reserve).max(1 << 20)
+}
+
+/// Memory for the snapshot writer's key hashes and locations (24 bytes per key in format
+/// version 2), beyond which they go to a temporary file in the build's temporary directory.
+pub(crate) fn writer_memory(limit: u64) -> usize {
+    usize::try_from(limit / 8)
+        .unwrap_or(usize::MAX)
+        .min(128 << 20)
 }
 
 /// Memory for record batches between the reader and the sorter (decoded, then as pairs): half
@@ -262,7 +272,10 @@ mod tests {
 
     #[test]
     fn budgets() {
-        assert_eq!(sort_budget(1 << 30), (1 << 30) - (64 << 20) - (8 << 20));
+        assert_eq!(
+            sort_budget(1 << 30),
+            (1 << 30) - (64 << 20) - (8 << 20) - (128 << 20)
+        );
         assert!(sort_budget(MIN_MEMORY_LIMIT) >= 1 << 20);
     }
 }

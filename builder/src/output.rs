@@ -8,7 +8,7 @@ use crate::progress::{Phase, Progress, SpillReport};
 use crate::sort::{Locate, Sorter};
 use crate::source::Source;
 use crate::Interrupt;
-use snapkv_format::{Metadata, SnapshotWriter, ValueEncoding, WriteSummary};
+use snapkv_format::{Metadata, SnapshotWriter, Spill, ValueEncoding, WriteSummary};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -200,12 +200,15 @@ fn start(
             serde_json::json!({"index": first + i as u32, "count": count}),
         );
     }
-    SnapshotWriter::new(
-        crate::file_writer::FileWriter::new(file),
-        options.writer.clone(),
-        metadata,
-    )
-    .map_err(Error::Snapshot)
+    let mut writer = options.writer.clone();
+    if writer.spill.is_none() {
+        writer.spill = Some(Spill {
+            dir: options.temp_dir.clone().unwrap_or_else(|| parent_dir(path)),
+            memory: crate::writer_memory(options.memory_limit),
+        });
+    }
+    SnapshotWriter::new(crate::file_writer::FileWriter::new(file), writer, metadata)
+        .map_err(Error::Snapshot)
 }
 
 /// Finishes the writer of output `i` and syncs its file.
@@ -351,6 +354,7 @@ fn write_error(output: &Path) -> impl Fn(snapkv_format::Error) -> Error + '_ {
             path: output.to_owned(),
             source,
         },
+        snapkv_format::Error::Spill { dir, source } => Error::Temp { dir, source },
         e => Error::Snapshot(e),
     }
 }

@@ -121,6 +121,16 @@ pub enum Error {
     /// The output could not be written.
     #[error("I/O error writing the snapshot")]
     Io(#[from] std::io::Error),
+    /// The writer's temporary file of key hashes ([`crate::Spill`]) could not be created,
+    /// written or read.
+    #[error("I/O error on the snapshot writer's temporary file in {}", dir.display())]
+    Spill {
+        /// The directory of the temporary file.
+        dir: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
 
     /// The bytes are too short to hold a snapshot.
     #[error("{len} bytes is too short for a snapshot (at least {min} bytes)")]

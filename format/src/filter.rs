@@ -21,26 +21,58 @@ fn probes(hash: u64, lines: u64) -> (usize, u64) {
 /// Builds the filter from key hashes (of each key: xxh3-64 in version 1, the low half of
 /// xxh3-128 in version 2).
 pub(crate) fn build(hashes: impl ExactSizeIterator<Item = u64>, bits_per_key: u32) -> Vec<u8> {
-    if bits_per_key == 0 || hashes.len() == 0 {
+    let Some(mut filter) = Builder::new(hashes.len() as u64, bits_per_key) else {
         return Vec::new();
+    };
+    hashes.for_each(|h| filter.insert(h));
+    filter.finish()
+}
+
+/// A filter being built, sized for its number of keys.
+#[derive(Debug)]
+pub(crate) struct Builder {
+    out: Vec<u8>,
+    k: u32,
+    lines: u64,
+}
+
+impl Builder {
+    /// A filter for `keys` keys at `bits_per_key`; `None` (no filter) when either is 0.
+    pub fn new(keys: u64, bits_per_key: u32) -> Option<Builder> {
+        if bits_per_key == 0 || keys == 0 {
+            return None;
+        }
+        let bits = keys * u64::from(bits_per_key);
+        let lines = bits.div_ceil(LINE_BITS).max(1);
+        // k = bits_per_key · ln 2, rounded, within 1..=7.
+        let k =
+            ((bits_per_key as f64 * std::f64::consts::LN_2).round() as u32).clamp(1, MAX_PROBES);
+        let mut out = vec![0u8; HEADER_LEN + lines as usize * LINE_BYTES];
+        out[0..4].copy_from_slice(&k.to_le_bytes());
+        out[8..16].copy_from_slice(&lines.to_le_bytes());
+        Some(Builder { out, k, lines })
     }
-    let bits = hashes.len() as u64 * u64::from(bits_per_key);
-    let lines = bits.div_ceil(LINE_BITS).max(1);
-    // k = bits_per_key · ln 2, rounded, within 1..=7.
-    let k = ((bits_per_key as f64 * std::f64::consts::LN_2).round() as u32).clamp(1, MAX_PROBES);
-    let mut out = vec![0u8; HEADER_LEN + lines as usize * LINE_BYTES];
-    out[0..4].copy_from_slice(&k.to_le_bytes());
-    out[8..16].copy_from_slice(&lines.to_le_bytes());
-    for h in hashes {
-        let (line, mut g) = probes(h, lines);
+
+    /// Adds a key's hash.
+    pub fn insert(&mut self, hash: u64) {
+        let (line, mut g) = probes(hash, self.lines);
         let base = HEADER_LEN + line * LINE_BYTES;
-        for _ in 0..k {
+        for _ in 0..self.k {
             let bit = (g & (LINE_BITS - 1)) as usize;
-            out[base + bit / 8] |= 1 << (bit % 8);
+            self.out[base + bit / 8] |= 1 << (bit % 8);
             g >>= 9;
         }
     }
-    out
+
+    /// Forgets every key added.
+    pub fn clear(&mut self) {
+        self.out[HEADER_LEN..].fill(0);
+    }
+
+    /// The filter section.
+    pub fn finish(self) -> Vec<u8> {
+        self.out
+    }
 }
 
 /// A parsed filter over a section's bytes.

@@ -8,8 +8,9 @@
 //!   `Bytes::from_owner`): point lookups, ordered range and prefix scans, metadata, verification.
 //! - [`diff()`] compares two snapshots: keys added, removed and changed, schema changes.
 //!
-//! This crate does no file or network I/O of its own and contains no `unsafe` code; every
-//! failure on untrusted bytes is a typed [`Error`].
+//! This crate does no file or network I/O of its own, but for the temporary file of key hashes
+//! a writer given a [`Spill`] directory keeps, and contains no `unsafe` code; every failure on
+//! untrusted bytes is a typed [`Error`].
 //!
 //! ```
 //! use snapkv_format::{Metadata, Snapshot, SnapshotWriter, WriterOptions};
@@ -45,6 +46,7 @@ pub mod mph;
 pub mod names;
 #[doc(hidden)]
 pub mod pool;
+mod records;
 pub mod shards;
 mod snapshot;
 pub mod tail;
@@ -59,7 +61,7 @@ pub use metadata::{FormatInfo, Metadata, ValueEncoding};
 pub use shards::{Selection, ShardError, Shards, ShardsIter};
 pub use snapshot::{prefix_successor, Iter, OpenOptions, Snapshot, Stats};
 pub use tail::{Tail, TAIL_LEN};
-pub use writer::{Compression, Dictionary, SnapshotWriter, WriteSummary, WriterOptions};
+pub use writer::{Compression, Dictionary, SnapshotWriter, Spill, WriteSummary, WriterOptions};
 
 /// Longest key, in bytes.
 pub const MAX_KEY_LEN: usize = 4096;

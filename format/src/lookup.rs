@@ -12,7 +12,8 @@
 
 use crate::error::{Error, Result, Section};
 use crate::layout::{u64_at, SECTION_ALIGN};
-use crate::mph;
+use crate::records::Records;
+use crate::{filter, mph};
 
 const HEADER_LEN: usize = 40;
 /// Flag: slots hold the file offset of each entry (every block is stored raw), not its block
@@ -39,30 +40,30 @@ fn bits(x: u64) -> u32 {
 /// Builds the section from each key's hash and location (keys in any order), on up to
 /// `threads` threads: `block << 32 | offset` each, or with `direct` the file offset of each
 /// entry. `None` if no seed gives a perfect hash (two keys with equal 128-bit hashes), or for
-/// 2^32 keys or more.
+/// 2^32 keys or more. `filter` (when there is one) gets every key's low hash half, on a thread
+/// beside the placement.
 pub(crate) fn build(
-    hashes: &[[u64; 2]],
-    locations: &[u64],
+    records: &mut Records,
     direct: bool,
     threads: usize,
-) -> Option<Vec<u8>> {
+    mut filter: Option<&mut filter::Builder>,
+) -> Result<Option<Vec<u8>>> {
     let (block_of, offset_mask) = match direct {
         true => (64, u64::MAX),
         false => (32, 0xffff_ffff),
     };
-    let max_block = locations
-        .iter()
-        .map(|l| l.checked_shr(block_of).unwrap_or(0))
-        .max();
-    let max_offset = locations.iter().map(|l| l & offset_mask).max();
-    let (block_bits, offset_bits) = (bits(max_block.unwrap_or(0)), bits(max_offset.unwrap_or(0)));
+    let (max_block, max_offset) = match direct {
+        true => (0, records.max),
+        false => (records.max_high, records.max_low),
+    };
+    let (block_bits, offset_bits) = (bits(max_block), bits(max_offset));
     let width = u64::from(block_bits + offset_bits);
     // Block numbers are u32 and offsets lie inside a block of at most MAX_BLOCK_LEN bytes.
     debug_assert!(width <= u64::from(MAX_WIDTH));
     // The layout but for the table's length follows from the key count; the table is made for
     // the most slots there can be (each partition rounds up, by one slot at most) and cut to
     // the slots there are, so that keys are written into it as they are placed.
-    let n = hashes.len() as u64;
+    let n = records.len();
     let (shift, partitions) = mph::shape(n);
     let buckets = (partitions << shift) as usize;
     let pilots_end = HEADER_LEN + 2 * buckets;
@@ -70,19 +71,48 @@ pub(crate) fn build(
     let table_start = bases_start + 8 * (partitions as usize + 1);
     let most_slots = mph::partition_slots(n) + partitions;
     let mut out = vec![0u8; table_start + (most_slots * width / 8) as usize + 8];
-    let built = (0..SEEDS).find_map(|seed| {
+    let mut built = None;
+    for seed in 0..SEEDS {
+        let Some(mut placer) = mph::Placer::new(n, seed) else {
+            return Ok(None);
+        };
         let table = &mut out[table_start..];
         table.fill(0);
-        // Slots come grouped by partition: the writes stay within one partition's bytes.
-        mph::build(hashes, locations, seed, threads, |l, s| {
-            let packed = l.checked_shr(block_of).unwrap_or(0) << offset_bits | (l & offset_mask);
-            let bit = s * width;
-            let at = (bit / 8) as usize;
-            let word = u64::from_le_bytes(table[at..at + 8].try_into().expect("8 bytes"));
-            let word = word | packed << (bit % 8);
-            table[at..at + 8].copy_from_slice(&word.to_le_bytes());
-        })
-    })?;
+        if let Some(f) = filter.as_deref_mut() {
+            f.clear();
+        }
+        let placed = records.chunks(&mut placer, seed, |placer, hashes, locations, last| {
+            std::thread::scope(|scope| {
+                let beside = filter
+                    .as_deref_mut()
+                    .map(|f| scope.spawn(move || hashes.iter().for_each(|h| f.insert(h[0]))));
+                // Slots come grouped by partition: the writes stay within one partition's bytes.
+                let placed = placer.place(hashes, locations, last, threads, |l, s| {
+                    let packed =
+                        l.checked_shr(block_of).unwrap_or(0) << offset_bits | (l & offset_mask);
+                    let bit = s * width;
+                    let at = (bit / 8) as usize;
+                    let word = u64::from_le_bytes(table[at..at + 8].try_into().expect("8 bytes"));
+                    let word = word | packed << (bit % 8);
+                    table[at..at + 8].copy_from_slice(&word.to_le_bytes());
+                });
+                // Adding hashes to a filter does not fail: a panic there is a bug, passed on.
+                if let Some(handle) = beside {
+                    handle
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                }
+                placed
+            })
+        })?;
+        if placed {
+            built = Some(placer.finish());
+            break;
+        }
+    }
+    let Some(built) = built else {
+        return Ok(None);
+    };
     let slots = built.slots();
     debug_assert!(slots <= most_slots && built.pilots.len() == buckets);
     out.truncate(table_start + (slots * width / 8) as usize + 8);
@@ -100,7 +130,7 @@ pub(crate) fn build(
     for (i, b) in built.bases.iter().enumerate() {
         out[bases_start + 8 * i..bases_start + 8 * i + 8].copy_from_slice(&b.to_le_bytes());
     }
-    Some(out)
+    Ok(Some(out))
 }
 
 /// A parsed lookup section. Positions are offsets into the file.
@@ -234,6 +264,69 @@ impl Lookup {
 mod tests {
     use super::*;
 
+    /// The section over `hashes` and `locations`, with the records in memory or, with
+    /// `spill`, past that many bytes in runs on a temporary file.
+    fn build(
+        hashes: &[[u64; 2]],
+        locations: &[u64],
+        direct: bool,
+        threads: usize,
+        spill: Option<usize>,
+    ) -> Option<Vec<u8>> {
+        let dir = std::env::temp_dir();
+        let mut records = Records::new(spill.map(|memory| (dir, memory)));
+        for (h, l) in hashes.iter().zip(locations) {
+            records.push(*h, *l).unwrap();
+        }
+        super::build(&mut records, direct, threads, None).unwrap()
+    }
+
+    #[test]
+    fn spilled_records_build_the_same_section() {
+        for n in [0usize, 1, 1000, 200_000] {
+            let hashes: Vec<[u64; 2]> = (0..n).map(|i| key_hash(&i.to_le_bytes())).collect();
+            let locations: Vec<u64> = (0..n as u64).map(|i| ((i / 9) << 32) | (i % 9)).collect();
+            let in_memory = build(&hashes, &locations, false, 2, None).unwrap();
+            // Runs of 2,340 records, partitions placed about 1,260 records at a time: the
+            // last partition of each part continues in the next.
+            for memory in [64 << 10, 1 << 20] {
+                let spilled = build(&hashes, &locations, false, 2, Some(memory)).unwrap();
+                assert!(spilled == in_memory, "{n} keys, {memory} bytes");
+            }
+        }
+    }
+
+    #[test]
+    fn another_seed_regroups_spilled_records() {
+        // Two keys with equal low halves in one bucket under seed 0 fit under no pilot; under
+        // seed 1 they are in different buckets.
+        let n = 60_000usize;
+        let mut hashes: Vec<[u64; 2]> = (0..n).map(|i| key_hash(&i.to_le_bytes())).collect();
+        let buckets = mph::Placer::new(n as u64, 0).unwrap().buckets();
+        let first = hashes[0];
+        let twin = (1u64..)
+            .map(|i| [first[0], mph::fmix64(i)])
+            .find(|t| {
+                mph::bucket(t[1], 0, buckets) == mph::bucket(first[1], 0, buckets)
+                    && mph::bucket(t[1], 1, buckets) != mph::bucket(first[1], 1, buckets)
+            })
+            .unwrap();
+        hashes[n - 1] = twin;
+        let locations: Vec<u64> = (0..n as u64).map(|i| i << 32 | 7).collect();
+        let in_memory = build(&hashes, &locations, false, 2, None).unwrap();
+        assert_eq!(u64_at(&in_memory, 0), 1, "seed");
+        let spilled = build(&hashes, &locations, false, 2, Some(64 << 10)).unwrap();
+        assert!(spilled == in_memory);
+        let lookup = Lookup::parse(&spilled, 0, n as u64).unwrap();
+        for (h, l) in hashes.iter().zip(&locations) {
+            assert_eq!(lookup.locate(&spilled, *h), (l >> 32, 7));
+        }
+        // Equal 128-bit hashes: no seed separates them, spilled or not.
+        hashes[n - 1] = first;
+        assert_eq!(build(&hashes, &locations, false, 1, None), None);
+        assert_eq!(build(&hashes, &locations, false, 1, Some(64 << 10)), None);
+    }
+
     #[test]
     fn every_location_comes_back() {
         for n in [0usize, 1, 5, 1000, 50_000] {
@@ -241,7 +334,7 @@ mod tests {
             let locations: Vec<u64> = (0..n as u64)
                 .map(|i| ((i / 7) << 32) | ((i % 7) * 300))
                 .collect();
-            let bytes = build(&hashes, &locations, false, 2).unwrap();
+            let bytes = build(&hashes, &locations, false, 2, None).unwrap();
             let mut file = vec![0u8; 16];
             file.extend_from_slice(&bytes);
             let lookup = Lookup::parse(&bytes, 16, n as u64).unwrap();
@@ -257,7 +350,7 @@ mod tests {
             }
             // Direct: file offsets, wider than 32 bits too.
             let offsets: Vec<u64> = (0..n as u64).map(|i| 16 + i * 5_000_000).collect();
-            let bytes = build(&hashes, &offsets, true, 2).unwrap();
+            let bytes = build(&hashes, &offsets, true, 2, Some(16 << 10)).unwrap();
             let lookup = Lookup::parse(&bytes, 0, n as u64).unwrap();
             assert!(lookup.direct);
             for (h, &o) in hashes.iter().zip(&offsets) {
@@ -270,7 +363,7 @@ mod tests {
     fn inconsistent_sections_are_refused() {
         let hashes: Vec<[u64; 2]> = (0..100u32).map(|i| key_hash(&i.to_le_bytes())).collect();
         let locations: Vec<u64> = (0..100u64).map(|i| i << 32 | i).collect();
-        let bytes = build(&hashes, &locations, false, 1).unwrap();
+        let bytes = build(&hashes, &locations, false, 1, None).unwrap();
         assert!(Lookup::parse(&bytes, 0, 100).is_ok());
         assert!(Lookup::parse(&bytes[..bytes.len() - 1], 0, 100).is_err());
         assert!(Lookup::parse(&bytes, 0, 1000).is_err());

@@ -116,107 +116,193 @@ pub fn build(
     payload: &[u64],
     seed: u64,
     threads: usize,
-    mut place: impl FnMut(u64, u64),
+    place: impl FnMut(u64, u64),
 ) -> Option<Built> {
-    let n = u32::try_from(hashes.len()).ok()?;
-    let (shift, partitions) = shape(u64::from(n));
-    let buckets = partitions << shift;
-    // Keys by partition: a counting sort.
-    let mut starts = vec![0usize; partitions as usize + 1];
-    let bucket_of = |h: &[u64; 2]| bucket(h[1], seed, buckets);
-    for h in hashes {
-        starts[(bucket_of(h) >> shift) as usize + 1] += 1;
+    let mut placer = Placer::new(hashes.len() as u64, seed)?;
+    let all = placer.partitions();
+    placer
+        .place(hashes, payload, all, threads, place)
+        .then(|| placer.finish())
+}
+
+/// Builds a function a run of partitions at a time, for keys that do not fit in memory at once:
+/// each call to [`Placer::place`] hands over exactly the keys of the next partitions. Keys of
+/// one partition may come in any order; the function is the same as [`build`]'s.
+#[derive(Debug)]
+pub struct Placer {
+    seed: u64,
+    shift: u32,
+    partitions: u64,
+    pilots: Vec<u16>,
+    bases: Vec<u64>,
+}
+
+impl Placer {
+    /// A function over `n` keys with `seed`, nothing placed yet. `None` for 2^32 keys or more.
+    pub fn new(n: u64, seed: u64) -> Option<Placer> {
+        u32::try_from(n).ok()?;
+        let (shift, partitions) = shape(n);
+        Some(Placer {
+            seed,
+            shift,
+            partitions,
+            pilots: vec![0; (partitions << shift) as usize],
+            bases: vec![0],
+        })
     }
-    for p in 1..starts.len() {
-        starts[p] += starts[p - 1];
+
+    /// Number of partitions.
+    pub fn partitions(&self) -> u64 {
+        self.partitions
     }
-    let mut members = vec![
-        Member {
-            lo: 0,
-            payload: 0,
-            bucket: 0
-        };
-        hashes.len()
-    ];
-    let mut fill = starts.clone();
-    let mask = (1u64 << shift) - 1;
-    for (h, &pay) in hashes.iter().zip(payload) {
-        let b = bucket_of(h);
-        let p = (b >> shift) as usize;
-        members[fill[p]] = Member {
-            lo: h[0],
-            payload: pay,
-            bucket: (b & mask) as u32,
-        };
-        fill[p] += 1;
+
+    /// Number of buckets, `partitions << shift`.
+    pub fn buckets(&self) -> u64 {
+        self.partitions << self.shift
     }
-    drop(fill);
-    let mut bases = Vec::with_capacity(partitions as usize + 1);
-    bases.push(0u64);
-    for p in 0..partitions as usize {
-        let keys = (starts[p + 1] - starts[p]) as u64;
-        bases.push(bases[p] + partition_slots(keys));
+
+    /// Buckets per partition: `2^shift`.
+    pub fn shift(&self) -> u32 {
+        self.shift
     }
-    // Partitions are placed on `threads` threads, each a run of consecutive partitions: its
-    // members, pilots and slots are disjoint slices.
-    let mut pilots = vec![0u16; buckets as usize];
-    let mut slots = vec![0u32; hashes.len()];
-    let threads = threads.clamp(1, partitions as usize);
-    let per_thread = (partitions as usize).div_ceil(threads);
-    let ok = std::thread::scope(|scope| {
-        let mut workers = Vec::new();
-        let (mut members, mut pilots, mut slots) = (&members[..], &mut pilots[..], &mut slots[..]);
-        for first in (0..partitions as usize).step_by(per_thread) {
-            let last = (first + per_thread).min(partitions as usize);
-            let keys = starts[last] - starts[first];
-            let (m, rest) = members.split_at(keys);
-            members = rest;
-            let (pi, rest) = std::mem::take(&mut pilots).split_at_mut((last - first) << shift);
-            pilots = rest;
-            let (sl, rest) = std::mem::take(&mut slots).split_at_mut(keys);
-            slots = rest;
-            let (starts, bases) = (&starts, &bases);
-            let mut work = move || {
-                (first..last).all(|p| {
-                    let (from, to) = (starts[p] - starts[first], starts[p + 1] - starts[first]);
-                    let b = (p - first) << shift;
-                    place_partition(
-                        &m[from..to],
-                        &mut pi[b..b + (1 << shift)],
-                        &mut sl[from..to],
-                        bases[p + 1] - bases[p],
-                        seed,
-                    )
-                })
+
+    /// Partitions placed so far.
+    pub fn placed(&self) -> u64 {
+        self.bases.len() as u64 - 1
+    }
+
+    /// The partition of a key whose `fmix64(hi ^ seed)` is `mixed`: it grows with `mixed`.
+    pub fn partition_of_mixed(&self, mixed: u64) -> u64 {
+        fastrange(mixed, self.buckets()) >> self.shift
+    }
+
+    /// Places partitions `placed()..last` from the hashes of exactly their keys, calling
+    /// `place(payload[i], slot)` for each key (grouped by partition). False when some bucket
+    /// fits under no pilot; the placer is then of no further use.
+    ///
+    /// # Panics
+    /// If a key of `hashes` lies outside those partitions, or `last` is past the last one.
+    pub fn place(
+        &mut self,
+        hashes: &[[u64; 2]],
+        payload: &[u64],
+        last: u64,
+        threads: usize,
+        mut place: impl FnMut(u64, u64),
+    ) -> bool {
+        assert!(last <= self.partitions && hashes.len() == payload.len());
+        let (seed, shift, buckets) = (self.seed, self.shift, self.buckets());
+        let first = self.placed() as usize;
+        let count = last as usize - first;
+        // Keys by partition: a counting sort.
+        let mut starts = vec![0usize; count + 1];
+        let bucket_of = |h: &[u64; 2]| bucket(h[1], seed, buckets);
+        for h in hashes {
+            starts[(bucket_of(h) >> shift) as usize - first + 1] += 1;
+        }
+        for p in 1..starts.len() {
+            starts[p] += starts[p - 1];
+        }
+        let mut members = vec![
+            Member {
+                lo: 0,
+                payload: 0,
+                bucket: 0
             };
-            if last == partitions as usize {
-                // The last run on this thread.
-                workers.push(Ok(work()));
-            } else {
-                workers.push(Err(scope.spawn(work)));
+            hashes.len()
+        ];
+        let mut fill = starts.clone();
+        let mask = (1u64 << shift) - 1;
+        for (h, &pay) in hashes.iter().zip(payload) {
+            let b = bucket_of(h);
+            let p = (b >> shift) as usize - first;
+            members[fill[p]] = Member {
+                lo: h[0],
+                payload: pay,
+                bucket: (b & mask) as u32,
+            };
+            fill[p] += 1;
+        }
+        drop(fill);
+        let base = self.bases[first];
+        let mut bases = Vec::with_capacity(count + 1);
+        bases.push(base);
+        for p in 0..count {
+            let keys = (starts[p + 1] - starts[p]) as u64;
+            bases.push(bases[p] + partition_slots(keys));
+        }
+        // Partitions are placed on `threads` threads, each a run of consecutive partitions: its
+        // members, pilots and slots are disjoint slices.
+        let mut slots = vec![0u32; hashes.len()];
+        let threads = threads.clamp(1, count.max(1));
+        let per_thread = count.div_ceil(threads).max(1);
+        let pilots = &mut self.pilots[first << shift..(last as usize) << shift];
+        let ok = std::thread::scope(|scope| {
+            let mut workers = Vec::new();
+            let (mut members, mut pilots, mut slots) = (&members[..], pilots, &mut slots[..]);
+            for from_p in (0..count).step_by(per_thread) {
+                let to_p = (from_p + per_thread).min(count);
+                let keys = starts[to_p] - starts[from_p];
+                let (m, rest) = members.split_at(keys);
+                members = rest;
+                let (pi, rest) = std::mem::take(&mut pilots).split_at_mut((to_p - from_p) << shift);
+                pilots = rest;
+                let (sl, rest) = std::mem::take(&mut slots).split_at_mut(keys);
+                slots = rest;
+                let (starts, bases) = (&starts, &bases);
+                let mut work = move || {
+                    (from_p..to_p).all(|p| {
+                        let (from, to) =
+                            (starts[p] - starts[from_p], starts[p + 1] - starts[from_p]);
+                        let b = (p - from_p) << shift;
+                        place_partition(
+                            &m[from..to],
+                            &mut pi[b..b + (1 << shift)],
+                            &mut sl[from..to],
+                            bases[p + 1] - bases[p],
+                            seed,
+                        )
+                    })
+                };
+                if to_p == count {
+                    // The last run on this thread.
+                    workers.push(Ok(work()));
+                } else {
+                    workers.push(Err(scope.spawn(work)));
+                }
+            }
+            workers.into_iter().all(|w| match w {
+                Ok(done) => done,
+                Err(handle) => handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            })
+        });
+        if !ok {
+            return false;
+        }
+        for p in 0..count {
+            for i in starts[p]..starts[p + 1] {
+                place(members[i].payload, bases[p] + u64::from(slots[i]));
             }
         }
-        workers.into_iter().all(|w| match w {
-            Ok(done) => done,
-            Err(handle) => handle
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-        })
-    });
-    if !ok {
-        return None;
+        self.bases.extend_from_slice(&bases[1..]);
+        true
     }
-    for p in 0..partitions as usize {
-        for i in starts[p]..starts[p + 1] {
-            place(members[i].payload, bases[p] + u64::from(slots[i]));
+
+    /// The function, once every partition is placed.
+    ///
+    /// # Panics
+    /// If some partition is not placed.
+    pub fn finish(self) -> Built {
+        assert_eq!(self.placed(), self.partitions, "every partition placed");
+        Built {
+            seed: self.seed,
+            shift: self.shift,
+            pilots: self.pilots,
+            bases: self.bases,
         }
     }
-    Some(Built {
-        seed,
-        shift,
-        pilots,
-        bases,
-    })
 }
 
 /// Places the keys of one partition (`members`, buckets numbered within the partition) on its
@@ -333,6 +419,31 @@ mod tests {
             // The thread count does not change the function.
             assert_eq!(build(&hashes, &ids, 7, 1, |_, _| {}), Some(built));
         }
+    }
+
+    #[test]
+    fn placing_partitions_in_runs_builds_the_same_function() {
+        let n = 300_000u64;
+        let hashes: Vec<[u64; 2]> = (0..n).map(|i| split(xxh3_128(&i.to_le_bytes()))).collect();
+        let ids: Vec<u64> = (0..n).collect();
+        let mut whole = vec![0; n as usize];
+        let built = build(&hashes, &ids, 3, 2, |i, s| whole[i as usize] = s).unwrap();
+        let mut placer = Placer::new(n, 3).unwrap();
+        let partition = |h: &[u64; 2]| bucket(h[1], 3, placer.buckets()) >> placer.shift();
+        let of: Vec<u64> = hashes.iter().map(partition).collect();
+        let mut parts = vec![0; n as usize];
+        // Runs of 0, 1 and 3 partitions; keys in reverse order.
+        for last in [0, 1, 2, 2, 5, placer.partitions()] {
+            let first = placer.placed();
+            let (h, i): (Vec<[u64; 2]>, Vec<u64>) = (0..n as usize)
+                .rev()
+                .filter(|&k| (first..last).contains(&of[k]))
+                .map(|k| (hashes[k], ids[k]))
+                .unzip();
+            assert!(placer.place(&h, &i, last, 2, |i, s| parts[i as usize] = s));
+        }
+        assert_eq!(placer.finish(), built);
+        assert_eq!(parts, whole);
     }
 
     #[test]

@@ -7,8 +7,10 @@ use crate::layout::{self, BlockEntry, Codec, Footer, SectionRef};
 use crate::lookup;
 use crate::metadata::{FormatInfo, Metadata};
 use crate::pool::{self, Pool, Submitter};
+use crate::records::Records;
 use crate::{filter, Section, MAX_BLOCK_SIZE, MAX_KEY_LEN, MAX_VALUE_LEN, MIN_BLOCK_SIZE};
 use std::io::Write;
+use std::path::PathBuf;
 use std::sync::Arc;
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed, Xxh3};
 
@@ -65,8 +67,26 @@ pub struct WriterOptions {
     /// The format version written: 2 (the default, [`crate::FORMAT_VERSION`]), or 1 for readers
     /// that do not read version 2 yet. Version 2 adds a hash index that takes a lookup straight
     /// to its entry; it keeps whole keys in blocks, and holds 24 bytes per key in memory until
-    /// [`SnapshotWriter::finish`] (version 1: 8 bytes per key for the filter).
+    /// [`SnapshotWriter::finish`], or no more than a [`Spill`] budget (version 1: 8 bytes per
+    /// key for the filter).
     pub format_version: u32,
+    /// Where a version 2 writer keeps key hashes that outgrow a memory budget. Default: none
+    /// (every key's 24 bytes stay in memory).
+    pub spill: Option<Spill>,
+}
+
+/// A memory budget for a version 2 writer's key hashes and locations (24 bytes per key), and
+/// the directory of the unnamed temporary file that takes them beyond it. Finishing reads them
+/// back a few partitions of the perfect hash at a time, within the same budget; what the
+/// writer holds for its keys then is the filter and lookup sections it builds (about 6 bytes
+/// per key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spill {
+    /// The directory of the temporary file (removed when the writer is dropped, or by the
+    /// system if the process dies).
+    pub dir: PathBuf,
+    /// Bytes of key records held in memory: at least 2 MiB is sensible.
+    pub memory: usize,
 }
 
 impl Default for WriterOptions {
@@ -81,6 +101,7 @@ impl Default for WriterOptions {
             filter_bits_per_key: 10,
             threads: 0,
             format_version: layout::FORMAT_VERSION,
+            spill: None,
         }
     }
 }
@@ -273,8 +294,7 @@ pub struct SnapshotWriter<W: Write> {
     key_hashes: Vec<u64>,
     /// Version 2: the 128-bit hash of each key, and its location: `block << 32 | offset`, or
     /// the file offset of its entry when every block is stored raw (no compression).
-    hashes: Vec<[u64; 2]>,
-    locations: Vec<u64>,
+    records: Records,
     key_count: u64,
     /// Blocks cut so far (the next block's number).
     blocks_cut: u32,
@@ -334,6 +354,10 @@ impl<W: Write> SnapshotWriter<W> {
             hasher: Xxh3::new(),
         };
         out.write(&layout::encode_header(options.format_version))?;
+        let records = Records::new(match (&options.spill, options.format_version) {
+            (Some(spill), 2..) => Some((spill.dir.clone(), spill.memory)),
+            _ => None,
+        });
         Ok(SnapshotWriter {
             out,
             options,
@@ -343,8 +367,7 @@ impl<W: Write> SnapshotWriter<W> {
             pending_separator: None,
             index: fst::MapBuilder::memory(),
             key_hashes: Vec::new(),
-            hashes: Vec::new(),
-            locations: Vec::new(),
+            records,
             key_count: 0,
             blocks_cut: 0,
             block_entries: Vec::new(),
@@ -425,14 +448,14 @@ impl<W: Write> SnapshotWriter<W> {
             Keys::Whole => {
                 // The block being filled is the next to be cut; offsets in a block of more
                 // than one entry are below 2 × the block size, so they fit 32 bits.
-                self.hashes.push(lookup::key_hash(key));
-                self.locations.push(match self.spec.level {
+                let location = match self.spec.level {
                     // Blocks are written as they are cut (no compression threads, no
                     // dictionary training): the one being filled will start where the output
                     // stands now.
                     None => self.out.pos + before as u64,
                     Some(_) => u64::from(self.blocks_cut) << 32 | before as u64,
-                });
+                };
+                self.records.push(lookup::key_hash(key), location)?;
             }
         }
         if let Some(t) = &mut self.training {
@@ -624,22 +647,18 @@ impl<W: Write> SnapshotWriter<W> {
                 Vec::new(),
             ),
             Keys::Whole => {
-                // The filter and the perfect hash read the same hashes: build them side by side
-                // (the compression threads are done).
-                let (hashes, locations) = (&self.hashes, &self.locations);
-                let (filter, lookup) = std::thread::scope(|scope| {
-                    let filter = scope.spawn(|| filter::build(hashes.iter().map(|h| h[0]), bits));
-                    let threads = crate::pool::threads(self.options.threads);
-                    let direct = self.spec.level.is_none();
-                    let lookup = lookup::build(hashes, locations, direct, threads);
-                    (filter.join(), lookup)
-                });
-                // The filter's build does not fail: a panic there is a bug, passed on as one.
-                let filter = filter.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-                let lookup = lookup.ok_or(Error::NoPerfectHash)?;
-                self.hashes = Vec::new();
-                self.locations = Vec::new();
-                (filter, lookup)
+                // The filter and the perfect hash read the same hashes: they are built side by
+                // side (the compression threads are done).
+                let mut filter = filter::Builder::new(self.records.len(), bits);
+                let threads = crate::pool::threads(self.options.threads);
+                let direct = self.spec.level.is_none();
+                let lookup = lookup::build(&mut self.records, direct, threads, filter.as_mut())?
+                    .ok_or(Error::NoPerfectHash)?;
+                self.records = Records::new(None);
+                (
+                    filter.map(filter::Builder::finish).unwrap_or_default(),
+                    lookup,
+                )
             }
         };
         self.metadata.key_count = self.key_count;

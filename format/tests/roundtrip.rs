@@ -2,7 +2,7 @@
 
 use proptest::prelude::*;
 use snapkv_format::{
-    Compression, Dictionary, Error, Metadata, ShardError, Shards, Snapshot, SnapshotWriter,
+    Compression, Dictionary, Error, Metadata, ShardError, Shards, Snapshot, SnapshotWriter, Spill,
     WriterOptions,
 };
 use std::collections::BTreeMap;
@@ -256,6 +256,46 @@ fn same_input_gives_identical_bytes() {
     assert_eq!(a, run(1));
     assert_eq!(a, run(2));
     assert_eq!(a, run(4));
+}
+
+#[test]
+fn spilled_key_hashes_give_identical_bytes() {
+    let model = numbered(150_000, 7);
+    let dir = tempfile::tempdir().unwrap();
+    for compression in [0, 1] {
+        let in_memory = write(&model, options(compression, 1024, false, 2));
+        let mut o = options(compression, 1024, false, 2);
+        // About 2,300 keys a run, 1,200 a part while placing: 65 runs, ~120 parts.
+        o.spill = Some(Spill {
+            dir: dir.path().to_owned(),
+            memory: 64 << 10,
+        });
+        let spilled = write(&model, o);
+        assert!(spilled == in_memory, "compression {compression}");
+        check(&model, spilled, &[b"k0000000".to_vec(), b"k9".to_vec()]);
+    }
+    // The temporary file is unnamed: nothing is left in the directory.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn a_spill_directory_that_cannot_be_written_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing");
+    let mut o = WriterOptions::default();
+    o.spill = Some(Spill {
+        dir: missing.clone(),
+        memory: 4096,
+    });
+    let mut w = SnapshotWriter::new(Vec::new(), o, Metadata::default()).unwrap();
+    let error = (0..1000u32)
+        .find_map(|i| w.insert(format!("k{i:04}").as_bytes(), b"v").err())
+        .expect("a run is written within 1000 keys");
+    match &error {
+        Error::Spill { dir, .. } => assert_eq!(dir, &missing),
+        e => panic!("{e:?}"),
+    }
+    assert!(error.to_string().contains("missing"), "{error}");
 }
 
 #[test]

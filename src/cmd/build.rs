@@ -127,9 +127,9 @@ pub struct Args {
     /// Train a zstd dictionary on the values (auto) or not (off).
     #[arg(long, value_name = "auto|off", default_value = "auto", value_parser = ["auto", "off"])]
     dict: String,
-    /// Memory for sorting; beyond it sorted runs are spilled to --temp-dir. Format version 2
-    /// also needs about 52 bytes per key for its lookup while the file is finished, which a
-    /// small limit on many keys does not cover (--format-version 1 needs 8).
+    /// Memory for the build; beyond it sorted runs and key hashes are spilled to --temp-dir.
+    /// The filter and lookup sections take about 6 bytes per key on top (--format-version 1:
+    /// 8 bytes per key of filter hashes).
     #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = snapkv_builder::parse_size)]
     memory_limit: u64,
     /// What to do when two rows have the same key.

@@ -92,10 +92,14 @@ impl PairWriter {
                 let start = (e.at & 0xffff_ffff) as usize;
                 &bytes[start..start + e.key_len as usize]
             };
+            let shared = super::shared_prefix(entries.iter().map(key));
             let mut order: Vec<(u64, u32)> = entries
                 .iter()
                 .enumerate()
-                .map(|(i, e)| (e.prefix, i as u32))
+                .map(|(i, e)| match shared {
+                    0 => (e.prefix, i as u32),
+                    _ => (key_prefix(&key(e)[shared..]), i as u32),
+                })
                 .collect();
             order.sort_unstable_by(|a, b| {
                 a.0.cmp(&b.0)

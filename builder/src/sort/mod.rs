@@ -31,7 +31,7 @@ use arena::Arena;
 pub(crate) use arena::{PairWriter, Pairs};
 use dup::DupCheck;
 use merge::{Cursor, RunMerge};
-use order::{par_sort, touch, visit};
+use order::{par_sort, shared_prefix, touch, visit};
 use runs::{RunReader, RunWriter};
 
 /// A pair's bytes go to a new chunk once the current one holds this much.
@@ -39,10 +39,10 @@ const CHUNK: usize = 4 << 20;
 /// Memory a pair costs besides its bytes: its entry here, and what the snapshot writer keeps
 /// for its key.
 pub(crate) const PAIR_OVERHEAD: usize = std::mem::size_of::<Entry>() + WRITER_KEY_COST;
-/// What the snapshot writer keeps per key until it finishes: in format version 2 the key's
-/// 128-bit hash and its entry's location (version 1 keeps 8 bytes; the larger is counted).
-/// Finishing places the keys with about 28 bytes more per key, once the sort's memory is free.
-const WRITER_KEY_COST: usize = 24;
+/// What the snapshot writer keeps per key beyond its own budget ([`crate::writer_memory`]):
+/// version 1's filter hash of each key until it finishes (version 2 keeps its keys' hashes
+/// within the budget, and finishes with filter and lookup sections of about 6 bytes per key).
+const WRITER_KEY_COST: usize = 8;
 /// zstd level of spilled runs: fast, since runs are read once.
 const RUN_LEVEL: i32 = 1;
 /// Memory one open run costs while merging (a frame, compressed and not, and a read buffer),
@@ -63,6 +63,11 @@ pub(crate) struct Entry {
     key_len: u32,
     value_len: u32,
     seq: u64,
+}
+
+/// Length of the common prefix of `a` and `b`.
+pub(crate) fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
 // Big-endian so that integer order is bytewise key order; the prefix lives only in memory.
@@ -194,6 +199,14 @@ impl Sorter {
 
     fn sort(&mut self) {
         let desc = self.seq_descending();
+        // Entries cache their key's first 8 bytes; when every key shares more, they cache the
+        // 8 after the shared ones instead (the order is the same).
+        let shared = shared_prefix(self.entries.iter().map(|e| self.arena.key(e)));
+        if shared > 0 {
+            for e in &mut self.entries {
+                e.prefix = key_prefix(&self.arena.key(e)[shared..]);
+            }
+        }
         par_sort(&mut self.entries, &self.arena, desc, self.threads);
     }
 
@@ -464,8 +477,14 @@ mod tests {
             budget in prop::sample::select(vec![300usize, 2000, 10_000, 1 << 20]),
             threads in 1usize..4,
             last in any::<bool>(),
+            shared in prop::sample::select(vec![0usize, 3, 9]),
         ) {
             let policy = if last { OnDuplicate::Last } else { OnDuplicate::First };
+            // Every key may start with the same bytes, more than the 8 an entry caches.
+            let rows: Vec<Pair> = rows
+                .into_iter()
+                .map(|(k, v)| ([&b"user:0000"[..shared], &k].concat(), v))
+                .collect();
             let (got, _) = sort(&rows, batch, budget, threads, policy);
             prop_assert_eq!(got.unwrap(), model(&rows, policy));
         }

@@ -15,6 +15,23 @@ pub(super) fn compare(arena: &Arena, a: &Entry, b: &Entry, seq_descending: bool)
         })
 }
 
+/// How many leading bytes every key shares (0 as soon as two keys differ in their first byte).
+/// Keys like `user:0000123456` share more than the 8 bytes an entry caches; comparing the
+/// bytes after the shared ones orders them the same, and mostly without reading the keys.
+pub(super) fn shared_prefix<'a>(mut keys: impl Iterator<Item = &'a [u8]>) -> usize {
+    let Some(first) = keys.next() else {
+        return 0;
+    };
+    let mut shared = first.len();
+    for key in keys {
+        shared = shared.min(crate::sort::common_prefix(first, key));
+        if shared == 0 {
+            break;
+        }
+    }
+    shared
+}
+
 /// Sorts `entries` in place on up to `threads` threads: the slice is split at its median
 /// (`select_nth_unstable`) and each side sorted on its own thread, recursively. The order is
 /// total, so the result does not depend on the thread count.
