@@ -34,6 +34,23 @@ wrk_run() {
                $i = v } print }'
 }
 
+# cpu_ticks PID... -> user + system clock ticks of the processes (all their threads) so far.
+cpu_ticks() {
+    local total=0 pid
+    for pid in "$@"; do
+        # Fields after the command name, which is in parentheses: utime and stime are the
+        # 12th and 13th of them.
+        total=$((total + $(sed 's/.*) //' "/proc/$pid/stat" | awk '{print $12 + $13}')))
+    done
+    echo "$total"
+}
+
+# us_per_request TICKS_BEFORE TICKS_AFTER REQ_PER_S -> CPU microseconds per request over a
+# wrk run of DURATION.
+us_per_request() {
+    python3 -c "print(f'{($2 - $1) / $(getconf CLK_TCK) * 1e6 / ($3 * ${DURATION%s}):.1f}')"
+}
+
 # write_rows FILE raw|json: KEYS rows keyed `key:%012d` (column k) with ~100-byte seeded values:
 # `raw` puts each value's JSON text in column v (build with --raw-value v), `json` puts its
 # fields in columns (a JSON dataset).
