@@ -287,8 +287,8 @@ mod tests {
             let hashes: Vec<[u64; 2]> = (0..n).map(|i| key_hash(&i.to_le_bytes())).collect();
             let locations: Vec<u64> = (0..n as u64).map(|i| ((i / 9) << 32) | (i % 9)).collect();
             let in_memory = build(&hashes, &locations, false, 2, None).unwrap();
-            // Runs of 2,340 records, partitions placed about 1,260 records at a time: the
-            // last partition of each part continues in the next.
+            // Runs and parts of about 1,260 records (200,000 keys: 159 runs): the last
+            // partition of each part continues in the next.
             for memory in [64 << 10, 1 << 20] {
                 let spilled = build(&hashes, &locations, false, 2, Some(memory)).unwrap();
                 assert!(spilled == in_memory, "{n} keys, {memory} bytes");

@@ -22,10 +22,11 @@ const GROUP_BITS: u32 = 10;
 const GROUPS: usize = 1 << GROUP_BITS;
 /// A record on disk: `lo · hi · location`, u64 little-endian each.
 const RECORD_LEN: usize = 24;
-/// Bytes a record costs while a run is written: itself and its place in the run's order.
+/// Bytes a record costs while runs are regrouped: itself and its place in the run's order.
 const RUN_COST: usize = RECORD_LEN + 4;
 /// Bytes a record costs while its partition is placed: itself, and [`crate::mph`]'s working
-/// copy and slot.
+/// copy and slot. Records held in memory are bounded by it too, so that placing them all at
+/// once, without a run, stays within the budget.
 const PLACE_COST: usize = 2 * RECORD_LEN + 4;
 
 /// Where a spilling writer keeps its records.
@@ -51,9 +52,11 @@ pub(crate) struct Records {
     locations: Vec<u64>,
     spill: Option<Spilled>,
     len: u64,
-    /// The largest `location >> 32`, `location & 0xffff_ffff` and location pushed.
+    /// The largest `location >> 32` pushed.
     pub max_high: u64,
+    /// The largest `location & 0xffff_ffff` pushed.
     pub max_low: u64,
+    /// The largest location pushed.
     pub max: u64,
 }
 
@@ -96,7 +99,7 @@ impl Records {
         self.max_low = self.max_low.max(location & 0xffff_ffff);
         self.max = self.max.max(location);
         if let Some(spill) = &mut self.spill {
-            if self.hashes.len() >= (spill.memory / RUN_COST).max(1) {
+            if self.hashes.len() >= (spill.memory / PLACE_COST).max(1) {
                 spill.write_run(&mut self.hashes, &mut self.locations)?;
             }
         }

@@ -265,7 +265,7 @@ fn spilled_key_hashes_give_identical_bytes() {
     for compression in [0, 1] {
         let in_memory = write(&model, options(compression, 1024, false, 2));
         let mut o = options(compression, 1024, false, 2);
-        // About 2,300 keys a run, 1,200 a part while placing: 65 runs, ~120 parts.
+        // About 1,260 keys a run and a part while placing: 120 runs and parts.
         o.spill = Some(Spill {
             dir: dir.path().to_owned(),
             memory: 64 << 10,

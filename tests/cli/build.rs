@@ -672,8 +672,8 @@ fn spilling_build_is_byte_identical_to_in_memory_build() {
             ],
         );
         assert!(s2["runs_spilled"].as_u64().unwrap() >= 3, "{s2}");
-        // At 4 MiB the writer keeps 512 KiB of key hashes (about 18,700 keys): the other
-        // 40,000 of the 60,000 go to the temporary directory too.
+        // At 4 MiB the writer keeps 512 KiB of key hashes (about 10,000 keys): the other
+        // 50,000 of the 60,000 go to the temporary directory too.
         let (one_thread, _) = build(
             "one-thread.snapkv",
             &[
