@@ -277,7 +277,8 @@ struct Training {
 ///
 /// Keys go in strictly increasing bytewise order. Misuse (`OutOfOrder`, `DuplicateKey`, `EmptyKey`,
 /// `KeyTooLong`, `ValueTooLarge`) is reported before anything changes, so the writer stays usable
-/// after such an error; after an I/O error the output is incomplete and must be discarded.
+/// after such an error; after an I/O error (`Io`, `Spill`) the output is incomplete and must be
+/// discarded.
 /// Nothing is valid until [`SnapshotWriter::finish`] returns.
 pub struct SnapshotWriter<W: Write> {
     out: Output<W>,

@@ -4,7 +4,7 @@
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use snapkv_format::{
-    Compression, Dictionary, Metadata, Snapshot, SnapshotWriter, WriterOptions, MAX_KEY_LEN,
+    Compression, Dictionary, Metadata, Snapshot, SnapshotWriter, Spill, WriterOptions, MAX_KEY_LEN,
 };
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -20,6 +20,9 @@ struct Input {
     filter_bits_per_key: u8,
     threads: bool,
     version_1: bool,
+    /// Also write with the key hashes spilled past (1 + this % 8) × 52 bytes: runs of a few
+    /// keys; the file must be the same.
+    spill: Option<u8>,
 }
 
 fn options(input: &Input) -> WriterOptions {
@@ -62,6 +65,19 @@ fuzz_target!(|input: Input| {
     let (bytes, summary) = writer.finish().expect("finish");
     assert_eq!(summary.key_count, model.len() as u64);
     assert_eq!(summary.file_bytes, bytes.len() as u64);
+    if let Some(n) = input.spill {
+        let mut o = options(&input);
+        o.spill = Some(Spill {
+            dir: std::env::temp_dir(),
+            memory: 52 * (1 + usize::from(n % 8)),
+        });
+        let mut writer = SnapshotWriter::new(Vec::new(), o, Metadata::default()).expect("options");
+        for (k, v) in &model {
+            writer.insert(k, v).expect("insert in order");
+        }
+        let (spilled, _) = writer.finish().expect("finish with spilled key hashes");
+        assert!(spilled == bytes, "spilled key hashes changed the file");
+    }
 
     let snapshot = Snapshot::open(bytes).expect("open what the writer wrote");
     snapshot.verify().expect("verify what the writer wrote");

@@ -6,7 +6,7 @@
 //! leaves nothing but its output behind; a build that succeeds wrote a snapshot that opens,
 //! verifies, and answers every key it lists with the value it lists.
 
-use snapkv_builder::{BuildOptions, InputFormat, Input, NoProgress};
+use snapkv_builder::{BuildOptions, Input, InputFormat, NoProgress};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -105,7 +105,12 @@ pub fn build(data: &[u8], format: InputFormat, extension: &str) {
     let result = snapkv_builder::build(&options, &output, &NoProgress);
     let mut left: Vec<String> = std::fs::read_dir(dir)
         .expect("the scratch directory")
-        .map(|e| e.expect("an entry").file_name().to_string_lossy().into_owned())
+        .map(|e| {
+            e.expect("an entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
         .filter(|n| !n.starts_with("in."))
         .collect();
     left.sort();
@@ -118,11 +123,17 @@ pub fn build(data: &[u8], format: InputFormat, extension: &str) {
             let mut keys = 0u64;
             for entry in snapshot.iter() {
                 let (key, value) = entry.expect("every entry reads");
-                let got = snapshot.get(&key).expect("a lookup").expect("the key is found");
+                let got = snapshot
+                    .get(&key)
+                    .expect("a lookup")
+                    .expect("the key is found");
                 assert_eq!(got, value, "a lookup returns what a scan lists");
                 keys += 1;
             }
-            assert_eq!(keys, summary.keys, "the snapshot holds the keys the build counted");
+            assert_eq!(
+                keys, summary.keys,
+                "the snapshot holds the keys the build counted"
+            );
             assert_eq!(keys, snapshot.len());
         }
         Err(e) => {
