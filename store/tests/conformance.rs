@@ -73,6 +73,10 @@ fn shard_file(env: &Env, name: &str, keys: &[String], shard: Option<(u32, u32)>)
     path
 }
 
+/// The attempt id of the uploads that die before their receipt. Attempt ids are random hex:
+/// tests look for this whole id, as any four hex digits may occur in one.
+const DEAD: &str = "00000000dead0000";
+
 /// 100 shards uploaded at once by independent uploaders: some upload twice (a retry, a
 /// speculative copy), some die after the file and before the receipt. A commit before every
 /// shard is in refuses, naming what is missing; then two racing commits end in one version
@@ -94,7 +98,7 @@ async fn sharded_commit_of_concurrent_retried_uploads(backend: Backend) {
             .join("ds")
             .join("versions")
             .join("v1")
-            .join(format!("shard-{i:05}-of-{N:05}.00000000dead0000.snapkv"));
+            .join(format!("shard-{i:05}-of-{N:05}.{DEAD}.snapkv"));
         objects
             .put(&path, std::fs::read(&files[i as usize]).unwrap().into())
             .await
@@ -150,7 +154,7 @@ async fn sharded_commit_of_concurrent_retried_uploads(backend: Backend) {
             f.name
         );
         assert!(
-            !f.name.contains("dead"),
+            !f.name.contains(DEAD),
             "a file without a receipt was committed"
         );
         // Of two attempts, the smaller id.
@@ -202,7 +206,7 @@ async fn sharded_commit_of_concurrent_retried_uploads(backend: Backend) {
     let report = store.gc("ds", &gc).await.unwrap();
     assert_eq!(report.kept, ["v1"]);
     assert!(
-        report.unreferenced.iter().any(|o| o.contains("dead")),
+        report.unreferenced.iter().any(|o| o.contains(DEAD)),
         "{report:?}"
     );
     let prefix = root.clone().join("ds").join("versions").join("v1");
