@@ -152,12 +152,9 @@ impl Records {
                 _ => placer.partition_of_mixed((to as u64) << (64 - GROUP_BITS)),
             };
             // The keys of partition `last` move to the end, and wait for the next groups.
-            let buckets = placer.buckets();
-            let shift = placer.shift();
-            let of = |h: &[u64; 2]| crate::mph::bucket(h[1], seed, buckets) >> shift;
             let mut whole = 0;
             for i in 0..hashes.len() {
-                if of(&hashes[i]) < last {
+                if placer.partition_of_mixed(fmix64(hashes[i][1] ^ seed)) < last {
                     hashes.swap(whole, i);
                     locations.swap(whole, i);
                     whole += 1;
@@ -254,12 +251,6 @@ impl Spilled {
         result.map_err(|e: std::io::Error| self.error(e))
     }
 
-    /// Calls `f` on every record in the file, in file order.
-    fn each(&mut self, f: impl FnMut([u64; 2], u64)) -> Result<()> {
-        let written = self.written;
-        self.read(0, written, f)
-    }
-
     /// Rewrites the runs grouped for `seed`, in a new file.
     fn regroup(&mut self, seed: u64) -> Result<()> {
         let mut next = Spilled {
@@ -273,7 +264,7 @@ impl Spilled {
         let per_run = (self.memory / RUN_COST).max(1);
         let (mut hashes, mut locations) = (Vec::new(), Vec::new());
         let mut failed = None;
-        self.each(|h, l| {
+        self.read(0, self.written, |h, l| {
             hashes.push(h);
             locations.push(l);
             if hashes.len() >= per_run && failed.is_none() {
