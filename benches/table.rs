@@ -32,10 +32,12 @@ use std::fmt::Write as _;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-/// One writer configuration.
+/// One writer configuration, and how the reader opens its files.
 struct Config {
     name: &'static str,
     options: WriterOptions,
+    /// [`OpenOptions::index_in_memory`].
+    index_in_memory: bool,
 }
 
 fn configs() -> Vec<Config> {
@@ -54,36 +56,60 @@ fn configs() -> Vec<Config> {
         o.format_version = 1;
         o
     };
-    let all = vec![
+    let mut all = vec![
         Config {
             name: "none-4k",
             options: with(Compression::None, Some(Dictionary::Off), 4096),
+            index_in_memory: false,
         },
         Config {
             name: "none-4k-v1",
             options: v1(with(Compression::None, Some(Dictionary::Off), 4096)),
+            index_in_memory: false,
         },
         Config {
             name: "zstd3-4k",
             options: with(zstd3, Some(Dictionary::Off), 4096),
+            index_in_memory: false,
         },
         Config {
             name: "zstd3-dict-1k",
             options: with(zstd3, None, 1024),
+            index_in_memory: false,
         },
         Config {
             name: "zstd3-dict-4k",
             options: with(zstd3, None, 4096),
+            index_in_memory: false,
         },
         Config {
             name: "zstd3-dict-4k-v1",
             options: v1(with(zstd3, None, 4096)),
+            index_in_memory: false,
         },
         Config {
             name: "zstd3-dict-16k",
             options: with(zstd3, None, 16384),
+            index_in_memory: false,
         },
     ];
+    // The same files read with their index sections copied into huge pages.
+    for (name, base) in [
+        ("none-4k-mem", "none-4k"),
+        ("zstd3-dict-4k-mem", DEFAULT_CONFIG),
+    ] {
+        let options = all
+            .iter()
+            .find(|c| c.name == base)
+            .expect("a base")
+            .options
+            .clone();
+        all.push(Config {
+            name,
+            options,
+            index_in_memory: true,
+        });
+    }
     assert!(
         all.iter()
             .any(|c| c.name == DEFAULT_CONFIG && c.options == WriterOptions::default()),
@@ -506,9 +532,10 @@ fn time_lookups(
     rate
 }
 
-fn open(bytes: &bytes::Bytes, cache_bytes: usize) -> Snapshot {
+fn open(bytes: &bytes::Bytes, cache_bytes: usize, index_in_memory: bool) -> Snapshot {
     let mut o = OpenOptions::default();
     o.cache_bytes = cache_bytes;
+    o.index_in_memory = index_in_memory;
     Snapshot::open_with(bytes.clone(), &o).expect("open")
 }
 
@@ -536,14 +563,14 @@ fn measure(
 
     // Correctness spot check, outside the timings.
     {
-        let snap = open(&file, 0);
+        let snap = open(&file, 0, config.index_in_memory);
         for (j, &i) in hit_idx.iter().enumerate().take(2000) {
             let v = snap.get(hits.get(j)).expect("get").expect("hit");
             assert_eq!(&v[..], data.values.get(i as usize), "{tag} wrong value");
         }
     }
 
-    let snap = open(&file, 0);
+    let snap = open(&file, 0, config.index_in_memory);
     let hit_nocache = lookups(&snap, hits, true, s.cap);
     let miss = lookups(&snap, misses, false, s.cap);
     drop(snap);
@@ -554,7 +581,11 @@ fn measure(
     );
 
     // The default reader options: a 64 MiB cache, cold at the start of the run.
-    let snap = open(&file, OpenOptions::default().cache_bytes);
+    let snap = open(
+        &file,
+        OpenOptions::default().cache_bytes,
+        config.index_in_memory,
+    );
     let hit_default_cache = lookups(&snap, hits, true, s.cap);
     drop(snap);
 
@@ -562,7 +593,7 @@ fn measure(
     // warmed by a sequential pass that touches every block, then timed.
     let capacity =
         summary.block_bytes_raw as usize * 5 / 4 + 16 * 2 * config.options.block_size as usize;
-    let snap = open(&file, capacity);
+    let snap = open(&file, capacity, config.index_in_memory);
     let stride = warm_stride(data, config.options.block_size);
     warm(&snap, data, stride);
     let before = snap.cache_stats();
@@ -592,7 +623,7 @@ fn measure(
         .checked_sub(summary.file_bytes as usize)
         .filter(|_| compressed_blocks > 0)
         .map(|budget| {
-            let snap = open(&file, budget);
+            let snap = open(&file, budget, config.index_in_memory);
             warm(&snap, data, stride);
             let before = snap.cache_stats();
             let rate = lookups(&snap, hits, true, s.cap);
@@ -836,7 +867,8 @@ fn report(
     let _ = writeln!(
         out,
         "## snapkv format: {} entries per workload\n\n\
-         Format version {} (configurations ending in `-v1`: version 1). \
+         Format version {} (configurations ending in `-v1`: version 1; ending in `-mem`: read \
+         with the index sections copied into huge pages, `OpenOptions::index_in_memory`). \
          Source: {}. {cores} cores; load average {load_before} at start, {load_after} at end. \
          Lookups: {} per measurement in a seeded shuffled order, one thread, stopped after {} s. \
          Lookup rates are per second *on CPU* (the thread's scheduled time, so other jobs on the \

@@ -353,6 +353,13 @@ fn every_endpoint_and_error() {
     ] {
         assert!(text.contains(needle), "metrics lack {needle}:\n{text}");
     }
+    // By default the index sections are read from a copy in anonymous memory.
+    let copied: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("snapkv_index_memory_bytes{dataset=\"d\"} "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no index memory gauge:\n{text}"));
+    assert!(copied > 0, "the index sections were not copied:\n{text}");
 }
 
 /// A JSON value's fields come in the order of the source columns from `get`, `scan` and every

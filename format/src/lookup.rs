@@ -149,6 +149,15 @@ pub(crate) struct Lookup {
 }
 
 impl Lookup {
+    /// The same section read from bytes that start at file offset `base` (a copy of the
+    /// sections from there on): its positions less `base`.
+    pub fn rebased(mut self, base: usize) -> Lookup {
+        self.pilots -= base;
+        self.bases -= base;
+        self.table -= base;
+        self
+    }
+
     /// Parses and checks the section at `offset` of the file (`bytes` are its bytes) for a file
     /// of `key_count` keys.
     pub fn parse(bytes: &[u8], offset: u64, key_count: u64) -> Result<Lookup> {
@@ -237,7 +246,7 @@ impl Lookup {
     }
 
     /// The `(block, offset)` the table holds for a key hash `h`. `data` is the whole file the
-    /// section was parsed from. Any hash yields a location: a key not in the file yields some
+    /// section was parsed from (or, once [`Lookup::rebased`], the bytes from that base on). Any hash yields a location: a key not in the file yields some
     /// other key's (or, from an unused slot, block 0 at offset 0).
     #[inline]
     pub fn locate(&self, data: &[u8], h: [u64; 2]) -> (u64, usize) {

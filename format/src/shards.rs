@@ -290,6 +290,12 @@ impl Shards {
             })
     }
 
+    /// Anonymous memory holding copies of the shards' index sections
+    /// ([`Snapshot::index_memory_bytes`]).
+    pub fn index_memory_bytes(&self) -> u64 {
+        self.shards.iter().map(Snapshot::index_memory_bytes).sum()
+    }
+
     /// Up to `parts - 1` keys cutting the entries within `(start, end)` of the held shards into
     /// runs of about as many blocks each (at least `min_blocks`), in increasing order, inside
     /// the bounds (see [`Snapshot::split_range`]).

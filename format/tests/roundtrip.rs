@@ -2,8 +2,8 @@
 
 use proptest::prelude::*;
 use snapkv_format::{
-    Compression, Dictionary, Error, Metadata, ShardError, Shards, Snapshot, SnapshotWriter, Spill,
-    WriterOptions,
+    Compression, Dictionary, Error, Metadata, OpenOptions, ShardError, Shards, Snapshot,
+    SnapshotWriter, Spill, WriterOptions,
 };
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -86,7 +86,18 @@ fn model_range(model: &Model, start: Bound<&[u8]>, end: Bound<&[u8]>) -> Vec<(Ve
 }
 
 fn check(model: &Model, bytes: Vec<u8>, probes: &[Vec<u8>]) {
-    let snap = Snapshot::open(bytes).unwrap();
+    check_with(model, bytes, probes, &OpenOptions::default());
+}
+
+/// [`check`] of the snapshot opened with `options`.
+fn check_with(model: &Model, bytes: Vec<u8>, probes: &[Vec<u8>], options: &OpenOptions) {
+    let snap = Snapshot::open_with(bytes, options).unwrap();
+    let copied = snap.stats().unwrap().index_memory_bytes;
+    assert_eq!(
+        copied > 0,
+        options.index_in_memory,
+        "index sections in memory: {copied} B"
+    );
     snap.verify().unwrap();
     assert_eq!(snap.len(), model.len() as u64);
     for (k, v) in model {
@@ -165,12 +176,15 @@ proptest! {
         dict in any::<bool>(),
         threads in 1usize..3,
         version in 1u32..3,
+        index_in_memory in any::<bool>(),
     ) {
         let mut probes = probes;
         probes.sort();
         let bytes = write(&model, versioned(version, compression, block_size, dict, threads));
         prop_assert_eq!(Snapshot::open(bytes.clone()).unwrap().format_version(), version);
-        check(&model, bytes, &probes);
+        let mut open = OpenOptions::default();
+        open.index_in_memory = index_in_memory;
+        check_with(&model, bytes, &probes, &open);
     }
 }
 

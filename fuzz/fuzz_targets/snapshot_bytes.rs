@@ -5,7 +5,7 @@ use libfuzzer_sys::fuzz_target;
 use snapkv_format::Snapshot;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(snapshot) = Snapshot::open(data.to_vec()) {
+    if let Ok(snapshot) = Snapshot::open_with(data.to_vec(), &snapkv_fuzz::open_options(data)) {
         snapkv_fuzz::exercise(&snapshot, data);
     }
 });

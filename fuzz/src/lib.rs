@@ -105,6 +105,14 @@ fn input_keys(data: &[u8]) -> Vec<Vec<u8>> {
     keys
 }
 
+/// Reader options for an input: the index sections copied into memory for inputs whose last
+/// byte is odd, so that both ways of reading them are fuzzed.
+pub fn open_options(data: &[u8]) -> snapkv_format::OpenOptions {
+    let mut options = snapkv_format::OpenOptions::default();
+    options.index_in_memory = data.last().is_some_and(|b| b & 1 == 1);
+    options
+}
+
 /// Runs every read operation on a snapshot that opened. Work is bounded: scans stop after a
 /// fixed number of entries.
 pub fn exercise(snapshot: &Snapshot, data: &[u8]) {

@@ -165,12 +165,16 @@ impl Snapshot {
 impl Snapshot {
     /// Maps the file at `path` and checks its structure (not every block: see `verify`).
     /// Decompressed blocks are kept for later lookups up to `cache_bytes` (as `snapkv serve`'s
-    /// default).
+    /// default); `index_in_memory` copies the index sections into anonymous memory.
     #[new]
-    #[pyo3(signature = (path, *, cache_bytes=256 << 20), text_signature = "(path, *, cache_bytes=268435456)")]
-    fn new(path: PathBuf, cache_bytes: usize) -> PyResult<Snapshot> {
+    #[pyo3(
+        signature = (path, *, cache_bytes=256 << 20, index_in_memory=false),
+        text_signature = "(path, *, cache_bytes=268435456, index_in_memory=False)"
+    )]
+    fn new(path: PathBuf, cache_bytes: usize, index_in_memory: bool) -> PyResult<Snapshot> {
         let mut options = snapkv_format::OpenOptions::default();
         options.cache_bytes = cache_bytes;
+        options.index_in_memory = index_in_memory;
         let inner = snapkv_reader::open_snapshot(&path, &options).map_err(|e| match &e {
             snapkv_reader::OpenError::Io { .. } => PyOSError::new_err(error_chain(&e)),
             _ => CorruptError::new_err(error_chain(&e)),

@@ -36,9 +36,11 @@ def test_either_format_version_reads_the_same(tmp_path):
     for version in (1, 2):
         files[version] = tmp_path / f"v{version}.snapkv"
         snapkv.build(t, key="id", output=files[version], format_version=version)
-        s = snapkv.Snapshot(files[version])
-        assert s["user:0042"] == {"n": 42} and s.get("user:9999") is None
-        s.verify()
+        for index_in_memory in (False, True):
+            s = snapkv.Snapshot(files[version], index_in_memory=index_in_memory)
+            assert s["user:0042"] == {"n": 42} and s.get("user:9999") is None
+            assert [k for k, _ in s.scan(prefix="user:049")] == [f"user:049{i}" for i in range(10)]
+            s.verify()
     # Version 2 carries its lookup section: a larger file of the same entries.
     assert files[2].stat().st_size > files[1].stat().st_size
     with pytest.raises(ValueError, match="format_version 3"):

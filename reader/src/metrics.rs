@@ -64,6 +64,7 @@ pub(crate) struct Metrics {
     mapped: Family<Ds, Gauge>,
     cache_ratio: Family<Ds, FGauge>,
     cache_bytes: Family<Ds, Gauge>,
+    index_memory: Family<Ds, Gauge>,
     version_age: Family<DsRole, FGauge>,
     behind: Family<Ds, FGauge>,
     forwards: Family<Lookup, Counter>,
@@ -87,6 +88,7 @@ impl Metrics {
             mapped: Family::default(),
             cache_ratio: Family::default(),
             cache_bytes: Family::default(),
+            index_memory: Family::default(),
             version_age: Family::default(),
             behind: Family::default(),
             forwards: Family::default(),
@@ -163,6 +165,12 @@ impl Metrics {
             "block_cache_bytes",
             "Decompressed bytes held by the block cache",
             m.cache_bytes.clone(),
+        );
+        r.register(
+            "index_memory_bytes",
+            "Anonymous memory holding a copy of the served files' index sections \
+             (--index-in-memory)",
+            m.index_memory.clone(),
         );
         r.register(
             "version_age_seconds",
@@ -295,6 +303,9 @@ impl Metrics {
                     .set(cache.hits as f64 / lookups as f64);
             }
             self.cache_bytes.get_or_create(&ds).set(cache.used as i64);
+            self.index_memory
+                .get_or_create(&ds)
+                .set(c.snapshot.index_memory_bytes() as i64);
         }
         let mut out = String::new();
         // Writing into a String cannot fail.

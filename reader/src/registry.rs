@@ -154,7 +154,7 @@ impl Loaded {
     /// [`Loaded::open_shards`] of one file.
     pub fn open(
         path: &Path,
-        cache_bytes: usize,
+        options: &OpenOptions,
         fallback: Fallback,
         release: Option<CachedRelease>,
         check: Check,
@@ -163,7 +163,7 @@ impl Loaded {
             &[path.to_owned()],
             None,
             0,
-            cache_bytes,
+            options,
             fallback,
             release,
             check,
@@ -172,8 +172,8 @@ impl Loaded {
 
     /// Maps, opens and fully verifies snapshot files: one, or the shards of a sharded version
     /// in shard order with their split keys (checked against the shards' key ranges): all of
-    /// them, or a run of them from shard number `first`. Each
-    /// shard gets an equal part of `cache_bytes` for its block cache. Blocking: run it off the async workers.
+    /// them, or a run of them from shard number `first`. Each file is opened with `options`,
+    /// with an equal part of their block cache bound. Blocking: run it off the async workers.
     /// Verification reads every byte, which also brings the file into the page cache before
     /// the first request (lookups then rarely fault on the async workers).
     ///
@@ -183,7 +183,7 @@ impl Loaded {
         paths: &[PathBuf],
         splits: Option<Vec<bytes::Bytes>>,
         first: usize,
-        cache_bytes: usize,
+        options: &OpenOptions,
         fallback: Fallback,
         release: Option<CachedRelease>,
         check: Check,
@@ -192,9 +192,9 @@ impl Loaded {
         // older `Loaded` of it let go) that comes later keeps the directory, and one that came
         // first leaves no complete files to open.
         let mut counting = release.as_ref().map(|r| Counting::new(&r.live, &r.version));
-        let mut options = OpenOptions::default();
+        let mut options = options.clone();
         // The dataset's block cache bound, shared out between its shards.
-        options.cache_bytes = cache_bytes / paths.len().max(1);
+        options.cache_bytes /= paths.len().max(1);
         let mut opened = Vec::with_capacity(paths.len());
         let mut file_bytes = 0;
         for path in paths {
@@ -650,7 +650,9 @@ mod tests {
             built_at: SystemTime::now(),
             published_at: SystemTime::now(),
         };
-        let loaded = Loaded::open(&path, 1 << 20, fallback, Some(release), Check::Verify).unwrap();
+        let mut options = OpenOptions::default();
+        options.cache_bytes = 1 << 20;
+        let loaded = Loaded::open(&path, &options, fallback, Some(release), Check::Verify).unwrap();
         (version_dir, loaded)
     }
 

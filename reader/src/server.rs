@@ -89,6 +89,10 @@ pub struct Config {
     pub poll_interval: Duration,
     /// Block cache bound per dataset, in bytes. Default: 256 MiB.
     pub cache_bytes: usize,
+    /// Copy the index sections of served files into anonymous memory, in huge pages where the
+    /// system allows them ([`snapkv_format::OpenOptions::index_in_memory`]): faster lookups for
+    /// about 6 B of memory per key. Default: true.
+    pub index_in_memory: bool,
     /// How long in-flight requests may take to finish on shutdown. Default: 30 s.
     pub drain_timeout: Duration,
     /// Also hold the newest staged version of each store dataset (the one its `STAGED`
@@ -126,6 +130,7 @@ impl Config {
             limits: Limits::default(),
             poll_interval: Duration::from_secs(10),
             cache_bytes: 256 << 20,
+            index_in_memory: true,
             drain_timeout: Duration::from_secs(30),
             preview_staged: false,
             shards: None,
@@ -207,7 +212,12 @@ pub async fn run(
     let mut syncs = Vec::new();
     let how = crate::sync::Follow {
         interval: config.poll_interval,
-        cache_bytes: config.cache_bytes,
+        open: {
+            let mut open = snapkv_format::OpenOptions::default();
+            open.cache_bytes = config.cache_bytes;
+            open.index_in_memory = config.index_in_memory;
+            open
+        },
         preview_staged: config.preview_staged,
         shards: config.shards,
         cache_limit: config.cache_dir_limit,

@@ -4,6 +4,7 @@
 //! `/v1/datasets/{ds}`, `snapkv_sync_last_success`) until a good version replaces the bad one.
 
 use crate::registry::{CachedRelease, Check, Dataset, Fallback, LiveVersions, Loaded};
+use snapkv_format::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -51,7 +52,8 @@ impl Source {
 #[derive(Clone)]
 pub(crate) struct Follow {
     pub interval: Duration,
-    pub cache_bytes: usize,
+    /// How versions are opened (the block cache bound is the whole dataset's).
+    pub open: OpenOptions,
     pub preview_staged: bool,
     /// The shards of sharded store versions to hold (`None`: all).
     pub shards: Option<snapkv_format::Selection>,
@@ -67,7 +69,7 @@ pub(crate) async fn follow(
     stop: watch::Receiver<bool>,
 ) {
     match source {
-        Source::File { path, .. } => watch_file(d, path, how.interval, how.cache_bytes, stop).await,
+        Source::File { path, .. } => watch_file(d, path, how.interval, how.open, stop).await,
         Source::Store { store, cache, .. } => {
             let staged = how.preview_staged.then(|| StagedPreview::new(&cache));
             watch_store(d, store, cache, staged, how, stop).await
@@ -186,7 +188,7 @@ impl StagedPreview {
                     cached,
                     &self.cache,
                     &d.staged_live,
-                    how.cache_bytes,
+                    how.open.clone(),
                     Check::Warm,
                 )
                 .await
@@ -227,7 +229,7 @@ fn load_file(
     name: &str,
     path: &Path,
     id: &FileIdentity,
-    cache_bytes: usize,
+    open: &OpenOptions,
 ) -> Result<Loaded, LoadFailure> {
     let failure = |e: crate::OpenError| LoadFailure {
         lasting: matches!(e, crate::OpenError::Format { .. }),
@@ -261,7 +263,7 @@ fn load_file(
         built_at: mtime,
         published_at: mtime,
     };
-    Loaded::open(path, cache_bytes, fallback, None, Check::Verify).map_err(failure)
+    Loaded::open(path, open, fallback, None, Check::Verify).map_err(failure)
 }
 
 /// Loads the file at `path` and reloads it whenever the path points at a different file. A
@@ -271,7 +273,7 @@ async fn watch_file(
     d: Arc<Dataset>,
     path: PathBuf,
     interval: Duration,
-    cache_bytes: usize,
+    open: OpenOptions,
     mut stop: watch::Receiver<bool>,
 ) {
     // The file last loaded or refused for good, and the outcome.
@@ -283,9 +285,9 @@ async fn watch_file(
             Ok(Ok(id)) => match &last {
                 Some((seen, outcome)) if *seen == id => outcome.clone(),
                 _ => {
-                    let (p, name) = (path.clone(), d.name.clone());
+                    let (p, name, open) = (path.clone(), d.name.clone(), open.clone());
                     let loaded =
-                        tokio::task::spawn_blocking(move || load_file(&name, &p, &id, cache_bytes))
+                        tokio::task::spawn_blocking(move || load_file(&name, &p, &id, &open))
                             .await
                             .unwrap_or_else(|e| {
                                 Err(LoadFailure {
@@ -325,7 +327,7 @@ async fn load_cached(
     cached: snapkv_store::CachedVersion,
     cache: &snapkv_store::Cache,
     live: &LiveVersions,
-    cache_bytes: usize,
+    open: OpenOptions,
     check: Check,
 ) -> Result<Loaded, String> {
     let files = &cached.manifest.files;
@@ -370,15 +372,7 @@ async fn load_cached(
         published_at: published.unwrap_or_else(SystemTime::now),
     };
     tokio::task::spawn_blocking(move || {
-        Loaded::open_shards(
-            &paths,
-            splits,
-            first,
-            cache_bytes,
-            fallback,
-            Some(release),
-            check,
-        )
+        Loaded::open_shards(&paths, splits, first, &open, fallback, Some(release), check)
     })
     .await
     .map_err(|e| format!("loading task failed: {e}"))?
@@ -405,7 +399,7 @@ async fn watch_store(
     how: Follow,
     mut stop: watch::Receiver<bool>,
 ) {
-    let (interval, cache_bytes) = (how.interval, how.cache_bytes);
+    let (interval, open) = (how.interval, how.open.clone());
     let name = d.name.clone();
     if let Some(s) = &staged {
         s.clear(&name).await;
@@ -438,7 +432,7 @@ async fn watch_store(
     let mut served: Option<String> = None;
     if let Ok(Ok(Some((chosen, previous)))) = listed {
         let version = chosen.version.clone();
-        match load_cached(chosen, &cache, &d.live, cache_bytes, Check::Warm).await {
+        match load_cached(chosen, &cache, &d.live, open.clone(), Check::Warm).await {
             Ok(l) => {
                 tracing::info!(dataset = %name, %version, "serving the cached version");
                 d.swap(l);
@@ -451,7 +445,7 @@ async fn watch_store(
         // instant; a version that does not fit beside the next is released for room).
         if let Some(p) = previous {
             let version = p.version.clone();
-            match load_cached(p, &cache, &d.live, cache_bytes, Check::Open).await {
+            match load_cached(p, &cache, &d.live, open.clone(), Check::Open).await {
                 Ok(l) => d.hold_previous(l),
                 Err(e) => {
                     tracing::warn!(dataset = %name, %version, error = %e, "cannot load the previous version")
@@ -592,7 +586,7 @@ async fn fetch_with_room(
         }
     }
     let result = match fetched {
-        Ok(cached) => load_cached(cached, cache, &d.live, how.cache_bytes, Check::Warm).await,
+        Ok(cached) => load_cached(cached, cache, &d.live, how.open.clone(), Check::Warm).await,
         Err(e) if e.is_storage_full() => Err(format!(
             "{} (the disk of the cache directory {} is full, with no previous version left \
                  to release: give the cache more room)",

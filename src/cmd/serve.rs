@@ -119,6 +119,12 @@ pub struct Args {
     /// Block cache bound per dataset (decompressed blocks kept for the next lookup).
     #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = snapkv_builder::parse_size, env = "SNAPKV_CACHE_BYTES")]
     cache_bytes: u64,
+    /// Copy each served file's index sections (FST index, filter, hash lookup) into anonymous
+    /// memory, in huge pages where the system allows them: faster lookups (fewer page-table
+    /// misses) for about 6 B of memory per key, shown as snapkv_index_memory_bytes. `false`
+    /// reads them from the mapped file.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set, env = "SNAPKV_INDEX_IN_MEMORY")]
+    index_in_memory: bool,
     /// Longest key accepted.
     #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_key_bytes)]
     max_key_bytes: usize,
@@ -250,6 +256,7 @@ pub fn run(args: Args, log_format: super::LogFormat) -> anyhow::Result<ExitCode>
     let mut config = Config::new(sources);
     config.poll_interval = args.poll_interval;
     config.cache_bytes = args.cache_bytes as usize;
+    config.index_in_memory = args.index_in_memory;
     config.drain_timeout = args.drain_timeout;
     config.preview_staged = args.preview_staged;
     config.shards = args.shards.or(args.shard_of);
