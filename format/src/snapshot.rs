@@ -16,11 +16,26 @@ use std::sync::Arc;
 use xxhash_rust::xxh3::xxh3_64;
 use zstd::zstd_safe::DDict;
 
+/// Where a key's entry is, if anywhere (from the filter and the index).
+enum Place {
+    /// The filter or the index rules the key out.
+    Absent,
+    /// At this file offset (a direct lookup: every block is raw); 0 is an unused slot.
+    Direct(usize),
+    /// At this offset of this block (version 2).
+    At(u32, usize),
+    /// In this block, if anywhere (version 1).
+    In(u32),
+}
+
 /// Reader settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct OpenOptions {
-    /// Bound of the block cache, in bytes of decompressed blocks; 0 disables it. Default: 64 MiB.
+    /// Bound of the block cache, in bytes of decompressed blocks; 0 disables it. With room for
+    /// every compressed block of the file, the cache is a table by block number (about 40 B per
+    /// block, filled as blocks are read: no lock, no eviction); with less, shards evict.
+    /// Default: 64 MiB.
     pub cache_bytes: usize,
     /// Copy the sections every lookup reads (the FST index, the filter and the hash lookup)
     /// into anonymous memory, in huge pages where the system allows them (Linux transparent
@@ -125,6 +140,17 @@ impl std::fmt::Debug for Snapshot {
 fn range_of(r: layout::SectionRef) -> Range<usize> {
     // Bounds were checked against the input length in `Footer::decode`.
     r.offset as usize..(r.offset + r.len) as usize
+}
+
+/// What the compressed blocks of a block table decompress to, as their entries say (the cache
+/// holds only those): a sizing figure, read without checking the entries (reading a block
+/// checks its entry, and its decompressed length against it).
+fn compressed_raw_bytes(table: &[u8]) -> u64 {
+    table
+        .chunks_exact(layout::BLOCK_ENTRY_LEN)
+        .filter(|e| e[28] != Codec::Raw as u8)
+        .map(|e| u64::from(layout::u32_at(e, 12)))
+        .sum()
 }
 
 /// Alignment of the copied index sections: a huge page (2 MiB on x86-64 and arm64 with 4 KiB
@@ -259,18 +285,29 @@ impl Snapshot {
                 offset: meta_ref.offset,
                 detail: "metadata is not the expected JSON object",
             })?;
+        let table = range_of(footer.section(Section::BlockTable));
+        let cache_first = options.cache_bytes > 0 && metadata.format.compression != "none";
+        let cache = BlockCache::new(
+            options.cache_bytes,
+            // Checked by `Footer::decode` against the block table's length.
+            footer.block_count as u32,
+            match cache_first {
+                true => compressed_raw_bytes(&data[table.clone()]),
+                false => 0,
+            },
+        );
         Ok(Snapshot {
             inner: Arc::new(Inner {
                 data_end: dict_ref.offset,
-                table: range_of(footer.section(Section::BlockTable)),
+                table,
                 footer,
                 lookup,
                 index,
                 filter,
                 dict,
-                cache_first: options.cache_bytes > 0 && metadata.format.compression != "none",
+                cache_first,
                 metadata,
-                cache: BlockCache::new(options.cache_bytes),
+                cache,
                 data,
                 hot,
                 hot_base,
@@ -285,9 +322,67 @@ impl Snapshot {
     /// its entry (version 2), or walks the index to the key's block and searches it (version
     /// 1); errors mean the file is corrupt.
     pub fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
+        match self.place(key)? {
+            Place::Absent => Ok(None),
+            Place::Direct(at) => Ok(self.direct(at, key)?.map(|r| self.inner.data.slice(r))),
+            Place::At(block, offset) => {
+                let buf = self.block(block, true)?;
+                Ok(block::entry_at(&buf, offset, key, block)?.map(|r| narrow(buf, r)))
+            }
+            Place::In(block) => {
+                let buf = self.block(block, true)?;
+                Ok(block::find(&buf, key, block)?.map(|r| narrow(buf, r)))
+            }
+        }
+    }
+
+    /// [`Snapshot::get`] that appends the value of `key` to `out` instead of returning a shared
+    /// slice; returns whether `key` is present (`out` is unchanged when it is not).
+    ///
+    /// A value in a cached block is copied while the block is held by the cache, without
+    /// taking a reference to it: the reference count of a block shared with other threads is
+    /// one more memory access (often a cache miss) per lookup, more than copying a value of a
+    /// few hundred bytes costs. For values that are copied anyway (into a response, a Python
+    /// object, a reused buffer).
+    pub fn get_into(&self, key: &[u8], out: &mut Vec<u8>) -> Result<bool> {
+        let found = |buf: &[u8], r: Option<Range<usize>>, out: &mut Vec<u8>| match r {
+            Some(r) => {
+                out.extend_from_slice(&buf[r]);
+                true
+            }
+            None => false,
+        };
+        match self.place(key)? {
+            Place::Absent => Ok(false),
+            Place::Direct(at) => Ok(found(&self.inner.data, self.direct(at, key)?, out)),
+            Place::At(block, offset) => {
+                let read = |buf: &[u8], out: &mut Vec<u8>| {
+                    block::entry_at(buf, offset, key, block).map(|r| found(buf, r, out))
+                };
+                if let Some(done) = self.with_cached(block, |buf| read(buf, out)) {
+                    return done;
+                }
+                read(&self.block(block, true)?, out)
+            }
+            Place::In(block) => {
+                let read = |buf: &[u8], out: &mut Vec<u8>| {
+                    block::find(buf, key, block).map(|r| found(buf, r, out))
+                };
+                if let Some(done) = self.with_cached(block, |buf| read(buf, out)) {
+                    return done;
+                }
+                read(&self.block(block, true)?, out)
+            }
+        }
+    }
+
+    /// Where `key`'s entry is, if it may be in the file: the filter, then the hash index
+    /// (version 2) or the FST index (version 1).
+    #[inline]
+    fn place(&self, key: &[u8]) -> Result<Place> {
         let inner = &*self.inner;
         if key.is_empty() || key.len() > MAX_KEY_LEN {
-            return Ok(None);
+            return Ok(Place::Absent);
         }
         // Version 2 hashes once for the filter and the lookup; version 1 filters on xxh3-64.
         let h = match inner.lookup {
@@ -296,29 +391,21 @@ impl Snapshot {
         };
         if let Some((filter, range)) = &inner.filter {
             if !filter.may_contain(&inner.hot[range.clone()], h[0]) {
-                return Ok(None);
+                return Ok(Place::Absent);
             }
         }
-        if let Some(lookup) = &inner.lookup {
-            return self.get_hashed(lookup, key, h);
-        }
-        let Some(block) = self.block_for(key)? else {
-            return Ok(None);
+        let Some(lookup) = &inner.lookup else {
+            return Ok(match self.block_for(key)? {
+                Some(block) => Place::In(block),
+                None => Place::Absent,
+            });
         };
-        let buf = self.block(block, true)?;
-        Ok(block::find(&buf, key, block)?.map(|r| narrow(buf, r)))
-    }
-
-    /// [`Snapshot::get`] of a key that passed the filter, through the hash index of a version 2
-    /// file; `h` is the key's hash.
-    fn get_hashed(&self, lookup: &Lookup, key: &[u8], h: [u64; 2]) -> Result<Option<Bytes>> {
-        let inner = &*self.inner;
         if inner.footer.key_count == 0 {
-            return Ok(None);
+            return Ok(Place::Absent);
         }
         let (block, offset) = lookup.locate(&inner.hot, h);
         if lookup.direct {
-            return self.get_direct(offset, key);
+            return Ok(Place::Direct(offset));
         }
         let block = u32::try_from(block)
             .ok()
@@ -328,13 +415,22 @@ impl Snapshot {
                 offset: inner.footer.section(Section::Lookup).offset,
                 detail: "lookup points past the block table",
             })?;
-        let buf = self.block(block, true)?;
-        Ok(block::entry_at(&buf, offset, key, block)?.map(|r| narrow(buf, r)))
+        Ok(Place::At(block, offset))
     }
 
-    /// The value of `key` if the entry at file offset `at` (from a direct lookup: every block
-    /// is raw) holds it. The entry must lie in the data region; offset 0 is an unused slot.
-    fn get_direct(&self, at: usize, key: &[u8]) -> Result<Option<Bytes>> {
+    /// `f` of the decompressed bytes of `block` if the cache holds them (counted as a hit),
+    /// called while the cache holds them.
+    fn with_cached<R>(&self, block: u32, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        match self.inner.cache_first {
+            true => self.inner.cache.with(block, |b| f(b)),
+            false => None,
+        }
+    }
+
+    /// The file range of the value of `key` if the entry at file offset `at` (from a direct
+    /// lookup: every block is raw) holds it. The entry must lie in the data region; offset 0
+    /// is an unused slot.
+    fn direct(&self, at: usize, key: &[u8]) -> Result<Option<Range<usize>>> {
         let inner = &*self.inner;
         if at == 0 {
             return Ok(None);
@@ -348,11 +444,10 @@ impl Snapshot {
             return Err(corrupt("lookup points before the data region"));
         }
         let region = &inner.data[..inner.data_end as usize];
-        let found = block::entry_at(region, at, key, 0).map_err(|e| match e {
+        block::entry_at(region, at, key, 0).map_err(|e| match e {
             Error::CorruptBlock { detail, .. } => corrupt(detail),
             e => e,
-        })?;
-        Ok(found.map(|r| inner.data.slice(r)))
+        })
     }
 
     /// A cursor over the entries of `block`, for this file's key encoding.

@@ -100,14 +100,24 @@ fn check_with(model: &Model, bytes: Vec<u8>, probes: &[Vec<u8>], options: &OpenO
     );
     snap.verify().unwrap();
     assert_eq!(snap.len(), model.len() as u64);
-    for (k, v) in model {
-        assert_eq!(snap.get(k).unwrap().as_deref(), Some(&v[..]), "key {k:?}");
+    // Values are appended to what `out` holds; twice, so that the second reads cached blocks.
+    let mut out = b"x".to_vec();
+    for _ in 0..2 {
+        for (k, v) in model {
+            assert_eq!(snap.get(k).unwrap().as_deref(), Some(&v[..]), "key {k:?}");
+            out.truncate(1);
+            assert!(snap.get_into(k, &mut out).unwrap(), "key {k:?}");
+            assert_eq!((&out[..1], &out[1..]), (&b"x"[..], &v[..]), "key {k:?}");
+        }
     }
     for p in probes {
         assert_eq!(
             snap.get(p).unwrap().map(|b| b.to_vec()),
             model.get(p).cloned()
         );
+        out.truncate(1);
+        assert_eq!(snap.get_into(p, &mut out).unwrap(), model.contains_key(p));
+        assert_eq!(out[1..], model.get(p).cloned().unwrap_or_default());
         let all: Vec<_> = model_range(model, Bound::Included(p), Bound::Unbounded);
         assert_eq!(
             collect(snap.range(Bound::Included(p), Bound::Unbounded)),
@@ -177,6 +187,7 @@ proptest! {
         threads in 1usize..3,
         version in 1u32..3,
         index_in_memory in any::<bool>(),
+        small_cache in any::<bool>(),
     ) {
         let mut probes = probes;
         probes.sort();
@@ -184,6 +195,11 @@ proptest! {
         prop_assert_eq!(Snapshot::open(bytes.clone()).unwrap().format_version(), version);
         let mut open = OpenOptions::default();
         open.index_in_memory = index_in_memory;
+        if small_cache {
+            // Less than the blocks decompress to (a cache that holds them all is a table by
+            // block number): shards that evict.
+            open.cache_bytes = 64 << 10;
+        }
         check_with(&model, bytes, &probes, &open);
     }
 }

@@ -131,7 +131,13 @@ pub fn exercise(snapshot: &Snapshot, data: &[u8]) {
         .collect();
     keys.extend(input_keys(data));
     for k in &keys {
-        let _ = snapshot.get(k);
+        // The copying read answers as the shared one does: the same value, or an error.
+        let mut out = Vec::new();
+        match (snapshot.get(k), snapshot.get_into(k, &mut out)) {
+            (Ok(Some(v)), Ok(true)) => assert_eq!(v[..], out[..], "get_into copied another value"),
+            (Ok(None), Ok(false)) | (Err(_), Err(_)) => {}
+            (got, copied) => panic!("get gave {got:?}, get_into {copied:?}"),
+        }
         let _ = snapshot.prefix(&k[..k.len().min(2)]).take(SCAN).count();
     }
     for w in keys.windows(2) {

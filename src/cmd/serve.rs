@@ -116,7 +116,9 @@ pub struct Args {
     /// How often sources are checked for a new version.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = super::parse_duration, env = "SNAPKV_POLL_INTERVAL")]
     poll_interval: Duration,
-    /// Block cache bound per dataset (decompressed blocks kept for the next lookup).
+    /// Block cache bound per dataset (decompressed blocks kept for the next lookup). With room
+    /// for all of a file's decompressed blocks the cache is a table by block number: lookups
+    /// take no lock and nothing is evicted.
     #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = snapkv_builder::parse_size, env = "SNAPKV_CACHE_BYTES")]
     cache_bytes: u64,
     /// Copy each served file's index sections (FST index, filter, hash lookup) into anonymous
