@@ -159,7 +159,8 @@ const HUGE_PAGE: usize = 2 << 20;
 
 /// The bytes the index sections are read from, the offset of their first byte in the file, and
 /// whether they are a copy: the run of sections from the FST index to the end of the lookup
-/// (index, filter, lookup), copied into anonymous memory if `copy`, else a slice of `data`. A copy that cannot be had leaves them in `data`.
+/// (index, filter, lookup), copied into anonymous memory if `copy`, else a slice of `data`. A
+/// copy that cannot be had leaves them in `data`.
 fn hot_sections(data: &Bytes, footer: &Footer, copy: bool) -> (Bytes, usize, bool) {
     // Sections are in file order (checked by `Footer::decode`); version 1's lookup section is
     // empty where the filter ends.
@@ -289,8 +290,10 @@ impl Snapshot {
         let cache_first = options.cache_bytes > 0 && metadata.format.compression != "none";
         let cache = BlockCache::new(
             options.cache_bytes,
-            // Checked by `Footer::decode` against the block table's length.
-            footer.block_count as u32,
+            // The block table's length is checked against the count (`Footer::decode`), so the
+            // cache's table of blocks is bounded by the input. Block numbers are `u32`: a
+            // larger count (a file of over 128 GiB of block table) caches the first 2^32 - 1.
+            u32::try_from(footer.block_count).unwrap_or(u32::MAX),
             match cache_first {
                 true => compressed_raw_bytes(&data[table.clone()]),
                 false => 0,
