@@ -12,7 +12,6 @@ use crate::MAX_KEY_LEN;
 use bytes::{Buf, Bytes};
 use fst::Streamer;
 use std::ops::{Bound, Range};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use xxhash_rust::xxh3::xxh3_64;
 use zstd::zstd_safe::DDict;
@@ -113,9 +112,6 @@ struct Inner {
     dict: Option<DDict<'static>>,
     metadata: Metadata,
     cache: BlockCache,
-    /// A bit per block, set once its checksum matched (compressed blocks: raw blocks are
-    /// checked by `verify` only).
-    checked: Box<[AtomicU64]>,
     /// Reads of a block try the cache before the block table: blocks are compressed (a raw
     /// block is never cached, so in an uncompressed file the probe would always miss).
     cache_first: bool,
@@ -291,8 +287,6 @@ impl Snapshot {
                 detail: "metadata is not the expected JSON object",
             })?;
         let table = range_of(footer.section(Section::BlockTable));
-        // Bounded by the input: the block table holds 32 bytes per block.
-        let footer_blocks = footer.block_count as usize;
         let cache_first = options.cache_bytes > 0 && metadata.format.compression != "none";
         let cache = BlockCache::new(
             options.cache_bytes,
@@ -317,9 +311,6 @@ impl Snapshot {
                 cache_first,
                 metadata,
                 cache,
-                checked: (0..footer_blocks.div_ceil(64))
-                    .map(|_| AtomicU64::new(0))
-                    .collect(),
                 data,
                 hot,
                 hot_base,
@@ -530,18 +521,13 @@ impl Snapshot {
         let inner = &*self.inner;
         inner.cache.missed(block);
         let stored = &inner.data[stored_range(e)];
-        // A block's checksum is computed on its first read only: the input does not change.
-        let (word, bit) = (&inner.checked[block as usize / 64], 1u64 << (block % 64));
-        if word.load(Ordering::Relaxed) & bit == 0 {
-            let got = xxh3_64(stored);
-            if got != e.checksum {
-                return Err(Error::BlockChecksum {
-                    block,
-                    expected: e.checksum,
-                    got,
-                });
-            }
-            word.fetch_or(bit, Ordering::Relaxed);
+        let got = xxh3_64(stored);
+        if got != e.checksum {
+            return Err(Error::BlockChecksum {
+                block,
+                expected: e.checksum,
+                got,
+            });
         }
         let raw = codec::decompress(
             e.codec,
