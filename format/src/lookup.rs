@@ -246,8 +246,9 @@ impl Lookup {
     }
 
     /// The `(block, offset)` the table holds for a key hash `h`. `data` is the whole file the
-    /// section was parsed from (or, once [`Lookup::rebased`], the bytes from that base on). Any hash yields a location: a key not in the file yields some
-    /// other key's (or, from an unused slot, block 0 at offset 0).
+    /// section was parsed from (or, once [`Lookup::rebased`], the bytes from that base on). Any
+    /// hash yields a location: a key not in the file yields some other key's (or, from an
+    /// unused slot, block 0 at offset 0).
     #[inline]
     pub fn locate(&self, data: &[u8], h: [u64; 2]) -> (u64, usize) {
         let b = mph::bucket(h[1], self.seed, self.buckets) as usize;

@@ -22,10 +22,18 @@ enum Place {
     Absent,
     /// At this file offset (a direct lookup: every block is raw); 0 is an unused slot.
     Direct(usize),
-    /// At this offset of this block (version 2).
-    At(u32, usize),
-    /// In this block, if anywhere (version 1).
-    In(u32),
+    /// In `block`: at offset `at` of its entries (version 2), or, when `at` is `None`, found
+    /// by searching them (version 1).
+    Block { block: u32, at: Option<usize> },
+}
+
+/// The range of `key`'s value in `buf`, the entries of `block`, if there (`at`: as
+/// [`Place::Block`]).
+fn value_in(buf: &[u8], key: &[u8], block: u32, at: Option<usize>) -> Result<Option<Range<usize>>> {
+    match at {
+        Some(offset) => block::entry_at(buf, offset, key, block),
+        None => block::find(buf, key, block),
+    }
 }
 
 /// Reader settings.
@@ -328,13 +336,9 @@ impl Snapshot {
         match self.place(key)? {
             Place::Absent => Ok(None),
             Place::Direct(at) => Ok(self.direct(at, key)?.map(|r| self.inner.data.slice(r))),
-            Place::At(block, offset) => {
+            Place::Block { block, at } => {
                 let buf = self.block(block, true)?;
-                Ok(block::entry_at(&buf, offset, key, block)?.map(|r| narrow(buf, r)))
-            }
-            Place::In(block) => {
-                let buf = self.block(block, true)?;
-                Ok(block::find(&buf, key, block)?.map(|r| narrow(buf, r)))
+                Ok(value_in(&buf, key, block, at)?.map(|r| narrow(buf, r)))
             }
         }
     }
@@ -358,18 +362,9 @@ impl Snapshot {
         match self.place(key)? {
             Place::Absent => Ok(false),
             Place::Direct(at) => Ok(found(&self.inner.data, self.direct(at, key)?, out)),
-            Place::At(block, offset) => {
+            Place::Block { block, at } => {
                 let read = |buf: &[u8], out: &mut Vec<u8>| {
-                    block::entry_at(buf, offset, key, block).map(|r| found(buf, r, out))
-                };
-                if let Some(done) = self.with_cached(block, |buf| read(buf, out)) {
-                    return done;
-                }
-                read(&self.block(block, true)?, out)
-            }
-            Place::In(block) => {
-                let read = |buf: &[u8], out: &mut Vec<u8>| {
-                    block::find(buf, key, block).map(|r| found(buf, r, out))
+                    value_in(buf, key, block, at).map(|r| found(buf, r, out))
                 };
                 if let Some(done) = self.with_cached(block, |buf| read(buf, out)) {
                     return done;
@@ -399,7 +394,7 @@ impl Snapshot {
         }
         let Some(lookup) = &inner.lookup else {
             return Ok(match self.block_for(key)? {
-                Some(block) => Place::In(block),
+                Some(block) => Place::Block { block, at: None },
                 None => Place::Absent,
             });
         };
@@ -418,7 +413,10 @@ impl Snapshot {
                 offset: inner.footer.section(Section::Lookup).offset,
                 detail: "lookup points past the block table",
             })?;
-        Ok(Place::At(block, offset))
+        Ok(Place::Block {
+            block,
+            at: Some(offset),
+        })
     }
 
     /// `f` of the decompressed bytes of `block` if the cache holds them (counted as a hit),
