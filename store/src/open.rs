@@ -31,6 +31,20 @@ const DEFAULT_TIMEOUTS: [(ClientConfigKey, &str); 3] = [
     (ClientConfigKey::Timeout, "24h"),
 ];
 
+/// The entries of [`DEFAULT_TIMEOUTS`] a builder still needs: those no option names and whose
+/// value is still the client's own default. A builder reports that default as a value (an
+/// overall timeout of 30 s), so "unset" cannot be read from it alone.
+fn timeouts_to_set(
+    named: &[ClientConfigKey],
+    current: impl Fn(ClientConfigKey) -> Option<String>,
+) -> Vec<(ClientConfigKey, &'static str)> {
+    let defaults = object_store::ClientOptions::default();
+    DEFAULT_TIMEOUTS
+        .into_iter()
+        .filter(|(key, _)| !named.contains(key) && current(*key) == defaults.get_config_value(key))
+        .collect()
+}
+
 impl Store {
     /// Opens a storage location.
     ///
@@ -238,16 +252,18 @@ fn open_cloud(
     let store: Arc<dyn ObjectStore> = match scheme.to_ascii_lowercase().as_str() {
         "s3" | "s3a" => {
             let mut b = AmazonS3Builder::from_env().with_url(url);
+            let mut named = Vec::new();
             for (k, v) in &options {
                 let key: AmazonS3ConfigKey = k.parse().map_err(|_| unknown(k))?;
+                if let AmazonS3ConfigKey::Client(c) = key {
+                    named.push(c);
+                }
                 b = b.with_config(key, v);
             }
-            for (key, value) in DEFAULT_TIMEOUTS {
-                if b.get_config_value(&AmazonS3ConfigKey::Client(key))
-                    .is_none()
-                {
-                    b = b.with_config(AmazonS3ConfigKey::Client(key), value);
-                }
+            for (key, value) in timeouts_to_set(&named, |k| {
+                b.get_config_value(&AmazonS3ConfigKey::Client(k))
+            }) {
+                b = b.with_config(AmazonS3ConfigKey::Client(key), value);
             }
             if is_http(b.get_config_value(&AmazonS3ConfigKey::Endpoint)) {
                 b = b.with_config(
@@ -269,28 +285,36 @@ fn open_cloud(
         }
         "gs" => {
             let mut b = GoogleCloudStorageBuilder::from_env().with_url(url);
+            let mut named = Vec::new();
             for (k, v) in &options {
                 let key: GoogleConfigKey = k.parse().map_err(|_| unknown(k))?;
+                if let GoogleConfigKey::Client(c) = key {
+                    named.push(c);
+                }
                 b = b.with_config(key, v);
             }
-            for (key, value) in DEFAULT_TIMEOUTS {
-                if b.get_config_value(&GoogleConfigKey::Client(key)).is_none() {
-                    b = b.with_config(GoogleConfigKey::Client(key), value);
-                }
+            for (key, value) in
+                timeouts_to_set(&named, |k| b.get_config_value(&GoogleConfigKey::Client(k)))
+            {
+                b = b.with_config(GoogleConfigKey::Client(key), value);
             }
             cloud.kind = Kind::Gcs;
             Arc::new(b.with_retry(retry).build().map_err(build_err)?)
         }
         _ => {
             let mut b = MicrosoftAzureBuilder::from_env().with_url(url);
+            let mut named = Vec::new();
             for (k, v) in &options {
                 let key: AzureConfigKey = k.parse().map_err(|_| unknown(k))?;
+                if let AzureConfigKey::Client(c) = key {
+                    named.push(c);
+                }
                 b = b.with_config(key, v);
             }
-            for (key, value) in DEFAULT_TIMEOUTS {
-                if b.get_config_value(&AzureConfigKey::Client(key)).is_none() {
-                    b = b.with_config(AzureConfigKey::Client(key), value);
-                }
+            for (key, value) in
+                timeouts_to_set(&named, |k| b.get_config_value(&AzureConfigKey::Client(k)))
+            {
+                b = b.with_config(AzureConfigKey::Client(key), value);
             }
             cloud.kind = Kind::Azure;
             cloud.endpoint = b.get_config_value(&AzureConfigKey::Endpoint);
@@ -376,6 +400,25 @@ mod tests {
         assert_eq!(a.root.as_ref(), "p");
         let c = Store::open("memory://other-name", &[]).unwrap();
         assert!(!Arc::ptr_eq(&a.objects, &c.objects));
+    }
+
+    #[test]
+    fn default_timeouts_replace_the_clients_own() {
+        let s3 = AmazonS3Builder::new();
+        let all = timeouts_to_set(&[], |k| s3.get_config_value(&AmazonS3ConfigKey::Client(k)));
+        assert_eq!(all, DEFAULT_TIMEOUTS.to_vec());
+        let gcs = GoogleCloudStorageBuilder::new();
+        let all = timeouts_to_set(&[], |k| gcs.get_config_value(&GoogleConfigKey::Client(k)));
+        assert_eq!(all, DEFAULT_TIMEOUTS.to_vec());
+        // An option names a timeout, or sets it to something else: it stays.
+        let named = timeouts_to_set(&[ClientConfigKey::Timeout], |k| {
+            s3.get_config_value(&AmazonS3ConfigKey::Client(k))
+        });
+        assert!(!named.iter().any(|(k, _)| *k == ClientConfigKey::Timeout));
+        let s3 = s3.with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), "5m");
+        let set = timeouts_to_set(&[], |k| s3.get_config_value(&AmazonS3ConfigKey::Client(k)));
+        assert_eq!(set.len(), 2);
+        assert!(!set.iter().any(|(k, _)| *k == ClientConfigKey::Timeout));
     }
 
     #[test]
