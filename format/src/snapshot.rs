@@ -776,6 +776,8 @@ impl Snapshot {
         let mut prev_last: Option<Vec<u8>> = None;
         let mut prev_separator: Option<Vec<u8>> = None;
         let mut keys = 0u64;
+        // A block's keys: their hashes, and where the lookup must place them.
+        let (mut hashes, mut expected) = (Vec::new(), Vec::new());
         for b in 0..inner.footer.block_count as u32 {
             let e = self.entry(b)?;
             if e.offset != next_offset {
@@ -812,26 +814,32 @@ impl Snapshot {
                 }
                 entries += 1;
                 let key = cursor.key();
-                let filter_hash = match &inner.lookup {
-                    None => xxh3_64(key),
+                match &inner.lookup {
+                    None => hashes.push([xxh3_64(key), 0]),
                     Some(lookup) => {
-                        let h = lookup::key_hash(key);
-                        let at = match lookup.direct {
+                        hashes.push(lookup::key_hash(key));
+                        expected.push(match lookup.direct {
                             true => (0, e.offset as usize + cursor.entry_offset()),
                             false => (u64::from(b), cursor.entry_offset()),
-                        };
-                        if lookup.locate(&inner.hot, h) != at {
-                            return Err(Error::Corrupt {
-                                section: Section::Lookup,
-                                offset: inner.footer.section(Section::Lookup).offset,
-                                detail: "the lookup does not lead a stored key to its entry",
-                            });
-                        }
-                        h[0]
+                        });
                     }
-                };
+                }
+            }
+            // The block's keys go through the lookup and the filter after the block, in a loop
+            // of its own: their random reads are independent of each other, and a short loop
+            // lets the processor have several in flight at once.
+            for (i, h) in hashes.iter().enumerate() {
+                if let Some(lookup) = &inner.lookup {
+                    if lookup.locate(&inner.hot, *h) != expected[i] {
+                        return Err(Error::Corrupt {
+                            section: Section::Lookup,
+                            offset: inner.footer.section(Section::Lookup).offset,
+                            detail: "the lookup does not lead a stored key to its entry",
+                        });
+                    }
+                }
                 if let Some((filter, range)) = &inner.filter {
-                    if !filter.may_contain(&inner.hot[range.clone()], filter_hash) {
+                    if !filter.may_contain(&inner.hot[range.clone()], h[0]) {
                         return Err(Error::Corrupt {
                             section: Section::Filter,
                             offset: (inner.hot_base + range.start) as u64,
@@ -840,6 +848,8 @@ impl Snapshot {
                     }
                 }
             }
+            hashes.clear();
+            expected.clear();
             if entries == 0 || entries != e.entries {
                 return Err(Error::CorruptBlock {
                     block: b,
