@@ -5,7 +5,8 @@ KEYS=${KEYS:-1000000}
 CONNS=${CONNS:-64}
 DURATION=${DURATION:-20s}
 THREADS=${THREADS:-2}
-export KEYS
+MGET_KEYS=${MGET_KEYS:-100}
+export KEYS MGET_KEYS
 bin=${SNAPKV_BIN:-target/release/snapkv}
 [ -x "$bin" ] || cargo build --release --bin snapkv
 work=$(mktemp -d)
@@ -17,10 +18,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# wrk_run URL -> "req/s p50_ms p99_ms": wrk with random_key.lua (KEY_LO, KEY_HI and DATASET
-# from the environment); any answer that is not 2xx fails the run.
+# wrk_run URL [SCRIPT] -> "req/s p50_ms p99_ms": wrk with SCRIPT (default random_key.lua; KEY_LO,
+# KEY_HI and DATASET from the environment); any answer that is not 2xx fails the run.
 wrk_run() {
-    wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -s benches/http/random_key.lua "$1" >"$work/wrk.out"
+    wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -s "${2:-benches/http/random_key.lua}" "$1" \
+        >"$work/wrk.out"
     if grep -q "Non-2xx" "$work/wrk.out"; then
         echo "non-2xx answers from $1:" >&2
         cat "$work/wrk.out" >&2

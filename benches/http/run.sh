@@ -81,6 +81,10 @@ for i in "${!configs[@]}"; do
     cpu_us=$(us_per_request "$cpu" "$(cpu_ticks "$pid")" "$rps")
     rss=$(awk '/VmRSS/ {printf "%.0f", $2 / 1024}' "/proc/$pid/status")
     anon=$(awk '/RssAnon/ {printf "%.0f", $2 / 1024}' "/proc/$pid/status")
+    if [ "$i" -eq 0 ]; then
+        # Batches: mgets of MGET_KEYS random keys, on the same server and connections.
+        read -r mget_rps mget_p50 mget_p99 < <(wrk_run "$url" benches/http/mget.lua)
+    fi
     kill "$pid"
     wait "$pid" 2>/dev/null || true
     rows+=("${configs[$i]:-(defaults)};$rps;$p50;$p99;$rss;$anon;$cpu_us")
@@ -120,16 +124,24 @@ print(f"{sys.argv[8]} keys, {sys.argv[9]} connections, {sys.argv[10]} load threa
 print("| server | req/s | p50 ms | p99 ms | server CPU µs/request | memory MB (snapkv: RSS / anonymous) |")
 print("|---|---:|---:|---:|---:|---:|")
 ratios = []
+first = None
 for line in sys.stdin.read().splitlines():
     flags, rps, p50, p99, rss, anon, cpu = line.split(";")
     rps, p50, p99, cpu = float(rps), float(p50), float(p99), float(cpu)
     print(f"| snapkv serve {flags} | {rps:.0f} | {p50:.3f} | {p99:.3f} | {cpu:.1f} | {rss} / {anon} |")
+    first = first or rps
     ratios.append(f"snapkv {flags}: {rps / n[0]:.2f}x nginx req/s, {rps / r[0]:.2f}x Redis req/s, "
+                  f"p99 {p99 / n[2]:.2f}x nginx p99, "
                   f"CPU/request {cpu / n[3]:.2f}x nginx, {cpu / r[3]:.2f}x Redis, "
                   f"memory {float(rss) / redis_mb:.2f}x Redis (anonymous {float(anon) / redis_mb:.2f}x)")
+m_rps, m_p50, m_p99, per = float(sys.argv[15]), float(sys.argv[16]), float(sys.argv[17]), int(sys.argv[18])
+print(f"| snapkv mget of {per} keys (first flag set) | {m_rps:.0f} ({m_rps * per:.0f} keys/s) | {m_p50:.3f} | {m_p99:.3f} | - | - |")
+ratios.append(f"mget of {per} keys: {m_rps * per:.0f} keys/s, {m_rps * per / first:.1f}x the keys/s of single GETs "
+              f"(first flag set; target >= 10x)")
 print(f"| nginx fixed 100 B body | {n[0]:.0f} | {n[1]:.3f} | {n[2]:.3f} | {n[3]:.1f} | - |")
 print(f"| Redis GET | {r[0]:.0f} | {r[1]:.3f} | {r[2]:.3f} | {r[3]:.1f} | {redis_mb:.0f} (used_memory_rss) |")
 print()
 for line in ratios:
     print(line)
-' "$n_rps" "$n_p50" "$n_p99" "$r_rps" "$r_p50" "$r_p99" "$redis_mb" "$KEYS" "$CONNS" "$THREADS" "$DURATION" "$file_mb" "$n_cpu" "$r_cpu"
+' "$n_rps" "$n_p50" "$n_p99" "$r_rps" "$r_p50" "$r_p99" "$redis_mb" "$KEYS" "$CONNS" "$THREADS" "$DURATION" "$file_mb" "$n_cpu" "$r_cpu" \
+    "$mget_rps" "$mget_p50" "$mget_p99" "$MGET_KEYS"
