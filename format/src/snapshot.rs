@@ -366,10 +366,14 @@ impl Snapshot {
                 let read = |buf: &[u8], out: &mut Vec<u8>| {
                     value_in(buf, key, block, at).map(|r| found(buf, r, out))
                 };
-                if let Some(done) = self.with_cached(block, |buf| read(buf, out)) {
+                if !self.inner.cache_first {
+                    return read(&self.block(block, true)?, out);
+                }
+                if let Some(done) = self.inner.cache.with(block, |buf| read(buf, out)) {
                     return done;
                 }
-                read(&self.block(block, true)?, out)
+                // Not cached: decompressed without probing the cache a second time.
+                read(&self.uncached(block, &self.entry(block)?, true)?, out)
             }
         }
     }
@@ -417,15 +421,6 @@ impl Snapshot {
             block,
             at: Some(offset),
         })
-    }
-
-    /// `f` of the decompressed bytes of `block` if the cache holds them (counted as a hit),
-    /// called while the cache holds them.
-    fn with_cached<R>(&self, block: u32, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
-        match self.inner.cache_first {
-            true => self.inner.cache.with(block, |b| f(b)),
-            false => None,
-        }
     }
 
     /// The file range of the value of `key` if the entry at file offset `at` (from a direct
