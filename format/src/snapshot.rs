@@ -747,8 +747,18 @@ impl Snapshot {
 
     /// Checks everything: the whole-file checksum, every block's checksum and contents (key
     /// order within and across blocks, entry counts), that the index separates the blocks, that
-    /// the filter admits every key and that the key count matches. Reads the whole file.
+    /// the lookup leads every key to its entry, that the filter admits every key and that the
+    /// key count matches. Reads the whole file, its blocks on one thread per core.
     pub fn verify(&self) -> Result<()> {
+        self.verify_on(0)
+    }
+
+    /// [`Snapshot::verify`] on `threads` threads (0: one per core). Blocks are checked in runs
+    /// on the threads; what spans blocks (contiguity, key order across blocks, the index's
+    /// separators, the key count) is checked in block order as the runs come back, so the
+    /// error reported is the first in block order (within one block, the first its own check
+    /// meets).
+    pub fn verify_on(&self, threads: usize) -> Result<()> {
         let inner = &*self.inner;
         let data = &inner.data[..];
         let (expected, covered) = layout::file_checksum_field(data);
@@ -766,118 +776,236 @@ impl Snapshot {
             offset: index_offset,
             detail,
         };
-        let mut separators = inner.index.stream();
-        let mut next_offset = HEADER_LEN as u64;
-        let mut prev_last: Option<Vec<u8>> = None;
-        let mut prev_separator: Option<Vec<u8>> = None;
-        let mut keys = 0u64;
-        // A block's keys: their hashes, and where the lookup must place them.
-        let (mut hashes, mut expected) = (Vec::new(), Vec::new());
-        for b in 0..inner.footer.block_count as u32 {
-            let e = self.entry(b)?;
-            if e.offset != next_offset {
+        let blocks = inner.footer.block_count as u32;
+        let runs = blocks.div_ceil(VERIFY_RUN);
+        let threads = crate::pool::threads(threads).clamp(1, runs.max(1) as usize);
+        let next_run = std::sync::atomic::AtomicU32::new(0);
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let (tx, rx) = std::sync::mpsc::channel::<(u32, Vec<Checked>)>();
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                let (tx, next_run, stop) = (tx.clone(), &next_run, &stop);
+                scope.spawn(move || {
+                    use std::sync::atomic::Ordering::Relaxed;
+                    loop {
+                        let run = next_run.fetch_add(1, Relaxed);
+                        if run >= runs || stop.load(Relaxed) {
+                            return;
+                        }
+                        let from = run * VERIFY_RUN;
+                        let to = (from + VERIFY_RUN).min(blocks);
+                        let mut checked = Vec::with_capacity((to - from) as usize);
+                        for b in from..to {
+                            let c = self.check_block(b);
+                            let failed = matches!(c, Checked::Failed { .. });
+                            checked.push(c);
+                            if failed {
+                                break;
+                            }
+                        }
+                        if tx.send((run, checked)).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            drop(tx);
+            // Runs come back in any order; they are checked across in block order.
+            let mut waiting = std::collections::BTreeMap::new();
+            let mut separators = inner.index.stream();
+            let mut next_offset = HEADER_LEN as u64;
+            let mut prev_last: Option<Vec<u8>> = None;
+            let mut prev_separator: Option<Vec<u8>> = None;
+            let mut keys = 0u64;
+            let mut b = 0u32;
+            let result = (|| -> Result<()> {
+                for run in 0..runs {
+                    let checked = loop {
+                        if let Some(c) = waiting.remove(&run) {
+                            break c;
+                        }
+                        let Ok((r, c)) = rx.recv() else {
+                            // A thread ended without its run: it panicked, which scope passes on.
+                            return Ok(());
+                        };
+                        waiting.insert(r, c);
+                    };
+                    for c in checked {
+                        let contiguity = Error::Corrupt {
+                            section: Section::BlockTable,
+                            offset: inner.table.start as u64 + u64::from(b) * 32,
+                            detail: "blocks are not contiguous",
+                        };
+                        let (first, last, entries) = match c {
+                            Checked::Failed { at, error } => {
+                                return Err(match at {
+                                    Some(offset) if offset != next_offset => contiguity,
+                                    _ => error,
+                                });
+                            }
+                            Checked::Ok {
+                                offset,
+                                end,
+                                first,
+                                last,
+                                entries,
+                            } => {
+                                if offset != next_offset {
+                                    return Err(contiguity);
+                                }
+                                next_offset = end;
+                                (first, last, entries)
+                            }
+                        };
+                        if prev_last.as_deref().is_some_and(|p| p >= &first[..])
+                            || prev_separator.as_deref().is_some_and(|s| s >= &first[..])
+                        {
+                            return Err(Error::CorruptBlock {
+                                block: b,
+                                detail: "first key not above the previous block",
+                            });
+                        }
+                        keys += u64::from(entries);
+                        let Some((sep, value)) = separators.next() else {
+                            return Err(bad_index("fewer separators than blocks"));
+                        };
+                        if value != u64::from(b) || sep < &last[..] {
+                            return Err(bad_index("separator does not bound its block"));
+                        }
+                        prev_separator = Some(sep.to_vec());
+                        prev_last = Some(last);
+                        b += 1;
+                    }
+                }
+                Ok(())
+            })();
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            result?;
+            if next_offset + layout::padding(next_offset) as u64 != inner.data_end {
                 return Err(Error::Corrupt {
-                    section: Section::BlockTable,
-                    offset: inner.table.start as u64 + u64::from(b) * 32,
-                    detail: "blocks are not contiguous",
+                    section: Section::Data,
+                    offset: next_offset,
+                    detail: "bytes between the last block and the dictionary",
                 });
             }
-            next_offset = e.offset + u64::from(e.stored_len);
-            let stored = &data[e.offset as usize..next_offset as usize];
-            let got = xxh3_64(stored);
-            if got != e.checksum {
-                return Err(Error::BlockChecksum {
-                    block: b,
-                    expected: e.checksum,
-                    got,
+            if keys != inner.footer.key_count || inner.metadata.key_count != keys {
+                return Err(Error::Corrupt {
+                    section: Section::Footer,
+                    offset: (data.len() - layout::TAIL_KEY_COUNT) as u64,
+                    detail: "key count differs from the blocks",
                 });
             }
-            let buf = self.block(b, false)?;
-            let mut cursor = self.cursor(b);
-            let mut entries = 0u32;
-            while cursor.next(&buf)?.is_some() {
-                if entries == 0 {
-                    let first = cursor.key();
-                    if prev_last.as_deref().is_some_and(|p| p >= first)
-                        || prev_separator.as_deref().is_some_and(|s| s >= first)
-                    {
-                        return Err(Error::CorruptBlock {
-                            block: b,
-                            detail: "first key not above the previous block",
-                        });
-                    }
-                }
-                entries += 1;
-                let key = cursor.key();
-                match &inner.lookup {
-                    None => hashes.push([xxh3_64(key), 0]),
-                    Some(lookup) => {
-                        hashes.push(lookup::key_hash(key));
-                        expected.push(match lookup.direct {
-                            true => (0, e.offset as usize + cursor.entry_offset()),
-                            false => (u64::from(b), cursor.entry_offset()),
-                        });
-                    }
-                }
-            }
-            // The block's keys go through the lookup and the filter after the block, in a loop
-            // of its own: their random reads are independent of each other, and a short loop
-            // lets the processor have several in flight at once.
-            for (i, h) in hashes.iter().enumerate() {
-                if let Some(lookup) = &inner.lookup {
-                    if lookup.locate(&inner.hot, *h) != expected[i] {
-                        return Err(Error::Corrupt {
-                            section: Section::Lookup,
-                            offset: inner.footer.section(Section::Lookup).offset,
-                            detail: "the lookup does not lead a stored key to its entry",
-                        });
-                    }
-                }
-                if let Some((filter, range)) = &inner.filter {
-                    if !filter.may_contain(&inner.hot[range.clone()], h[0]) {
-                        return Err(Error::Corrupt {
-                            section: Section::Filter,
-                            offset: (inner.hot_base + range.start) as u64,
-                            detail: "the filter rejects a stored key",
-                        });
-                    }
-                }
-            }
-            hashes.clear();
-            expected.clear();
-            if entries == 0 || entries != e.entries {
-                return Err(Error::CorruptBlock {
-                    block: b,
-                    detail: "entry count differs from the block table",
-                });
-            }
-            keys += u64::from(entries);
-            let last = cursor.key().to_vec();
-            let Some((sep, value)) = separators.next() else {
-                return Err(bad_index("fewer separators than blocks"));
-            };
-            if value != u64::from(b) || sep < &last[..] {
-                return Err(bad_index("separator does not bound its block"));
-            }
-            prev_separator = Some(sep.to_vec());
-            prev_last = Some(last);
-        }
-        if next_offset + layout::padding(next_offset) as u64 != inner.data_end {
-            return Err(Error::Corrupt {
-                section: Section::Data,
-                offset: next_offset,
-                detail: "bytes between the last block and the dictionary",
-            });
-        }
-        if keys != inner.footer.key_count || inner.metadata.key_count != keys {
-            return Err(Error::Corrupt {
-                section: Section::Footer,
-                offset: (data.len() - layout::TAIL_KEY_COUNT) as u64,
-                detail: "key count differs from the blocks",
-            });
-        }
-        Ok(())
+            Ok(())
+        })
     }
+
+    /// The checks of [`Snapshot::verify`] that block `b` passes or fails on its own: its
+    /// checksum, its entries (order, count), and that the lookup leads each of its keys to its
+    /// entry and the filter admits it.
+    fn check_block(&self, b: u32) -> Checked {
+        let inner = &*self.inner;
+        let e = match self.entry(b) {
+            Ok(e) => e,
+            Err(error) => return Checked::Failed { at: None, error },
+        };
+        let failed = |error| Checked::Failed {
+            at: Some(e.offset),
+            error,
+        };
+        let end = e.offset + u64::from(e.stored_len);
+        let got = xxh3_64(&inner.data[e.offset as usize..end as usize]);
+        if got != e.checksum {
+            return failed(Error::BlockChecksum {
+                block: b,
+                expected: e.checksum,
+                got,
+            });
+        }
+        let buf = match self.block_with(b, &e, false) {
+            Ok(buf) => buf,
+            Err(error) => return failed(error),
+        };
+        let mut cursor = self.cursor(b);
+        let mut entries = 0u32;
+        let mut first = Vec::new();
+        // The block's keys: their hashes, and where the lookup must place them.
+        let (mut hashes, mut expected) = (Vec::new(), Vec::new());
+        loop {
+            match cursor.next(&buf) {
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(error) => return failed(error),
+            }
+            let key = cursor.key();
+            if entries == 0 {
+                first = key.to_vec();
+            }
+            entries += 1;
+            match &inner.lookup {
+                None => hashes.push([xxh3_64(key), 0]),
+                Some(lookup) => {
+                    hashes.push(lookup::key_hash(key));
+                    expected.push(match lookup.direct {
+                        true => (0, e.offset as usize + cursor.entry_offset()),
+                        false => (u64::from(b), cursor.entry_offset()),
+                    });
+                }
+            }
+        }
+        // The block's keys go through the lookup and the filter after the block, in a loop of
+        // its own: their random reads are independent of each other, and a short loop lets the
+        // processor have several in flight at once.
+        for (i, h) in hashes.iter().enumerate() {
+            if let Some(lookup) = &inner.lookup {
+                if lookup.locate(&inner.hot, *h) != expected[i] {
+                    return failed(Error::Corrupt {
+                        section: Section::Lookup,
+                        offset: inner.footer.section(Section::Lookup).offset,
+                        detail: "the lookup does not lead a stored key to its entry",
+                    });
+                }
+            }
+            if let Some((filter, range)) = &inner.filter {
+                if !filter.may_contain(&inner.hot[range.clone()], h[0]) {
+                    return failed(Error::Corrupt {
+                        section: Section::Filter,
+                        offset: (inner.hot_base + range.start) as u64,
+                        detail: "the filter rejects a stored key",
+                    });
+                }
+            }
+        }
+        if entries == 0 || entries != e.entries {
+            return failed(Error::CorruptBlock {
+                block: b,
+                detail: "entry count differs from the block table",
+            });
+        }
+        Checked::Ok {
+            offset: e.offset,
+            end,
+            first,
+            last: cursor.key().to_vec(),
+            entries,
+        }
+    }
+}
+
+/// Blocks [`Snapshot::verify`] hands a thread at a time.
+const VERIFY_RUN: u32 = 256;
+
+/// What [`Snapshot::check_block`] found.
+enum Checked {
+    /// The block passed its own checks: where it lies, its first and last keys, its entries.
+    Ok {
+        offset: u64,
+        end: u64,
+        first: Vec<u8>,
+        last: Vec<u8>,
+        entries: u32,
+    },
+    /// It failed one; `at` is its offset when its table entry was read.
+    Failed { at: Option<u64>, error: Error },
 }
 
 /// Checks that the index maps `block_count` increasing separators to the block numbers

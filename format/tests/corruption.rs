@@ -1091,3 +1091,35 @@ fn write_fuzz_seeds() {
         }
     }
 }
+
+/// Verification runs blocks on several threads and still reports the first damaged block in
+/// block order, whatever the number of threads.
+#[test]
+fn verify_reports_the_first_damaged_block_on_any_number_of_threads() {
+    let mut o = uncompressed(snapkv_format::FORMAT_VERSION);
+    o.block_size = 256;
+    let bytes = write(&realistic_model(), o);
+    let layout = parse(&bytes);
+    let n = layout.blocks.len();
+    assert!(n > 2000, "{n} blocks");
+    // Block n/2 and a later one damaged, the file's checksum patched so the blocks are reached.
+    let (early, late) = (n / 2, n - 3);
+    let mut damaged = bytes.clone();
+    for b in [early, late] {
+        let block = layout.blocks[b];
+        damaged[block.offset + block.stored_len / 2] ^= 0x10;
+    }
+    fix_file(&mut damaged);
+    let snapshot = open_ok(damaged);
+    for threads in [1, 2, 3, 8] {
+        let e = snapshot.verify_on(threads).unwrap_err();
+        assert!(
+            matches!(e, Error::BlockChecksum { block, .. } if block as usize == early),
+            "{threads} threads: {e:?}"
+        );
+    }
+    let intact = open_ok(bytes);
+    for threads in [1, 2, 8] {
+        intact.verify_on(threads).unwrap();
+    }
+}
