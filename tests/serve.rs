@@ -25,6 +25,16 @@ fn error_code(resp: reqwest::blocking::Response) -> (StatusCode, String) {
     )
 }
 
+/// Waits until `answered` grew by `n` (at most 30 s).
+fn wait_answers(answered: &std::sync::atomic::AtomicU64, n: u64) {
+    let target = answered.load(Ordering::Relaxed) + n;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while answered.load(Ordering::Relaxed) < target {
+        assert!(std::time::Instant::now() < deadline, "the clients stalled");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Client threads sending GET, mget and scan requests for keys k0000..k(keys-1) until
 /// finished. Each answer must succeed and agree with the version it names.
 struct Hammer {
@@ -53,12 +63,7 @@ impl Hammer {
 
     /// Waits until the clients had `n` more answers (at most 30 s).
     fn wait_answers(&self, n: u64) {
-        let target = self.answered.load(Ordering::Relaxed) + n;
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while self.answered.load(Ordering::Relaxed) < target {
-            assert!(std::time::Instant::now() < deadline, "the clients stalled");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_answers(&self.answered, n);
     }
 
     fn run(
@@ -879,6 +884,140 @@ fn follows_an_s3_store_under_load() {
         "{n} requests"
     );
     assert!(server.terminate().success());
+}
+
+/// Keys k00000..k19999 of version `v`: a key in one of the ranges of `changes` has a value
+/// naming that range's version (the last one that holds it), the others `base`. Written with
+/// `dict` (the previous version's dictionary) when given.
+fn delta_version(
+    dir: &std::path::Path,
+    v: &str,
+    changes: &[(&str, std::ops::Range<u64>)],
+    dict: Option<&[u8]>,
+) -> std::path::PathBuf {
+    let p = dir.join(v).join("d.snapkv");
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    let mut meta = snapkv_format::Metadata::default();
+    meta.value_encoding = snapkv_format::ValueEncoding::Json;
+    let mut o = snapkv_format::WriterOptions::default();
+    if let Some(d) = dict {
+        o.dictionary = snapkv_format::Dictionary::Use(d.to_vec());
+    }
+    let mut w = snapkv_format::SnapshotWriter::new(Vec::new(), o, meta).unwrap();
+    for i in 0..20_000u64 {
+        let k = format!("k{i:05}");
+        w.insert(k.as_bytes(), value_of(named(changes, i), &k).as_bytes())
+            .unwrap();
+    }
+    std::fs::write(&p, w.finish().unwrap().0).unwrap();
+    p
+}
+
+/// The version named by key `i`'s value under `changes` (see [`delta_version`]).
+fn named<'a>(changes: &[(&'a str, std::ops::Range<u64>)], i: u64) -> &'a str {
+    changes
+        .iter()
+        .rev()
+        .find(|(_, r)| r.contains(&i))
+        .map_or("base", |(v, _)| v)
+}
+
+/// New versions that change 1% of the keys each are fetched by delta (copying the blocks the
+/// served version has) and swapped in while clients read: every answer is right for the
+/// version it names, and `/metrics` counts the bytes downloaded and reused.
+#[test]
+fn delta_syncs_swap_under_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let v1 = delta_version(dir.path(), "v1", &[], None);
+    let dict = snapkv_format::Snapshot::open(std::fs::read(&v1).unwrap())
+        .unwrap()
+        .dictionary()
+        .to_vec();
+    // What each version changed, cumulatively.
+    let changes = |v: &str| -> Vec<(&'static str, std::ops::Range<u64>)> {
+        let all = [("v2", 5_000..5_200), ("v3", 12_000..12_200)];
+        all.into_iter().filter(|(c, _)| *c <= v).collect()
+    };
+    publish(&store, &v1, "v1");
+    let args = follow_args(&store, &dir.path().join("cache"));
+    let server = Server::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    wait_for_version(&server.url, "v1");
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let clients: Vec<_> = (0..2u64)
+        .map(|w| {
+            let (url, stop, answered) = (server.url.clone(), stop.clone(), answered.clone());
+            std::thread::spawn(move || {
+                let c = client();
+                let mut seen = BTreeSet::new();
+                let mut n = w;
+                while !stop.load(Ordering::Relaxed) {
+                    // Keys in the changed ranges and elsewhere.
+                    let i =
+                        [5_000 + n % 200, 12_000 + n % 200, n * 7919 % 20_000][(n % 3) as usize];
+                    n += 1;
+                    let k = format!("k{i:05}");
+                    let r = c
+                        .get(format!("{url}/v1/datasets/d/keys/{k}"))
+                        .send()
+                        .unwrap();
+                    assert_eq!(r.status(), 200);
+                    let v = r.headers()["x-snapkv-version"].to_str().unwrap().to_owned();
+                    let expected = value_of(named(&changes(&v), i), &k);
+                    assert_eq!(r.text().unwrap(), expected, "{k} at {v}");
+                    seen.insert(v);
+                    answered.fetch_add(1, Ordering::Relaxed);
+                }
+                seen
+            })
+        })
+        .collect();
+    wait_answers(&answered, 50);
+    for v in ["v2", "v3"] {
+        let file = delta_version(dir.path(), v, &changes(v), Some(&dict));
+        publish(&store, &file, v);
+        wait_for_version(&server.url, v);
+        wait_answers(&answered, 50);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut seen = BTreeSet::new();
+    for c in clients {
+        seen.extend(c.join().expect("a client saw a failed or wrong answer"));
+    }
+    assert_eq!(seen, ["v1", "v2", "v3"].map(String::from).into());
+    let text = client()
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let counter = |name: &str| -> f64 {
+        let prefix = format!("{name}{{dataset=\"d\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no {name}:\n{text}"))
+            .parse()
+            .unwrap()
+    };
+    let downloaded = counter("snapkv_sync_bytes_downloaded_total");
+    let reused = counter("snapkv_sync_bytes_reused_total");
+    let size = |v: &str| {
+        std::fs::metadata(dir.path().join(v).join("d.snapkv"))
+            .unwrap()
+            .len() as f64
+    };
+    // v1 whole; v2 and v3 mostly from the blocks of the version before.
+    let later = size("v2") + size("v3");
+    assert!(downloaded >= size("v1"), "{downloaded}");
+    assert!(
+        reused > later / 3.0,
+        "{reused} reused, {downloaded} downloaded"
+    );
+    assert!(
+        downloaded + reused <= size("v1") + later,
+        "{downloaded} + {reused}"
+    );
 }
 
 /// The demo's pieces: sample data, build, publish to a local store, serve, answer, stop.

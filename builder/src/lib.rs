@@ -128,6 +128,48 @@ fn in_flight_budget(limit: u64) -> usize {
     (limit / 16).min(32 << 20)
 }
 
+/// The dictionary of the snapshot file at `path` (its own, or none when it was written without
+/// one), for [`snapkv_format::WriterOptions::dictionary`]: a new version written with its
+/// previous version's dictionary stores every block whose entries did not change byte for
+/// byte as before, so readers fetch only the changed blocks. Reads the file's end and its
+/// dictionary section, not the whole file.
+pub fn dictionary_of(path: &std::path::Path) -> Result<snapkv_format::Dictionary> {
+    use std::io::{Read, Seek, SeekFrom};
+    let fail = |detail: String| {
+        Error::InvalidOption(format!(
+            "cannot take the dictionary of {}: {detail}",
+            path.display()
+        ))
+    };
+    let read = |f: &mut std::fs::File, at: u64, len: u64| -> std::io::Result<Vec<u8>> {
+        let mut buf = vec![0u8; len as usize];
+        f.seek(SeekFrom::Start(at))?;
+        f.read_exact(&mut buf)?;
+        Ok(buf)
+    };
+    let mut f = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
+    let len = f.metadata().map_err(|e| fail(e.to_string()))?.len();
+    let tail_len = len.min(snapkv_format::TAIL_LEN);
+    let end = read(&mut f, len - tail_len, tail_len).map_err(|e| fail(e.to_string()))?;
+    let tail = snapkv_format::Tail::parse(&end, len).map_err(|e| fail(e.to_string()))?;
+    let r = tail.dictionary_range();
+    // A dictionary is at most what the writer trains (64 KiB by default) or was given; the
+    // bound only keeps a damaged footer from asking for an absurd read.
+    if r.end - r.start > 64 << 20 {
+        return Err(fail(format!(
+            "its dictionary claims {} bytes",
+            r.end - r.start
+        )));
+    }
+    let bytes = read(&mut f, r.start, r.end - r.start).map_err(|e| fail(e.to_string()))?;
+    let dict = tail.dictionary(&bytes).map_err(|e| fail(e.to_string()))?;
+    Ok(if dict.is_empty() {
+        snapkv_format::Dictionary::Off
+    } else {
+        snapkv_format::Dictionary::Use(dict.to_vec())
+    })
+}
+
 /// Builds a snapshot at `output` from the inputs. On any error nothing is left behind: neither
 /// the output (an existing file there is untouched) nor temporary files.
 ///

@@ -46,6 +46,7 @@ pub mod mph;
 pub mod names;
 #[doc(hidden)]
 pub mod pool;
+mod rebuild;
 mod records;
 pub mod shards;
 mod snapshot;
@@ -58,9 +59,10 @@ pub use cache::CacheStats;
 pub use diff::{diff, Diff, DiffOptions};
 pub use error::{Error, Result, Section};
 pub use metadata::{FormatInfo, Metadata, ValueEncoding};
+pub use rebuild::Rebuild;
 pub use shards::{Selection, ShardError, Shards, ShardsIter};
 pub use snapshot::{prefix_successor, Iter, OpenOptions, Snapshot, Stats};
-pub use tail::{Tail, TAIL_LEN};
+pub use tail::{StoredBlock, Tail, TAIL_LEN};
 pub use writer::{Compression, Dictionary, SnapshotWriter, Spill, WriteSummary, WriterOptions};
 
 /// Longest key, in bytes.

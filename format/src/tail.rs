@@ -1,8 +1,9 @@
-//! A snapshot's key count and metadata from the end of the file alone: for readers of object
-//! storage, two range reads (the footer, then the metadata section) instead of the whole file.
+//! A snapshot's key count, metadata and block list from the end of the file alone: for readers
+//! of object storage, two range reads (the footer, then a section or all of them) instead of
+//! the whole file.
 
 use crate::error::{Error, Result, Section};
-use crate::layout::{Footer, MAX_FOOTER_LEN};
+use crate::layout::{self, BlockEntry, Footer, BLOCK_ENTRY_LEN, HEADER_LEN, MAX_FOOTER_LEN};
 use crate::Metadata;
 use std::ops::Range;
 use xxhash_rust::xxh3::xxh3_64;
@@ -15,6 +16,19 @@ pub const TAIL_LEN: u64 = MAX_FOOTER_LEN as u64;
 #[derive(Debug, Clone)]
 pub struct Tail {
     footer: Footer,
+    file_len: u64,
+}
+
+/// Where one data block's stored bytes lie in its file, and their XXH3-64: what a reader
+/// holding another version compares to reuse the block it already has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StoredBlock {
+    /// File offset of the stored bytes.
+    pub offset: u64,
+    /// Length of the stored bytes.
+    pub len: u32,
+    /// XXH3-64 (seed 0) of the stored bytes.
+    pub checksum: u64,
 }
 
 impl Tail {
@@ -22,7 +36,93 @@ impl Tail {
     /// (at least `min(TAIL_LEN, file_len)` of them; only the footer's are used).
     pub fn parse(end: &[u8], file_len: u64) -> Result<Tail> {
         let footer = Footer::decode_end(end, file_len)?;
-        Ok(Tail { footer })
+        Ok(Tail { footer, file_len })
+    }
+
+    /// Where section `s` lives and its checksum.
+    pub(crate) fn section(&self, s: Section) -> layout::SectionRef {
+        self.footer.section(s)
+    }
+
+    /// The file's first 16 bytes (the header), which depend on its format version alone.
+    pub fn header(&self) -> [u8; HEADER_LEN] {
+        layout::encode_header(self.footer.version)
+    }
+
+    /// Everything after the data region: the sections (the first starts where the data
+    /// region and its padding end) and the footer, up to the end of the file.
+    pub fn sections_range(&self) -> Range<u64> {
+        self.footer.section(Section::Dictionary).offset..self.file_len
+    }
+
+    /// Where the dictionary section lives in the file (empty when the file has none).
+    pub fn dictionary_range(&self) -> Range<u64> {
+        let r = self.footer.section(Section::Dictionary);
+        r.offset..r.offset + r.len
+    }
+
+    /// Checks the dictionary section, the bytes at [`Tail::dictionary_range`], against its
+    /// checksum.
+    pub fn dictionary<'a>(&self, bytes: &'a [u8]) -> Result<&'a [u8]> {
+        self.checked(Section::Dictionary, bytes)?;
+        Ok(bytes)
+    }
+
+    /// Checks `bytes` against section `s`'s length and checksum; returns its reference.
+    fn checked(&self, s: Section, bytes: &[u8]) -> Result<layout::SectionRef> {
+        let r = self.footer.section(s);
+        let got = xxh3_64(bytes);
+        if bytes.len() as u64 != r.len || got != r.checksum {
+            return Err(Error::Checksum {
+                section: s,
+                expected: r.checksum,
+                got,
+            });
+        }
+        Ok(r)
+    }
+
+    /// Where the block table lives in the file (inside [`Tail::sections_range`]).
+    pub fn block_table_range(&self) -> Range<u64> {
+        let r = self.footer.section(Section::BlockTable);
+        r.offset..r.offset + r.len
+    }
+
+    /// The data blocks in file order, from the bytes at [`Tail::block_table_range`]. The
+    /// table is checked against its checksum, and the blocks must follow each other from the
+    /// end of the header, the last one ending in the 0 to 7 bytes of padding before the
+    /// sections: then the header, the blocks, the padding (zero bytes), the sections and the
+    /// footer make up the whole file.
+    pub fn blocks(&self, table: &[u8]) -> Result<Vec<StoredBlock>> {
+        let r = self.checked(Section::BlockTable, table)?;
+        let data_end = self.sections_range().start;
+        let count = table.len() / BLOCK_ENTRY_LEN;
+        let mut blocks = Vec::with_capacity(count);
+        let mut next = HEADER_LEN as u64;
+        for i in 0..count {
+            let e = BlockEntry::decode(table, r.offset, i as u32, data_end)?;
+            if e.offset != next {
+                return Err(Error::Corrupt {
+                    section: Section::BlockTable,
+                    offset: r.offset + (i * BLOCK_ENTRY_LEN) as u64,
+                    detail: "block does not start where the previous one ends",
+                });
+            }
+            next = e.offset + u64::from(e.stored_len);
+            blocks.push(StoredBlock {
+                offset: e.offset,
+                len: e.stored_len,
+                checksum: e.checksum,
+            });
+        }
+        if next + layout::padding(next) as u64 != data_end {
+            return Err(Error::Corrupt {
+                section: Section::BlockTable,
+                offset: r.offset,
+                detail: "blocks do not end where the sections start",
+            });
+        }
+        Ok(blocks)
     }
 
     /// The file's format version.
@@ -43,15 +143,7 @@ impl Tail {
 
     /// Checks and parses the metadata section, the bytes at [`Tail::metadata_range`].
     pub fn metadata(&self, bytes: &[u8]) -> Result<Metadata> {
-        let r = self.footer.section(Section::Metadata);
-        let got = xxh3_64(bytes);
-        if bytes.len() as u64 != r.len || got != r.checksum {
-            return Err(Error::Checksum {
-                section: Section::Metadata,
-                expected: r.checksum,
-                got,
-            });
-        }
+        let r = self.checked(Section::Metadata, bytes)?;
         serde_json::from_slice(bytes).map_err(|_| Error::Corrupt {
             section: Section::Metadata,
             offset: r.offset,

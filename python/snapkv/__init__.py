@@ -119,6 +119,8 @@ def build(
     json_bigint: str = "number",
     shard: Optional[Tuple[int, int]] = None,
     format_version: int = 2,
+    dictionary_from: Optional[PathLike] = None,
+    store_options: Optional[Mapping[str, str]] = None,
 ) -> Dict[str, Any]:
     """Build a snapshot file from ``data``, keyed by the column(s) ``key``.
 
@@ -137,6 +139,12 @@ def build(
     ``shard=(I, N)`` marks the file as shard ``I`` of ``N`` of a version built by independent
     tasks, each from the rows of its own key range (it may then be empty); see ``commit``.
     ``format_version=1`` writes the previous snapshot format, for readers not yet upgraded.
+    ``dictionary_from`` names a snapshot file (the dataset's previous version), or a store
+    (URL or directory; with ``dataset``, and ``store_options`` as ``publish``'s ``options``)
+    whose current version's file is meant, whose compression dictionary is used instead of
+    training one: blocks whose entries did not change are then byte-identical to that
+    version's, and readers holding it fetch only the changed blocks. A store without a current
+    version: a dictionary is trained.
 
     Returns a summary dict (``rows``, ``keys``, ``bytes_out``, ``built_at``, ...). Raises
     ``BuildError`` for bad data (naming the row), ``ValueError`` for bad options and
@@ -164,6 +172,8 @@ def build(
         name=type(data).__name__,
         shard=shard,
         format_version=format_version,
+        dictionary_from=None if dictionary_from is None else os.fspath(dictionary_from),
+        store_options=None if store_options is None else dict(store_options),
     )
 
 

@@ -38,6 +38,8 @@ def build(
     name: str = ...,
     shard: Optional[Tuple[int, int]] = ...,
     format_version: int = ...,
+    dictionary_from: Optional[str] = ...,
+    store_options: Optional[Mapping[str, str]] = ...,
 ) -> Dict[str, Any]: ...
 def publish(
     files: List[str],

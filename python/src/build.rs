@@ -16,7 +16,8 @@ use std::path::PathBuf;
 #[pyo3(signature = (
     data, key, output, *, dataset=None, version=None, value_columns=None, raw_value=None,
     compression="zstd:3", memory_limit="1GiB", on_duplicate="error", labels=None,
-    json_bigint="number", name="data", shard=None, format_version=snapkv_format::FORMAT_VERSION
+    json_bigint="number", name="data", shard=None, format_version=snapkv_format::FORMAT_VERSION,
+    dictionary_from=None, store_options=None
 ))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn build(
@@ -36,6 +37,8 @@ pub(crate) fn build(
     name: &str,
     shard: Option<(u32, u32)>,
     format_version: u32,
+    dictionary_from: Option<String>,
+    store_options: Option<BTreeMap<String, String>>,
 ) -> PyResult<Py<PyDict>> {
     let stream = ArrowArrayStreamReader::from_pyarrow_bound(data).map_err(|e| {
         PyValueError::new_err(format!(
@@ -82,6 +85,33 @@ pub(crate) fn build(
         )));
     }
     options.writer.format_version = format_version;
+    if let Some(from) = dictionary_from {
+        if options.writer.compression == snapkv_format::Compression::None {
+            return Err(PyValueError::new_err(
+                "dictionary_from needs compression (it is \"none\")",
+            ));
+        }
+        let path = std::path::Path::new(&from);
+        if !from.contains("://") && !path.is_dir() {
+            options.writer.dictionary = snapkv_builder::dictionary_of(path).map_err(build_error)?;
+        } else {
+            let Some(dataset) = options.dataset.clone() else {
+                return Err(PyValueError::new_err(format!(
+                    "dictionary_from={from:?} is a store: dataset= names the dataset whose \
+                     current version's dictionary is used"
+                )));
+            };
+            let store = crate::store::open(&from, store_options)?;
+            let index = shard.map(|(i, _)| i);
+            let found = crate::store::run(py, || store.current_dictionary(&dataset, index))?;
+            if let Some(d) = found {
+                options.writer.dictionary = match d.is_empty() {
+                    true => snapkv_format::Dictionary::Off,
+                    false => snapkv_format::Dictionary::Use(d),
+                };
+            }
+        }
+    }
     let summary = py
         .detach(|| snapkv_builder::build(&options, &output, &snapkv_builder::NoProgress))
         .map_err(build_error)?;

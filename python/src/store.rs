@@ -10,13 +10,13 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// Opens `url` with `options` (`endpoint`, `region`, …).
-fn open(url: &str, options: Option<BTreeMap<String, String>>) -> PyResult<Store> {
+pub(crate) fn open(url: &str, options: Option<BTreeMap<String, String>>) -> PyResult<Store> {
     let options: Vec<(String, String)> = options.unwrap_or_default().into_iter().collect();
     Store::open(url, &options).map_err(store_error)
 }
 
 /// Runs a store operation to completion on a runtime of its own, without the GIL.
-fn run<T: Send, F: std::future::Future<Output = snapkv_store::Result<T>>>(
+pub(crate) fn run<T: Send, F: std::future::Future<Output = snapkv_store::Result<T>>>(
     py: Python<'_>,
     work: impl FnOnce() -> F + Send,
 ) -> PyResult<T> {

@@ -48,6 +48,38 @@ def test_either_format_version_reads_the_same(tmp_path):
     assert not (tmp_path / "v3.snapkv").exists()
 
 
+def test_dictionary_from_the_previous_version_keeps_unchanged_blocks(tmp_path):
+    def table(changed):
+        ids = [f"user:{i:06}" for i in range(20_000)]
+        notes = [f"note {i % 97} {'changed' if i in changed else 'same'}" for i in range(20_000)]
+        return pa.table({"id": ids, "n": list(range(20_000)), "note": notes})
+
+    v1, v2, v3 = (tmp_path / f"v{i}.snapkv" for i in (1, 2, 3))
+    snapkv.build(table(set()), key="id", output=v1)
+    snapkv.build(table({5_000}), key="id", output=v2, dictionary_from=v1)
+    snapkv.build(table({5_000}), key="id", output=v3)
+    a, b, c = (p.read_bytes() for p in (v1, v2, v3))
+    # With v1's dictionary, v2's blocks before the changed row are v1's, byte for byte; a
+    # dictionary trained anew changes them from the first block on.
+    common = next(i for i in range(len(a)) if a[i] != b[i])
+    assert common > 20_000  # row 5,000 of 20,000: a quarter into the data, many blocks in
+    assert next(i for i in range(len(a)) if a[i] != c[i]) < 1_000
+    assert snapkv.Snapshot(v2)["user:005000"]["note"].endswith("changed")
+    # The same from the version a store's CURRENT names.
+    store = tmp_path / "store"
+    snapkv.publish(v1, store=str(store), dataset="scores", version="v1")
+    v4 = tmp_path / "v4.snapkv"
+    snapkv.build(table({5_000}), key="id", output=v4, dataset="scores", dictionary_from=store)
+    d = v4.read_bytes()
+    assert next(i for i in range(len(a)) if a[i] != d[i]) == common
+    with pytest.raises(ValueError, match="dataset= names the dataset"):
+        snapkv.build(table(set()), key="id", output=v4, dictionary_from=store)
+    with pytest.raises(ValueError, match="cannot take the dictionary of"):
+        snapkv.build(table(set()), key="id", output=v3, dictionary_from=tmp_path / "none")
+    with pytest.raises(ValueError, match="needs compression"):
+        snapkv.build(table(set()), key="id", output=v3, dictionary_from=v1, compression="none")
+
+
 def test_pandas_utc_timestamps_integer_and_composite_keys(tmp_path):
     df = pd.DataFrame(
         {

@@ -68,6 +68,23 @@ pub(crate) struct Metrics {
     version_age: Family<DsRole, FGauge>,
     behind: Family<Ds, FGauge>,
     forwards: Family<Lookup, Counter>,
+    sync_downloaded: Family<Ds, Counter>,
+    sync_reused: Family<Ds, Counter>,
+    sync_rebuilt: Family<Ds, Counter>,
+}
+
+/// The counters of one dataset, resolved once rather than per request or per sync.
+pub(crate) struct DatasetCounters {
+    /// Key lookups that found a value.
+    pub hits: Counter,
+    /// Key lookups that found nothing.
+    pub misses: Counter,
+    /// Bytes the dataset's syncs read from storage.
+    pub sync_downloaded: Counter,
+    /// Bytes the dataset's syncs copied from versions in the cache (delta fetches).
+    pub sync_reused: Counter,
+    /// Bytes of index sections the dataset's syncs rebuilt from blocks (delta fetches).
+    pub sync_rebuilt: Counter,
 }
 
 impl Metrics {
@@ -92,6 +109,9 @@ impl Metrics {
             version_age: Family::default(),
             behind: Family::default(),
             forwards: Family::default(),
+            sync_downloaded: Family::default(),
+            sync_reused: Family::default(),
+            sync_rebuilt: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -191,6 +211,24 @@ impl Metrics {
              (answered, or failed: no owner answered)",
             m.forwards.clone(),
         );
+        r.register(
+            "sync_bytes_downloaded",
+            "Bytes read from storage to fetch versions (whole files, and the ranges of delta \
+             fetches)",
+            m.sync_downloaded.clone(),
+        );
+        r.register(
+            "sync_bytes_reused",
+            "Bytes of fetched versions copied from versions already in the cache (delta \
+             fetches)",
+            m.sync_reused.clone(),
+        );
+        r.register(
+            "sync_bytes_rebuilt",
+            "Bytes of fetched versions' index, filter and lookup sections rebuilt from their \
+             blocks rather than read (delta fetches)",
+            m.sync_rebuilt.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -204,9 +242,9 @@ impl Metrics {
             .inc();
     }
 
-    /// The hit and miss counters of `dataset`'s lookups, resolved once rather than per request.
-    pub fn lookup_counters(&self, dataset: &str) -> (Counter, Counter) {
-        let counter = |result| {
+    /// The counters of `dataset`.
+    pub fn dataset_counters(&self, dataset: &str) -> DatasetCounters {
+        let lookups = |result| {
             self.lookups
                 .get_or_create(&Lookup {
                     dataset: dataset.to_owned(),
@@ -214,7 +252,16 @@ impl Metrics {
                 })
                 .clone()
         };
-        (counter("hit"), counter("miss"))
+        let ds = Ds {
+            dataset: dataset.to_owned(),
+        };
+        DatasetCounters {
+            hits: lookups("hit"),
+            misses: lookups("miss"),
+            sync_downloaded: self.sync_downloaded.get_or_create(&ds).clone(),
+            sync_reused: self.sync_reused.get_or_create(&ds).clone(),
+            sync_rebuilt: self.sync_rebuilt.get_or_create(&ds).clone(),
+        }
     }
 
     pub fn observe(&self, route: &'static str, status: u16, elapsed: Duration) {

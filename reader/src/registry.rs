@@ -336,6 +336,12 @@ pub(crate) struct Dataset {
     pub hits: Counter,
     /// Key lookups that found nothing.
     pub misses: Counter,
+    /// Bytes its syncs read from storage (the `sync_bytes_downloaded` metric's series).
+    pub sync_downloaded: Counter,
+    /// Bytes its syncs copied from versions in the cache.
+    pub sync_reused: Counter,
+    /// Bytes of index sections its syncs rebuilt from blocks.
+    pub sync_rebuilt: Counter,
     /// The cache-dir versions loaded now (store sources).
     pub live: LiveVersions,
     /// The same, for the staged preview's own cache directory.
@@ -349,20 +355,22 @@ pub(crate) struct Dataset {
 }
 
 impl Dataset {
-    /// A dataset with nothing loaded yet; `hits` and `misses` count its key lookups.
+    /// A dataset with nothing loaded yet, counting its lookups and syncs in `counters`.
     pub fn new(
         name: String,
         source: String,
         store: Option<snapkv_store::Store>,
-        hits: Counter,
-        misses: Counter,
+        counters: crate::metrics::DatasetCounters,
     ) -> Dataset {
         Dataset {
             store,
             history: tokio::sync::Mutex::new(None),
             cache_space: Mutex::new(None),
-            hits,
-            misses,
+            hits: counters.hits,
+            misses: counters.misses,
+            sync_downloaded: counters.sync_downloaded,
+            sync_reused: counters.sync_reused,
+            sync_rebuilt: counters.sync_rebuilt,
             name,
             source,
             current: ArcSwapOption::empty(),

@@ -120,6 +120,12 @@ pub struct Config {
     /// included: a new version that would not fit releases the previous version first, as a
     /// full disk does. Default: none (what the disk has).
     pub cache_dir_limit: Option<u64>,
+    /// Fetch a new version by delta: copy the data blocks that versions in the cache
+    /// directory already hold, and read only the rest from storage. Default: true.
+    pub delta_sync: bool,
+    /// In a delta fetch, reusable bytes read anyway between two missing stretches, saving a
+    /// request each. Default: 0.
+    pub delta_sync_gap: u64,
 }
 
 impl Config {
@@ -140,6 +146,8 @@ impl Config {
             forward_timeout: Duration::from_secs(5),
             ui: true,
             cache_dir_limit: None,
+            delta_sync: true,
+            delta_sync_gap: 0,
         }
     }
 }
@@ -184,7 +192,7 @@ pub async fn run(
     let mut datasets = BTreeMap::new();
     for source in &config.sources {
         let name = source.name().to_owned();
-        let (hits, misses) = metrics.lookup_counters(&name);
+        let counters = metrics.dataset_counters(&name);
         let store = match source {
             Source::Store { store, .. } => Some(store.clone()),
             _ => None,
@@ -193,8 +201,7 @@ pub async fn run(
             name.clone(),
             source.describe(),
             store,
-            hits,
-            misses,
+            counters,
         ));
         if datasets.insert(name.clone(), d).is_some() {
             return Err(ServeError::DuplicateDataset(name));
@@ -221,6 +228,8 @@ pub async fn run(
         preview_staged: config.preview_staged,
         shards: config.shards,
         cache_limit: config.cache_dir_limit,
+        delta: config.delta_sync,
+        delta_gap: config.delta_sync_gap,
     };
     for source in config.sources.clone() {
         let d = Arc::clone(&state.datasets[source.name()]);

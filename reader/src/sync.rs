@@ -59,6 +59,10 @@ pub(crate) struct Follow {
     pub shards: Option<snapkv_format::Selection>,
     /// Most bytes the cache directory may hold (`None`: what its disk has).
     pub cache_limit: Option<u64>,
+    /// Fetch new versions by delta (the blocks a cached version holds are copied).
+    pub delta: bool,
+    /// Reusable bytes read anyway between two missing stretches of a delta fetch.
+    pub delta_gap: u64,
 }
 
 /// Follows `source` for dataset `d` until `stop` changes.
@@ -78,11 +82,13 @@ pub(crate) async fn follow(
 }
 
 /// Fetch options for a reader: downloads verified through the mapping (not read into
-/// memory), only the shards held.
-fn fetch_options(shards: Option<snapkv_format::Selection>) -> snapkv_store::FetchOptions {
+/// memory), only the shards held, by delta unless turned off.
+fn fetch_options(how: &Follow) -> snapkv_store::FetchOptions {
     let mut options = snapkv_store::FetchOptions::default();
     options.open = crate::mapped();
-    options.shards = shards;
+    options.shards = how.shards;
+    options.delta = how.delta;
+    options.delta_gap = how.delta_gap;
     options
 }
 
@@ -181,7 +187,7 @@ impl StagedPreview {
                     ));
                 }
                 let cached = store
-                    .fetch(&d.name, v, &self.cache, &fetch_options(how.shards))
+                    .fetch(&d.name, v, &self.cache, &fetch_options(how))
                     .await
                     .map_err(|e| format!("staged preview of {v}: {}", error_chain(&e)))?;
                 let loaded = load_cached(
@@ -575,7 +581,7 @@ async fn fetch_with_room(
             return Err(no_room(d, version, needed, how.cache_limit));
         }
     }
-    let options = fetch_options(how.shards);
+    let options = fetch_options(how);
     let mut fetched = store.fetch(name, version, cache, &options).await;
     if let Err(e) = &fetched {
         // The disk filled while downloading (other files grew, or the space measured was
@@ -586,7 +592,27 @@ async fn fetch_with_room(
         }
     }
     let result = match fetched {
-        Ok(cached) => load_cached(cached, cache, &d.live, how.open.clone(), Check::Warm).await,
+        Ok(cached) => {
+            let t = cached.transfer;
+            d.sync_downloaded.inc_by(t.downloaded);
+            d.sync_reused.inc_by(t.reused);
+            d.sync_rebuilt.inc_by(t.rebuilt);
+            let total = t.downloaded + t.reused + t.rebuilt;
+            if total > 0 {
+                tracing::info!(
+                    dataset = %name,
+                    %version,
+                    bytes_downloaded = t.downloaded,
+                    bytes_reused = t.reused,
+                    bytes_rebuilt = t.rebuilt,
+                    downloaded_share = format_args!("{:.1}%", 100.0 * t.downloaded as f64 / total as f64),
+                    delta_files = t.delta_files,
+                    range_reads = t.range_reads,
+                    "fetched"
+                );
+            }
+            load_cached(cached, cache, &d.live, how.open.clone(), Check::Warm).await
+        }
         Err(e) if e.is_storage_full() => Err(format!(
             "{} (the disk of the cache directory {} is full, with no previous version left \
                  to release: give the cache more room)",

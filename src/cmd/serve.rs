@@ -105,6 +105,17 @@ pub struct Args {
     /// full disk), the previous one is released first. Default: what the disk has.
     #[arg(long, value_name = "SIZE", value_parser = snapkv_builder::parse_size, env = "SNAPKV_CACHE_DIR_LIMIT")]
     cache_dir_limit: Option<u64>,
+    /// Download every new version whole. By default a new version's file is assembled from
+    /// the data blocks that versions in the cache dir already hold, and only the rest is read
+    /// from storage (then verified as a whole download is).
+    #[arg(long)]
+    no_delta_sync: bool,
+    /// In a delta sync, read up to this many bytes of blocks the cache has between two
+    /// missing stretches rather than make another request: 0 moves the fewest bytes (keys
+    /// changed at random places then take one request per changed block); 64KiB or more
+    /// suits stores that bill per request or sit far away.
+    #[arg(long, value_name = "SIZE", default_value = "0", value_parser = snapkv_builder::parse_size)]
+    delta_sync_gap: u64,
     /// Address to listen on.
     #[arg(
         long,
@@ -268,6 +279,8 @@ pub fn run(args: Args, log_format: super::LogFormat) -> anyhow::Result<ExitCode>
     config.forward_timeout = args.forward_timeout;
     config.ui = args.ui;
     config.cache_dir_limit = args.cache_dir_limit;
+    config.delta_sync = !args.no_delta_sync;
+    config.delta_sync_gap = args.delta_sync_gap;
     let limits = &mut config.limits;
     limits.max_key_bytes = args.max_key_bytes;
     limits.max_body_bytes = args.max_body_bytes as usize;

@@ -9,9 +9,9 @@ use crate::layout::{now_rfc3339, DatasetPaths};
 use crate::manifest::{nonce, user_at_host, Manifest};
 use crate::objects::{Cap, Got};
 use crate::{Cache, FetchOptions, Store};
-use object_store::{GetOptions, ObjectStoreExt, PutPayload};
+use object_store::{GetOptions, PutPayload};
 use serde::{Deserialize, Serialize};
-use snapkv_format::{Metadata, Snapshot, Tail, ValueEncoding, TAIL_LEN};
+use snapkv_format::{Metadata, Snapshot, Tail, ValueEncoding};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -661,33 +661,11 @@ impl Store {
 
     /// The metadata of the stored snapshot at `path`, of `len` bytes, from its end.
     async fn stored_metadata(&self, path: &object_store::path::Path, len: u64) -> Result<Metadata> {
-        let corrupt = |e: snapkv_format::Error| Error::Corrupt {
-            what: format!("stored object {path}"),
-            detail: "not a valid snapshot".into(),
-            source: Some(Box::new(e)),
-        };
-        let end = self
-            .objects
-            .get_range(path, len.saturating_sub(TAIL_LEN)..len)
-            .await
-            .map_err(|e| self.err("GET", path, e))?;
-        let tail = Tail::parse(&end, len).map_err(corrupt)?;
-        let range = tail.metadata_range();
-        if range.end - range.start > MAX_METADATA_BYTES {
-            return Err(Error::corrupt(
-                format!("stored object {path}"),
-                format!(
-                    "its metadata section has {} bytes, more than the {MAX_METADATA_BYTES} read",
-                    range.end - range.start
-                ),
-            ));
-        }
-        let bytes = self
-            .objects
-            .get_range(path, range)
-            .await
-            .map_err(|e| self.err("GET", path, e))?;
-        tail.metadata(&bytes).map_err(corrupt)
+        let (tail, bytes) = self
+            .stored_section(path, len, Tail::metadata_range, MAX_METADATA_BYTES)
+            .await?;
+        tail.metadata(&bytes)
+            .map_err(|e| crate::delta::stored_corrupt(path, e))
     }
 
     /// Downloads a version into `cache` (verified) and opens its files.

@@ -54,6 +54,9 @@ conformance!(
     history_entries_of_racing_writers_all_land,
     racing_policy_updates_all_land,
     sharded_commit_of_concurrent_retried_uploads,
+    delta_fetch_reuses_cached_blocks,
+    delta_fetch_reuses_blocks_across_files,
+    delta_fetch_falls_back_on_bad_bytes,
 );
 
 /// A shard file with `keys` (JSON values naming the key), marked as shard `i` of `n`.
@@ -978,6 +981,279 @@ async fn fetch_bandwidth_limit(backend: Backend) {
         "{:?} < {least:?}",
         started.elapsed()
     );
+}
+
+/// A snapshot of keys `key:{i:08}` for `keys`, each value a JSON object naming the key and
+/// `salt(i)`. Compressed with `dict` (the previous version's dictionary, as a daily job that
+/// wants unchanged blocks to stay byte-identical writes it), or with one trained on it.
+fn versioned(
+    env: &Env,
+    name: &str,
+    keys: std::ops::Range<u64>,
+    salt: impl Fn(u64) -> u64,
+    dict: Option<&[u8]>,
+) -> PathBuf {
+    let mut o = WriterOptions::default();
+    if let Some(d) = dict {
+        o.dictionary = snapkv_format::Dictionary::Use(d.to_vec());
+    }
+    let mut w = SnapshotWriter::new(Vec::new(), o, Metadata::default()).unwrap();
+    for i in keys {
+        let v = format!(
+            "{{\"id\":{i},\"score\":{},\"segment\":\"s{}\",\"salt\":{}}}",
+            xxhash_rust::xxh3::xxh3_64(&i.to_le_bytes()) % 1_000_000,
+            i % 13,
+            salt(i)
+        );
+        w.insert(format!("key:{i:08}").as_bytes(), v.as_bytes())
+            .unwrap();
+    }
+    let path = env.path(name);
+    std::fs::write(&path, w.finish().unwrap().0).unwrap();
+    path
+}
+
+fn dictionary_of(path: &std::path::Path) -> Vec<u8> {
+    let s = Snapshot::open(std::fs::read(path).unwrap()).unwrap();
+    assert!(!s.dictionary().is_empty());
+    s.dictionary().to_vec()
+}
+
+/// A reader holding v1 fetches v2 (1% of values changed in one key range) by copying the
+/// blocks it has and reading the rest: the file is byte-identical, most of it reused. Across
+/// a gap (v1 → v4) it still reuses what did not change; with delta off it downloads whole.
+async fn delta_fetch_reuses_cached_blocks(backend: Backend) {
+    let env = Env::new(backend, "delta");
+    let store = env.store();
+    let n = 60_000;
+    let v1 = versioned(&env, "v1.snapkv", 0..n, |_| 0, None);
+    let dict = dictionary_of(&v1);
+    let edited =
+        |from: u64, to: u64, salt: u64| move |i: u64| u64::from((from..to).contains(&i)) * salt;
+    let v2 = versioned(
+        &env,
+        "v2.snapkv",
+        0..n,
+        edited(30_000, 30_600, 2),
+        Some(&dict),
+    );
+    let v3 = versioned(
+        &env,
+        "v3.snapkv",
+        0..n,
+        edited(10_000, 10_600, 3),
+        Some(&dict),
+    );
+    let v4 = versioned(
+        &env,
+        "v4.snapkv",
+        0..n + 600,
+        edited(50_000, 50_600, 4),
+        Some(&dict),
+    );
+    let size = |p: &PathBuf| std::fs::metadata(p).unwrap().len();
+    for (v, file) in [("v1", &v1), ("v2", &v2), ("v3", &v3), ("v4", &v4)] {
+        let name = env.path(&format!("{v}/part.snapkv"));
+        std::fs::create_dir_all(name.parent().unwrap()).unwrap();
+        std::fs::copy(file, &name).unwrap();
+        publish(&store, &[&name], v).await;
+    }
+    let cache = Cache::new(env.path("cache"));
+    let got = Arc::new(AtomicU64::new(0));
+    let mut options = FetchOptions::default();
+    let counter = got.clone();
+    options.progress = Some(Arc::new(move |n| {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }));
+    let first = store.fetch("ds", "v1", &cache, &options).await.unwrap();
+    assert_eq!(first.transfer.downloaded, size(&v1));
+    assert_eq!((first.transfer.reused, first.transfer.delta_files), (0, 0));
+
+    got.store(0, Ordering::Relaxed);
+    let second = store.fetch("ds", "v2", &cache, &options).await.unwrap();
+    let t = second.transfer;
+    assert_eq!(
+        std::fs::read(second.path("part.snapkv")).unwrap(),
+        std::fs::read(&v2).unwrap()
+    );
+    assert_eq!(t.delta_files, 1, "{t:?}");
+    // The index, filter and lookup (at 60 bytes a value, a third of this file) are rebuilt
+    // from the blocks; what is read is the changed blocks, the block table, the dictionary,
+    // the metadata and the footer.
+    assert!(t.reused > size(&v2) / 2, "{t:?} of {}", size(&v2));
+    assert!(t.rebuilt > size(&v2) / 5, "{t:?} of {}", size(&v2));
+    assert!(t.downloaded < size(&v2) / 8, "{t:?} of {}", size(&v2));
+    let accounted = t.downloaded + t.reused + t.rebuilt;
+    assert!(
+        accounted <= size(&v2) && accounted + 64 >= size(&v2),
+        "{t:?}"
+    );
+    assert!(t.range_reads >= 5, "{t:?}");
+    assert_eq!(got.load(Ordering::Relaxed), size(&v2), "progress adds up");
+    assert!(std::fs::metadata(second.path("part.snapkv"))
+        .unwrap()
+        .permissions()
+        .readonly());
+
+    // A gap: a cache holding v1 only fetches v4 (keys added, other values changed).
+    let other = Cache::new(env.path("other"));
+    store.fetch("ds", "v1", &other, &options).await.unwrap();
+    let fourth = store.fetch("ds", "v4", &other, &options).await.unwrap();
+    assert_eq!(
+        std::fs::read(fourth.path("part.snapkv")).unwrap(),
+        std::fs::read(&v4).unwrap()
+    );
+    assert!(
+        fourth.transfer.reused > size(&v4) / 2,
+        "{:?}",
+        fourth.transfer
+    );
+
+    // Without the rebuild, the sections are read.
+    let mut read_sections = FetchOptions::default();
+    read_sections.rebuild_sections = false;
+    let again = Cache::new(env.path("again"));
+    store
+        .fetch("ds", "v1", &again, &read_sections)
+        .await
+        .unwrap();
+    let t = store
+        .fetch("ds", "v2", &again, &read_sections)
+        .await
+        .unwrap()
+        .transfer;
+    assert_eq!(t.rebuilt, 0, "{t:?}");
+    let accounted = t.downloaded + t.reused;
+    assert!(
+        accounted <= size(&v2) && accounted + 32 >= size(&v2),
+        "{t:?}"
+    );
+    assert!(t.downloaded > size(&v2) / 5, "{t:?}");
+
+    // Delta off: the whole file.
+    let mut whole = FetchOptions::default();
+    whole.delta = false;
+    let third = store.fetch("ds", "v3", &cache, &whole).await.unwrap();
+    assert_eq!(third.transfer.downloaded, size(&v3));
+    assert_eq!(third.transfer.reused, 0);
+}
+
+/// Blocks move between files (shards whose split key moved): a file is assembled from
+/// blocks of every file of the dataset the cache holds.
+async fn delta_fetch_reuses_blocks_across_files(backend: Backend) {
+    let env = Env::new(backend, "delta-files");
+    let store = env.store();
+    let a1 = versioned(&env, "a.snapkv", 0..30_000, |_| 0, None);
+    let dict = dictionary_of(&a1);
+    let b1 = versioned(&env, "b.snapkv", 30_000..60_000, |_| 0, Some(&dict));
+    publish(&store, &[&a1, &b1], "v1").await;
+    let a2 = env.path("v2/a.snapkv");
+    std::fs::create_dir_all(a2.parent().unwrap()).unwrap();
+    std::fs::copy(versioned(&env, "a2", 0..40_000, |_| 0, Some(&dict)), &a2).unwrap();
+    let b2 = env.path("v2/b.snapkv");
+    std::fs::copy(
+        versioned(&env, "b2", 40_000..60_000, |_| 0, Some(&dict)),
+        &b2,
+    )
+    .unwrap();
+    publish(&store, &[&a2, &b2], "v2").await;
+    let cache = Cache::new(env.path("cache"));
+    store
+        .fetch("ds", "v1", &cache, &FetchOptions::default())
+        .await
+        .unwrap();
+    let v2 = store
+        .fetch("ds", "v2", &cache, &FetchOptions::default())
+        .await
+        .unwrap();
+    for (cached, original) in v2.paths().iter().zip([&a2, &b2]) {
+        assert_eq!(
+            std::fs::read(cached).unwrap(),
+            std::fs::read(original).unwrap()
+        );
+    }
+    let total = std::fs::metadata(&a2).unwrap().len() + std::fs::metadata(&b2).unwrap().len();
+    let t = v2.transfer;
+    assert_eq!(t.delta_files, 2, "{t:?}");
+    // Keys 30,000..40,000 moved from b to a: their blocks are copied from b, but for the few
+    // around the old and the new split.
+    assert!(t.reused > total * 6 / 10, "{t:?} of {total}");
+}
+
+/// A reused block whose cached bytes went bad makes the assembled file fail its checksum: the
+/// file is downloaded whole instead. A changed block that is bad in storage fails the fetch
+/// (it fails the full download too), and nothing is cached for it.
+async fn delta_fetch_falls_back_on_bad_bytes(backend: Backend) {
+    let env = Env::new(backend, "delta-bad");
+    let store = env.store();
+    let n = 40_000;
+    let v1 = versioned(&env, "v1.snapkv", 0..n, |_| 0, None);
+    let dict = dictionary_of(&v1);
+    let v2 = versioned(
+        &env,
+        "v2.snapkv",
+        0..n,
+        |i| u64::from(i % 1000 == 7),
+        Some(&dict),
+    );
+    let v3 = versioned(
+        &env,
+        "v3.snapkv",
+        0..n,
+        |i| u64::from(i == 20_000) * 3,
+        Some(&dict),
+    );
+    for (v, file) in [("v1", &v1), ("v2", &v2), ("v3", &v3)] {
+        let name = env.path(&format!("{v}/part.snapkv"));
+        std::fs::create_dir_all(name.parent().unwrap()).unwrap();
+        std::fs::copy(file, &name).unwrap();
+        publish(&store, &[&name], v).await;
+    }
+    let cache = Cache::new(env.path("cache"));
+    let first = store
+        .fetch("ds", "v1", &cache, &FetchOptions::default())
+        .await
+        .unwrap();
+    // Bit rot in the cached v1, in the middle of its data.
+    let cached = first.path("part.snapkv");
+    let mut permissions = std::fs::metadata(&cached).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    permissions.set_readonly(false);
+    std::fs::set_permissions(&cached, permissions).unwrap();
+    let mut bytes = std::fs::read(&cached).unwrap();
+    let middle = bytes.len() / 3;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&cached, &bytes).unwrap();
+    let second = store
+        .fetch("ds", "v2", &cache, &FetchOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read(second.path("part.snapkv")).unwrap(),
+        std::fs::read(&v2).unwrap()
+    );
+    let size = std::fs::metadata(&v2).unwrap().len();
+    assert!(second.transfer.downloaded >= size, "{:?}", second.transfer);
+
+    // v3's changed block, damaged in storage.
+    let changed = {
+        let old = std::fs::read(&v2).unwrap();
+        let new = std::fs::read(&v3).unwrap();
+        (16..new.len())
+            .find(|&i| old.get(i) != Some(&new[i]))
+            .unwrap()
+    };
+    tamper(&store, "ds/versions/v3/part.snapkv", |b| {
+        b[changed + 5] ^= 1
+    })
+    .await;
+    let e = store
+        .fetch("ds", "v3", &cache, &FetchOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+    assert!(!env.path("cache/ds/v3/part.snapkv").exists());
+    assert_eq!(cache.get("ds", "v2").unwrap(), Some(second));
 }
 
 /// Writes `bytes` at `key` under the store's root, through the backend itself.

@@ -755,20 +755,7 @@ fn same_input_and_version_give_the_same_file() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("job");
     spark_dir(&input);
-    // `snapkv build` of the job into `out` with `extra` flags, at a fixed build time.
-    let build = |out: &Path, extra: &[&str]| {
-        let mut args = vec![
-            "build",
-            "-i",
-            input.to_str().unwrap(),
-            "-k",
-            "user_id",
-            "-o",
-            out.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        snapkv_with(&args, None, &[("SOURCE_DATE_EPOCH", "1795749300")])
-    };
+    let build = |out: &Path, extra: &[&str]| build_job(&input, out, extra);
     let a = dir.path().join("a.snapkv");
     let b = dir.path().join("b.snapkv");
     for out in [&a, &b] {
@@ -996,4 +983,61 @@ fn shards_split_the_rows_into_equal_shares() {
     );
     assert_eq!(run.code, 2);
     assert!(run.stderr.contains("expected I/N"), "{}", run.stderr);
+}
+
+#[test]
+fn dictionary_from_a_file_or_the_current_version_in_a_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("job");
+    spark_dir(&input);
+    let build = |out: &Path, extra: &[&str]| {
+        build_job(&input, out, &[&["--dataset", "users"], extra].concat())
+    };
+    let first = dir.path().join("first.snapkv");
+    build(&first, &["--version", "v1"]).ok();
+    let dict = open(&first).dictionary().to_vec();
+    assert!(!dict.is_empty());
+    let store = dir.path().join("store");
+    let (f, st) = (first.to_str().unwrap(), store.to_str().unwrap());
+    snapkv(&["publish", f, "--store", st, "--dataset", "users"], None).ok();
+    // From the file and from the store's current version: the same dictionary, the same file.
+    let (a, b) = (dir.path().join("a.snapkv"), dir.path().join("b.snapkv"));
+    build(&a, &["--version", "v2", "--dictionary-from", f]).ok();
+    build(&b, &["--version", "v2", "--dictionary-from", st]).ok();
+    assert_eq!(open(&a).dictionary(), &dict[..]);
+    assert!(std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap());
+    // A store without the dataset: a dictionary is trained, as without the flag.
+    let c = dir.path().join("c.snapkv");
+    let from_store = ["--dictionary-from", st];
+    build_job(
+        &input,
+        &c,
+        &[&["--dataset", "other"], &from_store[..]].concat(),
+    )
+    .ok();
+    assert!(!open(&c).dictionary().is_empty());
+    build(&c, &["--dictionary-from", "missing.snapkv"])
+        .fails_with(&["cannot take the dictionary of missing.snapkv"]);
+    let parquet = input.join("country=FR/bucket=0/part-00000-c0ffee.c000.snappy.parquet");
+    build(&c, &["--dictionary-from", parquet.to_str().unwrap()])
+        .fails_with(&["cannot take the dictionary of"]);
+    build(&c, &["--compression", "none", "--dictionary-from", f])
+        .fails_with(&["--dictionary-from needs compression"]);
+    build_job(&input, &c, &from_store).fails_with(&["is a store: --dataset names the dataset"]);
+}
+
+/// `snapkv build` of the job directory `input` keyed by `user_id` into `out` with `extra`
+/// flags, at a fixed build time.
+fn build_job(input: &Path, out: &Path, extra: &[&str]) -> Run {
+    let mut args = vec![
+        "build",
+        "-i",
+        input.to_str().unwrap(),
+        "-k",
+        "user_id",
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    snapkv_with(&args, None, &[("SOURCE_DATE_EPOCH", "1795749300")])
 }

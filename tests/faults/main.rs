@@ -33,6 +33,9 @@ struct World {
     sampled: usize,
     /// The readers' `read_timeout` through the proxy.
     read_timeout: &'static str,
+    /// Versions share all but the sampled keys' values, and readers fetch them by delta (else
+    /// every value names its version, and readers download whole files: `--no-delta-sync`).
+    delta: bool,
 }
 
 impl World {
@@ -55,6 +58,7 @@ impl World {
             published: Vec::new(),
             sampled: 0,
             read_timeout: "1s",
+            delta: false,
         }
     }
 
@@ -86,7 +90,7 @@ impl World {
         let path = self.dir.path().join(version).join("d.snapkv");
         if !path.exists() {
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            write_version(&path, version, self.pad);
+            write_version(&path, version, self.pad, self.delta);
         }
         path
     }
@@ -178,6 +182,9 @@ impl World {
             .map(String::from),
         );
         args.extend(extra.iter().map(|s| s.to_string()));
+        if !self.delta {
+            args.push("--no-delta-sync".into());
+        }
         let mut server =
             Server::spawn_with(&args.iter().map(String::as_str).collect::<Vec<_>>(), |c| {
                 c.stderr(Stdio::piped());
@@ -260,7 +267,9 @@ fn options(o: Vec<(String, String)>) -> Vec<String> {
 
 /// A snapshot of dataset `d`, `version`: keys k00000.., each value naming its version and key,
 /// padded with `pad` pseudo-random hex digits, stored uncompressed (the file's size follows).
-fn write_version(path: &Path, version: &str, pad: usize) {
+/// With `delta`, only the keys [`World::sample`] reads name the version (the others `base`):
+/// versions of the same name length then share every other block byte for byte.
+fn write_version(path: &Path, version: &str, pad: usize, delta: bool) {
     let mut meta = Metadata::default();
     meta.dataset = Some("d".into());
     meta.version = Some(version.into());
@@ -280,7 +289,12 @@ fn write_version(path: &Path, version: &str, pad: usize) {
                 char::from_digit((state % 16) as u32, 16).unwrap()
             })
             .collect();
-        let value = format!("{{\"v\":\"{version}\",\"k\":\"k{i:05}\",\"pad\":\"{padding}\"}}");
+        let named = if !delta || i % (KEYS / 20) == 0 {
+            version
+        } else {
+            "base"
+        };
+        let value = format!("{{\"v\":\"{named}\",\"k\":\"k{i:05}\",\"pad\":\"{padding}\"}}");
         w.insert(format!("k{i:05}").as_bytes(), value.as_bytes())
             .unwrap();
     }
@@ -642,6 +656,65 @@ fn a_reader_killed_mid_download_resumes() {
         println!("kill of the reader at {at} of {size} bytes downloaded: resumed");
     }
     println!("answers sampled and checked: {}", w.sampled);
+}
+
+/// Delta syncs through faults: a range read cut once is retried or the file downloaded whole;
+/// ranges corrupted on every read are never served (the reader keeps its version and says why)
+/// and, once the fault clears, the version arrives by delta.
+#[test]
+fn delta_syncs_through_cut_and_corrupt_ranges() {
+    let mut w = World::new("faults-delta", 1000);
+    w.delta = true;
+    let cache = w.dir.path().join("cache");
+    w.publish("v0001");
+    let reader = w.reader(&cache);
+    reader.wait_ready();
+    // Bytes the reader's syncs copied from the versions it had.
+    let reused = || -> f64 {
+        let text = client()
+            .get(format!("{}/metrics", reader.url))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("snapkv_sync_bytes_reused_total{dataset=\"d\"} "))
+            .map_or(0.0, |v| v.parse().unwrap())
+    };
+    // No fault: most of the file is copied from v0001.
+    w.publish("v0002");
+    serves(&mut w, &reader, "v0002");
+    w.check("v0002", Some(&reader));
+    let size = std::fs::metadata(w.file("v0002")).unwrap().len() as f64;
+    assert!(reused() > size / 2.0, "{} of {size} reused", reused());
+
+    // The first range read (the footer) cut: retried, or the whole file downloaded.
+    w.proxy.arm("GET", "d.snapkv", Fault::Cut(10), Some(1));
+    w.publish("v0003");
+    serves(&mut w, &reader, "v0003");
+    w.check("v0003", Some(&reader));
+    w.proxy.disarm();
+
+    let before = reused();
+    // Every read of the object corrupted: the delta and the whole download both fail their
+    // checks; v0003 stays served, the error is reported, nothing of v0004 is kept.
+    w.proxy.arm("GET", "d.snapkv", Fault::Corrupt(100), None);
+    w.publish("v0004");
+    wait_until("the sync error reported", || {
+        info(&reader.url)["sync"]["last_error"].is_string()
+    });
+    assert_eq!(w.sample(&reader.url), "v0003");
+    assert!(!cache.join("d/v0004/d.snapkv").exists());
+    assert_eq!(reused(), before, "nothing of a failed fetch counts");
+    w.proxy.disarm();
+    serves(&mut w, &reader, "v0004");
+    w.check("v0004", Some(&reader));
+    assert!(
+        reused() > size * 1.5,
+        "{} reused over v0002..v0004",
+        reused()
+    );
+    println!("delta syncs: clean, a cut range read, corrupted ranges until cleared");
 }
 
 /// A small file system for a reader's cache: a tmpfs mounted for the test, unmounted when
