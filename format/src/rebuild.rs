@@ -15,8 +15,16 @@ use std::ops::Range;
 use xxhash_rust::xxh3::xxh3_64;
 use zstd::zstd_safe::DDict;
 
+/// A block's keys, decoded: its first and last keys and each key's hash and location.
+struct Decoded {
+    block: u32,
+    first: Vec<u8>,
+    last: Vec<u8>,
+    records: Vec<([u64; 2], u64)>,
+}
+
 /// Rebuilds the index, filter and lookup sections of a version 2 file from its data blocks,
-/// given to [`Rebuild::block`] in file order.
+/// given to [`Rebuild::block`] or [`Rebuild::blocks`] in file order.
 pub struct Rebuild {
     tail: Tail,
     table: Vec<u8>,
@@ -87,16 +95,59 @@ impl Rebuild {
 
     /// Adds the next block's stored bytes (checked against the block table).
     pub fn block(&mut self, stored: &[u8]) -> Result<()> {
+        let decoded = self.decode(self.next, stored)?;
+        self.add(decoded)
+    }
+
+    /// Adds the next blocks' stored bytes, in order, decoding them on the rebuild's threads
+    /// (the result is the same as adding them one at a time).
+    pub fn blocks(&mut self, stored: &[&[u8]]) -> Result<()> {
+        let threads = self.threads.min(stored.len()).max(1);
+        if threads == 1 {
+            return stored.iter().try_for_each(|b| self.block(b));
+        }
+        let first = self.next;
+        let share = stored.len().div_ceil(threads);
+        let this = &*self;
+        let decoded: Vec<Result<Vec<Decoded>>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = stored
+                .chunks(share)
+                .enumerate()
+                .map(|(i, chunk)| {
+                    scope.spawn(move || {
+                        let at = first + (i * share) as u32;
+                        chunk
+                            .iter()
+                            .enumerate()
+                            .map(|(j, b)| this.decode(at + j as u32, b))
+                            .collect::<Result<Vec<_>>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
+        for part in decoded {
+            for d in part? {
+                self.add(d)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks block `block`'s stored bytes against the table and decodes its keys' records.
+    fn decode(&self, block: u32, stored: &[u8]) -> Result<Decoded> {
         let range = self.tail.block_table_range();
         let data_end = self.tail.sections_range().start;
-        if u64::from(self.next) >= (range.end - range.start) / 32 {
+        if u64::from(block) >= (range.end - range.start) / 32 {
             return Err(Error::Corrupt {
                 section: Section::BlockTable,
                 offset: range.end,
                 detail: "more blocks than the block table lists",
             });
         }
-        let block = self.next;
         let e = BlockEntry::decode(&self.table, range.start, block, data_end)?;
         if stored.len() != e.stored_len as usize || xxh3_64(stored) != e.checksum {
             return Err(Error::CorruptBlock {
@@ -115,29 +166,45 @@ impl Rebuild {
             )?),
         };
         let mut cursor = Cursor::new(block, Keys::Whole);
-        let mut first = true;
+        let mut records = Vec::with_capacity(e.entries as usize);
+        let mut first = None;
         while cursor.next(&raw)?.is_some() {
             let key = cursor.key();
-            if first && block > 0 {
-                let sep = separator(&self.last_key, key);
-                self.insert_separator(&sep, block - 1)?;
+            if first.is_none() {
+                first = Some(key.to_vec());
             }
-            first = false;
             let offset = cursor.entry_offset() as u64;
             let location = match self.direct {
                 true => e.offset + offset,
                 false => u64::from(block) << 32 | offset,
             };
-            self.records.push(lookup::key_hash(key), location)?;
-            self.last_key.clear();
-            self.last_key.extend_from_slice(key);
+            records.push((lookup::key_hash(key), location));
         }
-        if first {
+        let Some(first) = first else {
             return Err(Error::CorruptBlock {
                 block,
                 detail: "a block without entries",
             });
+        };
+        Ok(Decoded {
+            block,
+            first,
+            last: cursor.key().to_vec(),
+            records,
+        })
+    }
+
+    /// Adds a decoded block: its separator from the block before, its keys' records.
+    fn add(&mut self, d: Decoded) -> Result<()> {
+        debug_assert_eq!(d.block, self.next);
+        if d.block > 0 {
+            let sep = separator(&self.last_key, &d.first);
+            self.insert_separator(&sep, d.block - 1)?;
         }
+        for (hash, location) in d.records {
+            self.records.push(hash, location)?;
+        }
+        self.last_key = d.last;
         self.next += 1;
         Ok(())
     }

@@ -120,6 +120,7 @@ def build(
     shard: Optional[Tuple[int, int]] = None,
     format_version: int = 2,
     dictionary_from: Optional[PathLike] = None,
+    dictionary_from_store: Optional[PathLike] = None,
     store_options: Optional[Mapping[str, str]] = None,
 ) -> Dict[str, Any]:
     """Build a snapshot file from ``data``, keyed by the column(s) ``key``.
@@ -139,12 +140,13 @@ def build(
     ``shard=(I, N)`` marks the file as shard ``I`` of ``N`` of a version built by independent
     tasks, each from the rows of its own key range (it may then be empty); see ``commit``.
     ``format_version=1`` writes the previous snapshot format, for readers not yet upgraded.
-    ``dictionary_from`` names a snapshot file (the dataset's previous version), or a store
-    (URL or directory; with ``dataset``, and ``store_options`` as ``publish``'s ``options``)
-    whose current version's file is meant, whose compression dictionary is used instead of
-    training one: blocks whose entries did not change are then byte-identical to that
-    version's, and readers holding it fetch only the changed blocks. A store without a current
-    version: a dictionary is trained.
+    ``dictionary_from`` names a snapshot file (the dataset's previous version) whose
+    compression dictionary is used instead of training one: blocks whose entries did not
+    change are then byte-identical to that version's, and readers holding it fetch only the
+    changed blocks. ``dictionary_from_store`` does the same with the version ``CURRENT`` names
+    for ``dataset`` in a store (URL or directory, ``store_options`` as ``publish``'s
+    ``options``; of a sharded version, the shard ``shard`` names); a dataset without a current
+    version trains its own.
 
     Returns a summary dict (``rows``, ``keys``, ``bytes_out``, ``built_at``, ...). Raises
     ``BuildError`` for bad data (naming the row), ``ValueError`` for bad options and
@@ -173,6 +175,7 @@ def build(
         shard=shard,
         format_version=format_version,
         dictionary_from=None if dictionary_from is None else os.fspath(dictionary_from),
+        dictionary_from_store=None if dictionary_from_store is None else os.fspath(dictionary_from_store),
         store_options=None if store_options is None else dict(store_options),
     )
 

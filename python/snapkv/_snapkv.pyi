@@ -39,6 +39,7 @@ def build(
     shard: Optional[Tuple[int, int]] = ...,
     format_version: int = ...,
     dictionary_from: Optional[str] = ...,
+    dictionary_from_store: Optional[str] = ...,
     store_options: Optional[Mapping[str, str]] = ...,
 ) -> Dict[str, Any]: ...
 def publish(

@@ -115,6 +115,7 @@ def upload_shards(
     on_duplicate: str = "error",
     json_bigint: str = "number",
     options: Optional[Mapping[str, str]] = None,
+    reuse_dictionary: bool = True,
 ) -> Any:
     """The lazy part of ``write``: a DataFrame with one row per shard uploaded (``shard``,
     ``attempt``, ``keys``, ``bytes``, ``file``), computed by running it (``collect()``). Each
@@ -139,6 +140,10 @@ def upload_shards(
         memory_limit=memory_limit,
         on_duplicate=on_duplicate,
         json_bigint=json_bigint,
+        # Each shard compressed with the dictionary of the same shard of the current version:
+        # unchanged blocks stay byte-identical, and readers fetch only the changed ones.
+        dictionary_from_store=store if reuse_dictionary and compression != "none" else None,
+        store_options=store_options,
     )
     parted = (
         df.withColumn(_KEY_COLUMN, _key_expression(df, keys))
@@ -216,6 +221,7 @@ def write(
     reason: Optional[str] = None,
     force: bool = False,
     options: Optional[Mapping[str, str]] = None,
+    reuse_dictionary: bool = True,
 ) -> Dict[str, Any]:
     """Write ``df`` as version ``version`` (default: the UTC time, ``YYYYMMDDTHHMMSSZ``) of
     ``dataset`` in ``store``, in ``shards`` range shards, and make it current.
@@ -228,7 +234,10 @@ def write(
     manifest, then ``CURRENT`` by compare-and-swap (``stage=True`` leaves ``CURRENT`` alone).
     Key columns are string, integer or date columns, rendered as ``snapkv build`` renders them.
     The build arguments are ``snapkv.build``'s; ``options`` are store options for the driver
-    and the executors alike.
+    and the executors alike. With ``reuse_dictionary`` (the default), each shard is compressed
+    with the dictionary of the same shard of the dataset's current version (a first version
+    trains its own): blocks whose rows did not change stay byte-identical, and readers fetch
+    only the changed blocks (delta sync).
 
     A failed job raises and leaves ``CURRENT`` as it was: its uploads are an incomplete version
     that ``gc`` removes. Returns what ``commit`` did (``version``, ``shards``, ``keys``,
@@ -256,6 +265,7 @@ def write(
             on_duplicate=on_duplicate,
             json_bigint=json_bigint,
             options=options,
+            reuse_dictionary=reuse_dictionary,
         ).collect()
     # Spark's range partitioning makes fewer partitions than asked when the keys are few: the
     # ranges it did not make are empty shards, uploaded from here.

@@ -17,7 +17,7 @@ use std::path::PathBuf;
     data, key, output, *, dataset=None, version=None, value_columns=None, raw_value=None,
     compression="zstd:3", memory_limit="1GiB", on_duplicate="error", labels=None,
     json_bigint="number", name="data", shard=None, format_version=snapkv_format::FORMAT_VERSION,
-    dictionary_from=None, store_options=None
+    dictionary_from=None, dictionary_from_store=None, store_options=None
 ))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn build(
@@ -37,7 +37,8 @@ pub(crate) fn build(
     name: &str,
     shard: Option<(u32, u32)>,
     format_version: u32,
-    dictionary_from: Option<String>,
+    dictionary_from: Option<PathBuf>,
+    dictionary_from_store: Option<String>,
     store_options: Option<BTreeMap<String, String>>,
 ) -> PyResult<Py<PyDict>> {
     let stream = ArrowArrayStreamReader::from_pyarrow_bound(data).map_err(|e| {
@@ -85,31 +86,36 @@ pub(crate) fn build(
         )));
     }
     options.writer.format_version = format_version;
-    if let Some(from) = dictionary_from {
+    if dictionary_from.is_some() || dictionary_from_store.is_some() {
         if options.writer.compression == snapkv_format::Compression::None {
             return Err(PyValueError::new_err(
-                "dictionary_from needs compression (it is \"none\")",
+                "a dictionary to compress with needs compression (it is \"none\")",
             ));
         }
-        let path = std::path::Path::new(&from);
-        if !from.contains("://") && !path.is_dir() {
-            options.writer.dictionary = snapkv_builder::dictionary_of(path).map_err(build_error)?;
-        } else {
-            let Some(dataset) = options.dataset.clone() else {
-                return Err(PyValueError::new_err(format!(
-                    "dictionary_from={from:?} is a store: dataset= names the dataset whose \
-                     current version's dictionary is used"
-                )));
+        if dictionary_from.is_some() && dictionary_from_store.is_some() {
+            return Err(PyValueError::new_err(
+                "dictionary_from and dictionary_from_store: give one",
+            ));
+        }
+    }
+    if let Some(path) = dictionary_from {
+        options.writer.dictionary = snapkv_builder::dictionary_of(&path).map_err(build_error)?;
+    }
+    if let Some(url) = dictionary_from_store {
+        let Some(dataset) = options.dataset.clone() else {
+            return Err(PyValueError::new_err(
+                "dictionary_from_store needs dataset=: the dataset whose current version's \
+                 dictionary is used",
+            ));
+        };
+        let store = crate::store::open(&url, store_options)?;
+        let index = shard.map(|(i, _)| i);
+        let found = crate::store::run(py, || store.current_dictionary(&dataset, index))?;
+        if let Some(d) = found {
+            options.writer.dictionary = match d.is_empty() {
+                true => snapkv_format::Dictionary::Off,
+                false => snapkv_format::Dictionary::Use(d),
             };
-            let store = crate::store::open(&from, store_options)?;
-            let index = shard.map(|(i, _)| i);
-            let found = crate::store::run(py, || store.current_dictionary(&dataset, index))?;
-            if let Some(d) = found {
-                options.writer.dictionary = match d.is_empty() {
-                    true => snapkv_format::Dictionary::Off,
-                    false => snapkv_format::Dictionary::Use(d),
-                };
-            }
         }
     }
     let summary = py

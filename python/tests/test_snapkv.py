@@ -69,11 +69,14 @@ def test_dictionary_from_the_previous_version_keeps_unchanged_blocks(tmp_path):
     store = tmp_path / "store"
     snapkv.publish(v1, store=str(store), dataset="scores", version="v1")
     v4 = tmp_path / "v4.snapkv"
-    snapkv.build(table({5_000}), key="id", output=v4, dataset="scores", dictionary_from=store)
+    snapkv.build(table({5_000}), key="id", output=v4, dataset="scores", dictionary_from_store=store)
     d = v4.read_bytes()
     assert next(i for i in range(len(a)) if a[i] != d[i]) == common
-    with pytest.raises(ValueError, match="dataset= names the dataset"):
-        snapkv.build(table(set()), key="id", output=v4, dictionary_from=store)
+    with pytest.raises(ValueError, match="needs dataset="):
+        snapkv.build(table(set()), key="id", output=v4, dictionary_from_store=store)
+    # A store not made yet: no current version, a dictionary is trained.
+    snapkv.build(table(set()), key="id", output=v4, dataset="scores",
+                 dictionary_from_store=tmp_path / "new-store")
     with pytest.raises(ValueError, match="cannot take the dictionary of"):
         snapkv.build(table(set()), key="id", output=v3, dictionary_from=tmp_path / "none")
     with pytest.raises(ValueError, match="needs compression"):

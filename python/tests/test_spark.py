@@ -6,11 +6,12 @@ other."""
 import json
 import os
 import socket
+import struct
 import subprocess
 import sys
 import time
 import urllib.request
-from typing import Any, Iterator
+from typing import Any, Iterator, Set, Tuple
 
 import pytest
 
@@ -111,6 +112,35 @@ def _wait_for_peers(url: str) -> None:
                 return
         assert time.monotonic() < deadline, f"{url} found no peer"
         time.sleep(0.05)
+
+
+def test_shards_of_the_next_version_keep_the_unchanged_blocks(spark: Any, tmp_path: Any) -> None:
+    store = str(tmp_path / "store")
+    base = _users(spark, 20_000)
+    snapkv.spark.write(base, key="user", store=store, dataset="d", shards=2, version="v1")
+    # v2 changes the last 100 rows: with v1's dictionaries, each shard's blocks before them are
+    # v1's byte for byte.
+    changed = base.withColumn(
+        "kind", F.when(F.col("score") >= 3 * 19_900, "changed").otherwise(F.col("kind"))
+    )
+    snapkv.spark.write(changed, key="user", store=store, dataset="d", shards=2, version="v2")
+    # Spark samples the split keys anew: a boundary may move, and the blocks around it change.
+    versions = tmp_path / "store" / "d" / "versions"
+    before = set().union(*(_blocks(p) for p in (versions / "v1").glob("shard-*.snapkv")))
+    for path in sorted((versions / "v2").glob("shard-*.snapkv")):
+        blocks = _blocks(path)
+        assert len(blocks & before) > 0.8 * len(blocks), (path.name, len(blocks & before), len(blocks))
+
+
+def _blocks(path: Any) -> Set[Tuple[int, int]]:
+    """The (checksum, length) of each data block of a snapshot file, from its block table."""
+    data = path.read_bytes()
+    table_at, table_len = struct.unpack_from("<QQ", data, len(data) - 192 + 24)
+    table = data[table_at:table_at + table_len]
+    return {
+        (struct.unpack_from("<Q", table, i + 16)[0], struct.unpack_from("<I", table, i + 8)[0])
+        for i in range(0, len(table), 32)
+    }
 
 
 def test_a_failed_job_leaves_current_as_it_was(spark: Any, s3_store: Any) -> None:

@@ -40,6 +40,9 @@ Examples:
   # Today's version with yesterday's dictionary: unchanged blocks stay byte-identical, so
   # readers holding yesterday's version download only what changed
   snapkv build -i predictions/ --key user_id --dictionary-from yesterday.snapkv -o today.snapkv
+  # ... or with that of the version the store's CURRENT names
+  snapkv build -i predictions/ --key user_id --dataset predictions \
+      --dictionary-from-store s3://my-bucket/snapkv -o today.snapkv
 
   # Values stored as they are (a binary column), within 256 MiB of memory
   snapkv build -i embeddings.arrow --key id --raw-value vector --memory-limit 256MiB -o emb.snapkv
@@ -131,14 +134,21 @@ pub struct Args {
     /// Train a zstd dictionary on the values (auto) or not (off).
     #[arg(long, value_name = "auto|off", default_value = "auto", value_parser = ["auto", "off"])]
     dict: String,
-    /// Compress with the dictionary of this snapshot file (the dataset's previous version),
-    /// or of the version CURRENT names in this store (a URL or a store directory; with
-    /// --dataset; of a sharded version, the shard --shard names), instead of training one:
-    /// blocks whose entries did not change are then stored byte-identical, and readers holding
-    /// that version fetch only the changed blocks. A store without a current version: a
-    /// dictionary is trained.
-    #[arg(long, value_name = "FILE|STORE", conflicts_with = "dict")]
-    dictionary_from: Option<String>,
+    /// Compress with the dictionary of this snapshot file (the dataset's previous version)
+    /// instead of training one: blocks whose entries did not change are then stored
+    /// byte-identical, and readers holding that version fetch only the changed blocks.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["dict", "dictionary_from_store"])]
+    dictionary_from: Option<PathBuf>,
+    /// The same with the dictionary of the version CURRENT names for --dataset in this store
+    /// (of a sharded version, the shard --shard names; store options as for the inputs). A
+    /// dataset without a current version: a dictionary is trained.
+    #[arg(
+        long,
+        value_name = "STORE",
+        conflicts_with = "dict",
+        requires = "dataset"
+    )]
+    dictionary_from_store: Option<String>,
     /// Memory for the build; beyond it sorted runs and key hashes are spilled to --temp-dir.
     /// The filter and lookup sections take about 6 bytes per key on top (--format-version 1:
     /// 8 bytes per key of filter hashes).
@@ -165,29 +175,19 @@ pub struct Args {
     json: bool,
 }
 
-/// The dictionary `--dictionary-from` names: a snapshot file's, or that of the current version
-/// of `--dataset` in a store (`None`: the store has no current version).
-fn dictionary_from(
-    from: &str,
+/// The dictionary of the current version of `dataset` in the store at `url` (`None`: it has
+/// none), for `--dictionary-from-store`.
+fn store_dictionary(
+    url: &str,
     store_options: &[(String, String)],
-    dataset: Option<&str>,
+    dataset: &str,
     shard: Option<u32>,
 ) -> anyhow::Result<Option<Dictionary>> {
-    let path = std::path::Path::new(from);
-    if !from.contains("://") && !path.is_dir() {
-        return Ok(Some(snapkv_builder::dictionary_of(path)?));
-    }
-    let Some(dataset) = dataset else {
-        anyhow::bail!(
-            "--dictionary-from {from} is a store: --dataset names the dataset whose current \
-             version's dictionary is used"
-        );
-    };
-    let store = snapkv_store::Store::open(from, store_options)
-        .with_context(|| format!("cannot open store {from}"))?;
+    let store = snapkv_store::Store::open(url, store_options)
+        .with_context(|| format!("cannot open store {url}"))?;
     let dict = super::store_args::runtime()?
         .block_on(store.current_dictionary(dataset, shard))
-        .with_context(|| format!("cannot read the dictionary of {dataset} in {from}"))?;
+        .with_context(|| format!("cannot read the dictionary of {dataset} in {url}"))?;
     Ok(dict.map(|d| match d.is_empty() {
         true => Dictionary::Off,
         false => Dictionary::Use(d),
@@ -306,13 +306,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.dict == "off" {
         writer.dictionary = Dictionary::Off;
     }
-    if let Some(from) = &args.dictionary_from {
-        if args.compression == Compression::None {
-            anyhow::bail!("--dictionary-from needs compression (it is --compression none)");
-        }
+    let reuse = args.dictionary_from.is_some() || args.dictionary_from_store.is_some();
+    if reuse && args.compression == Compression::None {
+        anyhow::bail!("a dictionary to compress with needs compression (it is --compression none)");
+    }
+    if let Some(path) = &args.dictionary_from {
+        writer.dictionary = snapkv_builder::dictionary_of(path)?;
+    }
+    if let (Some(url), Some(dataset)) = (&args.dictionary_from_store, &options.dataset) {
         let shard = args.shard.map(|(i, _)| i);
-        let dataset = options.dataset.as_deref();
-        if let Some(d) = dictionary_from(from, &args.store_options, dataset, shard)? {
+        if let Some(d) = store_dictionary(url, &args.store_options, dataset, shard)? {
             writer.dictionary = d;
         }
     }

@@ -23,6 +23,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+/// Most bytes of a block table a delta fetch reads and holds (8M blocks: 32 GiB of raw data
+/// at the default block size); a file with a larger one is downloaded whole.
+const MAX_TABLE: u64 = 256 << 20;
+
 /// Most bytes one range read asks for: a long run of changed blocks is read in pieces, so
 /// memory stays bounded and pieces go in parallel.
 const MAX_RANGE: u64 = 4 << 20;
@@ -117,6 +121,11 @@ fn block_list(path: &Path) -> std::io::Result<Vec<StoredBlock>> {
     let invalid = |e: snapkv_format::Error| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
     let tail = Tail::parse(&end, len).map_err(invalid)?;
     let r = tail.block_table_range();
+    if r.end - r.start > MAX_TABLE {
+        return Err(std::io::Error::other(
+            "block table over the size a delta fetch reads",
+        ));
+    }
     let table = read_at(&mut f, r.start, r.end - r.start)?;
     tail.blocks(&table).map_err(invalid)
 }
@@ -254,9 +263,9 @@ fn plan(layout: &Layout, bases: &Bases, gap: u64) -> Vec<Piece> {
 impl Store {
     /// Assembles `file` of `version` into `partial` (replacing what is there) from the blocks
     /// `bases` holds and range reads of the rest, and checks its size and XXH3 against the
-    /// manifest. `Ok(false)`: no
-    /// block to reuse (or the stored object is not a snapshot whose blocks can be listed), and
-    /// nothing was written; a full download is the way. An error leaves no partial file.
+    /// manifest. `Ok(false)`: no block to reuse (or the stored object is not a snapshot whose
+    /// blocks can be listed, or its block table is over [`MAX_TABLE`]), and nothing was
+    /// written; a full download is the way. An error leaves no partial file.
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn fetch_delta(
         &self,
@@ -297,6 +306,9 @@ impl Store {
             return Ok(false);
         };
         let table_range = tail.block_table_range();
+        if table_range.end - table_range.start > MAX_TABLE {
+            return Ok(false);
+        }
         let table = read(table_range.clone()).await?;
         let Ok(blocks) = tail.blocks(&table) else {
             return Ok(false);
@@ -317,7 +329,11 @@ impl Store {
         if rebuilt_bytes >= MIN_REBUILD {
             let dictionary = tail.dictionary_range();
             let metadata = tail.metadata_range();
-            if metadata.end - metadata.start <= MAX_METADATA {
+            let sizes = (
+                dictionary.end - dictionary.start,
+                metadata.end - metadata.start,
+            );
+            if sizes.0 <= MAX_DICTIONARY && sizes.1 <= MAX_METADATA {
                 let d = read(dictionary.clone()).await?;
                 let m = read(metadata.clone()).await?;
                 known.push((dictionary, d.clone()));
@@ -629,6 +645,8 @@ pub(crate) fn stored_corrupt(path: &object_store::path::Path, e: snapkv_format::
 const MIN_REBUILD: u64 = 256 << 10;
 /// Most metadata bytes read for a rebuild (a larger metadata section: the sections are read).
 const MAX_METADATA: u64 = 16 << 20;
+/// Bytes of blocks a rebuild reads and decodes at a time.
+const REBUILD_BATCH: u64 = 8 << 20;
 /// Memory for the key records of a rebuild; beyond it they go to a temporary file in the
 /// cache directory.
 const REBUILD_MEMORY: usize = 64 << 20;
@@ -656,11 +674,29 @@ async fn rebuild(
         let f = File::open(&target).map_err(|e| e.to_string())?;
         let mut f = std::io::BufReader::with_capacity(1 << 20, f);
         f.seek(SeekFrom::Start(16)).map_err(|e| e.to_string())?;
-        let mut buf = Vec::new();
-        for b in blocks {
-            buf.resize(b.len as usize, 0);
-            f.read_exact(&mut buf).map_err(|e| e.to_string())?;
-            r.block(&buf).map_err(|e| e.to_string())?;
+        // Blocks are read a batch of about REBUILD_BATCH bytes at a time (blocks follow each
+        // other) and decoded on the rebuild's threads.
+        let mut batch = Vec::new();
+        let mut from = 0;
+        while from < blocks.len() {
+            let start = blocks[from].offset;
+            let mut to = from + 1;
+            while to < blocks.len() && blocks[to].offset - start < REBUILD_BATCH {
+                to += 1;
+            }
+            let run = &blocks[from..to];
+            let end = run[run.len() - 1].offset + u64::from(run[run.len() - 1].len);
+            batch.resize((end - start) as usize, 0);
+            f.read_exact(&mut batch).map_err(|e| e.to_string())?;
+            let stored: Vec<&[u8]> = run
+                .iter()
+                .map(|b| {
+                    let at = (b.offset - start) as usize;
+                    &batch[at..at + b.len as usize]
+                })
+                .collect();
+            r.blocks(&stored).map_err(|e| e.to_string())?;
+            from = to;
         }
         r.finish().map_err(|e| e.to_string())
     })

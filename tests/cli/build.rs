@@ -1003,16 +1003,20 @@ fn dictionary_from_a_file_or_the_current_version_in_a_store() {
     // From the file and from the store's current version: the same dictionary, the same file.
     let (a, b) = (dir.path().join("a.snapkv"), dir.path().join("b.snapkv"));
     build(&a, &["--version", "v2", "--dictionary-from", f]).ok();
-    build(&b, &["--version", "v2", "--dictionary-from", st]).ok();
+    build(&b, &["--version", "v2", "--dictionary-from-store", st]).ok();
     assert_eq!(open(&a).dictionary(), &dict[..]);
     assert!(std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap());
-    // A store without the dataset: a dictionary is trained, as without the flag.
+    // A store without the dataset, or not made yet: a dictionary is trained, as without the
+    // flag.
     let c = dir.path().join("c.snapkv");
-    let from_store = ["--dictionary-from", st];
-    build_job(
-        &input,
+    let from_store = ["--dictionary-from-store", st];
+    let other = [&["--dataset", "other"], &from_store[..]].concat();
+    build_job(&input, &c, &other).ok();
+    assert!(!open(&c).dictionary().is_empty());
+    let new_store = dir.path().join("new-store");
+    build(
         &c,
-        &[&["--dataset", "other"], &from_store[..]].concat(),
+        &["--dictionary-from-store", new_store.to_str().unwrap()],
     )
     .ok();
     assert!(!open(&c).dictionary().is_empty());
@@ -1022,8 +1026,8 @@ fn dictionary_from_a_file_or_the_current_version_in_a_store() {
     build(&c, &["--dictionary-from", parquet.to_str().unwrap()])
         .fails_with(&["cannot take the dictionary of"]);
     build(&c, &["--compression", "none", "--dictionary-from", f])
-        .fails_with(&["--dictionary-from needs compression"]);
-    build_job(&input, &c, &from_store).fails_with(&["is a store: --dataset names the dataset"]);
+        .fails_with(&["needs compression"]);
+    build_job(&input, &c, &from_store).fails_with(&["--dataset"]);
 }
 
 /// `snapkv build` of the job directory `input` keyed by `user_id` into `out` with `extra`
