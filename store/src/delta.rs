@@ -1,12 +1,13 @@
 //! Delta fetch: a version's file assembled from the data blocks of files the cache already
-//! holds, with range reads of what they lack (`spec/STORE.md`, "Delta sync").
+//! holds, with range reads of what they lack (`spec/STORE.md`, readers, "Delta fetch").
 //!
 //! The block list is the file's own block table (offset, length, XXH3 of each block's stored
 //! bytes), read by range from the end of the object: the footer, then the table. A block whose
-//! length and checksum some cached file has is copied from there; the rest of the file (the
-//! changed blocks, and the sections after the data region, which are rewritten with every
-//! version) is read by range. The assembled file is then checked exactly as a full download:
-//! size and XXH3 against the manifest, then the snapshot's full verification.
+//! length and checksum some cached file has is copied from there; the changed blocks are read
+//! by range. The index, filter and lookup, which every version rewrites, are rebuilt from the
+//! assembled blocks ([`Rebuild`]) and read only where the rebuild does not match the footer.
+//! The assembled file is then checked exactly as a full download: size and XXH3 against the
+//! manifest, then the snapshot's full verification.
 
 use crate::error::{Error, Result};
 use crate::files::{blocking, report, RateLimit};
@@ -62,6 +63,21 @@ pub(crate) struct Counters {
 impl Counters {
     pub(crate) fn downloaded(&self, n: u64) {
         self.downloaded.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Adds `other`'s counts: what it read from storage always, what it reused, rebuilt and
+    /// assembled when `kept` (a delta fetch that fell back kept none of that).
+    fn add(&self, other: &Counters, kept: bool) {
+        let add = |to: &AtomicU64, from: &AtomicU64| {
+            to.fetch_add(from.load(Ordering::Relaxed), Ordering::Relaxed);
+        };
+        add(&self.downloaded, &other.downloaded);
+        add(&self.range_reads, &other.range_reads);
+        if kept {
+            add(&self.reused, &other.reused);
+            add(&self.rebuilt, &other.rebuilt);
+            add(&self.delta_files, &other.delta_files);
+        }
     }
 
     pub(crate) fn transfer(&self) -> Transfer {
@@ -140,7 +156,7 @@ fn read_at(f: &mut File, at: u64, len: u64) -> std::io::Result<Vec<u8>> {
 /// One stretch of the file being assembled.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Piece {
-    /// Bytes already in hand (the header, the block table, the footer).
+    /// Bytes already in hand (the header, sections read before the plan, rebuilt sections).
     Known { at: u64, bytes: Bytes },
     /// `len` bytes copied from offset `from` of base file `base`, to offset `at`.
     Copy {
@@ -238,7 +254,7 @@ fn plan(layout: &Layout, bases: &Bases, gap: u64) -> Vec<Piece> {
     for (r, bytes) in spans {
         // Between the end of a section and the next one at a multiple of 8 lie only the
         // padding's zero bytes, which the new file holds already.
-        let padding = after_span && r.start - at < 8 && r.start % 8 == 0;
+        let padding = after_span && r.start.saturating_sub(at) < 8 && r.start % 8 == 0;
         if r.start > at && !padding {
             out.push(Piece::Fetch {
                 at,
@@ -266,8 +282,33 @@ impl Store {
     /// manifest. `Ok(false)`: no block to reuse (or the stored object is not a snapshot whose
     /// blocks can be listed, or its block table is over [`MAX_TABLE`]), and nothing was
     /// written; a full download is the way. An error leaves no partial file.
+    /// What it moved is added to `shared`: the bytes read from storage in any case, what it
+    /// reused and rebuilt only when the file was assembled.
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn fetch_delta(
+        &self,
+        path: &object_store::path::Path,
+        file: &ManifestFile,
+        partial: &Path,
+        expected: (u64, u64),
+        bases: &Arc<Bases>,
+        options: &FetchOptions,
+        limit: &Option<Arc<RateLimit>>,
+        shared: &Arc<Counters>,
+    ) -> Result<bool> {
+        let counters = Arc::new(Counters::default());
+        let result = self
+            .assemble(
+                path, file, partial, expected, bases, options, limit, &counters,
+            )
+            .await;
+        shared.add(&counters, matches!(result, Ok(true)));
+        result
+    }
+
+    /// [`Store::fetch_delta`], counting in `counters`.
+    #[allow(clippy::too_many_arguments)]
+    async fn assemble(
         &self,
         path: &object_store::path::Path,
         file: &ManifestFile,

@@ -1233,7 +1233,10 @@ async fn delta_fetch_falls_back_on_bad_bytes(backend: Backend) {
         std::fs::read(&v2).unwrap()
     );
     let size = std::fs::metadata(&v2).unwrap().len();
-    assert!(second.transfer.downloaded >= size, "{:?}", second.transfer);
+    let t = second.transfer;
+    // What the failed assembly read counts as downloaded; nothing of it as reused.
+    assert!(t.downloaded >= size, "{t:?}");
+    assert_eq!((t.reused, t.rebuilt, t.delta_files), (0, 0, 0), "{t:?}");
 
     // v3's changed block, damaged in storage.
     let changed = {
