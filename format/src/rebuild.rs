@@ -166,7 +166,8 @@ impl Rebuild {
             )?),
         };
         let mut cursor = Cursor::new(block, Keys::Whole);
-        let mut records = Vec::with_capacity(e.entries as usize);
+        // The table's entry count is not trusted for memory: it is checked by verification.
+        let mut records = Vec::with_capacity((e.entries as usize).min(4096));
         let mut first = None;
         while cursor.next(&raw)?.is_some() {
             let key = cursor.key();

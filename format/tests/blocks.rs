@@ -267,3 +267,38 @@ fn a_rebuild_refuses_blocks_that_do_not_match_the_table() {
     let t1 = tail_of(&v1);
     assert!(snapkv_format::Rebuild::new(&t1, &[], &[], &[], 1, None).is_err());
 }
+
+/// Regression (fuzzing): a block table entry claiming 2^32 - 1 entries (its checksum fixed)
+/// made a rebuild reserve room for them all (100 GB) before decoding the block.
+#[test]
+fn a_rebuild_does_not_trust_the_entry_count_for_memory() {
+    let mut file = write(&model(500), Dictionary::Off);
+    let len = file.len();
+    let footer = len - 192;
+    let tail = tail_of(&file);
+    let table = tail.block_table_range();
+    let at = table.start as usize + 24;
+    file[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+    let sum = xxh3_64(&file[table.start as usize..table.end as usize]);
+    file[footer + 24 + 16..footer + 24 + 24].copy_from_slice(&sum.to_le_bytes());
+    let sum = xxh3_64(&file[footer..len - 24]);
+    file[len - 24..len - 16].copy_from_slice(&sum.to_le_bytes());
+    let tail = tail_of(&file);
+    let slice = |r: std::ops::Range<u64>| &file[r.start as usize..r.end as usize];
+    let mut r = snapkv_format::Rebuild::new(
+        &tail,
+        slice(tail.block_table_range()),
+        slice(tail.dictionary_range()),
+        slice(tail.metadata_range()),
+        2,
+        None,
+    )
+    .unwrap();
+    let stored: Vec<&[u8]> = blocks_of(&file)
+        .iter()
+        .map(|b| slice(b.offset..b.offset + u64::from(b.len)))
+        .collect();
+    // Decoded on two threads, in one batch: no reservation from the claimed count.
+    r.blocks(&stored).unwrap();
+    r.finish().unwrap();
+}
