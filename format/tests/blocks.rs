@@ -283,22 +283,6 @@ fn a_rebuild_does_not_trust_the_entry_count_for_memory() {
     file[footer + 24 + 16..footer + 24 + 24].copy_from_slice(&sum.to_le_bytes());
     let sum = xxh3_64(&file[footer..len - 24]);
     file[len - 24..len - 16].copy_from_slice(&sum.to_le_bytes());
-    let tail = tail_of(&file);
-    let slice = |r: std::ops::Range<u64>| &file[r.start as usize..r.end as usize];
-    let mut r = snapkv_format::Rebuild::new(
-        &tail,
-        slice(tail.block_table_range()),
-        slice(tail.dictionary_range()),
-        slice(tail.metadata_range()),
-        2,
-        None,
-    )
-    .unwrap();
-    let stored: Vec<&[u8]> = blocks_of(&file)
-        .iter()
-        .map(|b| slice(b.offset..b.offset + u64::from(b.len)))
-        .collect();
-    // Decoded on two threads, in one batch: no reservation from the claimed count.
-    r.blocks(&stored).unwrap();
-    r.finish().unwrap();
+    // Decoded on two threads, in batches: no reservation from the claimed count.
+    rebuild(&file, None);
 }
