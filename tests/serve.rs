@@ -671,6 +671,31 @@ fn corrupt_in_store(store: &std::path::Path, version: &str) {
     std::fs::write(&stored, &bytes).unwrap();
 }
 
+/// `/v1/datasets/d` of the reader at `url`.
+fn dataset_info(url: &str) -> Value {
+    client()
+        .get(format!("{url}/v1/datasets/d"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap()
+}
+
+/// The value of `series` (`name{labels}`) in the `/metrics` of the reader at `url`.
+fn metric(url: &str, series: &str) -> f64 {
+    let text = client()
+        .get(format!("{url}/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {series}:\n{text}"))
+        .parse()
+        .unwrap()
+}
+
 fn wait_for_version(url: &str, version: &str) -> Value {
     let c = client();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -986,20 +1011,7 @@ fn delta_syncs_swap_under_load() {
         seen.extend(c.join().expect("a client saw a failed or wrong answer"));
     }
     assert_eq!(seen, ["v1", "v2", "v3"].map(String::from).into());
-    let text = client()
-        .get(format!("{}/metrics", server.url))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    let counter = |name: &str| -> f64 {
-        let prefix = format!("{name}{{dataset=\"d\"}} ");
-        text.lines()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .unwrap_or_else(|| panic!("no {name}:\n{text}"))
-            .parse()
-            .unwrap()
-    };
+    let counter = |name: &str| metric(&server.url, &format!("{name}{{dataset=\"d\"}}"));
     let downloaded = counter("snapkv_sync_bytes_downloaded_total");
     let reused = counter("snapkv_sync_bytes_reused_total");
     let size = |v: &str| {
@@ -1017,6 +1029,74 @@ fn delta_syncs_swap_under_load() {
     assert!(
         downloaded + reused <= size("v1") + later,
         "{downloaded} + {reused}"
+    );
+}
+
+/// A reader with nothing cached and `--ready-when opened` is ready once it has read the
+/// version's footer and index sections: GET, mget and scans are right while the blocks arrive
+/// (lookups read theirs by range, the rest downloads slowly), through the swap to the complete
+/// file, and through the next version. No request fails.
+#[test]
+fn a_lazily_opened_version_serves_before_its_download_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let cache = dir.path().join("cache");
+    let v1 = version_file(dir.path(), "v1", 20_000);
+    publish(&store, &v1, "v1");
+    let mut args = follow_args(&store, &cache);
+    args.extend(["--ready-when", "opened", "--max-download-rate", "64KB"].map(String::from));
+    let server = Server::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let info = wait_for_version(&server.url, "v1");
+    let size = std::fs::metadata(&v1).unwrap().len();
+    assert!(
+        info["lazy"]["blocks_missing"].as_u64().unwrap() > 0,
+        "served before the blocks arrived: {info}"
+    );
+    assert!(info["file"].as_str().unwrap().ends_with(".d.snapkv.lazy"));
+    let hammer = Hammer::start(&server.url, 2, 20_000);
+    hammer.wait_answers(200);
+    let during = dataset_info(&server.url);
+    assert!(
+        during["lazy"]["blocks_missing"].as_u64().unwrap() > 0,
+        "200 answers while the blocks arrive: {during}"
+    );
+    // Complete: the file under its final name, served as any cached version.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let body = dataset_info(&server.url);
+        if body["lazy"].is_null() {
+            assert_eq!(body["version"], "v1");
+            assert!(
+                body["file"].as_str().unwrap().ends_with("v1/d.snapkv"),
+                "{body}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "never complete: {body}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let kept = cache.join("d/v1/d.snapkv");
+    assert_eq!(std::fs::read(&kept).unwrap(), std::fs::read(&v1).unwrap());
+    assert!(!cache.join("d/v1/.d.snapkv.lazy").exists());
+    assert!(cache.join("d/v1/MANIFEST.json").exists());
+    hammer.wait_answers(100);
+    let v2 = version_file(dir.path(), "v2", 20_000);
+    publish(&store, &v2, "v2");
+    wait_for_version(&server.url, "v2");
+    hammer.wait_answers(100);
+    let (_, seen) = hammer.finish();
+    assert_eq!(seen, ["v1", "v2"].map(String::from).into());
+    let downloaded = metric(
+        &server.url,
+        "snapkv_sync_bytes_downloaded_total{dataset=\"d\"}",
+    );
+    // v1 once (its footer read twice, and a block that a lookup and the fill read at once),
+    // and v2.
+    let v2_size = std::fs::metadata(&v2).unwrap().len() as f64;
+    assert!(downloaded >= size as f64 + v2_size, "{downloaded}");
+    assert!(
+        downloaded <= 1.02 * size as f64 + v2_size,
+        "{downloaded} for {size} + {v2_size}"
     );
 }
 
@@ -2383,18 +2463,10 @@ fn a_reader_remembers_what_it_served_and_backs_off_from_what_fails() {
     // A new CURRENT is tried at once, whatever the backoff of the one before.
     publish(&store, &file("v4"), "v4");
     wait_for_version(&server.url, "v4");
-    let text = client()
-        .get(format!("{}/metrics", server.url))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    let last_success: f64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("snapkv_sync_last_success_timestamp_seconds{dataset=\"d\"} "))
-        .unwrap_or_else(|| panic!("no last success:\n{text}"))
-        .parse()
-        .unwrap();
+    let last_success = metric(
+        &server.url,
+        "snapkv_sync_last_success_timestamp_seconds{dataset=\"d\"}",
+    );
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

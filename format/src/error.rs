@@ -195,6 +195,18 @@ pub enum Error {
         /// What is wrong.
         detail: &'static str,
     },
+    /// Bytes of a snapshot still being filled in ([`crate::Snapshot::open_filling`]) are not
+    /// in place and could not be had in time: storage is slow or unreachable. Not a fault of
+    /// the file; the same read may succeed later.
+    #[error("bytes {start}..{end} of the snapshot are not local yet: {reason}")]
+    Unavailable {
+        /// First byte asked for.
+        start: u64,
+        /// End of the bytes asked for.
+        end: u64,
+        /// Why they could not be had.
+        reason: String,
+    },
 }
 
 /// Shows a key as text when it is printable ASCII, as hex otherwise.

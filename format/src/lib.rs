@@ -61,7 +61,7 @@ pub use error::{Error, Result, Section};
 pub use metadata::{FormatInfo, Metadata, ValueEncoding};
 pub use rebuild::Rebuild;
 pub use shards::{Selection, ShardError, Shards, ShardsIter};
-pub use snapshot::{prefix_successor, Iter, OpenOptions, Snapshot, Stats};
+pub use snapshot::{prefix_successor, Fill, Iter, OpenOptions, Snapshot, Stats};
 pub use tail::{StoredBlock, Tail, TAIL_LEN};
 pub use writer::{Compression, Dictionary, SnapshotWriter, Spill, WriteSummary, WriterOptions};
 

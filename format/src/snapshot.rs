@@ -99,6 +99,17 @@ pub struct Stats {
     pub cache: CacheStats,
 }
 
+/// The data blocks of a snapshot opened before its file is complete
+/// ([`Snapshot::open_filling`]): a file whose header and every section after the data region
+/// are in place, and whose blocks arrive (from storage, by range) while it serves.
+pub trait Fill: Send + Sync {
+    /// Returns once bytes `range` of the file are in place: every block they touch, checked
+    /// against its checksum in the block table. Waits for them, for a bounded time; an
+    /// [`Error::Unavailable`] when they cannot be had. Called before every read of the data
+    /// region, so the answer for bytes in place must be quick (a lookup in a table of flags).
+    fn ensure(&self, range: Range<u64>) -> Result<()>;
+}
+
 struct Inner {
     data: Bytes,
     /// The index sections (FST index, filter and lookup, in file order), copied
@@ -118,6 +129,9 @@ struct Inner {
     /// The filter and its bytes' range in `hot`.
     filter: Option<(Filter, Range<usize>)>,
     dict: Option<DDict<'static>>,
+    /// Where the data blocks come from while the file is being filled in
+    /// ([`Snapshot::open_filling`]); `None`: every byte of the input is in place.
+    fill: Option<Arc<dyn Fill>>,
     metadata: Metadata,
     cache: BlockCache,
     /// Reads of a block try the cache before the block table: blocks are compressed (a raw
@@ -212,7 +226,29 @@ impl Snapshot {
     /// is first read, and all of them by [`Snapshot::verify`]). Cost: proportional to the index,
     /// filter and block table, not to the values.
     pub fn open_with(data: impl Into<Bytes>, options: &OpenOptions) -> Result<Snapshot> {
-        let data: Bytes = data.into();
+        Snapshot::open_inner(data.into(), options, None)
+    }
+
+    /// [`Snapshot::open_with`] of a file whose data blocks are still arriving: its header and
+    /// every section from the dictionary to the footer are in `data` (and checked here as
+    /// always), and `fill` is asked for the bytes of the data region before each read of
+    /// them. A block read that `fill` cannot serve fails with its error
+    /// ([`Error::Unavailable`]); nothing is read from the data region before `fill` said it
+    /// is in place. [`Snapshot::warm`] does nothing; [`Snapshot::verify`] first waits for the
+    /// whole data region.
+    pub fn open_filling(
+        data: impl Into<Bytes>,
+        options: &OpenOptions,
+        fill: Arc<dyn Fill>,
+    ) -> Result<Snapshot> {
+        Snapshot::open_inner(data.into(), options, Some(fill))
+    }
+
+    fn open_inner(
+        data: Bytes,
+        options: &OpenOptions,
+        fill: Option<Arc<dyn Fill>>,
+    ) -> Result<Snapshot> {
         let min = MIN_FILE_LEN as u64;
         if (data.len() as u64) < min {
             return Err(Error::TooShort {
@@ -316,6 +352,7 @@ impl Snapshot {
                 index,
                 filter,
                 dict,
+                fill,
                 cache_first,
                 metadata,
                 cache,
@@ -439,11 +476,45 @@ impl Snapshot {
         if at < HEADER_LEN {
             return Err(corrupt("lookup points before the data region"));
         }
+        // An entry lies within one block: the block holding its first byte holds all of it.
+        self.ensure(at as u64..at as u64 + 1)?;
         let region = &inner.data[..inner.data_end as usize];
         block::entry_at(region, at, key, 0).map_err(|e| match e {
             Error::CorruptBlock { detail, .. } => corrupt(detail),
             e => e,
         })
+    }
+
+    /// Asks the [`Fill`] of a file still being filled in for bytes `range` of its data region.
+    #[inline]
+    fn ensure(&self, range: Range<u64>) -> Result<()> {
+        match &self.inner.fill {
+            None => Ok(()),
+            Some(fill) if range.start < range.end => fill.ensure(range),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// The bytes of the data region a lookup of `key` reads (the stored bytes of the block it
+    /// leads to, or the first byte of the entry a direct lookup leads to), or `None` when the
+    /// index alone answers (the key is absent). For a snapshot still being filled in
+    /// ([`Snapshot::open_filling`]): the caller may wait for these bytes without blocking a
+    /// thread before it looks the key up.
+    pub fn bytes_for(&self, key: &[u8]) -> Result<Option<Range<u64>>> {
+        Ok(match self.place(key)? {
+            Place::Absent => None,
+            Place::Direct(0) => None,
+            Place::Direct(at) => Some(at as u64..at as u64 + 1),
+            Place::Block { block, .. } => {
+                let e = self.entry(block)?;
+                Some(e.offset..e.offset + u64::from(e.stored_len))
+            }
+        })
+    }
+
+    /// Whether the file is still being filled in ([`Snapshot::open_filling`]).
+    pub fn is_filling(&self) -> bool {
+        self.inner.fill.is_some()
     }
 
     /// A cursor over the entries of `block`, for this file's key encoding.
@@ -502,6 +573,7 @@ impl Snapshot {
 
     /// A block not in the cache: a slice of the input when raw, else decompressed.
     fn uncached(&self, block: u32, e: &BlockEntry, fill: bool) -> Result<Bytes> {
+        self.ensure(e.offset..e.offset + u64::from(e.stored_len))?;
         match e.codec {
             Codec::Raw => Ok(self.inner.data.slice(stored_range(e))),
             _ => self.decompress(block, e, fill),
@@ -656,6 +728,9 @@ impl Snapshot {
     /// Reads one byte of every 4 KiB page of the input: for a memory-mapped file, brings every
     /// page into memory now rather than at the first lookup that needs it.
     pub fn warm(&self) {
+        if self.inner.fill.is_some() {
+            return;
+        }
         let data = &self.inner.data;
         let folded = (0..data.len())
             .step_by(4096)
@@ -664,7 +739,8 @@ impl Snapshot {
     }
 
     /// The stored bytes of a block whose table entry was decoded by [`Snapshot::entry`] (which
-    /// checked that they lie in the data region).
+    /// checked that they lie in the data region). Not for a file still being filled in: the
+    /// bytes are not asked of its [`Fill`].
     pub(crate) fn stored(&self, e: &BlockEntry) -> &[u8] {
         &self.inner.data[stored_range(e)]
     }
@@ -760,6 +836,7 @@ impl Snapshot {
     /// meets).
     pub fn verify_on(&self, threads: usize) -> Result<()> {
         let inner = &*self.inner;
+        self.ensure(HEADER_LEN as u64..inner.data_end)?;
         let data = &inner.data[..];
         let (expected, covered) = layout::file_checksum_field(data);
         let got = xxh3_64(&data[..covered]);

@@ -150,7 +150,7 @@ impl Failure {
                 .insert(header::ALLOW, HeaderValue::from_static(allow));
         }
         if self.status == StatusCode::SERVICE_UNAVAILABLE
-            && matches!(self.code, "overloaded" | SHARD_UNAVAILABLE)
+            && matches!(self.code, "overloaded" | SHARD_UNAVAILABLE | NOT_LOCAL)
         {
             r.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -751,7 +751,21 @@ fn check_key(state: &State, key: &[u8]) -> Result<(), Failure> {
     Ok(())
 }
 
+/// The answer when the bytes a request needs are still in storage and did not arrive in
+/// time (a version opened lazily, with storage slow or unreachable): `503`, to retry.
+fn not_local(d: &Dataset, e: &snapkv_format::Error) -> Failure {
+    tracing::warn!(dataset = %d.name, error = %e, "a block of the lazily opened version did not arrive in time");
+    fail(
+        StatusCode::SERVICE_UNAVAILABLE,
+        NOT_LOCAL,
+        format!("{e}; retry shortly"),
+    )
+}
+
 fn internal(d: &Dataset, e: snapkv_format::Error) -> Failure {
+    if matches!(e, snapkv_format::Error::Unavailable { .. }) {
+        return not_local(d, &e);
+    }
     tracing::error!(dataset = %d.name, error = %e, "lookup failed");
     fail(
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -800,6 +814,7 @@ async fn get_key(
         return Ok(r);
     }
     let fields = projection(l, req)?;
+    l.ready_for(key).await.map_err(|e| internal(d, e))?;
     let value = l.snapshot.get(key).map_err(|e| internal(d, e))?;
     let Some(mut value) = value else {
         d.misses.inc();
@@ -867,6 +882,10 @@ fn projection(
 /// The error code of a request that needs a shard no reachable peer holds in the version that
 /// answers it: a 503 to retry (the peers are starting, or swapping versions).
 const SHARD_UNAVAILABLE: &str = "shard_unavailable";
+
+/// The error code of a `503` for bytes of a lazily opened version that did not arrive in
+/// time.
+const NOT_LOCAL: &str = "not_local";
 
 /// Where shard `shard` of `l` is, for a request this reader cannot answer from its own
 /// shards: the peers to forward to, or a 421 naming them when this reader does not forward
@@ -1038,6 +1057,9 @@ async fn query(
             e.to_string(),
         )
         .with("limit", limit),
+        snapkv_query::QueryError::Read(e @ snapkv_format::Error::Unavailable { .. }) => {
+            not_local(d, &e)
+        }
         e => {
             tracing::error!(dataset = %d.name, error = %e, "query failed");
             fail(
@@ -1519,6 +1541,16 @@ async fn mget(
                 return Err(too_large());
             }
             values.insert(k, v);
+        }
+    }
+    if !l.filling.is_empty() {
+        // A lazily opened version: the blocks of the keys held here arrive together.
+        let waits = keys
+            .iter()
+            .filter(|k| l.snapshot.holds(l.snapshot.shard_of(k.as_bytes())))
+            .map(|k| l.ready_for(k.as_bytes()));
+        for r in futures_util::future::join_all(waits).await {
+            r.map_err(|e| internal(d, e))?;
         }
     }
     let mut found = Vec::with_capacity(keys.len());

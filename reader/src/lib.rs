@@ -128,3 +128,27 @@ pub fn open_snapshot(path: &Path, options: &OpenOptions) -> Result<Snapshot, Ope
         source,
     })
 }
+
+/// Maps a file of a lazily opened version ([`snapkv_store::Store::open_lazy`]) and opens it
+/// as a snapshot whose data blocks `filling` brings in as lookups need them.
+pub(crate) fn open_filling(
+    filling: &std::sync::Arc<snapkv_store::Filling>,
+    options: &OpenOptions,
+) -> Result<Snapshot, OpenError> {
+    let path = filling.path();
+    let io = |source| OpenError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    // SAFETY: the file is the filling's own (created at its full size, never truncated), and
+    // the snapshot reads its data region only where the filling says it is in place: the
+    // contract of `map_filling`.
+    #[allow(unsafe_code)]
+    let bytes = unsafe { mmap::map_filling(&file) }.map_err(io)?;
+    let fill: std::sync::Arc<dyn snapkv_format::Fill> = filling.clone();
+    Snapshot::open_filling(bytes, options, fill).map_err(|source| OpenError::Format {
+        path: path.to_owned(),
+        source,
+    })
+}

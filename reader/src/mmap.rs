@@ -27,6 +27,26 @@ pub(crate) unsafe fn map_read_only(file: &File) -> io::Result<Bytes> {
     Ok(Bytes::from_owner(map))
 }
 
+/// Maps `file`, a snapshot file still being filled in, read-only (see [`map_read_only`]).
+///
+/// # Safety
+///
+/// The caller promises that nobody truncates the file while any slice of the mapping is
+/// alive, and that its bytes change only in this way: a run of bytes still a hole (zeros) is
+/// written once with its final content (or again with the same content), and no code reads
+/// such a run through the mapping before it was written. A snapshot opened with
+/// [`snapkv_format::Snapshot::open_filling`] on a [`snapkv_store::Filling`] keeps the second
+/// half: it reads data blocks only once the filling says they are in place (written, checked,
+/// then marked with release ordering), and the filling writes a block only where it is not
+/// marked, with the bytes its checksum names. The header and the sections after the data
+/// region are written before the file is mapped.
+#[allow(unsafe_code)]
+pub(crate) unsafe fn map_filling(file: &File) -> io::Result<Bytes> {
+    // SAFETY: forwarded to our caller (see `# Safety`): bytes change only where nothing has
+    // read them, and the file keeps its length.
+    unsafe { map_read_only(file) }
+}
+
 /// Makes a `SIGBUS` print a message and exit with status 2, rather than kill the process
 /// without a word. The signal comes when a mapped page cannot be read: the file was truncated
 /// while mapped, against the contract above, or its storage failed. For the command-line

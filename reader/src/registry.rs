@@ -31,6 +31,9 @@ pub(crate) struct Loaded {
     /// file's modification time (file sources).
     pub published_at: SystemTime,
     pub loaded_at: SystemTime,
+    /// The files of a version opened lazily ([`Loaded::open_lazy`]), by held shard, whose
+    /// blocks are still arriving; empty for a version whose files are all in place.
+    pub filling: Vec<Arc<snapkv_store::Filling>>,
     /// Versions the server manages (downloaded into its cache dir) are removed once no request,
     /// value or slot holds them any more; files named by the user are never removed.
     release: Option<CachedRelease>,
@@ -48,6 +51,18 @@ pub(crate) enum Check {
     /// Verified when it was fetched, and not expected to serve soon (a previous version held at
     /// start-up): its pages come in as requests touch them.
     Open,
+}
+
+/// Where the opened files of a `Loaded` come from, and what it holds beside them.
+struct Placed {
+    path: PathBuf,
+    file_bytes: u64,
+    splits: Option<Vec<bytes::Bytes>>,
+    first: usize,
+    fallback: Fallback,
+    release: Option<CachedRelease>,
+    counting: Option<Counting>,
+    filling: Vec<Arc<snapkv_store::Filling>>,
 }
 
 /// What a snapshot's metadata may leave out, and where the server takes it from instead.
@@ -191,7 +206,7 @@ impl Loaded {
         // Counted as loaded before its files are opened: a removal of this cache entry (an
         // older `Loaded` of it let go) that comes later keeps the directory, and one that came
         // first leaves no complete files to open.
-        let mut counting = release.as_ref().map(|r| Counting::new(&r.live, &r.version));
+        let counting = release.as_ref().map(|r| Counting::new(&r.live, &r.version));
         let mut options = options.clone();
         // The dataset's block cache bound, shared out between its shards.
         options.cache_bytes /= paths.len().max(1);
@@ -215,6 +230,69 @@ impl Loaded {
             opened.push(snapshot);
         }
         let path = paths.first().cloned().unwrap_or_default();
+        Loaded::assemble(
+            opened,
+            Placed {
+                path,
+                file_bytes,
+                splits,
+                first,
+                fallback,
+                release,
+                counting,
+                filling: Vec::new(),
+            },
+        )
+    }
+
+    /// Opens the files of a version opened lazily ([`snapkv_store::Store::open_lazy`]): they
+    /// answer while their blocks arrive. Not a cache entry this `Loaded` removes: the version
+    /// is loaded again once complete, and that `Loaded` manages it.
+    pub fn open_lazy(
+        lazy: &snapkv_store::LazyVersion,
+        splits: Option<Vec<bytes::Bytes>>,
+        options: &OpenOptions,
+        fallback: Fallback,
+    ) -> Result<Loaded, crate::OpenError> {
+        let files = lazy.files();
+        let mut options = options.clone();
+        options.cache_bytes /= files.len().max(1);
+        let mut opened = Vec::with_capacity(files.len());
+        let mut file_bytes = 0;
+        for (f, m) in files.iter().zip(&lazy.manifest.files[lazy.held.clone()]) {
+            opened.push(crate::open_filling(f, &options)?);
+            file_bytes += m.bytes;
+        }
+        Loaded::assemble(
+            opened,
+            Placed {
+                path: files
+                    .first()
+                    .map(|f| f.path().to_owned())
+                    .unwrap_or_default(),
+                file_bytes,
+                splits,
+                first: lazy.held.start,
+                fallback,
+                release: None,
+                counting: None,
+                filling: files.to_vec(),
+            },
+        )
+    }
+
+    /// A `Loaded` of opened snapshot files.
+    fn assemble(mut opened: Vec<Snapshot>, placed: Placed) -> Result<Loaded, crate::OpenError> {
+        let Placed {
+            path,
+            file_bytes,
+            splits,
+            first,
+            fallback,
+            release,
+            mut counting,
+            filling,
+        } = placed;
         let snapshot = match splits {
             None if opened.len() == 1 => Shards::single(opened.remove(0)),
             splits => {
@@ -265,9 +343,31 @@ impl Loaded {
             published_at: fallback.published_at,
             loaded_at: SystemTime::now(),
             snapshot,
+            filling,
             release,
             released: AtomicBool::new(false),
         })
+    }
+
+    /// Waits, without blocking the thread, for the bytes a lookup of `key` reads when they
+    /// are still arriving (a version opened lazily); at once otherwise. An
+    /// [`snapkv_format::Error::Unavailable`] when storage does not deliver them in time.
+    pub async fn ready_for(&self, key: &[u8]) -> Result<(), snapkv_format::Error> {
+        if self.filling.is_empty() {
+            return Ok(());
+        }
+        let shard = self.snapshot.shard_of(key);
+        let held = self.snapshot.held();
+        let (Some(snapshot), Some(filling)) = (
+            self.snapshot.shard(shard),
+            self.filling.get(shard.wrapping_sub(held.start)),
+        ) else {
+            return Ok(());
+        };
+        match snapshot.bytes_for(key)? {
+            Some(range) => filling.ready(range).await,
+            None => Ok(()),
+        }
     }
 
     /// The cache entry (the store's version name) this version was loaded from, if the server
@@ -409,6 +509,16 @@ impl Dataset {
         let version = loaded.version.clone();
         let old = self.current.swap(Some(Arc::new(loaded)));
         if let Some(old) = old {
+            if !old.filling.is_empty() {
+                // Lazily opened files are not held as the previous version: replaced by
+                // themselves complete, or by a newer version before they were.
+                if old.version == version {
+                    tracing::info!(dataset = %self.name, %version, "every block in place: serving the complete files");
+                } else {
+                    tracing::info!(dataset = %self.name, from = %old.version, to = %version, "swapped before the lazily opened version was complete");
+                }
+                return;
+            }
             tracing::info!(dataset = %self.name, from = %old.version, to = %version, "swapped");
             if let Some(evicted) = self.previous.swap(Some(old)) {
                 if !self.holds_path(&evicted.path) {
@@ -617,6 +727,11 @@ impl Dataset {
             v["loaded_at"] = rfc3339(c.loaded_at).into();
             v["content_type"] = c.content_type.to_str().unwrap_or_default().into();
             v["metadata"] = serde_json::to_value(m).unwrap_or_default();
+            if !c.filling.is_empty() {
+                // Opened lazily: how many of its blocks are still in storage only.
+                let missing: u64 = c.filling.iter().map(|f| f.blocks_missing()).sum();
+                v["lazy"] = serde_json::json!({ "blocks_missing": missing });
+            }
         }
         v
     }

@@ -126,6 +126,16 @@ pub struct Config {
     /// In a delta fetch, reusable bytes read anyway between two missing stretches, saving a
     /// request each. Default: 0.
     pub delta_sync_gap: u64,
+    /// When a store dataset that serves nothing yet is ready: `false` once its version is
+    /// downloaded and verified; `true` once it is opened lazily (its footer and index
+    /// sections read), its blocks then read from storage as lookups need them while the rest
+    /// downloads. Default: false.
+    pub ready_when_opened: bool,
+    /// How long a lookup on a lazily opened version waits for a block still in storage
+    /// before it is answered `503`. Default: 5 s.
+    pub lazy_timeout: Duration,
+    /// Bandwidth bound of downloads of store versions, in bytes per second. Default: none.
+    pub max_download_rate: Option<u64>,
 }
 
 impl Config {
@@ -148,6 +158,9 @@ impl Config {
             cache_dir_limit: None,
             delta_sync: true,
             delta_sync_gap: 0,
+            ready_when_opened: false,
+            lazy_timeout: Duration::from_secs(5),
+            max_download_rate: None,
         }
     }
 }
@@ -230,6 +243,8 @@ pub async fn run(
         cache_limit: config.cache_dir_limit,
         delta: config.delta_sync,
         delta_gap: config.delta_sync_gap,
+        lazy: config.ready_when_opened.then_some(config.lazy_timeout),
+        max_download_rate: config.max_download_rate,
     };
     for source in config.sources.clone() {
         let d = Arc::clone(&state.datasets[source.name()]);

@@ -63,6 +63,11 @@ pub(crate) struct Follow {
     pub delta: bool,
     /// Reusable bytes read anyway between two missing stretches of a delta fetch.
     pub delta_gap: u64,
+    /// Open a version lazily when the dataset serves nothing yet (`--ready-when opened`),
+    /// a lookup waiting at most this long for a block still in storage.
+    pub lazy: Option<Duration>,
+    /// Bandwidth bound of downloads, in bytes per second.
+    pub max_download_rate: Option<u64>,
 }
 
 /// Follows `source` for dataset `d` until `stop` changes.
@@ -89,6 +94,7 @@ fn fetch_options(how: &Follow) -> snapkv_store::FetchOptions {
     options.shards = how.shards;
     options.delta = how.delta;
     options.delta_gap = how.delta_gap;
+    options.max_bytes_per_sec = how.max_download_rate;
     options
 }
 
@@ -460,6 +466,8 @@ async fn watch_store(
         }
     }
     let mut backoff: Option<Backoff> = None;
+    // A version opened lazily and served while its files are filled in.
+    let mut lazy: Option<snapkv_store::LazyVersion> = None;
     // The version `CURRENT` named when abandoned downloads were last removed.
     let mut tidied: Option<String> = None;
     let mut tag: Option<snapkv_store::Tag> = None;
@@ -490,9 +498,28 @@ async fn watch_store(
                     // only after 1, 2, 4, ... failures in a row.
                     Err(b.error.clone())
                 } else {
-                    let fetched =
-                        fetch_with_room(&store, &d, &cache, &version, manifest.as_ref(), &how)
+                    if lazy.as_ref().is_some_and(|l| l.version != version) {
+                        // `CURRENT` moved on before the lazily opened version was complete:
+                        // it serves until the new one is in, and is filled no further.
+                        lazy = None;
+                    }
+                    if lazy.is_none() && how.lazy.is_some() && d.current.load().is_none() {
+                        lazy = open_lazily(&store, &d, &cache, &version, manifest.as_ref(), &how)
                             .await;
+                    }
+                    let fetched = match &lazy {
+                        Some(l) => {
+                            let done = complete_lazily(l, &d, &cache, &how).await;
+                            if done.is_ok() {
+                                lazy = None;
+                            }
+                            done
+                        }
+                        None => {
+                            fetch_with_room(&store, &d, &cache, &version, manifest.as_ref(), &how)
+                                .await
+                        }
+                    };
                     match fetched {
                         Ok(l) => {
                             d.swap(l);
@@ -593,24 +620,7 @@ async fn fetch_with_room(
     }
     let result = match fetched {
         Ok(cached) => {
-            let t = cached.transfer;
-            d.sync_downloaded.inc_by(t.downloaded);
-            d.sync_reused.inc_by(t.reused);
-            d.sync_rebuilt.inc_by(t.rebuilt);
-            let total = t.downloaded + t.reused + t.rebuilt;
-            if total > 0 {
-                tracing::info!(
-                    dataset = %name,
-                    %version,
-                    bytes_downloaded = t.downloaded,
-                    bytes_reused = t.reused,
-                    bytes_rebuilt = t.rebuilt,
-                    downloaded_share = format_args!("{:.1}%", 100.0 * t.downloaded as f64 / total as f64),
-                    delta_files = t.delta_files,
-                    range_reads = t.range_reads,
-                    "fetched"
-                );
-            }
+            count_transfer(d, version, &cached.transfer);
             load_cached(cached, cache, &d.live, how.open.clone(), Check::Warm).await
         }
         Err(e) if e.is_storage_full() => Err(format!(
@@ -620,6 +630,139 @@ async fn fetch_with_room(
             cache.dir().display()
         )),
         Err(e) => Err(error_chain(&e)),
+    };
+    measure_space(d, cache, how.cache_limit).await;
+    result
+}
+
+/// Counts what a fetch of `version` moved in the dataset's metrics, and logs it.
+fn count_transfer(d: &Dataset, version: &str, t: &snapkv_store::Transfer) {
+    d.sync_downloaded.inc_by(t.downloaded);
+    d.sync_reused.inc_by(t.reused);
+    d.sync_rebuilt.inc_by(t.rebuilt);
+    let total = t.downloaded + t.reused + t.rebuilt;
+    if total > 0 {
+        tracing::info!(
+            dataset = %d.name,
+            %version,
+            bytes_downloaded = t.downloaded,
+            bytes_reused = t.reused,
+            bytes_rebuilt = t.rebuilt,
+            downloaded_share = format_args!("{:.1}%", 100.0 * t.downloaded as f64 / total as f64),
+            delta_files = t.delta_files,
+            range_reads = t.range_reads,
+            "fetched"
+        );
+    }
+}
+
+/// Opens `version` lazily and serves it (`--ready-when opened`, nothing served yet): its
+/// footer and index sections are read, and lookups read the blocks they need from storage
+/// until [`complete_lazily`] has them all. `None` when it cannot be (no room for it in the
+/// cache, or storage failed): the version is then fetched whole, as without the flag.
+async fn open_lazily(
+    store: &snapkv_store::Store,
+    d: &Dataset,
+    cache: &snapkv_store::Cache,
+    version: &str,
+    manifest: Option<&snapkv_store::Manifest>,
+    how: &Follow,
+) -> Option<snapkv_store::LazyVersion> {
+    let timeout = how.lazy?;
+    let name = &d.name;
+    if let Some(m) = manifest {
+        let needed = missing_bytes(cache, name, version, m, how).await;
+        let room = measure_space(d, cache, how.cache_limit).await;
+        if needed > room {
+            tracing::warn!(dataset = %name, %version, error = %no_room(d, version, needed, how.cache_limit), "cannot open lazily");
+            return None;
+        }
+    }
+    let started = std::time::Instant::now();
+    let lazy = match store
+        .open_lazy(name, version, cache, &fetch_options(how), timeout)
+        .await
+    {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(dataset = %name, %version, error = %error_chain(&e), "cannot open lazily; downloading the version whole");
+            return None;
+        }
+    };
+    let splits = match &lazy.manifest.sharding {
+        Some(sharding) => Some(
+            sharding
+                .split_key_bytes()?
+                .into_iter()
+                .map(bytes::Bytes::from)
+                .collect::<Vec<_>>(),
+        ),
+        None if lazy.manifest.files.len() == 1 => None,
+        None => return None,
+    };
+    let published = crate::time::parse_rfc3339(&lazy.manifest.created_at);
+    let fallback = Fallback {
+        version: version.to_owned(),
+        built_at: lazy.manifest.files[0]
+            .built_at
+            .as_deref()
+            .and_then(crate::time::parse_rfc3339)
+            .or(published)
+            .unwrap_or_else(SystemTime::now),
+        published_at: published.unwrap_or_else(SystemTime::now),
+    };
+    let open = how.open.clone();
+    let opened = tokio::task::spawn_blocking(move || {
+        let loaded = Loaded::open_lazy(&lazy, splits, &open, fallback);
+        (loaded, lazy)
+    })
+    .await;
+    let Ok((loaded, lazy)) = opened else {
+        return None;
+    };
+    match loaded {
+        Ok(l) => {
+            let downloaded = lazy.take_downloaded();
+            d.sync_downloaded.inc_by(downloaded);
+            tracing::info!(
+                dataset = %name,
+                %version,
+                elapsed = ?started.elapsed(),
+                bytes_downloaded = downloaded,
+                blocks_missing = lazy.blocks_missing(),
+                "opened lazily: serving while the blocks arrive"
+            );
+            d.swap(l);
+            Some(lazy)
+        }
+        Err(e) => {
+            tracing::warn!(dataset = %name, %version, error = %error_chain(&e), "cannot open lazily; downloading the version whole");
+            None
+        }
+    }
+}
+
+/// Fills in the blocks of a lazily opened version still missing, checks its files as a
+/// download is, and loads them as an ordinary cached version.
+async fn complete_lazily(
+    lazy: &snapkv_store::LazyVersion,
+    d: &Dataset,
+    cache: &snapkv_store::Cache,
+    how: &Follow,
+) -> Result<Loaded, String> {
+    let cached = lazy
+        .complete(cache, &fetch_options(how))
+        .await
+        .map_err(|e| error_chain(&e));
+    let result = match cached {
+        Ok(cached) => {
+            count_transfer(d, &lazy.version, &cached.transfer);
+            load_cached(cached, cache, &d.live, how.open.clone(), Check::Open).await
+        }
+        Err(e) => {
+            d.sync_downloaded.inc_by(lazy.take_downloaded());
+            Err(e)
+        }
     };
     measure_space(d, cache, how.cache_limit).await;
     result

@@ -11,6 +11,7 @@ const EXAMPLES: &str = "\
 Examples:
   snapkv serve --file predictions=predictions.snapkv
   snapkv serve --store s3://bucket/snapshots --dataset predictions --cache-dir /var/cache/snapkv
+  snapkv serve --store s3://bucket/snapshots --dataset predictions --ready-when opened
   curl localhost:8080/v1/datasets/predictions/keys/user:42
   curl -X POST localhost:8080/v1/datasets/predictions/mget -d '{\"keys\": [\"user:42\", \"user:43\"]}'
   curl 'localhost:8080/v1/datasets/predictions/scan?prefix=user:&limit=10'
@@ -116,6 +117,22 @@ pub struct Args {
     /// suits stores that bill per request or sit far away.
     #[arg(long, value_name = "SIZE", default_value = "0", value_parser = snapkv_builder::parse_size)]
     delta_sync_gap: u64,
+    /// When a dataset with nothing in the cache dir is ready to serve. `downloaded`: once its
+    /// version is downloaded and verified. `opened`: as soon as its footer and index
+    /// sections are read (a fraction of the file): lookups then read the blocks they need
+    /// from storage by range (each checked against its checksum) while the rest downloads
+    /// in the background, and the version is verified as a download is once complete.
+    #[arg(long, value_name = "WHEN", default_value = "downloaded", value_parser = ["downloaded", "opened"], env = "SNAPKV_READY_WHEN")]
+    ready_when: String,
+    /// With --ready-when opened: how long a lookup waits for a block still in storage
+    /// before it is answered 503 not_local (with Retry-After).
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = super::parse_duration)]
+    lazy_timeout: Duration,
+    /// Bandwidth bound of the downloads of new versions, in bytes per second (2MiB, 100MB,
+    /// …); lookups waiting for blocks of a lazily opened version are not held to it.
+    /// Default: none.
+    #[arg(long, value_name = "SIZE", value_parser = snapkv_builder::parse_size)]
+    max_download_rate: Option<u64>,
     /// Address to listen on.
     #[arg(
         long,
@@ -281,6 +298,9 @@ pub fn run(args: Args, log_format: super::LogFormat) -> anyhow::Result<ExitCode>
     config.cache_dir_limit = args.cache_dir_limit;
     config.delta_sync = !args.no_delta_sync;
     config.delta_sync_gap = args.delta_sync_gap;
+    config.ready_when_opened = args.ready_when == "opened";
+    config.lazy_timeout = args.lazy_timeout;
+    config.max_download_rate = args.max_download_rate;
     let limits = &mut config.limits;
     limits.max_key_bytes = args.max_key_bytes;
     limits.max_body_bytes = args.max_body_bytes as usize;

@@ -195,7 +195,7 @@ impl Cache {
         &self.dir
     }
 
-    fn version_dir(&self, dataset: &str, version: &str) -> PathBuf {
+    pub(crate) fn version_dir(&self, dataset: &str, version: &str) -> PathBuf {
         self.dir.join(dataset).join(version)
     }
 
@@ -871,7 +871,7 @@ pub(crate) fn remove_if_exists(path: &Path) -> Result<()> {
     }
 }
 
-fn sync_dir(dir: &Path) -> Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     #[cfg(unix)]
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -882,7 +882,7 @@ fn sync_dir(dir: &Path) -> Result<()> {
 }
 
 /// Writes `path` as temp file → fsync → rename → fsync of the directory.
-fn write_durably(dir: &Path, path: &Path, body: &[u8]) -> Result<()> {
+pub(crate) fn write_durably(dir: &Path, path: &Path, body: &[u8]) -> Result<()> {
     let tmp = dir.join(format!(
         ".{}.tmp",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("file")

@@ -354,6 +354,14 @@ impl Store {
         let Ok(blocks) = tail.blocks(&table) else {
             return Ok(false);
         };
+        // Nothing to reuse (every block changed, or another dataset's blocks): a whole
+        // download, before the dictionary and the metadata are read for nothing.
+        if !blocks
+            .iter()
+            .any(|b| bases.blocks.contains_key(&(b.checksum, b.len)))
+        {
+            return Ok(false);
+        }
         // The index, filter and lookup are rebuilt from the blocks rather than read, when
         // they are worth it; the dictionary and the metadata the rebuild needs are read.
         let deferred: Vec<std::ops::Range<u64>> = match tail.format_version() {

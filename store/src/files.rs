@@ -164,6 +164,11 @@ impl RateLimit {
         })
     }
 
+    /// The bound.
+    pub(crate) fn bytes_per_sec(&self) -> u64 {
+        self.bytes_per_sec
+    }
+
     /// Waits until `n` more bytes may go.
     pub(crate) async fn take(&self, n: u64) {
         let due = {

@@ -61,6 +61,7 @@ mod files;
 mod history;
 mod input;
 mod layout;
+mod lazy;
 mod local;
 mod manifest;
 mod objects;
@@ -84,6 +85,7 @@ pub use input::Object;
 pub use layout::{
     MAX_CLAIM_BYTES, MAX_CURRENT_BYTES, MAX_MANIFEST_BYTES, MAX_POLICY_BYTES, MAX_STAGED_BYTES,
 };
+pub use lazy::{Filling, LazyVersion};
 pub use manifest::{Manifest, ManifestFile, Pin, Pointer, Sharding};
 pub use policy::{
     CheckOptions, Outcome, Policy, PolicyCheck, PolicyReport, Rules, SchemaRule, EVERY_COLUMN,
@@ -119,6 +121,9 @@ pub struct Store {
     cloud: Option<Arc<Cloud>>,
     /// For S3 stores: their open multipart uploads, which `gc` aborts.
     uploads: Option<Arc<uploads::S3Uploads>>,
+    /// The options a cloud store was opened with, to open another client on it
+    /// ([`Store::reconnected`]).
+    options: Arc<[(String, String)]>,
 }
 
 impl std::fmt::Debug for Store {
@@ -131,6 +136,16 @@ impl Store {
     /// The location this store was opened on, as given.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The same location through a client of its own (its own connections): for a cloud
+    /// store, opened again with the same options; other stores have no connections and are
+    /// shared.
+    pub(crate) fn reconnected(&self) -> Result<Store> {
+        match self.cloud {
+            Some(_) => Store::open(&self.url, &self.options),
+            None => Ok(self.clone()),
+        }
     }
 
     /// Not part of the API: the underlying object store and root prefix, for tests that

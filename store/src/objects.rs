@@ -332,6 +332,7 @@ mod tests {
             url: "memory://objects-test".into(),
             cloud: None,
             uploads: None,
+            options: Arc::new([]),
         }
     }
 

@@ -106,6 +106,7 @@ impl Store {
                     url: url.to_owned(),
                     cloud: None,
                     uploads: None,
+                    options: Arc::new([]),
                 })
             }
             "s3" | "s3a" | "gs" | "az" | "azure" | "abfs" | "abfss" => {
@@ -122,6 +123,7 @@ impl Store {
                     url: url.to_owned(),
                     cloud: Some(Arc::new(cloud)),
                     uploads: uploads.map(Arc::new),
+                    options: options.into(),
                 })
             }
             other => Err(bad(format!(
@@ -174,6 +176,7 @@ fn open_local(url: &str, dir: &Path, options: &[(String, String)]) -> Result<Sto
         url: url.to_owned(),
         cloud: None,
         uploads: None,
+        options: Arc::new([]),
     })
 }
 

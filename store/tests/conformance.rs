@@ -57,6 +57,8 @@ conformance!(
     delta_fetch_reuses_cached_blocks,
     delta_fetch_reuses_blocks_across_files,
     delta_fetch_falls_back_on_bad_bytes,
+    lazy_open_reads_blocks_on_demand_then_completes,
+    lazy_open_never_keeps_a_bad_block,
 );
 
 /// A shard file with `keys` (JSON values naming the key), marked as shard `i` of `n`.
@@ -1257,6 +1259,119 @@ async fn delta_fetch_falls_back_on_bad_bytes(backend: Backend) {
     assert!(matches!(e, Error::Corrupt { .. }), "{e}");
     assert!(!env.path("cache/ds/v3/part.snapkv").exists());
     assert_eq!(cache.get("ds", "v2").unwrap(), Some(second));
+}
+
+/// A store with version v1 of dataset `ds` (20,000 keys, one file `v1.snapkv`), and its bytes.
+async fn lazy_version(backend: Backend, name: &str) -> (Env, Store, Vec<u8>) {
+    let env = Env::new(backend, name);
+    let store = env.store();
+    let v1 = versioned(&env, "v1.snapkv", 0..20_000, |_| 0, None);
+    publish(&store, &[&v1], "v1").await;
+    let bytes = std::fs::read(&v1).unwrap();
+    (env, store, bytes)
+}
+
+/// A version opened lazily: the file is at its full size with only its header and sections
+/// in place; a lookup's block arrives by range (waited for without blocking, or by blocking
+/// through the `Fill`), byte for byte as stored, and nothing else; `complete` fills in the rest
+/// and leaves an ordinary cached version, having read the object about once.
+async fn lazy_open_reads_blocks_on_demand_then_completes(backend: Backend) {
+    use snapkv_format::Fill;
+    let (env, store, original) = lazy_version(backend, "lazy").await;
+    let whole = Snapshot::open(original.clone()).unwrap();
+    let (cache, options) = (Cache::new(env.path("cache")), FetchOptions::default());
+    let lazy = store
+        .open_lazy("ds", "v1", &cache, &options, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let f = Arc::clone(&lazy.files()[0]);
+    let blocks = f.block_count();
+    assert!(blocks > 10);
+    assert_eq!(f.blocks_missing(), blocks);
+    assert!(f.path().ends_with(".v1.snapkv.lazy"));
+    let on_disk = || std::fs::read(f.path()).unwrap();
+    assert_eq!(on_disk().len(), original.len());
+    let len = original.len() as u64;
+    let tail =
+        snapkv_format::Tail::parse(&original[(len - snapkv_format::TAIL_LEN) as usize..], len)
+            .unwrap();
+    let sections = tail.sections_range().start as usize;
+    let now = on_disk();
+    assert_eq!(now[..16], original[..16], "the header is in place");
+    assert_eq!(
+        now[sections..],
+        original[sections..],
+        "the sections are in place"
+    );
+    assert!(now[16..sections].iter().all(|&x| x == 0), "no block is");
+    assert!(
+        f.downloaded() < original.len() as u64 / 2,
+        "{}",
+        f.downloaded()
+    );
+
+    let range = |key: &str| {
+        let r = whole.bytes_for(key.as_bytes()).unwrap().unwrap();
+        r.start as usize..r.end as usize
+    };
+    // Waited for without blocking.
+    let a = range("key:00000042");
+    f.ready(a.start as u64..a.end as u64).await.unwrap();
+    assert_eq!(on_disk()[a.clone()], original[a.clone()]);
+    assert_eq!(f.blocks_missing(), blocks - 1);
+    // Through the `Fill`, blocking the thread.
+    let b = range("key:00019000");
+    let (g, r) = (Arc::clone(&f), b.start as u64..b.end as u64);
+    tokio::task::spawn_blocking(move || g.ensure(r))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(on_disk()[b.clone()], original[b.clone()]);
+    assert_eq!(f.blocks_missing(), blocks - 2);
+    // A block between them is still a hole.
+    let c = range("key:00010000");
+    assert!(on_disk()[c].iter().all(|&x| x == 0));
+
+    let cached = lazy.complete(&cache, &options).await.unwrap();
+    assert_eq!(f.blocks_missing(), 0);
+    assert_eq!(std::fs::read(cached.path("v1.snapkv")).unwrap(), original);
+    assert!(!f.path().exists());
+    assert_eq!(cache.get("ds", "v1").unwrap(), Some(cached));
+    let size = original.len() as u64;
+    assert!(
+        (size..size + 4096).contains(&f.downloaded()),
+        "{} read for {size}",
+        f.downloaded()
+    );
+}
+
+/// A block damaged in storage is refused by the lookup that needs it (an error naming the
+/// checksum, not the bytes) and by the completion; no final file appears.
+async fn lazy_open_never_keeps_a_bad_block(backend: Backend) {
+    let (env, store, original) = lazy_version(backend, "lazy-bad").await;
+    let whole = Snapshot::open(original).unwrap();
+    let bad = whole.bytes_for(b"key:00005000").unwrap().unwrap();
+    tamper(&store, "ds/versions/v1/v1.snapkv", |b| {
+        b[bad.start as usize + 3] ^= 1
+    })
+    .await;
+    let (cache, options) = (Cache::new(env.path("cache")), FetchOptions::default());
+    let lazy = store
+        .open_lazy("ds", "v1", &cache, &options, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let f = Arc::clone(&lazy.files()[0]);
+    let e = f.ready(bad.clone()).await.unwrap_err();
+    assert!(
+        matches!(e, snapkv_format::Error::Unavailable { .. }) && e.to_string().contains("XXH3"),
+        "{e}"
+    );
+    let good = whole.bytes_for(b"key:00000001").unwrap().unwrap();
+    f.ready(good).await.unwrap();
+    let e = lazy.complete(&cache, &options).await.unwrap_err();
+    assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+    assert!(!env.path("cache/ds/v1/v1.snapkv").exists());
+    assert_eq!(cache.get("ds", "v1").unwrap(), None);
 }
 
 /// Writes `bytes` at `key` under the store's root, through the backend itself.

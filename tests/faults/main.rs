@@ -717,6 +717,60 @@ fn delta_syncs_through_cut_and_corrupt_ranges() {
     println!("delta syncs: clean, a cut range read, corrupted ranges until cleared");
 }
 
+/// A reader that opened a version lazily loses its storage mid-download: keys whose blocks
+/// are local still answer, the others get a quick `503 not_local` with `Retry-After` (never a
+/// wrong or partial answer); once storage is back the same keys answer, the download
+/// completes and the version verifies.
+#[test]
+fn a_lazy_open_serves_what_it_has_while_storage_is_gone() {
+    let mut w = World::new("faults-lazy", 1000);
+    let cache = w.dir.path().join("cache");
+    w.publish("v0001");
+    let (reader, _logs) = w.reader_with(
+        &cache,
+        &[
+            "--ready-when",
+            "opened",
+            "--max-download-rate",
+            "32KB",
+            "--lazy-timeout",
+            "1s",
+        ],
+    );
+    reader.wait_ready();
+    let missing = || info(&reader.url)["lazy"]["blocks_missing"].as_u64();
+    assert!(missing().unwrap() > 0, "{}", info(&reader.url));
+    // Reads the blocks of the sampled keys by range.
+    assert_eq!(w.sample(&reader.url), "v0001");
+
+    w.proxy.arm("", "", Fault::Refuse, None);
+    w.proxy.cut_connections();
+    // What is local answers; the last key's block (the fill goes in file order) is not.
+    assert_eq!(w.sample(&reader.url), "v0001");
+    let last = format!("{}/v1/datasets/d/keys/k{:05}", reader.url, KEYS - 2);
+    let started = Instant::now();
+    let r = client().get(&last).send().unwrap();
+    assert_eq!(r.status(), 503, "{:?}", r.text());
+    assert_eq!(r.headers()["retry-after"], "1");
+    let body: Value = r.json().unwrap();
+    assert_eq!(body["error"]["code"], "not_local", "{body}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(missing().unwrap() > 0);
+
+    w.proxy.disarm();
+    wait_until("the missing key answers once storage is back", || {
+        client()
+            .get(&last)
+            .send()
+            .is_ok_and(|r| r.status() == 200 && r.json::<Value>().unwrap()["v"] == "v0001")
+    });
+    wait_until("the download completes", || missing().is_none());
+    assert!(cache.join("d/v0001/d.snapkv").exists());
+    assert!(!cache.join("d/v0001/.d.snapkv.lazy").exists());
+    w.check("v0001", Some(&reader));
+    println!("lazy open: served, lost storage (503 for missing blocks), recovered, completed");
+}
+
 /// A small file system for a reader's cache: a tmpfs mounted for the test, unmounted when
 /// dropped. Mounting needs root (CAP_SYS_ADMIN), as `.ci/run` has.
 struct SmallDisk {
