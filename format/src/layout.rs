@@ -79,7 +79,7 @@ pub(crate) enum Codec {
 }
 
 impl Codec {
-    fn from_u8(v: u8) -> Option<Codec> {
+    pub(crate) fn from_u8(v: u8) -> Option<Codec> {
         match v {
             0 => Some(Codec::Raw),
             1 => Some(Codec::Zstd),

@@ -3,10 +3,17 @@
 //! the whole file.
 
 use crate::error::{Error, Result, Section};
-use crate::layout::{self, BlockEntry, Footer, BLOCK_ENTRY_LEN, HEADER_LEN, MAX_FOOTER_LEN};
+use crate::layout::{self, BlockEntry, Codec, Footer, BLOCK_ENTRY_LEN, HEADER_LEN, MAX_FOOTER_LEN};
 use crate::Metadata;
 use std::ops::Range;
 use xxhash_rust::xxh3::xxh3_64;
+
+/// First bytes of a block list ([`Tail::block_list`]), before compression.
+const BLOCK_LIST_MAGIC: &[u8; 8] = b"SKVBLKS1";
+/// Bytes of a block list's magic and block count.
+const BLOCK_LIST_HEAD: usize = 16;
+/// Bytes a block takes in a block list, before compression.
+const BLOCK_LIST_ENTRY: usize = 21;
 
 /// Bytes at the end of a snapshot file that [`Tail::parse`] needs (the longest footer of any
 /// version; fewer for a shorter file, whose whole bytes then do).
@@ -125,6 +132,99 @@ impl Tail {
         Ok(blocks)
     }
 
+    /// A block list: the block table (the bytes at [`Tail::block_table_range`], checked as
+    /// [`Tail::blocks`] checks them) without what follows from the layout (each block's
+    /// offset, the reserved bytes), its fields in columns, compressed: about 13 bytes a block
+    /// against the table's 32. [`Tail::table_from_block_list`] gives the table back. Its
+    /// layout (`spec/STORE.md`, "Block lists"): one zstd frame of `SKVBLKS1`, the block count
+    /// (`u64`), then for every block its stored length (`u32`), then every raw length
+    /// (`u32`), every entry count (`u32`), every codec (`u8`) and every XXH3-64 (`u64`), all
+    /// little-endian.
+    pub fn block_list(&self, table: &[u8]) -> Result<Vec<u8>> {
+        let r = self.checked(Section::BlockTable, table)?;
+        self.blocks(table)?;
+        let data_end = self.sections_range().start;
+        let n = table.len() / BLOCK_ENTRY_LEN;
+        let entries: Vec<BlockEntry> = (0..n)
+            .map(|i| BlockEntry::decode(table, r.offset, i as u32, data_end))
+            .collect::<Result<_>>()?;
+        let mut raw = Vec::with_capacity(BLOCK_LIST_HEAD + n * BLOCK_LIST_ENTRY);
+        raw.extend_from_slice(BLOCK_LIST_MAGIC);
+        raw.extend_from_slice(&(n as u64).to_le_bytes());
+        entries
+            .iter()
+            .for_each(|e| raw.extend_from_slice(&e.stored_len.to_le_bytes()));
+        entries
+            .iter()
+            .for_each(|e| raw.extend_from_slice(&e.raw_len.to_le_bytes()));
+        entries
+            .iter()
+            .for_each(|e| raw.extend_from_slice(&e.entries.to_le_bytes()));
+        entries.iter().for_each(|e| raw.push(e.codec as u8));
+        entries
+            .iter()
+            .for_each(|e| raw.extend_from_slice(&e.checksum.to_le_bytes()));
+        zstd::bulk::compress(&raw, 3).map_err(|_| Error::Compression("block list"))
+    }
+
+    /// The block table a block list ([`Tail::block_list`]) describes: checked against the
+    /// footer's length and checksum of the table, so the bytes are those at
+    /// [`Tail::block_table_range`] or an error. The list is untrusted: its decompressed size
+    /// is bounded by the footer's block count.
+    pub fn table_from_block_list(&self, list: &[u8]) -> Result<Vec<u8>> {
+        let r = self.section(Section::BlockTable);
+        let bad = |detail| Error::Corrupt {
+            section: Section::BlockTable,
+            offset: r.offset,
+            detail,
+        };
+        let n = usize::try_from(self.footer.block_count)
+            .map_err(|_| bad("block list of more blocks than memory holds"))?;
+        let expected = n
+            .checked_mul(BLOCK_LIST_ENTRY)
+            .and_then(|b| b.checked_add(BLOCK_LIST_HEAD))
+            .ok_or_else(|| bad("block list of more blocks than memory holds"))?;
+        if (r.len as usize) != n * BLOCK_ENTRY_LEN {
+            return Err(bad("block table length differs from the block count"));
+        }
+        let raw = zstd::bulk::decompress(list, expected)
+            .map_err(|_| bad("block list is not a zstd frame of the expected size"))?;
+        if raw.len() != expected
+            || &raw[..8] != BLOCK_LIST_MAGIC
+            || raw[8..16] != (n as u64).to_le_bytes()
+        {
+            return Err(bad("block list does not describe this file's blocks"));
+        }
+        let column = |at: usize, width: usize, i: usize| {
+            let start = at + i * width;
+            &raw[start..start + width]
+        };
+        let (lens, raws, counts) = (
+            BLOCK_LIST_HEAD,
+            BLOCK_LIST_HEAD + 4 * n,
+            BLOCK_LIST_HEAD + 8 * n,
+        );
+        let (codecs, sums) = (BLOCK_LIST_HEAD + 12 * n, BLOCK_LIST_HEAD + 13 * n);
+        let mut table = Vec::with_capacity(n * BLOCK_ENTRY_LEN);
+        let mut offset = HEADER_LEN as u64;
+        for i in 0..n {
+            let u32_at = |at| u32::from_le_bytes(column(at, 4, i).try_into().expect("4 bytes"));
+            let e = BlockEntry {
+                offset,
+                stored_len: u32_at(lens),
+                raw_len: u32_at(raws),
+                checksum: u64::from_le_bytes(column(sums, 8, i).try_into().expect("8 bytes")),
+                entries: u32_at(counts),
+                codec: Codec::from_u8(column(codecs, 1, i)[0])
+                    .ok_or_else(|| bad("block list names an unknown codec"))?,
+            };
+            offset += u64::from(e.stored_len);
+            table.extend_from_slice(&e.encode());
+        }
+        self.blocks(&table)?;
+        Ok(table)
+    }
+
     /// The file's format version.
     pub fn format_version(&self) -> u32 {
         self.footer.version
@@ -187,5 +287,62 @@ mod tests {
             let _ = Tail::parse(&file[cut..], len);
             let _ = Tail::parse(&file[cut..], (file.len() - cut) as u64);
         }
+    }
+
+    /// A file of `n` keys, and its tail and block table.
+    fn with_table(n: u32, seed: u32) -> (Vec<u8>, Tail, Vec<u8>) {
+        let o = WriterOptions {
+            block_size: 512,
+            ..WriterOptions::default()
+        };
+        let mut w = SnapshotWriter::new(Vec::new(), o, Metadata::default()).unwrap();
+        for i in 0..n {
+            let v = format!(
+                "{{\"i\":{i},\"s\":{}}}",
+                i.wrapping_mul(2_654_435_761) ^ seed
+            );
+            w.insert(format!("k{i:08}").as_bytes(), v.as_bytes())
+                .unwrap();
+        }
+        let file = w.finish().unwrap().0;
+        let len = file.len() as u64;
+        let tail = Tail::parse(&file[(len - TAIL_LEN) as usize..], len).unwrap();
+        let r = tail.block_table_range();
+        let table = file[r.start as usize..r.end as usize].to_vec();
+        (file, tail, table)
+    }
+
+    #[test]
+    fn a_block_list_gives_the_table_back() {
+        let (_, tail, table) = with_table(20_000, 0);
+        let list = tail.block_list(&table).unwrap();
+        assert_eq!(tail.table_from_block_list(&list).unwrap(), table);
+        assert!(
+            list.len() * 2 < table.len(),
+            "{} bytes of list for {} of table",
+            list.len(),
+            table.len()
+        );
+        // Another file's list, a damaged one, a cut one, garbage: errors, never panics.
+        let (_, other_tail, other_table) = with_table(20_000, 1);
+        let other = other_tail.block_list(&other_table).unwrap();
+        assert!(tail.table_from_block_list(&other).is_err());
+        let raw = zstd::bulk::decompress(&list, 1 << 24).unwrap();
+        for at in [0, 9, 16, raw.len() / 2, raw.len() - 1] {
+            let mut bad = raw.clone();
+            bad[at] ^= 1;
+            let bad = zstd::bulk::compress(&bad, 3).unwrap();
+            assert!(tail.table_from_block_list(&bad).is_err(), "byte {at}");
+        }
+        for cut in [0, 1, list.len() / 2, list.len() - 1] {
+            assert!(tail.table_from_block_list(&list[..cut]).is_err());
+        }
+        let longer = zstd::bulk::compress(&[raw.clone(), vec![0; 21]].concat(), 3).unwrap();
+        assert!(tail.table_from_block_list(&longer).is_err());
+        assert!(tail.table_from_block_list(b"not a list").is_err());
+        // A damaged table has no list.
+        let mut bad = table.clone();
+        bad[40] ^= 1;
+        assert!(tail.block_list(&bad).is_err());
     }
 }

@@ -246,8 +246,12 @@ impl Store {
             if let Some(manifest) = &info.manifest {
                 if keep.contains(&v) {
                     report.kept.push(v.to_owned());
-                    let listed: std::collections::BTreeSet<&str> =
-                        manifest.files.iter().map(|f| f.name.as_str()).collect();
+                    // The files and their block lists.
+                    let listed: std::collections::BTreeSet<String> = manifest
+                        .files
+                        .iter()
+                        .flat_map(|f| [f.name.clone(), crate::layout::block_list_name(&f.name)])
+                        .collect();
                     let objects = self.list_version(&paths, v).await?;
                     let unreferenced: Vec<_> = objects
                         .into_iter()

@@ -531,6 +531,7 @@ impl Store {
         );
         let target = dir.join(&file.name);
         let partial = dir.join(format!(".{}.partial", file.name));
+        let lazy = dir.join(format!(".{}.lazy", file.name));
         {
             let target = target.clone();
             let kept = blocking(move || -> Result<bool> {
@@ -564,6 +565,7 @@ impl Store {
             match self
                 .fetch_delta(
                     &path,
+                    &paths.block_list(version, &file.name),
                     file,
                     &assembling,
                     expected,
@@ -622,6 +624,8 @@ impl Store {
             std::fs::set_permissions(&partial, permissions)
                 .map_err(|e| Error::io("make read-only", &partial, e))?;
             std::fs::rename(&partial, &target).map_err(|e| Error::io("rename", &partial, e))?;
+            // What a lazy open of an earlier run left is not needed any more.
+            remove_if_exists(&lazy)?;
             sync_dir(target.parent().expect("a file in a directory"))
         })
         .await

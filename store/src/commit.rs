@@ -161,7 +161,8 @@ impl Store {
                     format!("{} bytes stored, {} uploaded", stored.size, local.bytes),
                 ));
             }
-            Ok(())
+            self.put_block_list(&paths.block_list(version, &name), file)
+                .await
         }
         .await;
         if let Err(e) = uploaded {

@@ -2,7 +2,8 @@
 //! holds, with range reads of what they lack (`spec/STORE.md`, readers, "Delta fetch").
 //!
 //! The block list is the file's own block table (offset, length, XXH3 of each block's stored
-//! bytes), read by range from the end of the object: the footer, then the table. A block whose
+//! bytes), rebuilt from the file's block list object (`.<file>.blocks`, about 40% of the
+//! table's bytes) or read by range from the end of the object, after the footer. A block whose
 //! length and checksum some cached file has is copied from there; the changed blocks are read
 //! by range. The index, filter and lookup, which every version rewrites, are rebuilt from the
 //! assembled blocks ([`Rebuild`]) and read only where the rebuild does not match the footer.
@@ -45,8 +46,8 @@ pub struct Transfer {
     pub delta_files: u64,
     /// Range reads of delta fetches (block lists included).
     pub range_reads: u64,
-    /// Bytes of index sections rebuilt from the blocks of delta fetches rather than read
-    /// (neither downloaded nor reused).
+    /// Bytes of index sections rebuilt from the blocks of delta fetches, and of block tables
+    /// rebuilt from block lists, rather than read (neither downloaded nor reused).
     pub rebuilt: u64,
 }
 
@@ -288,6 +289,7 @@ impl Store {
     pub(crate) async fn fetch_delta(
         &self,
         path: &object_store::path::Path,
+        list: &object_store::path::Path,
         file: &ManifestFile,
         partial: &Path,
         expected: (u64, u64),
@@ -299,7 +301,7 @@ impl Store {
         let counters = Arc::new(Counters::default());
         let result = self
             .assemble(
-                path, file, partial, expected, bases, options, limit, &counters,
+                path, list, file, partial, expected, bases, options, limit, &counters,
             )
             .await;
         shared.add(&counters, matches!(result, Ok(true)));
@@ -311,6 +313,7 @@ impl Store {
     async fn assemble(
         &self,
         path: &object_store::path::Path,
+        list: &object_store::path::Path,
         file: &ManifestFile,
         partial: &Path,
         expected: (u64, u64),
@@ -350,7 +353,16 @@ impl Store {
         if table_range.end - table_range.start > MAX_TABLE {
             return Ok(false);
         }
-        let table = read(table_range.clone()).await?;
+        let table = match self.read_block_list(list, &tail, counters).await? {
+            Some(table) => {
+                // Put in place from the list, not read.
+                counters
+                    .rebuilt
+                    .fetch_add(table.len() as u64, Ordering::Relaxed);
+                Bytes::from(table)
+            }
+            None => read(table_range.clone()).await?,
+        };
         let Ok(blocks) = tail.blocks(&table) else {
             return Ok(false);
         };
@@ -493,6 +505,40 @@ impl Store {
             blocking(move || crate::cache::remove_if_exists(&p)).await?;
         }
         result
+    }
+
+    /// The block table of the file whose footer is `tail`, from its block list at `list`
+    /// (`spec/STORE.md`, "Block lists"; checked against the footer's checksum of the table).
+    /// `None` when there is none (versions published before block lists) or it does not
+    /// check (the table is then read from the file).
+    async fn read_block_list(
+        &self,
+        list: &object_store::path::Path,
+        tail: &Tail,
+        counters: &Counters,
+    ) -> Result<Option<Vec<u8>>> {
+        let table = tail.block_table_range();
+        // A list is smaller than the table it describes, whatever its blocks.
+        let cap = (table.end - table.start) + 4096;
+        let got = match self.objects.get(list).await {
+            Ok(got) => got,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(self.err("GET", list, e)),
+        };
+        counters.range_reads.fetch_add(1, Ordering::Relaxed);
+        if got.meta.size > cap {
+            tracing::debug!(%list, size = got.meta.size, "block list larger than its table; not read");
+            return Ok(None);
+        }
+        let bytes = got.bytes().await.map_err(|e| self.err("GET", list, e))?;
+        counters.downloaded(bytes.len() as u64);
+        match tail.table_from_block_list(&bytes) {
+            Ok(table) => Ok(Some(table)),
+            Err(e) => {
+                tracing::debug!(%list, error = %e, "block list does not check; reading the table");
+                Ok(None)
+            }
+        }
     }
 
     /// Writes `pieces` into `partial` (created at `len` bytes if it does not exist): the

@@ -46,6 +46,12 @@ pub(crate) fn check_name(what: &'static str, name: &str) -> Result<()> {
     snapkv_format::names::check_name(name).map_err(|detail| Error::invalid(what, detail))
 }
 
+/// The object name of file `name`'s block list: a name no file can have (file names start
+/// with a letter or digit).
+pub(crate) fn block_list_name(name: &str) -> String {
+    format!(".{name}.blocks")
+}
+
 /// Checks a snapshot file name inside a version: a name, and not one the layout reserves.
 pub(crate) fn check_file_name(name: &str) -> Result<()> {
     check_name("file name", name)?;
@@ -99,6 +105,11 @@ impl DatasetPaths {
 
     pub(crate) fn file(&self, version: &str, name: &str) -> ObjectPath {
         self.version(version).join(name)
+    }
+
+    /// The block list of file `name` (`spec/STORE.md`, "Block lists").
+    pub(crate) fn block_list(&self, version: &str, name: &str) -> ObjectPath {
+        self.version(version).join(block_list_name(name))
     }
 
     pub(crate) fn staged(&self) -> ObjectPath {

@@ -354,6 +354,8 @@ impl Store {
                     ),
                 ));
             }
+            self.put_block_list(&paths.block_list(version, name), file)
+                .await?;
         }
         for (name, local) in names.iter().zip(locals) {
             let path = paths.file(version, name);
@@ -539,6 +541,34 @@ impl Store {
             Err(e) => return Err(self.err("PUT", path, e)),
         }
         Ok((sent, hasher.digest()))
+    }
+
+    /// Uploads the block list of the snapshot file at `local` (`spec/STORE.md`, "Block
+    /// lists") to `path`: readers plan delta fetches from it rather than from the file's
+    /// larger block table. Read from the file's end and table (checked against its checksum).
+    pub(crate) async fn put_block_list(&self, path: &ObjectPath, local: &Path) -> Result<()> {
+        let file = local.to_owned();
+        let list = blocking(move || -> Result<Vec<u8>> {
+            use std::os::unix::fs::FileExt;
+            let io = |e| Error::io("read", &file, e);
+            let f = std::fs::File::open(&file).map_err(io)?;
+            let len = f.metadata().map_err(io)?.len();
+            let n = len.min(snapkv_format::TAIL_LEN);
+            let mut end = vec![0u8; n as usize];
+            f.read_exact_at(&mut end, len - n).map_err(io)?;
+            let bad = |source: snapkv_format::Error| Error::Corrupt {
+                what: file.display().to_string(),
+                detail: "its block table cannot be listed".into(),
+                source: Some(Box::new(source)),
+            };
+            let tail = snapkv_format::Tail::parse(&end, len).map_err(bad)?;
+            let r = tail.block_table_range();
+            let mut table = vec![0u8; (r.end - r.start) as usize];
+            f.read_exact_at(&mut table, r.start).map_err(io)?;
+            tail.block_list(&table).map_err(bad)
+        })
+        .await?;
+        self.put(path, list).await
     }
 
     async fn write_manifest(&self, paths: &DatasetPaths, manifest: &Manifest) -> Result<()> {

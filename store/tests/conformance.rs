@@ -59,6 +59,7 @@ conformance!(
     delta_fetch_falls_back_on_bad_bytes,
     lazy_open_reads_blocks_on_demand_then_completes,
     lazy_open_never_keeps_a_bad_block,
+    delta_fetch_plans_from_the_block_list_or_the_table,
 );
 
 /// A shard file with `keys` (JSON values naming the key), marked as shard `i` of `n`.
@@ -1015,6 +1016,16 @@ fn versioned(
     path
 }
 
+/// Bytes of the block table of the snapshot file at `path`.
+fn table_len(path: &std::path::Path) -> u64 {
+    let bytes = std::fs::read(path).unwrap();
+    let len = bytes.len() as u64;
+    let r = snapkv_format::Tail::parse(&bytes[(len - snapkv_format::TAIL_LEN) as usize..], len)
+        .unwrap()
+        .block_table_range();
+    r.end - r.start
+}
+
 fn dictionary_of(path: &std::path::Path) -> Vec<u8> {
     let s = Snapshot::open(std::fs::read(path).unwrap()).unwrap();
     assert!(!s.dictionary().is_empty());
@@ -1080,15 +1091,18 @@ async fn delta_fetch_reuses_cached_blocks(backend: Backend) {
     );
     assert_eq!(t.delta_files, 1, "{t:?}");
     // The index, filter and lookup (at 60 bytes a value, a third of this file) are rebuilt
-    // from the blocks; what is read is the changed blocks, the block table, the dictionary,
-    // the metadata and the footer.
+    // from the blocks, the block table from the block list; what is read is the list, the
+    // changed blocks, the dictionary, the metadata and the footer.
     assert!(t.reused > size(&v2) / 2, "{t:?} of {}", size(&v2));
     assert!(t.rebuilt > size(&v2) / 5, "{t:?} of {}", size(&v2));
     assert!(t.downloaded < size(&v2) / 8, "{t:?} of {}", size(&v2));
+    // Every byte of the file once, plus the list (read, and the table built from it).
     let accounted = t.downloaded + t.reused + t.rebuilt;
+    let table = table_len(&v2);
     assert!(
-        accounted <= size(&v2) && accounted + 64 >= size(&v2),
-        "{t:?}"
+        accounted >= size(&v2) && accounted <= size(&v2) + table / 2,
+        "{t:?} for {} bytes, {table} of table",
+        size(&v2)
     );
     assert!(t.range_reads >= 5, "{t:?}");
     assert_eq!(got.load(Ordering::Relaxed), size(&v2), "progress adds up");
@@ -1124,10 +1138,11 @@ async fn delta_fetch_reuses_cached_blocks(backend: Backend) {
         .await
         .unwrap()
         .transfer;
-    assert_eq!(t.rebuilt, 0, "{t:?}");
-    let accounted = t.downloaded + t.reused;
+    // Only the table, from the list.
+    assert_eq!(t.rebuilt, table, "{t:?}");
+    let accounted = t.downloaded + t.reused + t.rebuilt;
     assert!(
-        accounted <= size(&v2) && accounted + 32 >= size(&v2),
+        accounted >= size(&v2) && accounted <= size(&v2) + table / 2,
         "{t:?}"
     );
     assert!(t.downloaded > size(&v2) / 5, "{t:?}");
@@ -1259,6 +1274,123 @@ async fn delta_fetch_falls_back_on_bad_bytes(backend: Backend) {
     assert!(matches!(e, Error::Corrupt { .. }), "{e}");
     assert!(!env.path("cache/ds/v3/part.snapkv").exists());
     assert_eq!(cache.get("ds", "v2").unwrap(), Some(second));
+}
+
+/// Publishing writes each file's block list, and a delta fetch plans from it rather than read
+/// the block table: a version without a list (published before them) or with a damaged one is
+/// fetched as well, reading the table instead. gc keeps the lists of the versions it keeps.
+async fn delta_fetch_plans_from_the_block_list_or_the_table(backend: Backend) {
+    let env = Env::new(backend, "delta-list");
+    let store = env.store();
+    let n = 40_000;
+    let v1 = versioned(&env, "v1.snapkv", 0..n, |_| 0, None);
+    let dict = dictionary_of(&v1);
+    let changed = |v: u64| move |i: u64| u64::from((v * 1000..v * 1000 + 300).contains(&i)) * v;
+    for (v, salt) in [("v1", 0), ("v2", 2), ("v3", 3), ("v4", 4)] {
+        let file = match salt {
+            0 => v1.clone(),
+            _ => versioned(
+                &env,
+                &format!("{v}.snapkv"),
+                0..n,
+                changed(salt),
+                Some(&dict),
+            ),
+        };
+        let name = env.path(&format!("{v}/part.snapkv"));
+        std::fs::create_dir_all(name.parent().unwrap()).unwrap();
+        std::fs::copy(&file, &name).unwrap();
+        publish(&store, &[&name], v).await;
+    }
+    let (objects, root) = store.raw_objects();
+    let at = |v: &str, name: &str| {
+        ObjectPath::from(
+            format!("{}/ds/versions/{v}/{name}", root.as_ref()).trim_start_matches('/'),
+        )
+    };
+    let list = objects.get(&at("v2", ".part.snapkv.blocks")).await.unwrap();
+    let list = list.bytes().await.unwrap();
+    let file = std::fs::read(env.path("v2/part.snapkv")).unwrap();
+    let len = file.len() as u64;
+    let tail =
+        snapkv_format::Tail::parse(&file[(len - snapkv_format::TAIL_LEN) as usize..], len).unwrap();
+    let r = tail.block_table_range();
+    assert_eq!(
+        tail.table_from_block_list(&list).unwrap(),
+        file[r.start as usize..r.end as usize]
+    );
+    let table = r.end - r.start;
+    assert!(
+        (list.len() as u64) < table / 2,
+        "{} for {table}",
+        list.len()
+    );
+
+    let cache = Cache::new(env.path("cache"));
+    let plain = Cache::new(env.path("plain"));
+    for c in [&cache, &plain] {
+        store
+            .fetch("ds", "v1", c, &FetchOptions::default())
+            .await
+            .unwrap();
+    }
+    let with_list = store
+        .fetch("ds", "v2", &cache, &FetchOptions::default())
+        .await
+        .unwrap();
+    // Without the list: the table is read from the file.
+    objects
+        .delete(&at("v2", ".part.snapkv.blocks"))
+        .await
+        .unwrap();
+    let without = store
+        .fetch("ds", "v2", &plain, &FetchOptions::default())
+        .await
+        .unwrap();
+    for got in [&with_list, &without] {
+        assert_eq!(got.transfer.delta_files, 1, "{:?}", got.transfer);
+        assert_eq!(
+            std::fs::read(got.path("part.snapkv")).unwrap(),
+            std::fs::read(env.path("v2/part.snapkv")).unwrap()
+        );
+    }
+    let saved = without.transfer.downloaded - with_list.transfer.downloaded;
+    assert_eq!(
+        saved,
+        table - list.len() as u64,
+        "{:?} {:?}",
+        with_list.transfer,
+        without.transfer
+    );
+    // A damaged list is not trusted: the table is read.
+    objects
+        .put(
+            &at("v3", ".part.snapkv.blocks"),
+            PutPayload::from(list.to_vec()),
+        )
+        .await
+        .unwrap();
+    let third = store
+        .fetch("ds", "v3", &cache, &FetchOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(third.transfer.delta_files, 1, "{:?}", third.transfer);
+    assert_eq!(
+        std::fs::read(third.path("part.snapkv")).unwrap(),
+        std::fs::read(env.path("v3/part.snapkv")).unwrap()
+    );
+    assert!(third.transfer.downloaded > table, "{:?}", third.transfer);
+
+    // gc keeps the lists of the versions it keeps, and removes the others with them.
+    let mut gc = GcOptions::default();
+    (gc.keep, gc.grace) = (2, Duration::ZERO);
+    let report = store.gc("ds", &gc).await.unwrap();
+    assert!(report.unreferenced.is_empty(), "{report:?}");
+    assert!(objects.head(&at("v4", ".part.snapkv.blocks")).await.is_ok());
+    assert!(objects
+        .head(&at("v1", ".part.snapkv.blocks"))
+        .await
+        .is_err());
 }
 
 /// A store with version v1 of dataset `ds` (20,000 keys, one file `v1.snapkv`), and its bytes.
