@@ -509,8 +509,8 @@ async fn watch_store(
                     }
                     let fetched = match &lazy {
                         Some(l) => {
-                            let done = complete_lazily(l, &d, &cache, &how).await;
-                            if done.is_ok() {
+                            let (done, again) = complete_lazily(l, &d, &cache, &how).await;
+                            if done.is_ok() || !again {
                                 lazy = None;
                             }
                             done
@@ -743,17 +743,17 @@ async fn open_lazily(
 }
 
 /// Fills in the blocks of a lazily opened version still missing, checks its files as a
-/// download is, and loads them as an ordinary cached version.
+/// download is, and loads them as an ordinary cached version. With the outcome, whether a
+/// failure leaves the lazy open worth completing later (storage failed: what is in place
+/// stays), or the version is to be fetched as any other (its files failed their checks).
 async fn complete_lazily(
     lazy: &snapkv_store::LazyVersion,
     d: &Dataset,
     cache: &snapkv_store::Cache,
     how: &Follow,
-) -> Result<Loaded, String> {
-    let cached = lazy
-        .complete(cache, &fetch_options(how))
-        .await
-        .map_err(|e| error_chain(&e));
+) -> (Result<Loaded, String>, bool) {
+    let cached = lazy.complete(cache, &fetch_options(how)).await;
+    let again = !matches!(cached, Err(snapkv_store::Error::Corrupt { .. }));
     let result = match cached {
         Ok(cached) => {
             count_transfer(d, &lazy.version, &cached.transfer);
@@ -761,11 +761,11 @@ async fn complete_lazily(
         }
         Err(e) => {
             d.sync_downloaded.inc_by(lazy.take_downloaded());
-            Err(e)
+            Err(error_chain(&e))
         }
     };
     measure_space(d, cache, how.cache_limit).await;
-    result
+    (result, again)
 }
 
 /// Bytes of cache entry `entry` of dataset `name` (0 for none).
