@@ -353,7 +353,7 @@ impl Store {
         if table_range.end - table_range.start > MAX_TABLE {
             return Ok(false);
         }
-        let table = match self.read_block_list(list, &tail, counters).await? {
+        let table = match self.read_block_list(list, &tail, counters).await {
             Some(table) => {
                 // Put in place from the list, not read.
                 counters
@@ -509,34 +509,44 @@ impl Store {
 
     /// The block table of the file whose footer is `tail`, from its block list at `list`
     /// (`spec/STORE.md`, "Block lists"; checked against the footer's checksum of the table).
-    /// `None` when there is none (versions published before block lists) or it does not
-    /// check (the table is then read from the file).
+    /// `None` when there is none (versions published before block lists), it cannot be read
+    /// or it does not check (the table is then read from the file).
     async fn read_block_list(
         &self,
         list: &object_store::path::Path,
         tail: &Tail,
         counters: &Counters,
-    ) -> Result<Option<Vec<u8>>> {
+    ) -> Option<Vec<u8>> {
         let table = tail.block_table_range();
         // A list is smaller than the table it describes, whatever its blocks.
         let cap = (table.end - table.start) + 4096;
         let got = match self.objects.get(list).await {
             Ok(got) => got,
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(self.err("GET", list, e)),
+            Err(object_store::Error::NotFound { .. }) => return None,
+            Err(e) => {
+                // The list only saves bytes: the table is read instead.
+                tracing::debug!(%list, error = %e, "cannot read the block list; reading the table");
+                return None;
+            }
         };
         counters.range_reads.fetch_add(1, Ordering::Relaxed);
         if got.meta.size > cap {
             tracing::debug!(%list, size = got.meta.size, "block list larger than its table; not read");
-            return Ok(None);
+            return None;
         }
-        let bytes = got.bytes().await.map_err(|e| self.err("GET", list, e))?;
+        let bytes = match got.bytes().await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::debug!(%list, error = %e, "cannot read the block list; reading the table");
+                return None;
+            }
+        };
         counters.downloaded(bytes.len() as u64);
         match tail.table_from_block_list(&bytes) {
-            Ok(table) => Ok(Some(table)),
+            Ok(table) => Some(table),
             Err(e) => {
                 tracing::debug!(%list, error = %e, "block list does not check; reading the table");
-                Ok(None)
+                None
             }
         }
     }
