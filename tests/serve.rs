@@ -1100,6 +1100,43 @@ fn a_lazily_opened_version_serves_before_its_download_ends() {
     );
 }
 
+/// A lazily opened version whose file, once complete, is not the one its manifest names (a
+/// checksum that does not match) stops being served at once, and is not opened lazily again:
+/// the dataset is not ready, and says why.
+#[test]
+fn a_lazily_opened_version_that_fails_its_checks_is_not_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let v1 = version_file(dir.path(), "v1", 2_000);
+    publish(&store, &v1, "v1");
+    let manifest = store.join("d/versions/v1/MANIFEST.json");
+    let mut m: Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    m["files"][0]["xxh3"] = json!("0123456789abcdef");
+    std::fs::write(&manifest, serde_json::to_vec(&m).unwrap()).unwrap();
+    let mut args = follow_args(&store, &dir.path().join("cache"));
+    args.extend(["--ready-when", "opened"].map(String::from));
+    let server = Server::start_unready(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let info = dataset_info(&server.url);
+        let error = info["sync"]["last_error"].as_str().unwrap_or_default();
+        if error.contains("0123456789abcdef") && info["ready"] == false {
+            assert!(info["version"].is_null(), "{info}");
+            // It was opened lazily (and then fetched whole, which failed the same check).
+            assert!(dir.path().join("cache/d/v1/.d.snapkv.lazy").exists());
+            break;
+        }
+        assert!(Instant::now() < deadline, "still served: {info}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let r = client()
+        .get(format!("{}/v1/datasets/d/keys/k0001", server.url))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.json::<Value>().unwrap()["error"]["code"], "not_loaded");
+}
+
 /// The demo's pieces: sample data, build, publish to a local store, serve, answer, stop.
 #[test]
 fn demo_builds_publishes_serves_and_reuses() {

@@ -398,7 +398,15 @@ impl Snapshot {
         };
         match self.place(key)? {
             Place::Absent => Ok(false),
-            Place::Direct(at) => Ok(found(&self.inner.data, self.direct(at, key)?, out)),
+            // Only the value's bytes are borrowed from the input (in a file still filling in,
+            // other bytes may be holes being written).
+            Place::Direct(at) => Ok(match self.direct(at, key)? {
+                Some(r) => {
+                    out.extend_from_slice(&self.inner.data[r]);
+                    true
+                }
+                None => false,
+            }),
             Place::Block { block, at } => {
                 let read = |buf: &[u8], out: &mut Vec<u8>| {
                     value_in(buf, key, block, at).map(|r| found(buf, r, out))
@@ -477,12 +485,45 @@ impl Snapshot {
             return Err(corrupt("lookup points before the data region"));
         }
         // An entry lies within one block: the block holding its first byte holds all of it.
-        self.ensure(at as u64..at as u64 + 1)?;
-        let region = &inner.data[..inner.data_end as usize];
-        block::entry_at(region, at, key, 0).map_err(|e| match e {
+        // In a file still filling in, nothing outside that block is read, whatever the entry
+        // says (the blocks around it may be holes).
+        let (start, end) = match &inner.fill {
+            None => (0, inner.data_end as usize),
+            Some(fill) => {
+                fill.ensure(at as u64..at as u64 + 1)?;
+                match self.block_at(at as u64)? {
+                    Some(r) => (r.start as usize, r.end as usize),
+                    None => return Err(corrupt("lookup points past the blocks")),
+                }
+            }
+        };
+        let region = &inner.data[start..end];
+        let found = block::entry_at(region, at - start, key, 0).map_err(|e| match e {
             Error::CorruptBlock { detail, .. } => corrupt(detail),
             e => e,
-        })
+        })?;
+        Ok(found.map(|r| r.start + start..r.end + start))
+    }
+
+    /// The stored bytes of the block holding file offset `at` (`None` when no block does): a
+    /// binary search of the block table.
+    fn block_at(&self, at: u64) -> Result<Option<Range<u64>>> {
+        let (mut lo, mut hi) = (0u64, self.inner.footer.block_count.min(u64::from(u32::MAX)));
+        // Invariant: blocks before `lo` start at or before `at`; blocks from `hi` on after it.
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.entry(mid as u32)?.offset <= at {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        if lo == 0 {
+            return Ok(None);
+        }
+        let e = self.entry((lo - 1) as u32)?;
+        let end = e.offset + u64::from(e.stored_len);
+        Ok((at < end).then_some(e.offset..end))
     }
 
     /// Asks the [`Fill`] of a file still being filled in for bytes `range` of its data region.

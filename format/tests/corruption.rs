@@ -1082,12 +1082,36 @@ fn write_fuzz_seeds() {
         }
     }
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
-    for target in ["snapshot_bytes", "snapshot_fixed_checksums"] {
+    for target in ["snapshot_bytes", "snapshot_fixed_checksums", "tail_blocks"] {
         let dir = root.join(target);
         std::fs::create_dir_all(&dir).unwrap();
         for (name, bytes) in &seeds {
             open_ok(bytes.clone()).verify().unwrap();
             std::fs::write(dir.join(format!("seed-{name}.snap")), bytes).unwrap();
+        }
+    }
+    // block_list: mode, list length, the file, its list (stored, and uncompressed for the
+    // mode that compresses it).
+    let dir = root.join("block_list");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, bytes) in &seeds {
+        let len = bytes.len() as u64;
+        let tail = snapkv_format::Tail::parse(
+            &bytes[(len - snapkv_format::TAIL_LEN.min(len)) as usize..],
+            len,
+        )
+        .unwrap();
+        let r = tail.block_table_range();
+        let list = tail
+            .block_list(&bytes[r.start as usize..r.end as usize])
+            .unwrap();
+        let raw = zstd::bulk::decompress(&list, 1 << 24).unwrap();
+        for (mode, list) in [(0u8, list), (1, raw)] {
+            let Ok(n) = u16::try_from(list.len()) else {
+                continue;
+            };
+            let seed = [&[mode][..], &n.to_le_bytes(), bytes, &list].concat();
+            std::fs::write(dir.join(format!("seed-{name}-{mode}.bin")), seed).unwrap();
         }
     }
 }

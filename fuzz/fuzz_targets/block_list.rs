@@ -1,7 +1,8 @@
 //! A block list object (`.<file>.blocks`) read as a delta fetch reads one: untrusted bytes
-//! checked against a file's footer (arbitrary bytes, checksums rewritten to match). The first
-//! input byte picks the list: the rest of the input as stored (`0`), or compressed first (any
-//! other value, so the fuzzer reaches what follows decompression). A list is either rejected
+//! checked against a file's footer (arbitrary bytes, checksums rewritten to match). Input: a
+//! mode byte, the list's length (`u16`, little-endian), the file, then the list's bytes: as
+//! stored (mode `0`), or compressed first (any other mode, so that the fuzzer reaches what
+//! follows decompression). A list is either rejected
 //! or gives back exactly the file's block table; the file's own list always does.
 #![no_main]
 
@@ -12,11 +13,12 @@ fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
-    // The second byte splits the rest: a file, then the list's bytes.
-    let Some((&split, rest)) = rest.split_first() else {
+    // The next two bytes split the rest: a file, then that many bytes of list at the end.
+    if rest.len() < 2 {
         return;
-    };
-    let at = (usize::from(split) * 64).min(rest.len());
+    }
+    let (split, rest) = rest.split_at(2);
+    let at = usize::from(u16::from_le_bytes([split[0], split[1]])).min(rest.len());
     let (file, list) = rest.split_at(rest.len() - at);
     let mut bytes = file.to_vec();
     snapkv_fuzz::fix_checksums(&mut bytes);

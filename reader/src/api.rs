@@ -751,6 +751,20 @@ fn check_key(state: &State, key: &[u8]) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Runs `f`, which may wait on its thread for blocks of a version opened lazily (a scan reads
+/// them as it goes): while the version is still filling in, as blocking work, so that the
+/// runtime moves its other tasks to other workers meanwhile (a multi-thread runtime; on any
+/// other, `f` just runs).
+fn may_wait<T>(l: &Loaded, f: impl FnOnce() -> T) -> T {
+    let multi = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if multi && l.filling.iter().any(|f| f.blocks_missing() > 0) {
+        tokio::task::block_in_place(f)
+    } else {
+        f()
+    }
+}
+
 /// The answer when the bytes a request needs are still in storage and did not arrive in
 /// time (a version opened lazily, with storage slow or unreachable): `503`, to retry.
 fn not_local(d: &Dataset, e: &snapkv_format::Error) -> Failure {
@@ -1745,21 +1759,28 @@ async fn scan(
         };
         if !empty {
             if let Some(snapshot) = l.snapshot.shard(shard) {
-                for entry in snapshot.range(
-                    low.as_ref().map(Vec::as_slice),
-                    seg_upper.as_ref().map(Vec::as_slice),
-                ) {
-                    let (k, v) = entry.map_err(|e| internal(d, e))?;
-                    size = size.saturating_add(entry_bytes(&k, &v));
-                    // A page ends at `limit` entries or at the answer size limit, whichever
-                    // comes first; it always holds one entry, so that a scan moves on.
-                    if items.len() == limit
-                        || (!items.is_empty() && size > state.limits.max_response_bytes)
-                    {
-                        more = true;
-                        break 'shards;
+                let full = may_wait(l, || -> Result<bool, Failure> {
+                    for entry in snapshot.range(
+                        low.as_ref().map(Vec::as_slice),
+                        seg_upper.as_ref().map(Vec::as_slice),
+                    ) {
+                        let (k, v) = entry.map_err(|e| internal(d, e))?;
+                        size = size.saturating_add(entry_bytes(&k, &v));
+                        // A page ends at `limit` entries or at the answer size limit,
+                        // whichever comes first; it always holds one entry, so that a scan
+                        // moves on.
+                        if items.len() == limit
+                            || (!items.is_empty() && size > state.limits.max_response_bytes)
+                        {
+                            return Ok(true);
+                        }
+                        items.push((k, v));
                     }
-                    items.push((k, v));
+                    Ok(false)
+                })?;
+                if full {
+                    more = true;
+                    break 'shards;
                 }
             } else {
                 let owners = match owners_of(state, d, l, shard, req) {

@@ -530,6 +530,19 @@ impl Dataset {
         }
     }
 
+    /// Stops serving `version` if the version served is that one opened lazily (its files
+    /// failed their checks once complete): the dataset serves nothing until another version
+    /// is loaded.
+    pub fn stop_serving_filling(&self, version: &str) {
+        let current = self.current.load();
+        if current
+            .as_ref()
+            .is_some_and(|c| !c.filling.is_empty() && c.version == version)
+        {
+            self.current.store(None);
+        }
+    }
+
     /// Holds `loaded` as the previous version if none is held (at start-up, the version
     /// served before the one the last run served); otherwise releases it.
     pub fn hold_previous(&self, loaded: Loaded) {

@@ -468,6 +468,9 @@ async fn watch_store(
     let mut backoff: Option<Backoff> = None;
     // A version opened lazily and served while its files are filled in.
     let mut lazy: Option<snapkv_store::LazyVersion> = None;
+    // A version whose lazy open did not complete for good (its files failed their checks, or
+    // the disk filled): fetched as any other from then on.
+    let mut not_lazily: Option<String> = None;
     // The version `CURRENT` named when abandoned downloads were last removed.
     let mut tidied: Option<String> = None;
     let mut tag: Option<snapkv_store::Tag> = None;
@@ -503,13 +506,20 @@ async fn watch_store(
                         // it serves until the new one is in, and is filled no further.
                         lazy = None;
                     }
-                    if lazy.is_none() && how.lazy.is_some() && d.current.load().is_none() {
+                    if lazy.is_none()
+                        && how.lazy.is_some()
+                        && d.current.load().is_none()
+                        && not_lazily.as_deref() != Some(version.as_str())
+                    {
                         lazy = open_lazily(&store, &d, &cache, &version, manifest.as_ref(), &how)
                             .await;
                     }
                     let fetched = match &lazy {
                         Some(l) => {
                             let (done, again) = complete_lazily(l, &d, &cache, &how).await;
+                            if !again {
+                                not_lazily = Some(version.clone());
+                            }
                             if done.is_ok() || !again {
                                 lazy = None;
                             }
@@ -671,7 +681,10 @@ async fn open_lazily(
     let timeout = how.lazy?;
     let name = &d.name;
     if let Some(m) = manifest {
-        let needed = missing_bytes(cache, name, version, m, how).await;
+        // Whole files: a lazy open starts over whatever its directory holds.
+        let needed: u64 = snapkv_store::held_files(m, how.shards.as_ref())
+            .map(|held| m.files[held].iter().map(|f| f.bytes).sum())
+            .unwrap_or(0);
         let room = measure_space(d, cache, how.cache_limit).await;
         if needed > room {
             tracing::warn!(dataset = %name, %version, error = %no_room(d, version, needed, how.cache_limit), "cannot open lazily");
@@ -753,7 +766,18 @@ async fn complete_lazily(
     how: &Follow,
 ) -> (Result<Loaded, String>, bool) {
     let cached = lazy.complete(cache, &fetch_options(how)).await;
-    let again = !matches!(cached, Err(snapkv_store::Error::Corrupt { .. }));
+    let again = match &cached {
+        Err(e @ snapkv_store::Error::Corrupt { .. }) => {
+            // What was served passed every check a lookup makes, but the file as a whole
+            // does not: it is not served a moment longer.
+            tracing::error!(dataset = %d.name, version = %lazy.version, error = %error_chain(e), "the lazily opened version failed its checks once complete; not serving it");
+            d.stop_serving_filling(&lazy.version);
+            false
+        }
+        // The disk is full: a fetch as any other makes room if it can, or says why not.
+        Err(e) => !e.is_storage_full(),
+        Ok(_) => true,
+    };
     let result = match cached {
         Ok(cached) => {
             count_transfer(d, &lazy.version, &cached.transfer);

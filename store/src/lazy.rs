@@ -38,6 +38,9 @@ use std::time::{Duration, Instant};
 /// Most bytes one range read of a lazy open asks for.
 const PIECE: u64 = 4 << 20;
 
+/// Range reads for lookups in flight per file.
+const LOOKUP_READS: usize = 64;
+
 /// Most bytes of the sections after the data region a lazy open reads and writes before
 /// it serves; a file with more is not opened lazily.
 const MAX_SECTIONS: u64 = 4 << 30;
@@ -135,6 +138,9 @@ pub struct Filling {
     state: Mutex<Asked>,
     /// Told when a read lookups asked for ends (threads that block).
     changed: Condvar,
+    /// Reads for lookups at once: many lookups of blocks far apart (a large mget) queue here
+    /// rather than open a connection each.
+    reads: tokio::sync::Semaphore,
     /// The same, for tasks that wait ([`Filling::ready`]).
     notify: tokio::sync::Notify,
     store: Store,
@@ -302,7 +308,12 @@ impl Filling {
         for run in runs {
             let me = Arc::clone(&me);
             runtime.spawn(async move {
-                let result = me.read_blocks(run.clone()).await;
+                let result = match me.reads.acquire().await {
+                    Ok(_permit) => me.read_blocks(run.clone()).await,
+                    Err(_) => Err(Error::Refused {
+                        reason: "no more reads for lookups".into(),
+                    }),
+                };
                 let mut asked = me.state.lock().unwrap_or_else(|e| e.into_inner());
                 for i in run {
                     asked.reading.remove(&i);
@@ -539,6 +550,10 @@ impl LazyVersion {
             let partial = self.dir.join(format!(".{}.partial", m.name));
             blocking(move || -> Result<()> {
                 let path = &f.path;
+                if !path.exists() && target.exists() {
+                    // Checked and renamed by an earlier call that failed after it.
+                    return Ok(());
+                }
                 f.file.sync_all().map_err(|e| Error::io("fsync", path, e))?;
                 let mut reader = File::open(path).map_err(|e| Error::io("open", path, e))?;
                 let found = crate::files::hash_reader(&mut reader, xxhash_rust::xxh3::Xxh3::new())
@@ -788,6 +803,7 @@ impl OpenFile {
             blocks,
             state: Mutex::new(Asked::default()),
             changed: Condvar::new(),
+            reads: tokio::sync::Semaphore::new(LOOKUP_READS),
             notify: tokio::sync::Notify::new(),
             store,
             object,
