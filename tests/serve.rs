@@ -1729,6 +1729,108 @@ fn publish_shards(dir: &std::path::Path, store: &str, version: &str, count: usiz
     keys
 }
 
+/// A reader holding shards 1-2 of a 4-shard version opens them lazily: it answers the keys of
+/// its shards right while their blocks arrive (421 for the others), then holds exactly its
+/// two files, complete.
+#[test]
+fn a_sharded_version_opens_lazily_in_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store").display().to_string();
+    let value = |i: u64| format!("{i:016x}", i = i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let rows: String = (0..20_000u64)
+        .map(|i| format!("{{\"id\":\"user:{i:05}\",\"n\":\"{}\"}}\n", value(i)))
+        .collect();
+    let input = dir.path().join("rows.ndjson");
+    std::fs::write(&input, rows).unwrap();
+    let shards = dir.path().join("shards");
+    let (input, out) = (input.to_str().unwrap(), shards.to_str().unwrap());
+    snapkv_stdout(&[
+        "build", "-i", input, "--key", "id", "--shards", "4", "-o", out, "-q",
+    ]);
+    let files: Vec<String> = (0..4)
+        .map(|s| {
+            shards
+                .join(format!("shard-{s:05}-of-00004.snapkv"))
+                .display()
+                .to_string()
+        })
+        .collect();
+    let mut publish = vec![
+        "publish",
+        "--store",
+        &store,
+        "--dataset",
+        "d",
+        "--version",
+        "v1",
+    ];
+    publish.extend(files.iter().map(String::as_str));
+    snapkv_stdout(&publish);
+    let cache = dir.path().join("cache");
+    let args = [
+        "--store",
+        &store,
+        "--dataset",
+        "d",
+        "--cache-dir",
+        cache.to_str().unwrap(),
+        "--poll-interval",
+        "50ms",
+        "--shards",
+        "1-2",
+        "--no-forward",
+        "--ready-when",
+        "opened",
+        "--max-download-rate",
+        "32KB",
+    ];
+    let server = Server::start(&args);
+    let info = dataset_info(&server.url);
+    assert_eq!(info["shards_held"], json!([1, 2]), "{info}");
+    assert!(
+        info["lazy"]["blocks_missing"]
+            .as_u64()
+            .is_some_and(|n| n > 0),
+        "{info}"
+    );
+    let c = client();
+    let mut held = 0;
+    for i in (0..20_000u64).step_by(37) {
+        let k = format!("user:{i:05}");
+        let r = c
+            .get(format!("{}/v1/datasets/d/keys/{k}", server.url))
+            .send()
+            .unwrap();
+        match r.status() {
+            StatusCode::OK => {
+                held += 1;
+                assert_eq!(r.json::<Value>().unwrap(), json!({ "n": value(i) }));
+            }
+            StatusCode::MISDIRECTED_REQUEST => {}
+            s => panic!("{k}: {s}"),
+        }
+    }
+    assert!((200..=340).contains(&held), "{held} keys held of 541");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !dataset_info(&server.url)["lazy"].is_null() {
+        assert!(Instant::now() < deadline, "never complete");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut files: Vec<String> = std::fs::read_dir(cache.join("d/v1"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "MANIFEST.json",
+            "shard-00001-of-00004.snapkv",
+            "shard-00002-of-00004.snapkv"
+        ]
+    );
+}
+
 /// Every key of dataset `d` through `url`'s scan, in pages of `page`.
 fn scan_all(url: &str, page: usize) -> Vec<String> {
     let c = client();
