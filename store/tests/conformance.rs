@@ -222,8 +222,8 @@ async fn sharded_commit_of_concurrent_retried_uploads(backend: Backend) {
             .unwrap();
     assert_eq!(
         left.len(),
-        N as usize + 1,
-        "the manifest and one file per shard"
+        2 * N as usize + 1,
+        "the manifest, and one file per shard with its block list"
     );
 
     // Shards whose key ranges overlap are refused.
