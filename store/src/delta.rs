@@ -329,19 +329,9 @@ impl Store {
                 if let Some(limit) = limit {
                     limit.take(n).await;
                 }
-                let bytes = self
-                    .objects
-                    .get_range(path, range)
-                    .await
-                    .map_err(|e| self.err("GET", path, e))?;
-                counters.downloaded(bytes.len() as u64);
+                let bytes = self.get_exact(path, range).await?;
+                counters.downloaded(n);
                 counters.range_reads.fetch_add(1, Ordering::Relaxed);
-                if bytes.len() as u64 != n {
-                    return Err(Error::corrupt(
-                        format!("stored object {path}"),
-                        format!("a range read of {n} bytes returned {}", bytes.len()),
-                    ));
-                }
                 Ok::<Bytes, Error>(bytes)
             }
         };
@@ -710,10 +700,8 @@ impl Store {
         max: u64,
     ) -> Result<(Tail, Bytes)> {
         let end = self
-            .objects
-            .get_range(path, len.saturating_sub(TAIL_LEN)..len)
-            .await
-            .map_err(|e| self.err("GET", path, e))?;
+            .get_exact(path, len.saturating_sub(TAIL_LEN)..len)
+            .await?;
         let tail = Tail::parse(&end, len).map_err(|e| stored_corrupt(path, e))?;
         let r = range(&tail);
         if r.end - r.start > max {
@@ -728,11 +716,7 @@ impl Store {
         if r.is_empty() {
             return Ok((tail, Bytes::new()));
         }
-        let bytes = self
-            .objects
-            .get_range(path, r)
-            .await
-            .map_err(|e| self.err("GET", path, e))?;
+        let bytes = self.get_exact(path, r).await?;
         Ok((tail, bytes))
     }
 }

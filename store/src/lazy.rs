@@ -24,7 +24,6 @@ use crate::{FetchOptions, Store};
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
-use object_store::ObjectStoreExt;
 use snapkv_format::{StoredBlock, Tail, TAIL_LEN};
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -256,21 +255,9 @@ impl Filling {
     async fn read_blocks(&self, run: Range<usize>) -> Result<()> {
         let range = self.blocks[run.start].offset..self.end_of(run.end - 1);
         let n = range.end - range.start;
-        let bytes = self
-            .store
-            .objects
-            .get_range(&self.object, range)
-            .await
-            .map_err(|e| self.store.err("GET", &self.object, e))?;
-        self.downloaded
-            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        let bytes = self.store.get_exact(&self.object, range).await?;
+        self.downloaded.fetch_add(n, Ordering::Relaxed);
         self.range_reads.fetch_add(1, Ordering::Relaxed);
-        if bytes.len() as u64 != n {
-            return Err(Error::corrupt(
-                format!("stored object of {}", self.what),
-                format!("a range read of {n} bytes returned {}", bytes.len()),
-            ));
-        }
         let me = self
             .this
             .upgrade()
@@ -704,20 +691,9 @@ impl OpenFile {
             let (store, object, downloaded, range_reads) =
                 (&store, &object, &downloaded, &range_reads);
             async move {
-                let n = range.end - range.start;
-                let bytes = store
-                    .objects
-                    .get_range(object, range.clone())
-                    .await
-                    .map_err(|e| store.err("GET", object, e))?;
+                let bytes = store.get_exact(object, range.clone()).await?;
                 downloaded.fetch_add(bytes.len() as u64, Ordering::Relaxed);
                 range_reads.fetch_add(1, Ordering::Relaxed);
-                if bytes.len() as u64 != n {
-                    return Err(Error::corrupt(
-                        format!("stored object {object}"),
-                        format!("a range read of {n} bytes returned {}", bytes.len()),
-                    ));
-                }
                 Ok::<(u64, Bytes), Error>((range.start, bytes))
             }
         };

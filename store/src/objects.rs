@@ -156,6 +156,28 @@ impl Store {
         }
     }
 
+    /// Bytes `range` of the object at `path`, exactly: a range read that returns another
+    /// number of bytes is [`Error::Corrupt`].
+    pub(crate) async fn get_exact(
+        &self,
+        path: &ObjectPath,
+        range: std::ops::Range<u64>,
+    ) -> Result<Bytes> {
+        let n = range.end - range.start;
+        let bytes = self
+            .objects
+            .get_range(path, range)
+            .await
+            .map_err(|e| self.err("GET", path, e))?;
+        if bytes.len() as u64 != n {
+            return Err(Error::corrupt(
+                format!("stored object {path}"),
+                format!("a range read of {n} bytes returned {}", bytes.len()),
+            ));
+        }
+        Ok(bytes)
+    }
+
     /// `HEAD`: the object's metadata; [`Error::NotFound`] if there is none.
     pub(crate) async fn head(&self, path: &ObjectPath) -> Result<ObjectMeta> {
         self.objects
