@@ -3,8 +3,8 @@
 mod common;
 
 use common::{
-    build_snapshot, client, client_builder, dataset, snapkv_stdout, value_of, write_snapshot,
-    Server,
+    build_snapshot, client, client_builder, dataset, dataset_info, snapkv_stdout, value_of,
+    write_snapshot, Server,
 };
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -669,16 +669,6 @@ fn corrupt_in_store(store: &std::path::Path, version: &str) {
     perms.set_readonly(false);
     std::fs::set_permissions(&stored, perms).unwrap();
     std::fs::write(&stored, &bytes).unwrap();
-}
-
-/// `/v1/datasets/d` of the reader at `url`.
-fn dataset_info(url: &str) -> Value {
-    client()
-        .get(format!("{url}/v1/datasets/d"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap()
 }
 
 /// The value of `series` (`name{labels}`) in the `/metrics` of the reader at `url`.
@@ -1766,25 +1756,20 @@ fn a_sharded_version_opens_lazily_in_part() {
     ];
     publish.extend(files.iter().map(String::as_str));
     snapkv_stdout(&publish);
-    let cache = dir.path().join("cache");
-    let args = [
-        "--store",
-        &store,
-        "--dataset",
-        "d",
-        "--cache-dir",
-        cache.to_str().unwrap(),
-        "--poll-interval",
-        "50ms",
-        "--shards",
-        "1-2",
-        "--no-forward",
-        "--ready-when",
-        "opened",
-        "--max-download-rate",
-        "32KB",
-    ];
-    let server = Server::start(&args);
+    let mut args = follow_args(std::path::Path::new(&store), &dir.path().join("cache"));
+    args.extend(
+        [
+            "--shards",
+            "1-2",
+            "--no-forward",
+            "--ready-when",
+            "opened",
+            "--max-download-rate",
+            "32KB",
+        ]
+        .map(String::from),
+    );
+    let server = Server::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let info = dataset_info(&server.url);
     assert_eq!(info["shards_held"], json!([1, 2]), "{info}");
     assert!(
@@ -1816,7 +1801,7 @@ fn a_sharded_version_opens_lazily_in_part() {
         assert!(Instant::now() < deadline, "never complete");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let mut files: Vec<String> = std::fs::read_dir(cache.join("d/v1"))
+    let mut files: Vec<String> = std::fs::read_dir(dir.path().join("cache/d/v1"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();

@@ -333,6 +333,47 @@ async fn watch_file(
     }
 }
 
+/// What a version's manifest says of how its files serve: the split keys of a sharded
+/// version (`None`: one file), and the version label and times its snapshots' metadata may
+/// leave out. An error for several files that are not the shards of one version.
+fn layout_of(
+    manifest: &snapkv_store::Manifest,
+    version: &str,
+) -> Result<(Option<Vec<bytes::Bytes>>, Fallback), String> {
+    let files = &manifest.files;
+    let splits = match &manifest.sharding {
+        Some(sharding) => Some(
+            sharding
+                .split_key_bytes()
+                .ok_or_else(|| format!("version {version} has bad split keys"))?
+                .into_iter()
+                .map(bytes::Bytes::from)
+                .collect::<Vec<_>>(),
+        ),
+        None if files.len() == 1 => None,
+        None => {
+            return Err(format!(
+                "version {version} has {} files that are not the shards of one sharded version \
+                 (its manifest has no sharding): a served version is one snapshot file, or the \
+                 shards of one (snapkv build --shards)",
+                files.len()
+            ))
+        }
+    };
+    let published = crate::time::parse_rfc3339(&manifest.created_at);
+    let fallback = Fallback {
+        version: version.to_owned(),
+        built_at: files[0]
+            .built_at
+            .as_deref()
+            .and_then(crate::time::parse_rfc3339)
+            .or(published)
+            .unwrap_or_else(SystemTime::now),
+        published_at: published.unwrap_or_else(SystemTime::now),
+    };
+    Ok((splits, fallback))
+}
+
 /// Opens a cached version off the async workers; it was verified when it was fetched (`check`
 /// says whether it is read once to warm it).
 async fn load_cached(
@@ -342,28 +383,7 @@ async fn load_cached(
     open: OpenOptions,
     check: Check,
 ) -> Result<Loaded, String> {
-    let files = &cached.manifest.files;
-    let splits = match &cached.manifest.sharding {
-        Some(sharding) => Some(
-            sharding
-                .split_key_bytes()
-                .ok_or_else(|| format!("version {} has bad split keys", cached.version))?
-                .into_iter()
-                .map(bytes::Bytes::from)
-                .collect::<Vec<_>>(),
-        ),
-        None if files.len() == 1 => None,
-        None => {
-            return Err(format!(
-                "version {} has {} files that are not the shards of one sharded version \
-                 (its manifest has no sharding): a served version is one snapshot file, or the \
-                 shards of one (snapkv build --shards)",
-                cached.version,
-                files.len()
-            ))
-        }
-    };
-    let file = &files[0];
+    let (splits, fallback) = layout_of(&cached.manifest, &cached.version)?;
     let paths = cached.paths();
     let first = cached.held.start;
     let release = CachedRelease {
@@ -371,17 +391,6 @@ async fn load_cached(
         dataset: cached.dataset.clone(),
         version: cached.version.clone(),
         live: Arc::clone(live),
-    };
-    let published = crate::time::parse_rfc3339(&cached.manifest.created_at);
-    let fallback = Fallback {
-        version: cached.version.clone(),
-        built_at: file
-            .built_at
-            .as_deref()
-            .and_then(crate::time::parse_rfc3339)
-            .or(published)
-            .unwrap_or_else(SystemTime::now),
-        published_at: published.unwrap_or_else(SystemTime::now),
     };
     tokio::task::spawn_blocking(move || {
         Loaded::open_shards(&paths, splits, first, &open, fallback, Some(release), check)
@@ -682,9 +691,7 @@ async fn open_lazily(
     let name = &d.name;
     if let Some(m) = manifest {
         // Whole files: a lazy open starts over whatever its directory holds.
-        let needed: u64 = snapkv_store::held_files(m, how.shards.as_ref())
-            .map(|held| m.files[held].iter().map(|f| f.bytes).sum())
-            .unwrap_or(0);
+        let needed = held_bytes(m, how);
         let room = measure_space(d, cache, how.cache_limit).await;
         if needed > room {
             tracing::warn!(dataset = %name, %version, error = %no_room(d, version, needed, how.cache_limit), "cannot open lazily");
@@ -702,27 +709,12 @@ async fn open_lazily(
             return None;
         }
     };
-    let splits = match &lazy.manifest.sharding {
-        Some(sharding) => Some(
-            sharding
-                .split_key_bytes()?
-                .into_iter()
-                .map(bytes::Bytes::from)
-                .collect::<Vec<_>>(),
-        ),
-        None if lazy.manifest.files.len() == 1 => None,
-        None => return None,
-    };
-    let published = crate::time::parse_rfc3339(&lazy.manifest.created_at);
-    let fallback = Fallback {
-        version: version.to_owned(),
-        built_at: lazy.manifest.files[0]
-            .built_at
-            .as_deref()
-            .and_then(crate::time::parse_rfc3339)
-            .or(published)
-            .unwrap_or_else(SystemTime::now),
-        published_at: published.unwrap_or_else(SystemTime::now),
+    let (splits, fallback) = match layout_of(&lazy.manifest, version) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(dataset = %name, %version, error = %e, "cannot open lazily");
+            return None;
+        }
     };
     let open = how.open.clone();
     let opened = tokio::task::spawn_blocking(move || {
@@ -812,10 +804,14 @@ async fn missing_bytes(
     manifest: &snapkv_store::Manifest,
     how: &Follow,
 ) -> u64 {
-    let size: u64 = snapkv_store::held_files(manifest, how.shards.as_ref())
+    held_bytes(manifest, how).saturating_sub(entry_bytes(cache, name, Some(version)).await)
+}
+
+/// Bytes of the files of `manifest` this reader holds.
+fn held_bytes(manifest: &snapkv_store::Manifest, how: &Follow) -> u64 {
+    snapkv_store::held_files(manifest, how.shards.as_ref())
         .map(|held| manifest.files[held].iter().map(|f| f.bytes).sum())
-        .unwrap_or(0);
-    size.saturating_sub(entry_bytes(cache, name, Some(version)).await)
+        .unwrap_or(0)
 }
 
 /// The room left in the cache: the disk's free bytes, or less under `limit`. Records it in the
@@ -979,13 +975,4 @@ impl Backoff {
 }
 
 /// `error: cause: cause`, for logs and the dataset info.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(c) = source {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        source = c.source();
-    }
-    s
-}
+pub(crate) use snapkv_store::error_chain;

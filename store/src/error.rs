@@ -241,3 +241,16 @@ fn is_transport(e: &object_store::Error) -> bool {
     }
     false
 }
+
+/// An error and its causes on one line, `error: cause: cause` (for logs and messages that
+/// must say why, not only what).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(c) = source {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        source = c.source();
+    }
+    s
+}

@@ -79,18 +79,6 @@ async fn on_fill_runtime<T: Send + 'static>(
     }
 }
 
-/// `error: cause: cause`.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(c) = source {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        source = c.source();
-    }
-    s
-}
-
 /// A version opened before its files are local ([`Store::open_lazy`]): its files serve
 /// lookups while [`LazyVersion::complete`] fills them in.
 pub struct LazyVersion {
@@ -305,7 +293,7 @@ impl Filling {
                 for i in run {
                     asked.reading.remove(&i);
                     if let Err(e) = &result {
-                        asked.failed.insert(i, chain(e));
+                        asked.failed.insert(i, crate::error_chain(e));
                     }
                 }
                 drop(asked);

@@ -78,7 +78,7 @@ pub use cache::{held_files, Cache, CachedVersion, FetchOptions};
 pub use commit::{Receipt, MAX_RECEIPT_BYTES};
 pub use current::{Current, Poll, Tag};
 pub use delta::Transfer;
-pub use error::{Error, Result};
+pub use error::{error_chain, Error, Result};
 pub use files::{read_snapshot, OpenSnapshot, Progress};
 pub use history::HistoryEntry;
 pub use input::Object;

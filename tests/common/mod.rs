@@ -54,6 +54,16 @@ pub fn client() -> reqwest::blocking::Client {
     client_builder().build().unwrap()
 }
 
+/// `/v1/datasets/d` of the reader at `url`.
+pub fn dataset_info(url: &str) -> serde_json::Value {
+    client()
+        .get(format!("{url}/v1/datasets/d"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap()
+}
+
 /// A client builder, with the crypto provider installed.
 pub fn client_builder() -> reqwest::blocking::ClientBuilder {
     let _ = rustls::crypto::ring::default_provider().install_default();

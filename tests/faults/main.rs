@@ -9,7 +9,7 @@
 mod common;
 mod proxy;
 
-use common::{client, snapkv_stdout, Server};
+use common::{client, dataset_info as info, snapkv_stdout, Server};
 use proxy::{Fault, Proxy};
 use serde_json::Value;
 use snapkv_format::{Compression, Dictionary, Metadata, SnapshotWriter, ValueEncoding};
@@ -299,16 +299,6 @@ fn write_version(path: &Path, version: &str, pad: usize, delta: bool) {
             .unwrap();
     }
     w.finish().unwrap();
-}
-
-/// `/v1/datasets/d` of the reader at `url`.
-fn info(url: &str) -> Value {
-    client()
-        .get(format!("{url}/v1/datasets/d"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap()
 }
 
 /// Waits until the reader serves `version`, sampling its answers meanwhile.
